@@ -1,0 +1,1 @@
+"""The thin HTTP API: answers payers from what the followers credited."""

@@ -1,0 +1,22 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from api.routes import health
+from watcher import __version__, db
+from watcher.settings import Settings
+
+
+def create_app(settings: Settings, pool: db.Pool) -> FastAPI:
+    """Build the API around an existing pool; the caller owns the pool's lifetime."""
+    app = FastAPI(
+        title="USDC payment watcher",
+        version=__version__,
+        description="Look up credited USDC payments, claim access tokens, pay per call (x402).",
+    )
+    app.state.settings = settings
+    app.state.pool = pool
+    app.include_router(health.router)
+    return app

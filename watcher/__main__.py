@@ -1,0 +1,78 @@
+"""The ``watcher`` command line: run, migrate, api (and more as the issues land).
+
+Exit codes: 0 success, 1 runtime failure, 2 bad configuration or usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+import structlog
+
+from watcher import __version__, daemon, db, errors, logs
+from watcher.settings import Settings, load_settings
+
+EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
+
+
+def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    return asyncio.run(daemon.run(settings, with_api=not args.no_api))
+
+
+def _cmd_api(args: argparse.Namespace, settings: Settings) -> int:
+    return asyncio.run(daemon.run(settings, with_api=True, with_followers=False))
+
+
+def _cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    async def go() -> list[str]:
+        async with daemon.database(settings) as pool, pool.acquire() as conn:
+            return await db.pending_migrations(conn)
+
+    pending = asyncio.run(go())  # daemon.database() migrates on entry
+    print("migrations: up to date" if not pending else f"still pending: {pending}")
+    return EXIT_OK if not pending else EXIT_FAILURE
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="watcher",
+        description="USDC payment watcher: credits confirmed payments on Base, Ethereum and "
+        "Solana in PostgreSQL and serves the paywall API. Configured by environment "
+        "variables (or .env); see README.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser("run", help="the daemon: migrations, followers, API and metrics")
+    p.add_argument("--no-api", action="store_true", help="followers and metrics only")
+    p.set_defaults(func=_cmd_run)
+    p = sub.add_parser("api", help="the API server alone (no followers)")
+    p.set_defaults(func=_cmd_api)
+    p = sub.add_parser("migrate", help="apply pending database migrations and exit")
+    p.set_defaults(func=_cmd_migrate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except errors.ConfigError as exc:
+        print(f"watcher: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    logs.configure(settings.watcher_log_level, settings.watcher_log_format)
+    try:
+        code: int = args.func(args, settings)
+    except errors.WatcherError as exc:
+        structlog.get_logger("watcher").error("fatal", error=str(exc))
+        print(f"watcher: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return EXIT_OK
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""One follower per chain family."""

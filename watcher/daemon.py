@@ -1,0 +1,173 @@
+"""The supervisor: one stop event, a TaskGroup of followers and the API, a metrics server.
+
+Lifecycle (see CONVENTIONS):
+
+* SIGTERM / SIGINT set ``stop``. Followers check it between steps; the API
+  server is told to exit. After ``stop`` everything gets ``GRACE_SECONDS`` to
+  finish, then is cancelled; a cancelled step rolls back its transaction.
+* A task that crashes sets ``stop`` too and the process exits non-zero, so
+  systemd or the container runtime restarts it.
+* With no ``DATABASE_URL`` the embedded PostgreSQL is started first and stopped
+  last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+
+import structlog
+import uvicorn
+from prometheus_client import start_http_server
+
+from watcher import __version__, db, metrics
+from watcher.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+GRACE_SECONDS = 8.0
+
+
+@dataclass(frozen=True)
+class Follower:
+    """A long-running chain follower: ``run(stop)`` returns when ``stop`` is set."""
+
+    chain: str
+    run: Callable[[asyncio.Event], Awaitable[None]]
+
+
+def build_followers(settings: Settings, pool: db.Pool) -> list[Follower]:
+    """The followers of every enabled chain (a chain needs an RPC URL and a receiving address).
+
+    No chain follower is wired yet: the EVM and Solana issues add theirs here.
+    """
+    return []
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: our stop event drives it."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@contextlib.asynccontextmanager
+async def database(settings: Settings) -> AsyncIterator[db.Pool]:
+    """A migrated pool on ``DATABASE_URL``, or on the embedded server when it is unset."""
+    embedded: db.EmbeddedPostgres | None = None
+    if settings.database_url is not None:
+        dsn = settings.database_url.get_secret_value()
+    else:
+        embedded = db.EmbeddedPostgres(settings.watcher_data_dir)
+        dsn = await asyncio.to_thread(embedded.start)
+    try:
+        pool = await db.create_pool(dsn)
+        try:
+            async with pool.acquire() as conn:
+                await db.migrate(conn)
+            yield pool
+        finally:
+            try:
+                async with asyncio.timeout(3):
+                    await pool.close()
+            except TimeoutError:  # a connection is stuck in a query: do not wait for it
+                pool.terminate()
+    finally:
+        if embedded is not None:
+            await asyncio.to_thread(embedded.stop)
+
+
+def _install_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+
+def api_server(settings: Settings, pool: db.Pool) -> uvicorn.Server:
+    from api.app import create_app
+
+    config = uvicorn.Config(
+        create_app(settings, pool),
+        host=settings.watcher_api_host,
+        port=settings.watcher_api_port,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+    )
+    return _Server(config)
+
+
+async def _supervise(name: str, coro: Awaitable[None], stop: asyncio.Event) -> None:
+    """Run one task; a crash is logged, counted and stops the whole process."""
+    try:
+        await coro
+    except asyncio.CancelledError:
+        raise
+    except (Exception, SystemExit) as exc:  # uvicorn calls sys.exit when it cannot bind
+        log.exception("task_crashed", task=name)
+        metrics.FOLLOWER_CRASHES.labels(chain=name).inc()
+        stop.set()
+        raise RuntimeError(f"task {name} crashed") from exc
+
+
+async def run(settings: Settings, *, with_api: bool = True, with_followers: bool = True) -> int:
+    """The daemon. Returns the process exit code: 0 after a clean stop, 1 after a crash."""
+    stop = asyncio.Event()
+    _install_signals(stop)
+    metrics.BUILD.info({"version": __version__})
+    metrics_server = None
+    if with_followers and settings.watcher_metrics_port:
+        metrics_server, _ = start_http_server(
+            settings.watcher_metrics_port, addr=settings.watcher_metrics_host
+        )
+    crashed = False
+    try:
+        async with database(settings) as pool:
+            metrics.UP.set(1)
+            metrics.DB_UP.set(1)
+            followers = build_followers(settings, pool) if with_followers else []
+            server = api_server(settings, pool) if with_api else None
+            log.info(
+                "daemon_started",
+                followers=[f.chain for f in followers],
+                api=f"http://{settings.watcher_api_host}:{settings.watcher_api_port}"
+                if server
+                else None,
+                metrics_port=settings.watcher_metrics_port if metrics_server else None,
+            )
+            crashed = await _run_tasks(followers, server, stop)
+    finally:
+        metrics.UP.set(0)
+        if metrics_server is not None:
+            metrics_server.shutdown()
+    log.info("daemon_stopped", crashed=crashed)
+    return 1 if crashed else 0
+
+
+async def _run_tasks(
+    followers: list[Follower], server: uvicorn.Server | None, stop: asyncio.Event
+) -> bool:
+    """Run until ``stop``; then give every task the grace period. True if one crashed."""
+    tasks: list[asyncio.Task[None]] = []
+    for f in followers:
+        metrics.FOLLOWER_RUNNING.labels(chain=f.chain).set(1)
+        tasks.append(asyncio.create_task(_supervise(f.chain, f.run(stop), stop), name=f.chain))
+    if server is not None:
+        tasks.append(asyncio.create_task(_supervise("api", server.serve(), stop), name="api"))
+    await stop.wait()
+    log.info("stopping", grace_seconds=GRACE_SECONDS)
+    if server is not None:
+        server.should_exit = True
+    done, pending = await asyncio.wait(tasks, timeout=GRACE_SECONDS) if tasks else (set(), set())
+    for t in pending:
+        log.warning("task_cancelled_after_grace", task=t.get_name())
+        t.cancel()
+    if pending:
+        await asyncio.wait(pending, timeout=2)
+    for f in followers:
+        metrics.FOLLOWER_RUNNING.labels(chain=f.chain).set(0)
+    return any(not t.cancelled() and t.exception() is not None for t in done)

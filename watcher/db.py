@@ -1,0 +1,190 @@
+"""PostgreSQL: the connection pool, named queries, migrations, the embedded server.
+
+* ``queries()`` parses ``queries.sql`` once: every statement lives there under a
+  ``-- name: x`` header (see CONVENTIONS).
+* ``migrate()`` applies ``migrations/NNNN_*.sql`` in order, each in its own
+  transaction, recorded with a checksum in ``schema_migrations``, under a
+  Postgres advisory lock so processes starting together take turns. An applied
+  file that was edited afterwards is refused: migrations are forward only.
+* ``EmbeddedPostgres`` starts a private server from the ``pgserver`` wheel in
+  the data directory when no ``DATABASE_URL`` is given, reuses it across
+  restarts and stops it on exit (when the last process using it lets go).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import re
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import asyncpg
+import structlog
+
+from watcher import errors
+
+log = structlog.get_logger(__name__)
+
+QUERIES_FILE = Path(__file__).with_name("queries.sql")
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+# Arbitrary but fixed: the advisory lock every migrating process takes.
+MIGRATION_LOCK_KEY = 0x5553_4443_4D49_4752  # "USDCMIGR"
+
+_NAME = re.compile(r"^--\s*name:\s*([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
+_MIGRATION = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+Pool = asyncpg.Pool
+if TYPE_CHECKING:
+    from asyncpg.pool import PoolConnectionProxy
+
+# A plain connection or one borrowed from the pool: both run the same queries.
+Connection: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
+
+
+def parse_queries(text: str) -> dict[str, str]:
+    """Split a named-query file into ``{name: sql}``; duplicate names are an error."""
+    out: dict[str, str] = {}
+    parts = _NAME.split(text)
+    for name, body in zip(parts[1::2], parts[2::2], strict=True):
+        if name in out:
+            raise ValueError(f"query {name!r} defined twice in queries.sql")
+        sql = body.strip()
+        if not sql:
+            raise ValueError(f"query {name!r} is empty")
+        out[name] = sql
+    return out
+
+
+@functools.cache
+def queries() -> Mapping[str, str]:
+    """The named statements of ``queries.sql``."""
+    return parse_queries(QUERIES_FILE.read_text(encoding="utf-8"))
+
+
+def q(name: str) -> str:
+    """One named statement (KeyError names the missing query)."""
+    return queries()[name]
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: str
+    path: Path
+
+    @property
+    def sql(self) -> str:
+        return self.path.read_text(encoding="utf-8")
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.path.read_bytes()).hexdigest()
+
+
+def list_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    """The migration files in version order; a malformed or repeated number is an error."""
+    found: dict[str, Migration] = {}
+    for path in sorted(directory.glob("*.sql")):
+        m = _MIGRATION.match(path.name)
+        if not m:
+            raise errors.MigrationError(f"{path.name}: migration files are named NNNN_name.sql")
+        if m.group(1) in found:
+            raise errors.MigrationError(f"two migrations numbered {m.group(1)}")
+        found[m.group(1)] = Migration(m.group(1), path)
+    return [found[v] for v in sorted(found)]
+
+
+async def migrate(conn: Connection, directory: Path = MIGRATIONS_DIR) -> list[str]:
+    """Apply pending migrations; returns the versions applied by this call."""
+    pending = list_migrations(directory)
+    applied_now: list[str] = []
+    await conn.execute(q("lock_migrations"), MIGRATION_LOCK_KEY)
+    try:
+        await conn.execute(q("create_schema_migrations"))
+        done = {r["version"]: r["checksum"] for r in await conn.fetch(q("applied_migrations"))}
+        for mig in pending:
+            if mig.version in done:
+                if done[mig.version] != mig.checksum:
+                    raise errors.MigrationError(
+                        f"{mig.path.name} changed after it was applied; "
+                        "never edit an applied migration, add a new one"
+                    )
+                continue
+            try:
+                async with conn.transaction():
+                    await conn.execute(mig.sql)
+                    await conn.execute(q("record_migration"), mig.version, mig.checksum)
+            except asyncpg.PostgresError as exc:
+                raise errors.MigrationError(f"{mig.path.name} failed: {exc}") from exc
+            applied_now.append(mig.version)
+            log.info("migration_applied", version=mig.version, file=mig.path.name)
+    finally:
+        await conn.execute(q("unlock_migrations"), MIGRATION_LOCK_KEY)
+    return applied_now
+
+
+async def pending_migrations(conn: Connection) -> list[str]:
+    """Versions on disk that the database has not applied yet."""
+    exists = await conn.fetchval(q("schema_migrations_exists"))
+    done = {r["version"] for r in await conn.fetch(q("applied_migrations"))} if exists else set()
+    return [m.version for m in list_migrations() if m.version not in done]
+
+
+async def _init_connection(conn: Connection) -> None:
+    # Sessions run in UTC so timestamps print the same on every host.
+    await conn.execute(q("session_utc"))
+
+
+async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, **kw: Any) -> Pool:
+    """An asyncpg pool; connection failures become DatabaseError naming the cause."""
+    try:
+        pool = await asyncpg.create_pool(
+            dsn, min_size=min_size, max_size=max_size, init=_init_connection, **kw
+        )
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise errors.DatabaseError(f"cannot connect to PostgreSQL: {exc}") from exc
+    assert pool is not None
+    return pool
+
+
+class EmbeddedPostgres:
+    """A private PostgreSQL from the pgserver wheel, in ``data_dir/pgdata``."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.pgdata = Path(data_dir).expanduser() / "pgdata"
+        self._server: Any = None
+
+    def start(self) -> str:
+        """Start (or join) the server; returns a DSN over its unix socket."""
+        self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        with warnings.catch_warnings():
+            # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI).
+            warnings.simplefilter("ignore")
+            from pgserver import postgres_server
+
+            self._server = postgres_server.get_server(self.pgdata, cleanup_mode="stop")
+        uri: str = self._server.get_uri()
+        log.info("embedded_postgres_started", pgdata=str(self.pgdata))
+        return uri
+
+    def stop(self) -> None:
+        """Let go of the server; it stops when no other process still uses it."""
+        if self._server is not None:
+            self._server.cleanup()
+            self._server = None
+            log.info("embedded_postgres_stopped", pgdata=str(self.pgdata))
+
+    def __enter__(self) -> str:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
