@@ -90,9 +90,10 @@ class RpcPool:
             transport=transport,
         )
         self._next_probe = 0.0
-        self._backoff = tenacity.wait_exponential_jitter(
-            initial=policy.backoff, max=policy.backoff_max, jitter=policy.backoff
-        )
+        # backoff, 2x, 4x ... capped, plus up to one backoff of jitter so callers spread out.
+        self._backoff = tenacity.wait_exponential(
+            multiplier=policy.backoff, max=policy.backoff_max
+        ) + tenacity.wait_random(0, policy.backoff)
 
     @classmethod
     def for_chain(
@@ -381,4 +382,5 @@ class RpcPool:
 
 
 def _retryable(exc: BaseException) -> bool:
-    return isinstance(exc, _Unavailable) or wire.is_transient(exc)
+    # WrongChain: that endpoint is refused now; the next pass says if any other is left.
+    return isinstance(exc, _Unavailable | errors.WrongChain) or wire.is_transient(exc)

@@ -59,12 +59,14 @@ class Sender:
 
     async def batch(self, ep: Endpoint, calls: Sequence[Call], deadline: float) -> list[Any]:
         """``calls`` on ``ep`` in batches as large as it accepts (learned per endpoint)."""
-        limit = ep.batch_limit or self.policy.max_batch
-        if limit <= 1 or len(calls) == 1:
-            return [await self.call(ep, m, p, deadline) for m, p in calls]
         out: list[Any] = []
-        for start in range(0, len(calls), limit):
-            chunk = calls[start : start + limit]
+        while len(out) < len(calls):
+            limit = ep.batch_limit or self.policy.max_batch  # may shrink as we go
+            if limit <= 1 or len(calls) - len(out) == 1:
+                rest = calls[len(out) :]
+                out.extend([await self.call(ep, m, p, deadline) for m, p in rest])
+                break
+            chunk = calls[len(out) : len(out) + limit]
             try:
                 out.extend(await self._batch_once(ep, chunk, deadline))
             except wire.BatchRejected as exc:
