@@ -98,6 +98,9 @@ class Endpoint:
     recent: deque[tuple[float, bool, float]] = field(default_factory=deque)
 
     def __post_init__(self) -> None:
+        self._oks = 0  # successes in ``recent``
+        self._p50: float | None = None  # cached median latency of ``recent``
+        self._exported: tuple[int, int] | None = None
         self.log = structlog.get_logger("watcher.rpc").bind(chain=self.chain, endpoint=self.label)
         self._export()
 
@@ -210,20 +213,28 @@ class Endpoint:
 
     def _remember(self, now: float, ok: bool, latency: float) -> None:
         self.recent.append((now, ok, latency))
-        while len(self.recent) > self.policy.window:
-            self.recent.popleft()
+        self._oks += ok
+        self._p50 = None
+        self._prune(now)
 
-    def _fresh(self) -> list[tuple[float, bool, float]]:
-        horizon = time.monotonic() - self.policy.window_seconds
-        return [r for r in self.recent if r[0] >= horizon]
+    def _prune(self, now: float) -> None:
+        # Entries arrive in time order, so the stale ones are all on the left.
+        horizon = now - self.policy.window_seconds
+        while self.recent and (
+            self.recent[0][0] < horizon or len(self.recent) > self.policy.window
+        ):
+            self._oks -= self.recent.popleft()[1]
+            self._p50 = None
 
     def success_rate(self) -> float | None:
-        fresh = self._fresh()
-        return sum(ok for _, ok, _ in fresh) / len(fresh) if fresh else None
+        self._prune(time.monotonic())
+        return self._oks / len(self.recent) if self.recent else None
 
     def latency_p50(self) -> float | None:
-        fresh = self._fresh()
-        return statistics.median(lat for _, _, lat in fresh) if fresh else None
+        self._prune(time.monotonic())
+        if self._p50 is None and self.recent:
+            self._p50 = statistics.median(lat for _, _, lat in self.recent)
+        return self._p50
 
     def well(self) -> bool:
         """Recent success rate and latency are acceptable (no recent data counts as well)."""
@@ -273,5 +284,9 @@ class Endpoint:
         self._export()
 
     def _export(self) -> None:
-        metrics.RPC_CIRCUIT_STATE.labels(self.chain, self.label).set(int(self.circuit))
-        metrics.RPC_HEALTHY.labels(self.chain, self.label).set(1 if self.healthy() else 0)
+        now = (int(self.circuit), 1 if self.healthy() else 0)
+        if now == self._exported:
+            return  # gauges unchanged: skip the label lookups on the hot path
+        self._exported = now
+        metrics.RPC_CIRCUIT_STATE.labels(self.chain, self.label).set(now[0])
+        metrics.RPC_HEALTHY.labels(self.chain, self.label).set(now[1])

@@ -123,11 +123,14 @@ class Sender:
         decode: Callable[[httpx.Response], Any],
     ) -> Any:
         started = time.monotonic()
+        limit = min(self.policy.timeout, deadline - started)
         try:
-            resp = await self._post(ep, payload, min(self.policy.timeout, deadline - started))
+            resp = await self._post(ep, payload, limit)
             result = decode(resp)
         except errors.RpcError as exc:
-            self._account(ep, method, exc, time.monotonic() - started)
+            # A timeout cut short by the caller's deadline says nothing about the endpoint.
+            blameless = isinstance(exc, wire.Timeout) and limit < self.policy.timeout
+            self._account(ep, method, exc, time.monotonic() - started, blame=not blameless)
             raise
         self._account(ep, method, None, time.monotonic() - started)
         return result
@@ -146,12 +149,22 @@ class Sender:
             text = str(exc).replace(ep.url, ep.label) or type(exc).__name__
             raise errors.RpcTransportError(f"{ep.label}: {text}", endpoint=ep.label) from exc
 
-    def _account(self, ep: Endpoint, method: str, exc: errors.RpcError | None, took: float) -> None:
+    def _account(
+        self,
+        ep: Endpoint,
+        method: str,
+        exc: errors.RpcError | None,
+        took: float,
+        *,
+        blame: bool = True,
+    ) -> None:
         outcome = wire.outcome_of(exc)
         metrics.RPC_REQUESTS.labels(self.chain, ep.label, method, outcome).inc()
         metrics.RPC_LATENCY.labels(self.chain, ep.label).observe(took)
         now = time.monotonic()
-        if exc is None or outcome == "rpc_error":
+        if not blame:
+            ep.release()  # a probe cut short proves nothing: let the next one go
+        elif exc is None or outcome == "rpc_error":
             ep.succeeded(took, now)
         elif isinstance(exc, errors.RpcRateLimited):
             ep.rate_limited(exc.retry_after, took, now)

@@ -1,0 +1,87 @@
+"""Requests per second through the RPC pool versus plain httpx, against a local anvil.
+
+    .venv/bin/python scripts/bench_rpc.py [--requests N] [--concurrency C]
+
+Prints one JSON line: sequential and concurrent ``eth_blockNumber`` rates for a
+direct ``httpx.AsyncClient`` and for ``RpcPool`` (health, breaker and metrics
+bookkeeping included), the pool's per-request overhead, and the rate with a
+dead endpoint configured first (so every request pays nothing for it once its
+breaker is open).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.anvil import free_port, start_anvil  # the repo root is on sys.path now
+from watcher.rpc import Policy, RpcPool
+
+
+async def rate(n: int, concurrency: int, call: Callable[[], Awaitable[object]]) -> float:
+    """Calls per second for ``n`` calls spread over ``concurrency`` workers."""
+    per_worker = n // concurrency
+
+    async def worker() -> None:
+        for _ in range(per_worker):
+            await call()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return per_worker * concurrency / (time.perf_counter() - started)
+
+
+async def main(n: int, concurrency: int) -> dict[str, object]:
+    node = await start_anvil(chain_id=8453)
+    body = {"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber", "params": []}
+    direct = httpx.AsyncClient(timeout=10)
+    pool = RpcPool("bench", [node.url], chain_id=8453)
+    dead_first = RpcPool(
+        "bench-failover",
+        [f"http://127.0.0.1:{free_port()}", node.url],
+        chain_id=8453,
+        policy=Policy(cooldown=3600.0, failure_threshold=1),
+    )
+
+    async def plain() -> object:
+        return (await direct.post(node.url, json=body)).json()["result"]
+
+    async def pooled() -> object:
+        return await pool.request("eth_blockNumber")
+
+    async def failover() -> object:
+        return await dead_first.request("eth_blockNumber")
+
+    try:
+        await plain(), await pooled(), await failover()  # warm up connections and checks
+        out: dict[str, object] = {"bench": "rpc", "requests": n, "concurrency": concurrency}
+        out["direct_seq_rps"] = round(await rate(n, 1, plain))
+        out["pool_seq_rps"] = round(await rate(n, 1, pooled))
+        out["direct_concurrent_rps"] = round(await rate(n, concurrency, plain))
+        out["pool_concurrent_rps"] = round(await rate(n, concurrency, pooled))
+        out["pool_dead_first_seq_rps"] = round(await rate(n, 1, failover))
+        seq_direct, seq_pool = float(str(out["direct_seq_rps"])), float(str(out["pool_seq_rps"]))
+        out["pool_overhead_us_per_request"] = round(1e6 / seq_pool - 1e6 / seq_direct, 1)
+        return out
+    finally:
+        await direct.aclose()
+        await pool.aclose()
+        await dead_first.aclose()
+        await node.close()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    args = parser.parse_args()
+    print(json.dumps(asyncio.run(main(args.requests, args.concurrency))))
