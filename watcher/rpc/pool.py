@@ -210,6 +210,7 @@ class RpcPool:
         budget = _Budget(time.monotonic() + (deadline or self.policy.deadline))
         method, params = self._head_call(None)
         now = time.monotonic()
+        self._next_probe = now + self.policy.head_probe_interval  # one round at a time
         targets = [e for e in self.endpoints if e.available(now)]
         answers = await asyncio.gather(*(self._probe(e, method, params, budget) for e in targets))
         heads = {ep: h for ep, h in zip(targets, answers, strict=True) if h is not None}
@@ -217,7 +218,6 @@ class RpcPool:
         for ep, value in heads.items():
             ep.note_head(value, time.monotonic())
             self._judge(ep, best)
-        self._next_probe = time.monotonic() + self.policy.head_probe_interval
         return heads
 
     def _preferred(self) -> Endpoint | None:
