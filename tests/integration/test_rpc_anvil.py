@@ -59,8 +59,14 @@ class FaultTransport(httpx.AsyncBaseTransport):
 
 @pytest.fixture
 async def two_anvils() -> AsyncIterator[tuple[Anvil, Anvil]]:
-    """Two anvils on the same chain id (8453)."""
-    a, b = await asyncio.gather(start_anvil(chain_id=8453), start_anvil(chain_id=8453))
+    """Two anvils on the same chain id (8453).
+
+    Started one after the other: ``free_port`` releases its port before anvil binds
+    it, so two concurrent starts can be handed the same port and share one process.
+    """
+    a = await start_anvil(chain_id=8453)
+    b = await start_anvil(chain_id=8453)
+    assert a.port != b.port and a.process.poll() is None and b.process.poll() is None
     try:
         yield a, b
     finally:
@@ -79,14 +85,15 @@ def chain() -> str:
 
 
 async def test_an_anvil_on_another_chain_id_is_refused_and_the_right_one_used() -> None:
-    wrong, right = await asyncio.gather(start_anvil(chain_id=1), start_anvil(chain_id=8453))
+    wrong = await start_anvil(chain_id=1)
+    right = await start_anvil(chain_id=8453)
     await right.mine(7)
     pool = RpcPool(chain(), [wrong.url, right.url], chain_id=8453, policy=POLICY)
     try:
         assert await pool.head() == 7
         assert int(await pool.request("eth_chainId"), 16) == 8453
         first, second = pool.status()
-        assert first.refused == "chain id is 1, expected 8453" and not first.healthy
+        assert first.refused == "chain id 1, expected 8453" and not first.healthy
         assert second.healthy and second.head == 7
     finally:
         await pool.aclose()

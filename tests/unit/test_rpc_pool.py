@@ -244,6 +244,39 @@ async def test_range_too_large_is_raised_at_once_with_the_suggested_range(
     assert net["b"].received == []
 
 
+async def test_rotate_codes_send_a_node_that_is_behind_to_the_next_endpoint(
+    make_pool: PoolFactory,
+) -> None:
+    def behind(body: Any) -> httpx.Response:
+        return error(body, -32016, "Minimum context slot has not been reached")
+
+    net = Network(a=Node(fault=behind), b=Node())
+    rotating = make_pool(net, "a", "b", kind="solana", rotate_codes=(-32016,))
+    strict = make_pool(net, "a", "b", kind="solana")
+
+    assert await rotating.request("getBalance", ["owner"]) == {
+        "method": "getBalance",
+        "params": ["owner"],
+    }
+    with pytest.raises(errors.RpcResponseError) as caught:
+        await strict.request("getBalance", ["owner"])
+    assert caught.value.code == -32016
+    assert net["b"].received == ["getBalance"]  # only the rotating pool went on to b
+
+
+async def test_an_endpoint_that_cannot_tell_its_chain_id_is_refused(
+    make_pool: PoolFactory,
+) -> None:
+    net = Network(a=Node(fault=lambda b: error(b, -32601, "method not found")), b=Node())
+    pool = make_pool(net, "a", "b", chain_id=8453)
+
+    assert await pool.request("eth_blockNumber") == "0x64"
+
+    assert by_label(pool, "a").refused == (
+        "chain id unknown (eth_chainId answered: method not found), expected 8453"
+    )
+
+
 # ---- circuit breaker ------------------------------------------------------------------------
 
 
@@ -373,7 +406,7 @@ async def test_an_endpoint_on_the_wrong_chain_is_refused_and_the_right_one_used(
     assert net["a"].received == ["eth_chainId"]  # asked once, never used
     assert net["b"].received == ["eth_chainId", "eth_blockNumber", "eth_blockNumber"]
     a = by_label(pool, "a")
-    assert a.refused == "chain id is 1, expected 8453" and not a.healthy
+    assert a.refused == "chain id 1, expected 8453" and not a.healthy
     refused = [e for e in logs if e["event"] == "rpc_endpoint_refused"]
     assert refused == [
         {
@@ -381,7 +414,7 @@ async def test_an_endpoint_on_the_wrong_chain_is_refused_and_the_right_one_used(
             "log_level": "error",
             "chain": pool.chain,
             "endpoint": "http://a",
-            "reason": "chain id is 1, expected 8453",
+            "reason": "chain id 1, expected 8453",
         }
     ]
     assert sample("watcher_rpc_endpoint_healthy", chain=pool.chain, endpoint="http://a") == 0
@@ -397,7 +430,7 @@ async def test_every_endpoint_on_the_wrong_chain_gives_no_healthy_endpoint(
         await pool.request("eth_blockNumber")
 
     assert "every RPC endpoint is refused" in str(caught.value)
-    assert "chain id is 10, expected 8453" in str(caught.value)
+    assert "chain id 10, expected 8453" in str(caught.value)
 
 
 async def test_the_chain_check_is_retried_when_the_endpoint_was_only_unreachable(
@@ -568,7 +601,7 @@ async def test_solana_pool_checks_the_genesis_hash_and_reads_slots_at_its_commit
 
     assert await pool.head() == 5_010
 
-    assert by_label(pool, "a").refused == "genesis hash is DEVNET, expected MAINNET"
+    assert by_label(pool, "a").refused == "genesis hash DEVNET, expected MAINNET"
     assert {"commitment": "finalized"} in [p[0] for p in net["b"].params if p]
     assert await pool.head(commitment="confirmed") == 5_010
     assert net["b"].params[-1] == [{"commitment": "confirmed"}]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal, TypeVar
 
@@ -67,6 +67,7 @@ class RpcPool:
         genesis_hash: str | None = None,
         commitment: str = "finalized",
         policy: Policy | None = None,
+        rotate_codes: Collection[int] = (),
     ) -> None:
         if not urls:
             raise errors.RpcError(f"{chain}: no RPC URL configured")
@@ -75,6 +76,9 @@ class RpcPool:
             policy = replace(policy, timeout=timeout)
         self.chain, self.kind, self.policy = chain, kind, policy
         self.chain_id, self.genesis_hash, self.commitment = chain_id, genesis_hash, commitment
+        # JSON-RPC error codes that mean "this endpoint cannot answer now" rather than "no"
+        # (Solana -32004/-32005/-32014/-32016: the node is behind): rotated like failures.
+        self.rotate_codes = frozenset(rotate_codes)
         self.max_head_lag = (
             policy.max_head_lag if policy.max_head_lag is not None else DEFAULT_HEAD_LAG[kind]
         )
@@ -235,11 +239,11 @@ class RpcPool:
             # Fast path: most requests succeed on the first pass; tenacity costs ~60 µs.
             return await self._pass(op, budget)
         except errors.RpcError as exc:
-            if not _retryable(exc):
+            if not self._retryable(exc):
                 raise
             replay: list[errors.RpcError] = [exc]
         retrying = tenacity.AsyncRetrying(
-            retry=tenacity.retry_if_exception(_retryable),
+            retry=tenacity.retry_if_exception(self._retryable),
             wait=self._wait,
             stop=lambda rs: self._stop(rs, budget),
             sleep=asyncio.sleep,
@@ -281,7 +285,7 @@ class RpcPool:
             except errors.WrongChain as exc:
                 last = exc
             except errors.RpcError as exc:
-                if not wire.is_transient(exc):
+                if not self._transient(exc):
                     raise
                 last = exc
             finally:
@@ -309,6 +313,22 @@ class RpcPool:
             key=lambda e: (not e.probe_due(now), e.demoted is not None, not e.well(), e.index)
         )
         return ready
+
+    def _transient(self, exc: errors.RpcError) -> bool:
+        """Could another endpoint, or a later try, answer where this one failed?"""
+        if wire.is_transient(exc):
+            return True
+        return (
+            isinstance(exc, errors.RpcResponseError)
+            and not isinstance(exc, errors.RangeTooLarge)
+            and exc.code in self.rotate_codes
+        )
+
+    def _retryable(self, exc: BaseException) -> bool:
+        # WrongChain: that endpoint is refused now; the next pass says if any other is left.
+        if isinstance(exc, _Unavailable | errors.WrongChain):
+            return True
+        return isinstance(exc, errors.RpcError) and self._transient(exc)
 
     def _trusted_viable(self, now: float) -> bool:
         """Is there an endpoint that is not demoted and whose breaker lets requests in?"""
@@ -389,8 +409,3 @@ class RpcPool:
             ep.demote(ep.sick)
         else:
             ep.promote()
-
-
-def _retryable(exc: BaseException) -> bool:
-    # WrongChain: that endpoint is refused now; the next pass says if any other is left.
-    return isinstance(exc, _Unavailable | errors.WrongChain) or wire.is_transient(exc)

@@ -101,15 +101,16 @@ class Sender:
                 ep.verified = True  # nothing configured to compare with
                 return
             method = "eth_chainId" if self.kind == "evm" else "getGenesisHash"
+            what = "chain id" if self.kind == "evm" else "genesis hash"
             try:
                 got: object = await self.call(ep, method, [], deadline)
-            except errors.RpcResponseError as exc:
-                got = f"an error ({exc})"
+                reason = f"{what} {_hex_int(got) if self.kind == 'evm' else got}"
+            except errors.RpcResponseError as exc:  # cannot tell its chain: not trusted
+                got, reason = None, f"{what} unknown ({method} answered: {exc})"
             if self.kind == "evm" and isinstance(got, str):
                 got = _hex_int(got)
             if got != expected:
-                what = "chain id" if self.kind == "evm" else "genesis hash"
-                ep.refuse(f"{what} is {got}, expected {expected}")
+                ep.refuse(f"{reason}, expected {expected}")
                 metrics.RPC_REQUESTS.labels(self.chain, ep.label, method, "refused").inc()
                 raise errors.WrongChain(f"{ep.label}: {ep.refused}", endpoint=ep.label)
             ep.verified = True
@@ -173,8 +174,8 @@ class Sender:
             ep.log.warning("rpc_failure", method=method, outcome=outcome, error=str(exc))
 
 
-def _hex_int(value: str) -> int | str:
+def _hex_int(value: object) -> object:
     try:
-        return int(value, 16)
+        return int(value, 16) if isinstance(value, str) else value
     except ValueError:
         return value
