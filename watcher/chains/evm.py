@@ -232,7 +232,8 @@ class EvmFollower:
         self._adapt(len(logs), to - frm + 1)
         hashes = {first.number: first.hash, last.number: last.hash}
         transfers = to_transfers(self, logs, frm, to, hashes, {})
-        return Batch(frm, to, last.hash, head.number, [first, last], transfers, self._seen())
+        headers = [first] if first.number == last.number else [first, last]
+        return Batch(frm, to, last.hash, head.number, headers, transfers, self._seen())
 
     async def _fetch_tip(self, cursor: ledger.Cursor, head: Header) -> Batch:
         frm = cursor.num + 1
