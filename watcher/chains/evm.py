@@ -67,6 +67,7 @@ class _State:
     head: Header | None = None
     head_seen_at: float = 0.0
     headers: dict[int, Header] = field(default_factory=dict)  # from newHeads, bounded
+    poll_next: bool = False  # ask the node for the head even though the websocket is up
 
 
 class EvmFollower:
@@ -99,7 +100,7 @@ class EvmFollower:
         self.state = _State()
         self.wake = asyncio.Event()
         self.heads = HeadSubscription(chain.name, chain.ws_urls, self._saw_head)
-        self.heads.on_connect = self.wake.set
+        self.heads.on_connect = self._ws_connected
 
     # ---- main loop -------------------------------------------------------------------
 
@@ -146,6 +147,11 @@ class EvmFollower:
             waiter.cancel()
             stopper.cancel()
 
+    def _ws_connected(self) -> None:
+        # Heads pushed before the outage are stale: ask for the head once, then fill the gap.
+        self.state.poll_next = True
+        self.wake.set()
+
     def _saw_head(self, header: Header) -> None:
         now = time.monotonic()
         self.state.headers[header.number] = header
@@ -183,8 +189,9 @@ class EvmFollower:
     async def _head(self) -> Header:
         st = self.state
         fresh = time.monotonic() - st.head_seen_at < self.opt.ws_safety_poll
-        if self.heads.connected and st.head is not None and fresh:
+        if self.heads.connected and st.head is not None and fresh and not st.poll_next:
             return st.head
+        st.poll_next = False
         got = await self.rpc.request("eth_getBlockByNumber", ["latest", False])
         header = _header_or_error(got, "latest", self.rpc.chain)
         if st.head is None or header.number >= st.head.number or not self.heads.connected:
