@@ -1,8 +1,17 @@
-"""Prometheus objects, and nothing else. Names follow the official conventions."""
+"""Prometheus objects, and nothing else. Names follow the official conventions.
+
+Labels come from small fixed sets: ``chain`` (base, ethereum, solana),
+``endpoint`` (an RPC URL reduced to scheme://host:port by
+``settings.redact_url``: keys in paths never reach a label), ``method`` (the
+JSON-RPC methods we call), ``state``/``outcome`` (enumerations below).
+Alert rules and the dashboard depend on these names: rename only with them.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Info
+from prometheus_client import Counter, Gauge, Histogram, Info
+
+# ---- process ------------------------------------------------------------------------
 
 BUILD = Info("watcher_build", "Version of the running watcher")
 UP = Gauge("watcher_up", "1 while the daemon runs; 0 while it shuts down")
@@ -12,4 +21,93 @@ FOLLOWER_RUNNING = Gauge(
 )
 FOLLOWER_CRASHES = Counter(
     "watcher_follower_crashes_total", "Follower tasks that ended with an error", ["chain"]
+)
+
+# ---- chain following (per chain) ------------------------------------------------------
+
+HEAD_BLOCK = Gauge("watcher_chain_head_block", "Best head seen (block or slot)", ["chain"])
+CURSOR_BLOCK = Gauge(
+    "watcher_chain_cursor_block", "Last block or slot fully processed and committed", ["chain"]
+)
+LAG_BLOCKS = Gauge("watcher_chain_lag_blocks", "Head minus cursor", ["chain"])
+LAST_BLOCK_TIMESTAMP = Gauge(
+    "watcher_chain_last_block_timestamp_seconds",
+    "Unix time at which the follower last saw a new head",
+    ["chain"],
+)
+PAYMENTS = Counter(
+    "watcher_payments_total",
+    "Payments entering a state (observed, credited, orphaned, below_minimum, claimed)",
+    ["chain", "state"],
+)
+CREDITED_BASE_UNITS = Counter(
+    "watcher_credited_base_units_total", "USDC credited, in base units (1e-6 USDC)", ["chain"]
+)
+REORGS = Counter("watcher_reorgs_total", "Chain reorganisations detected", ["chain"])
+REORG_DEPTH = Histogram(
+    "watcher_reorg_depth_blocks",
+    "Depth of detected reorganisations",
+    ["chain"],
+    buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32, 64, 128),
+)
+DEEP_REORGS = Counter(
+    "watcher_deep_reorgs_total", "Reorganisations deeper than the confirmation depth", ["chain"]
+)
+CREDITED_REORGED = Counter(
+    "watcher_credited_reorged_total",
+    "Credited payments whose block later left the canonical chain (flagged, never deleted)",
+    ["chain"],
+)
+CREDIT_DELAY = Histogram(
+    "watcher_credit_delay_seconds",
+    "Time from seeing the confirming block (or finalization) to committing the credit",
+    ["chain"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+WS_RECONNECTS = Counter(
+    "watcher_ws_reconnects_total", "Websocket subscription reconnects", ["chain"]
+)
+
+# ---- RPC endpoints (per chain and endpoint) ---------------------------------------------
+
+RPC_REQUESTS = Counter(
+    "watcher_rpc_requests_total",
+    "JSON-RPC requests by outcome (ok, rpc_error, rate_limited, timeout, transport, refused)",
+    ["chain", "endpoint", "method", "outcome"],
+)
+RPC_LATENCY = Histogram(
+    "watcher_rpc_request_duration_seconds",
+    "JSON-RPC request latency",
+    ["chain", "endpoint"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+RPC_HEALTHY = Gauge(
+    "watcher_rpc_endpoint_healthy",
+    "1 when the endpoint is usable, 0 when demoted",
+    ["chain", "endpoint"],
+)
+RPC_CIRCUIT_STATE = Gauge(
+    "watcher_rpc_circuit_state",
+    "Circuit breaker: 0 closed, 1 half-open, 2 open",
+    ["chain", "endpoint"],
+)
+
+# ---- API and payments on the payer's path -------------------------------------------------
+
+PAYMENT_REQUIRED = Counter("watcher_api_payment_required_total", "402 answers by route", ["route"])
+PAYMENT_VERIFICATIONS = Counter(
+    "watcher_payment_verifications_total",
+    "verify-payment and claim lookups by outcome (credited, pending, failed, not_found, ...)",
+    ["outcome"],
+)
+TOKENS_ISSUED = Counter("watcher_tokens_issued_total", "Access tokens issued", ["chain"])
+METERED_CALLS = Counter(
+    "watcher_metered_calls_total",
+    "Paid calls by outcome (served, refused, refunded, replayed)",
+    ["outcome"],
+)
+STRIPE_WEBHOOKS = Counter(
+    "watcher_stripe_webhooks_total",
+    "Stripe webhook deliveries by outcome (applied, duplicate, bad_signature, failed)",
+    ["outcome"],
 )

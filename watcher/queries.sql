@@ -33,3 +33,70 @@ SELECT to_regclass('schema_migrations') IS NOT NULL;
 
 -- name: session_utc
 SET TIME ZONE 'UTC';
+
+-- ---------------------------------------------------------------- ledger (both chain families)
+
+-- name: record_transfers
+-- Insert transfers seen on chain, one row per (chain, tx_hash, log_index).
+-- A row seen again is left alone, except an orphaned (or still observed) row
+-- that reappears in another block: it is observed again at its new place.
+-- Credited rows are never touched here. Returns the rows inserted or revived.
+INSERT INTO payments AS p (chain, tx_hash, log_index, block_number, block_hash, block_time,
+                           token, from_address, to_address, token_account, amount, state,
+                           reason, memo, reference_keys)
+SELECT t.chain, t.tx_hash, t.log_index, t.block_number, t.block_hash, t.block_time,
+       t.token, t.from_address, t.to_address, t.token_account, t.amount, t.state,
+       t.reason, t.memo, r.reference_keys
+FROM unnest($1::text[], $2::text[], $3::int[], $4::bigint[], $5::text[], $6::timestamptz[],
+            $7::text[], $8::text[], $9::text[], $10::text[], $11::numeric[], $12::text[],
+            $13::text[], $14::text[], $15::text[])
+     AS t (chain, tx_hash, log_index, block_number, block_hash, block_time, token,
+           from_address, to_address, token_account, amount, state, reason, memo, refs_csv)
+CROSS JOIN LATERAL (SELECT CASE WHEN t.refs_csv IS NULL OR t.refs_csv = '' THEN '{}'::text[]
+                                ELSE string_to_array(t.refs_csv, ',') END AS reference_keys) r
+ON CONFLICT (chain, tx_hash, log_index) DO UPDATE
+    SET block_number = excluded.block_number,
+        block_hash = excluded.block_hash,
+        block_time = excluded.block_time,
+        state = CASE WHEN excluded.state = 'below_minimum' THEN 'below_minimum' ELSE 'observed' END,
+        reason = excluded.reason,
+        orphaned_at = NULL,
+        updated_at = now()
+    WHERE p.state = 'orphaned'
+       OR (p.state IN ('observed', 'below_minimum')
+           AND p.block_hash IS DISTINCT FROM excluded.block_hash)
+RETURNING p.id, p.chain, p.state, p.amount;
+
+-- name: credit_payments
+-- observed -> credited for the given ids (only rows still observed).
+UPDATE payments
+SET state = 'credited', credited_at = now(), updated_at = now(), reason = NULL
+WHERE id = ANY($1::bigint[]) AND state = 'observed'
+RETURNING id, chain, amount, block_number, invoice_id;
+
+-- name: orphan_payments
+-- observed -> orphaned (block left the canonical chain or never finalized).
+UPDATE payments
+SET state = 'orphaned', orphaned_at = now(), updated_at = now(), reason = $2
+WHERE id = ANY($1::bigint[]) AND state = 'observed'
+RETURNING id, chain, amount;
+
+-- name: flag_reorged_credits
+-- A credited payment whose block left the canonical chain: flag, never delete.
+UPDATE payments
+SET reorged_after_credit = true, updated_at = now(), reason = $2
+WHERE id = ANY($1::bigint[]) AND state IN ('credited', 'claimed') AND NOT reorged_after_credit
+RETURNING id, chain, amount, tx_hash;
+
+-- name: get_cursor
+SELECT num, hash, head FROM cursors WHERE chain = $1 AND stream = $2;
+
+-- name: set_cursor
+INSERT INTO cursors (chain, stream, num, hash, head, updated_at)
+VALUES ($1, $2, $3, $4, $5, now())
+ON CONFLICT (chain, stream) DO UPDATE
+    SET num = excluded.num, hash = excluded.hash,
+        head = coalesce(excluded.head, cursors.head), updated_at = now();
+
+-- name: payments_by_tx
+SELECT * FROM payments WHERE chain = $1 AND tx_hash = $2 ORDER BY log_index;

@@ -1,0 +1,134 @@
+"""Ledger writes shared by every follower: record, credit, orphan, flag, cursors.
+
+Every function takes a connection that is already inside the caller's
+transaction: one converge step = one transaction (cursor and credits commit
+together or not at all). Idempotency comes from ``ON CONFLICT`` and from state
+guards in the SQL (``WHERE state = 'observed'``), so replaying a step, a second
+watcher, or a crash between steps can never credit twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+import asyncpg
+
+from watcher import db, metrics
+
+RecordState = Literal["observed", "below_minimum", "not_ours"]
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    """A USDC transfer toward us, as a follower saw it on chain."""
+
+    chain: str
+    tx_hash: str  # EVM: lowercase 0x + 64 hex; Solana: base58 signature
+    log_index: int  # EVM log index; Solana account index
+    block_number: int  # Solana: slot
+    block_hash: str | None
+    token: str
+    to_address: str
+    amount: int  # base units, > 0
+    from_address: str | None = None
+    block_time: datetime | None = None
+    token_account: str | None = None
+    memo: str | None = None
+    reference_keys: tuple[str, ...] = ()
+    state: RecordState = "observed"
+    reason: str | None = None
+
+
+async def record(conn: db.Connection, transfers: Sequence[Transfer]) -> list[asyncpg.Record]:
+    """Insert transfers (observed or below_minimum); returns rows inserted or revived."""
+    if not transfers:
+        return []
+    cols = list(
+        zip(
+            *(
+                (
+                    t.chain,
+                    t.tx_hash,
+                    t.log_index,
+                    t.block_number,
+                    t.block_hash,
+                    t.block_time,
+                    t.token,
+                    t.from_address,
+                    t.to_address,
+                    t.token_account,
+                    t.amount,
+                    t.state,
+                    t.reason,
+                    t.memo,
+                    ",".join(t.reference_keys),
+                )
+                for t in transfers
+            ),
+            strict=True,
+        )
+    )
+    rows = await conn.fetch(db.q("record_transfers"), *[list(c) for c in cols])
+    for r in rows:
+        metrics.PAYMENTS.labels(r["chain"], r["state"]).inc()
+    return rows
+
+
+async def credit(conn: db.Connection, ids: Sequence[int]) -> list[asyncpg.Record]:
+    """observed -> credited; rows already credited (or orphaned) are left alone."""
+    if not ids:
+        return []
+    rows = await conn.fetch(db.q("credit_payments"), list(ids))
+    for r in rows:
+        metrics.PAYMENTS.labels(r["chain"], "credited").inc()
+        metrics.CREDITED_BASE_UNITS.labels(r["chain"]).inc(int(r["amount"]))
+    return rows
+
+
+async def orphan(conn: db.Connection, ids: Sequence[int], reason: str) -> list[asyncpg.Record]:
+    """observed -> orphaned, with the reason ``watcher explain`` will show."""
+    if not ids:
+        return []
+    rows = await conn.fetch(db.q("orphan_payments"), list(ids), reason)
+    for r in rows:
+        metrics.PAYMENTS.labels(r["chain"], "orphaned").inc()
+    return rows
+
+
+async def flag_reorged_credits(
+    conn: db.Connection, ids: Sequence[int], reason: str
+) -> list[asyncpg.Record]:
+    """Credited payments whose block was reorged out: flagged and counted, never deleted."""
+    if not ids:
+        return []
+    rows = await conn.fetch(db.q("flag_reorged_credits"), list(ids), reason)
+    for r in rows:
+        metrics.CREDITED_REORGED.labels(r["chain"]).inc()
+    return rows
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    num: int
+    hash: str | None
+    head: int | None
+
+
+async def get_cursor(conn: db.Connection, chain: str, stream: str = "logs") -> Cursor | None:
+    row = await conn.fetchrow(db.q("get_cursor"), chain, stream)
+    return None if row is None else Cursor(row["num"], row["hash"], row["head"])
+
+
+async def set_cursor(
+    conn: db.Connection,
+    chain: str,
+    num: int,
+    hash_: str | None,
+    *,
+    stream: str = "logs",
+    head: int | None = None,
+) -> None:
+    await conn.execute(db.q("set_cursor"), chain, stream, num, hash_, head)
