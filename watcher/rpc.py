@@ -16,7 +16,7 @@ from __future__ import annotations
 import itertools
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,6 +74,7 @@ class RpcPool:
         chain_id: int | None = None,
         timeout: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        rotate_codes: Collection[int] = (),
     ) -> None:
         if not urls:
             raise errors.RpcError(f"{chain}: no RPC URL configured")
@@ -86,6 +87,9 @@ class RpcPool:
             headers={"user-agent": "usdc-watcher"},
         )
         self._ids = itertools.count(1)
+        # JSON-RPC error codes that say "this endpoint cannot answer now" rather than "no":
+        # e.g. Solana's -32005 node unhealthy / behind. They rotate to the next endpoint.
+        self.rotate_codes = frozenset(rotate_codes)
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -103,6 +107,11 @@ class RpcPool:
                 await self._verify(ep)
                 result = await self._call(ep, method, list(params or []))
             except (errors.RpcTransportError, errors.RpcRateLimited, errors.WrongChain) as exc:
+                last = exc
+                continue
+            except errors.RpcResponseError as exc:
+                if exc.code is None or exc.code not in self.rotate_codes:
+                    raise
                 last = exc
                 continue
             ep.failures = 0
