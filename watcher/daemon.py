@@ -42,9 +42,13 @@ class Follower:
 def build_followers(settings: Settings, pool: db.Pool) -> list[Follower]:
     """The followers of every enabled chain (a chain needs an RPC URL and a receiving address).
 
-    No chain follower is wired yet: the EVM and Solana issues add theirs here.
+    The EVM issue adds its followers here.
     """
-    return []
+    from watcher.chains import solana
+
+    found: list[Follower] = []
+    found += solana.followers(settings, pool)
+    return found
 
 
 class _Server(uvicorn.Server):

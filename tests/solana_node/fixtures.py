@@ -1,22 +1,16 @@
-"""Where the recorded mainnet answers live: ``shared/fixtures/mainnet`` beside the repo."""
+"""The recorded mainnet answers vendored in ``tests/fixtures/mainnet`` (never edited)."""
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def mainnet_dir() -> Path:
-    env = os.environ.get("WATCHER_FIXTURES_DIR")
-    return Path(env) if env else REPO.parent / "shared" / "fixtures" / "mainnet"
+MAINNET = Path(__file__).resolve().parents[1] / "fixtures" / "mainnet"
 
 
 def solana_fixture_path(name: str) -> Path:
-    return mainnet_dir() / "solana" / name
+    return MAINNET / "solana" / name
 
 
 def load_solana_fixture(name: str) -> Any:

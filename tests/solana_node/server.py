@@ -34,11 +34,12 @@ class Faults:
     down: bool = False  # every HTTP request gets 503
     delay: float = 0.0  # seconds added before every answer
     ws_refuse: bool = False  # refuse new websocket connections
+    fail_after: int | None = None  # once this many requests were served, fail every request
     requests: int = 0  # counter, for tests that want to see traffic
 
     def take(self, method: str | None) -> str | None:
         """The failure to apply to this request, if any."""
-        if self.down:
+        if self.down or (self.fail_after is not None and self.requests > self.fail_after):
             return "http503"
         if self.fail_next > 0:
             self.fail_next -= 1
