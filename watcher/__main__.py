@@ -36,6 +36,15 @@ def _cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK if not pending else EXIT_FAILURE
 
 
+def _cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
+    if args.chain == "solana":
+        from watcher.chains import solana_explain
+
+        return solana_explain.run_cli(args, settings)
+    print(f"watcher explain: --chain {args.chain} is not available in this build", file=sys.stderr)
+    return EXIT_CONFIG
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="watcher",
@@ -52,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_api)
     p = sub.add_parser("migrate", help="apply pending database migrations and exit")
     p.set_defaults(func=_cmd_migrate)
+    p = sub.add_parser("explain", help="why a transaction was (not) credited, transfer by transfer")
+    p.add_argument("--chain", required=True, choices=["base", "ethereum", "solana"])
+    from watcher.chains import solana_explain
+
+    solana_explain.add_arguments(p)
+    p.set_defaults(func=_cmd_explain)
     return parser
 
 
