@@ -31,10 +31,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 from solders.pubkey import Pubkey
@@ -52,6 +52,7 @@ log = structlog.get_logger(__name__)
 CHAIN = "solana"
 # Solana error codes meaning "this endpoint cannot answer right now": try the next one.
 ROTATE_CODES = (-32004, -32005, -32014, -32016)
+T = TypeVar("T")
 TX_CONFIG = {"encoding": "jsonParsed", "maxSupportedTransactionVersion": 0}
 
 
@@ -184,15 +185,22 @@ class SolanaFollower:
         advancing = True  # the cursor moves only over a contiguous finalized prefix
         for start in range(0, len(entries), self.batch_size):
             batch = entries[start : start + self.batch_size]
-            views: list[tuple[dict[str, Any], solana_tx.TxView | None, bool]] = []
-            for entry in batch:
-                final = self._is_final(entry)
+            finals = [self._is_final(e) for e in batch]
+            for entry, final in zip(batch, finals, strict=True):
                 if final:
                     self._final_seen.setdefault(entry["signature"], time.monotonic())
-                tx = None if entry.get("err") is not None else await self._fetch(entry, final)
-                if tx is None and entry.get("err") is None:
-                    final = False  # not readable at that commitment yet: retry next pass
-                views.append((entry, tx, final))
+            # Failed transactions (err in the listing) are never payments: no need to fetch.
+            txs = await _all(
+                [
+                    self._fetch(e, f) if e.get("err") is None else _none()
+                    for e, f in zip(batch, finals, strict=True)
+                ]
+            )
+            views = [
+                # not readable at that commitment yet: not final, retried next pass
+                (e, tx, f and (tx is not None or e.get("err") is not None))
+                for e, tx, f in zip(batch, txs, finals, strict=True)
+            ]
             advancing = await self._commit(account, views, head, advancing, stats)
 
     async def _fetch(self, entry: dict[str, Any], final: bool) -> solana_tx.TxView | None:
@@ -362,6 +370,22 @@ class SolanaFollower:
                 with contextlib.suppress(asyncio.CancelledError):
                     await hint_task
             await self.rpc.aclose()
+
+
+async def _none() -> None:
+    return None
+
+
+async def _all(coros: list[Coroutine[Any, Any, T]]) -> list[T]:
+    """gather, but the first failure cancels the rest (no request outlives the pass)."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 async def _wait(stop: asyncio.Event, wake: asyncio.Event | None, seconds: float) -> None:
