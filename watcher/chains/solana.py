@@ -31,10 +31,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from solders.pubkey import Pubkey
@@ -52,7 +52,6 @@ log = structlog.get_logger(__name__)
 CHAIN = "solana"
 # Solana error codes meaning "this endpoint cannot answer right now": try the next one.
 ROTATE_CODES = (-32004, -32005, -32014, -32016)
-T = TypeVar("T")
 TX_CONFIG = {"encoding": "jsonParsed", "maxSupportedTransactionVersion": 0}
 
 
@@ -190,9 +189,9 @@ class SolanaFollower:
                 if final:
                     self._final_seen.setdefault(entry["signature"], time.monotonic())
             # Failed transactions (err in the listing) are never payments: no need to fetch.
-            txs = await _all(
+            txs = await solana_ws.gather_or_cancel(
                 [
-                    self._fetch(e, f) if e.get("err") is None else _none()
+                    self._fetch(e, f) if e.get("err") is None else solana_ws.nothing()
                     for e, f in zip(batch, finals, strict=True)
                 ]
             )
@@ -355,7 +354,7 @@ class SolanaFollower:
                     stats = await self.sync_once()
                 except (errors.RpcError, solana_tx.MalformedTransaction) as exc:
                     log.warning("solana_pass_failed", error=str(exc), retry_in=backoff)
-                    await _wait(stop, None, backoff)
+                    await solana_ws.wait_for_wake(stop, None, backoff)
                     backoff = min(10.0, backoff * 2)
                     continue
                 backoff = 0.5
@@ -363,40 +362,13 @@ class SolanaFollower:
                     log.info("solana_pass", **vars(stats))
                 if burst:
                     return
-                await _wait(stop, self._wake, self.poll_interval)
+                await solana_ws.wait_for_wake(stop, self._wake, self.poll_interval)
         finally:
             if hint_task is not None:
                 hint_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await hint_task
             await self.rpc.aclose()
-
-
-async def _none() -> None:
-    return None
-
-
-async def _all(coros: list[Coroutine[Any, Any, T]]) -> list[T]:
-    """gather, but the first failure cancels the rest (no request outlives the pass)."""
-    tasks = [asyncio.ensure_future(c) for c in coros]
-    try:
-        return list(await asyncio.gather(*tasks))
-    except BaseException:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
-
-
-async def _wait(stop: asyncio.Event, wake: asyncio.Event | None, seconds: float) -> None:
-    waits = [asyncio.ensure_future(stop.wait())]
-    if wake is not None:
-        waits.append(asyncio.ensure_future(wake.wait()))
-    try:
-        await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waits:
-            w.cancel()
 
 
 def make_follower(settings: Settings, pool: db.Pool, **kw: Any) -> SolanaFollower:

@@ -2,7 +2,8 @@
 
 The socket only *wakes* the follower early; it never carries data the
 follower trusts. When the socket is down the follower simply polls, so a
-dropped connection costs latency, never a payment. Reconnects back off
+dropped connection costs latency, never a payment. The small waiting helpers
+the follower's loop uses live here too. Reconnects back off
 (0.5 s doubling to 10 s) and are counted in ``watcher_ws_reconnects_total``.
 """
 
@@ -11,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, TypeVar
 
 import structlog
 import websockets
@@ -23,6 +25,7 @@ from watcher.settings import redact_url
 log = structlog.get_logger(__name__)
 
 MAX_BACKOFF = 10.0
+T = TypeVar("T")
 
 
 async def hints(
@@ -100,3 +103,31 @@ async def _pump(
     finally:
         stop_wait.cancel()
         change_wait.cancel()
+
+
+async def nothing() -> None:
+    return None
+
+
+async def gather_or_cancel(coros: list[Coroutine[Any, Any, T]]) -> list[T]:
+    """gather, but the first failure cancels the rest (no request outlives the pass)."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+async def wait_for_wake(stop: asyncio.Event, wake: asyncio.Event | None, seconds: float) -> None:
+    """Sleep up to ``seconds``; return early when ``stop`` or ``wake`` is set."""
+    waits = [asyncio.ensure_future(stop.wait())]
+    if wake is not None:
+        waits.append(asyncio.ensure_future(wake.wait()))
+    try:
+        await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
