@@ -159,7 +159,9 @@ def account(acct: Account, encoding: str, chain_: chain.Chain) -> dict[str, Any]
     """An account object (getAccountInfo value, getTokenAccountsByOwner item's account)."""
     data = bytes(acct.data)
     rendered: Any = [base64.b64encode(data).decode(), "base64"]
-    if encoding == "base58":
+    if encoding == "binary":  # the legacy default: a bare base58 string
+        rendered = parse.b58encode(data)
+    elif encoding == "base58":
         rendered = [parse.b58encode(data), "base58"]
     elif encoding == "jsonParsed":
         rendered = _parsed_data(acct, data, chain_) or rendered

@@ -238,7 +238,7 @@ class Methods:
         acct = self.chain.svm.get_account(Pubkey.from_string(key))
         value = None
         if acct is not None and (acct.lamports > 0 or acct.data):
-            value = render.account(acct, cfg.get("encoding", "base58"), self.chain)
+            value = render.account(acct, cfg.get("encoding", "binary"), self.chain)
         return {"context": self._ctx(_commitment(cfg)), "value": value}
 
     def get_balance(self, params: list[Any]) -> dict[str, Any]:

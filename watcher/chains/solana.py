@@ -52,6 +52,7 @@ log = structlog.get_logger(__name__)
 CHAIN = "solana"
 # Solana error codes meaning "this endpoint cannot answer right now": try the next one.
 ROTATE_CODES = (-32004, -32005, -32014, -32016)
+PENDING_CACHE = 10_000  # confirmed-only transactions kept in memory between passes
 TX_CONFIG = {"encoding": "jsonParsed", "maxSupportedTransactionVersion": 0}
 
 
@@ -106,6 +107,7 @@ class SolanaFollower:
         self._wake = asyncio.Event()
         self._accounts_changed = asyncio.Event()
         self._final_seen: dict[str, float] = {}  # signature -> when first seen finalized
+        self._pending: dict[str, solana_tx.TxView] = {}  # read at confirmed, not final yet
 
     # ---- accounts ---------------------------------------------------------------------
 
@@ -195,6 +197,11 @@ class SolanaFollower:
                     for e, f in zip(batch, finals, strict=True)
                 ]
             )
+            for e, tx, f in zip(batch, txs, finals, strict=True):
+                if f:
+                    self._pending.pop(e["signature"], None)
+                elif tx is not None and len(self._pending) < PENDING_CACHE:
+                    self._pending[e["signature"]] = tx
             views = [
                 # not readable at that commitment yet: not final, retried next pass
                 (e, tx, f and (tx is not None or e.get("err") is not None))
@@ -203,6 +210,8 @@ class SolanaFollower:
             advancing = await self._commit(account, views, head, advancing, stats)
 
     async def _fetch(self, entry: dict[str, Any], final: bool) -> solana_tx.TxView | None:
+        if not final and entry["signature"] in self._pending:
+            return self._pending[entry["signature"]]  # read at confirmed already: no refetch
         commitment = "finalized" if final and self.credit_at == "finalized" else "confirmed"
         answer = await self.rpc.request(
             "getTransaction", [entry["signature"], {**TX_CONFIG, "commitment": commitment}]
@@ -328,6 +337,9 @@ class SolanaFollower:
         async with self.pool.acquire() as conn, conn.transaction():
             orphaned = await ledger.orphan(conn, ids, reason)
         stats.orphaned += len(orphaned)
+        metrics.REORGS.labels(CHAIN).inc()  # a dropped fork is Solana's reorg
+        for sig in gone:
+            self._pending.pop(sig, None)
         log.warning("solana_orphaned", signatures=gone, finalized=finalized)
 
     # ---- the loop -----------------------------------------------------------------------
