@@ -233,3 +233,37 @@ async def test_websocket_subscriptions(world: World) -> None:
         with pytest.raises(websockets.ConnectionClosed):
             async with asyncio.timeout(5):
                 await ws.recv()
+
+
+async def test_v0_transactions_need_max_supported_version(world: World) -> None:
+    from solders.hash import Hash
+    from solders.message import MessageV0
+    from solders.transaction import VersionedTransaction
+
+    node, bank = world.node, world.bank
+    dest = bank.create_ata(world.merchant.pubkey(), world.usdc)
+    ix = bank.transfer_ix(world.alice, world.usdc, dest, 250_000)
+    blockhash = Hash.from_string(node.chain.latest_block("confirmed").blockhash)
+    msg = MessageV0.try_compile(bank.payer.pubkey(), [ix], [], blockhash)
+    tx = VersionedTransaction(msg, [bank.payer, world.alice])
+    sig = await call(
+        node.url, "sendTransaction", [base64.b64encode(bytes(tx)).decode(), {"encoding": "base64"}]
+    )
+    with pytest.raises(RuntimeError, match="-32015"):
+        await call(node.url, "getTransaction", [sig, {"commitment": "confirmed"}])
+    got = await call(
+        node.url,
+        "getTransaction",
+        [
+            sig,
+            {
+                "commitment": "confirmed",
+                "encoding": "jsonParsed",
+                "maxSupportedTransactionVersion": 0,
+            },
+        ],
+    )
+    assert got["version"] == 0
+    assert got["transaction"]["message"]["addressTableLookups"] == []
+    post = {b["owner"]: b["uiTokenAmount"]["amount"] for b in got["meta"]["postTokenBalances"]}
+    assert post[str(world.merchant.pubkey())] == "250000"
