@@ -7,8 +7,9 @@ transactions and moves them through the ledger:
 * **Watched accounts**: the owner's associated token account for the USDC
   mint (derived, so payments that create it are seen) plus every token account
   ``getTokenAccountsByOwner`` reports for owner + mint, refreshed periodically.
-* **Discovery**: ``getSignaturesForAddress`` per account at ``confirmed``,
-  newest first, paginated with ``before`` down to ``until`` = the cursor. The
+* **Discovery** (:mod:`solana_history`): ``getSignaturesForAddress`` per
+  account at ``confirmed``, newest first, paginated with ``before`` down to
+  ``until`` = the cursor, checked to join the cursor without a gap. The
   cursor (``cursors`` row, stream = token account) is the newest *finalized*
   signature processed and its slot; it never points at a signature that could
   still be dropped.
@@ -41,7 +42,7 @@ from solders.pubkey import Pubkey
 from solders.token.associated import get_associated_token_address
 
 from watcher import db, errors, ledger, metrics, rpc
-from watcher.chains import solana_tx, solana_ws
+from watcher.chains import solana_history, solana_tx, solana_ws
 from watcher.settings import Settings, SolanaChain
 
 if TYPE_CHECKING:
@@ -155,25 +156,6 @@ class SolanaFollower:
         await self._settle(stats)
         return stats
 
-    async def _list_new(self, account: str, until: str | None) -> list[dict[str, Any]]:
-        """Signatures newer than ``until`` (newest first), every page."""
-        out: list[dict[str, Any]] = []
-        before: str | None = None
-        for _ in range(self.max_pages):
-            cfg: dict[str, Any] = {"commitment": "confirmed", "limit": self.page_limit}
-            if until:
-                cfg["until"] = until
-            if before:
-                cfg["before"] = before
-            page = await self.rpc.request("getSignaturesForAddress", [account, cfg])
-            if not isinstance(page, list):
-                raise errors.RpcTransportError("getSignaturesForAddress: not a list")
-            out += page
-            if len(page) < self.page_limit:
-                break
-            before = str(page[-1]["signature"])
-        return out
-
     def _is_final(self, entry: dict[str, Any]) -> bool:
         status = entry.get("confirmationStatus")
         return status == "finalized" or (self.credit_at == "confirmed" and status == "confirmed")
@@ -181,7 +163,11 @@ class SolanaFollower:
     async def _sync_account(self, account: str, head: int, stats: PassStats) -> None:
         async with self.pool.acquire() as conn:
             cursor = await ledger.get_cursor(conn, CHAIN, stream=account)
-        entries = list(reversed(await self._list_new(account, cursor.hash if cursor else None)))
+        until = cursor.hash if cursor else None
+        listed = await solana_history.new_signatures(
+            self.rpc, account, until, page_limit=self.page_limit, max_pages=self.max_pages
+        )
+        entries = list(reversed(listed))
         stats.signatures += len(entries)
         advancing = True  # the cursor moves only over a contiguous finalized prefix
         for start in range(0, len(entries), self.batch_size):
