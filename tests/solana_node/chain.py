@@ -14,9 +14,11 @@ no notion of slots, forks or finality. This module adds them:
 * signatures are deduplicated here and blockhashes checked against the last
   150 slots, like a validator (LiteSVM's own checks are off).
 
-Account state is always the newest (``confirmed``) state; only history
-(signatures, transactions, statuses, slots, blockhashes) honours
-``finalized``. That is enough for a follower that reads history.
+History (signatures, transactions, slots, blockhashes) honours the
+commitment; so do account reads (``account_at``): at ``finalized`` an account
+is shown as it was before the oldest unfinalized transaction that touched it.
+Signature statuses report every landed transaction with its own
+``confirmationStatus``, as a node does.
 """
 
 from __future__ import annotations
@@ -362,12 +364,28 @@ class Chain:
             return None
         return rec
 
+    def account_at(self, key: str, commitment: str | None) -> Account | None:
+        """An account as of the commitment's slot: at ``finalized``, the state before the
+        oldest not-yet-finalized transaction that touched it."""
+        if self.bound(commitment) < self.tip:
+            for slot in sorted(s for s in self.blocks if s > self.finalized):
+                for rec in self.blocks[slot].txs:
+                    if key in rec.undo:
+                        acct = rec.undo[key]
+                        return acct if acct is not None and acct.lamports > 0 else None
+        acct = self.svm.get_account(Pubkey.from_string(key))
+        return acct if acct is not None and (acct.lamports > 0 or bytes(acct.data)) else None
+
     def token_accounts_of(
-        self, owner: str, mint: str | None = None, program: str | None = None
+        self,
+        owner: str,
+        mint: str | None = None,
+        program: str | None = None,
+        commitment: str | None = "confirmed",
     ) -> list[tuple[str, Account]]:
         out = []
         for key in sorted(self.token_accounts):
-            acct = self.svm.get_account(Pubkey.from_string(key))
+            acct = self.account_at(key, commitment)
             if acct is None or not is_token_program(acct.owner):
                 continue
             decoded = decode_token_account(bytes(acct.data))

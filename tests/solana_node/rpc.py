@@ -223,7 +223,7 @@ class Methods:
         if program is not None and program not in parse.TOKEN_PROGRAMS:
             raise _invalid("Invalid param: unrecognized Token program id")
         encoding = cfg.get("encoding", "binary")
-        found = self.chain.token_accounts_of(owner, mint, program)
+        found = self.chain.token_accounts_of(owner, mint, program, _commitment(cfg))
         return {
             "context": self._ctx(_commitment(cfg)),
             "value": [
@@ -235,9 +235,9 @@ class Methods:
     def get_account_info(self, params: list[Any]) -> dict[str, Any]:
         key = _pubkey(params)
         cfg = _cfg(params, 1)
-        acct = self.chain.svm.get_account(Pubkey.from_string(key))
+        acct = self.chain.account_at(key, _commitment(cfg))
         value = None
-        if acct is not None and (acct.lamports > 0 or acct.data):
+        if acct is not None:
             value = render.account(acct, cfg.get("encoding", "binary"), self.chain)
         return {"context": self._ctx(_commitment(cfg)), "value": value}
 
@@ -246,7 +246,7 @@ class Methods:
         cfg = _cfg(params, 1)
         return {
             "context": self._ctx(_commitment(cfg)),
-            "value": self.chain.svm.get_balance(Pubkey.from_string(key)) or 0,
+            "value": acct.lamports if (acct := self.chain.account_at(key, _commitment(cfg))) else 0,
         }
 
     def request_airdrop(self, params: list[Any]) -> str:

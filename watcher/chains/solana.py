@@ -282,9 +282,11 @@ class SolanaFollower:
                     conn, CHAIN, new_cursor[0], new_cursor[1], stream=account, head=head
                 )
         now = time.monotonic()
+        credited_ids = {c["id"] for c in credited}
+        credited_sigs = {r["tx_hash"] for r in rows if r["id"] in credited_ids}
         for sig in final_sigs:
             seen = self._final_seen.pop(sig, None)
-            if seen is not None and credited:
+            if seen is not None and sig in credited_sigs:
                 metrics.CREDIT_DELAY.labels(CHAIN).observe(now - seen)
         if new_cursor is not None:
             metrics.CURSOR_BLOCK.labels(CHAIN).set(new_cursor[0])

@@ -132,17 +132,20 @@ async def test_signatures_pagination_and_commitment(world: World) -> None:
 async def test_token_accounts_and_account_info(world: World) -> None:
     node, bank = world.node, world.bank
     owner = str(world.alice.pubkey())
-    res = await call(
-        node.url,
-        "getTokenAccountsByOwner",
-        [owner, {"mint": str(world.usdc)}, {"encoding": "jsonParsed"}],
-    )
+    params: list[Any] = [owner, {"mint": str(world.usdc)}, {"encoding": "jsonParsed"}]
+    # alice's account was created and funded in the newest slot: not finalized yet
+    assert (await call(node.url, "getTokenAccountsByOwner", params))["value"] == []
+    params[2]["commitment"] = "confirmed"
+    res = await call(node.url, "getTokenAccountsByOwner", params)
     (item,) = res["value"]
     assert item["pubkey"] == str(bank.ata(world.alice.pubkey(), world.usdc))
     info = item["account"]["data"]["parsed"]["info"]
     assert info["owner"] == owner and info["mint"] == str(world.usdc)
     assert info["tokenAmount"]["amount"] == str(1_000_000 * 10**6)
     assert item["account"]["data"]["program"] == "spl-token"
+    node.chain.advance(2)  # now finalized too
+    del params[2]["commitment"]
+    assert (await call(node.url, "getTokenAccountsByOwner", params))["value"] == res["value"]
     mint = await call(node.url, "getAccountInfo", [str(world.usdc), {"encoding": "jsonParsed"}])
     assert mint["value"]["data"]["parsed"]["type"] == "mint"
     assert mint["value"]["data"]["parsed"]["info"]["decimals"] == 6
