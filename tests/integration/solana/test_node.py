@@ -270,3 +270,19 @@ async def test_v0_transactions_need_max_supported_version(world: World) -> None:
     assert got["transaction"]["message"]["addressTableLookups"] == []
     post = {b["owner"]: b["uiTokenAmount"]["amount"] for b in got["meta"]["postTokenBalances"]}
     assert post[str(world.merchant.pubkey())] == "250000"
+
+
+async def test_send_base58_default_encoding_and_preflight_errors(world: World) -> None:
+    from tests.solana_node.parse import b58encode
+
+    node, bank = world.node, world.bank
+    dest = bank.create_ata(world.merchant.pubkey(), world.usdc)
+    tx = bank.tx([bank.transfer_ix(world.alice, world.usdc, dest, 42)], [world.alice])
+    sig = await call(node.url, "sendTransaction", [b58encode(bytes(tx))])
+    assert sig == str(tx.signatures[0])
+    with pytest.raises(RuntimeError, match="already been processed"):
+        await call(node.url, "sendTransaction", [b58encode(bytes(tx))])
+    too_much = bank.tx([bank.transfer_ix(world.alice, world.usdc, dest, 10**18)], [world.alice])
+    with pytest.raises(RuntimeError, match="-32002"):
+        await call(node.url, "sendTransaction", [b58encode(bytes(too_much))])
+    assert str(too_much.signatures[0]) not in node.chain.by_sig  # preflight: never landed
