@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -146,3 +147,46 @@ async def test_daemon_factory(world: World, pool: db.Pool) -> None:
     (f,) = solana.followers(settings_for(world), pool)
     assert f.chain == "solana"
     assert solana.followers(load_settings(x402_solana_rpc_url=world.node.url), pool) == []
+
+
+async def test_dropped_then_landed_again_is_revived_and_credited_once(
+    world: World, pool: db.Pool
+) -> None:
+    bank, merchant, chain = world.bank, world.merchant.pubkey(), world.node.chain
+    dest = bank.create_ata(merchant, world.usdc)
+    chain.advance(2)
+    tx = bank.tx([bank.transfer_ix(world.alice, world.usdc, dest, 650_000)], [world.alice])
+    sig = chain.submit(tx)
+    f = follower(world, pool)
+    await f.sync_once()
+    chain.drop_slots(chain.by_sig[sig].slot)
+    chain.advance(3)
+    await f.sync_once()
+    assert [r["state"] for r in await rows(pool)] == ["orphaned"]
+    assert chain.submit(tx) == sig  # same signed transaction lands again, in a new slot
+    chain.advance(2)
+    await f.sync_once()
+    (row,) = await rows(pool)
+    assert (row["state"], int(row["amount"]), row["reason"]) == ("credited", 650_000, None)
+    await f.rpc.aclose()
+
+
+async def test_two_watchers_at_once_credit_each_payment_once(world: World, pool: db.Pool) -> None:
+    bank, merchant = world.bank, world.merchant.pubkey()
+    bank.create_ata(merchant, world.usdc)
+    truth = {bank.pay(world.alice, world.usdc, merchant, MIN + i): MIN + i for i in range(30)}
+    world.node.chain.advance(2)
+    a = follower(world, pool, batch_size=4)
+    b = follower(world, pool, batch_size=7)
+    await asyncio.gather(a.sync_once(), b.sync_once())
+    await asyncio.gather(a.sync_once(), b.sync_once())
+    got = await rows(pool)
+    assert {r["tx_hash"]: int(r["amount"]) for r in got} == truth
+    assert len(got) == len(truth) and {r["state"] for r in got} == {"credited"}
+    async with pool.acquire() as conn:
+        credited = await conn.fetchval(
+            "SELECT sum(amount) FROM payments WHERE chain = 'solana' AND state = 'credited'"
+        )
+    assert int(credited) == sum(truth.values())
+    await a.rpc.aclose()
+    await b.rpc.aclose()
