@@ -138,7 +138,7 @@ def transaction(rec: chain.TxRecord, encoding: str, max_version: int | None) -> 
             message["addressTableLookups"] = _lookups(rec)
         tx = {"message": message, "signatures": [str(s) for s in rec.tx.signatures]}
     meta = _meta(rec, parsed)
-    if version == 0 and not parsed:
+    if max_version is not None and not parsed:  # jsonParsed shows them in accountKeys instead
         static = len(msg.account_keys)
         loaded = rec.keys[static:]
         n_w = sum(1 for w in rec.writable[static:] if w)
