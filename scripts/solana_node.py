@@ -5,7 +5,7 @@
 
 Prints the HTTP and websocket URLs, then one JSON line with the USDC-like mint
 it created (6 decimals), the funded payer's token account, and the URLs.
-Binds 127.0.0.1 only. Ctrl-C stops it.
+Binds 127.0.0.1 only. Ctrl-C or SIGTERM stops it (exit 0).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -51,8 +52,12 @@ async def main(args: argparse.Namespace) -> None:
         ),
         flush=True,
     )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     try:
-        await asyncio.Event().wait()
+        await stop.wait()
     finally:
         await node.close()
 

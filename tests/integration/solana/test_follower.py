@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 from solders.keypair import Keypair
 
 from tests.integration.solana.conftest import World
@@ -60,6 +61,12 @@ async def test_observed_at_confirmed_credited_at_finalized(world: World, pool: d
     assert got[plain]["reference_keys"] == [] and got[plain]["memo"] is None
     await f.sync_once()  # replay: nothing changes
     assert len(await rows(pool)) == 2
+    sample = REGISTRY.get_sample_value
+    assert sample("watcher_chain_head_block", {"chain": "solana"}) == world.node.chain.tip
+    assert (
+        sample("watcher_chain_cursor_block", {"chain": "solana"})
+        == world.node.chain.by_sig[checked].slot
+    )
     await f.rpc.aclose()
 
 
