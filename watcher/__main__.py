@@ -39,6 +39,22 @@ def _cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
     from watcher import explain
 
+    if args.chain == "solana":
+        from watcher.chains import solana_explain
+
+        if len(args.receiver) > 1:
+            print("watcher explain: Solana takes one --receiver OWNER", file=sys.stderr)
+            return EXIT_CONFIG
+        args.signatures = args.tx
+        args.receiver = args.receiver[0] if args.receiver else None
+        return solana_explain.run_cli(args, settings)
+    if len(args.tx) > 1 or len(args.from_file) > 1:
+        print(
+            "watcher explain: give one TX_HASH or one --from-file PATH at a time", file=sys.stderr
+        )
+        return EXIT_CONFIG
+    args.tx = args.tx[0] if args.tx else None
+    args.from_file = args.from_file[0] if args.from_file else None
     output, code = asyncio.run(explain.EXPLAINERS[args.chain](args, settings))
     print(output, file=sys.stdout if code == 0 else sys.stderr)
     return code
@@ -49,17 +65,33 @@ def _add_explain(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "explain",
         help="why a transaction was (or was not) credited",
         description="Judge every token transfer of a transaction the way the follower does. "
-        "Live from the chain's RPC, or offline from a saved receipt, receipt list or log list.",
+        "Live from the chain's RPC, or offline from a saved receipt, receipt list, log list "
+        "or getTransaction answer.",
     )
-    p.add_argument("--chain", required=True, choices=["base", "ethereum"])
+    p.add_argument("--chain", required=True, choices=["base", "ethereum", "solana"])
     p.add_argument(
-        "tx", nargs="?", metavar="TX_HASH", help="the transaction (optional with a file)"
+        "tx",
+        nargs="*",
+        metavar="TX",
+        help="transaction hash or Solana signature (optional with a file)",
     )
-    p.add_argument("--from-file", metavar="PATH", help="read a saved JSON-RPC answer instead")
     p.add_argument(
-        "--receiver", action="append", default=[], metavar="ADDR", help="our address (repeatable)"
+        "--from-file",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="read a saved JSON-RPC answer instead (bare or in its envelope)",
     )
-    p.add_argument("--token", metavar="ADDR", help="the token to accept instead of USDC")
+    p.add_argument(
+        "--receiver",
+        action="append",
+        default=[],
+        metavar="ADDR",
+        help="our receiving address or Solana owner (repeatable on EVM)",
+    )
+    p.add_argument(
+        "--token", metavar="ADDR", help="the token contract or mint to accept instead of USDC"
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_cmd_explain)
 

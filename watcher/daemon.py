@@ -42,12 +42,13 @@ class Follower:
 def build_followers(settings: Settings, pool: db.Pool) -> list[Follower]:
     """The followers of every enabled chain (a chain needs an RPC URL and a receiving address).
 
-    Each issue adds its chain family here.
+    Each chain family adds its followers here.
     """
-    from watcher.chains import evm
+    from watcher.chains import evm, solana
 
-    out = [Follower(c.name, evm.runner(c, settings, pool)) for c in evm.enabled_chains(settings)]
-    return out
+    found = [Follower(c.name, evm.runner(c, settings, pool)) for c in evm.enabled_chains(settings)]
+    found += solana.followers(settings, pool)
+    return found
 
 
 class _Server(uvicorn.Server):

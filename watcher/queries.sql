@@ -137,3 +137,27 @@ ORDER BY p.id;
 -- Payments in blocks above a fork point, by state: what a reorg takes away.
 SELECT id, state, block_number, block_hash FROM payments
 WHERE chain = $1 AND block_number > $2 AND state IN ('observed', 'credited', 'claimed');
+
+-- ---------------------------------------------------------------- solana
+
+-- name: solana_observed
+-- Payments still waiting for finalization, oldest slot first (orphan detection).
+SELECT id, tx_hash, log_index, block_number, amount
+FROM payments
+WHERE chain = 'solana' AND state = 'observed'
+ORDER BY block_number, id
+LIMIT $1;
+
+-- name: solana_open_rows_for
+-- Rows of these signatures that a finalized read may still credit or orphan.
+SELECT id, tx_hash, log_index, token_account, amount, state
+FROM payments
+WHERE chain = 'solana' AND tx_hash = ANY($1::text[]) AND state = 'observed';
+
+-- name: solana_payments_summary
+-- Ground truth for tests and the bench: every Solana payment row.
+SELECT tx_hash, log_index, token_account, from_address, to_address, token, amount, state,
+       memo, reference_keys, block_number, reason
+FROM payments
+WHERE chain = 'solana'
+ORDER BY block_number, tx_hash, log_index;

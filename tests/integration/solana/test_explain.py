@@ -1,0 +1,168 @@
+"""`watcher explain --chain solana`: mainnet fixtures and transactions the node produced."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from solders.keypair import Keypair
+
+from tests.integration.solana.conftest import World
+from tests.solana_node import fixtures, render
+from watcher.__main__ import main
+
+USDC = "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v"
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any]:
+    code = main(["explain", "--chain", "solana", "--json", *argv])
+    out = capsys.readouterr().out
+    return code, json.loads(out) if code == 0 else out
+
+
+def test_mainnet_fixtures(capsys: pytest.CaptureFixture[str]) -> None:
+    path = fixtures.solana_fixture_path
+    code, doc = run(
+        capsys,
+        "--from-file",
+        str(path(fixtures.DURABLE_NONCE)),
+        "--receiver",
+        "B2v68t8MXb9zUms1VQKuCcvjrjKDK6fLd8ZngqmBGy1M",
+        "--token",
+        USDC,
+    )
+    assert code == 0 and doc["chain"] == "solana" and doc["credit_total"] == "3800000"
+    (tx,) = doc["transactions"]
+    assert tx["status"] == "success"
+    assert tx["transfers"] == [
+        {
+            "log_index": 4,
+            "token": USDC,
+            "from": "3V9bd3EN5aNuhE4RiHGbZ1eZakJ1F9cDb8V4YLjCG8cg",
+            "to": "B2v68t8MXb9zUms1VQKuCcvjrjKDK6fLd8ZngqmBGy1M",
+            "amount": "3800000",
+            "verdict": "credit",
+        }
+    ]
+    code, doc = run(
+        capsys,
+        "--from-file",
+        str(path(fixtures.ORCA_CPI)),
+        "--receiver",
+        "D7XYERWodEGaoN2X855T2qLvse28BSjfkvfCyW2EDBWy",
+        "--token",
+        USDC,
+    )
+    # +907 (not 210,190), which is under the default $0.10 minimum: recorded, not credited
+    assert doc["credit_total"] == "0"
+    mine = [t for t in doc["transactions"][0]["transfers"] if t["log_index"] == 6]
+    assert [(t["amount"], t["verdict"]) for t in mine] == [("907", "below_minimum")]
+    assert any(t["verdict"] == "wrong_token" for t in doc["transactions"][0]["transfers"])
+    code, doc = run(
+        capsys,
+        "--from-file",
+        str(path(fixtures.ORCA_FAILED)),
+        "--receiver",
+        "D7XYERWodEGaoN2X855T2qLvse28BSjfkvfCyW2EDBWy",
+        "--token",
+        USDC,
+    )
+    assert doc["credit_total"] == "0" and doc["transactions"][0]["status"] == "failed"
+    assert {t["verdict"] for t in doc["transactions"][0]["transfers"]} <= {"failed_tx"}
+
+
+def test_usage_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["explain", "--chain", "solana", "--from-file", "x.json"]) == 2  # no receiver
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"jsonrpc": "2.0", "result": null, "id": 1}')
+    assert (
+        main(
+            [
+                "explain",
+                "--chain",
+                "solana",
+                "--from-file",
+                str(bad),
+                "--receiver",
+                str(Keypair().pubkey()),
+            ]
+        )
+        == 2
+    )
+    assert "not a getTransaction result" in capsys.readouterr().err
+
+
+async def test_explain_node_transactions(
+    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bank, merchant, chain = world.bank, world.merchant.pubkey(), world.node.chain
+    usdc = str(world.usdc)
+    fake = bank.create_mint(6)
+    bank.mint_to(fake, world.alice.pubkey(), 10**9)
+    sigs = {
+        "credit": bank.pay(world.alice, world.usdc, merchant, 2_500_000, create_ata=True),
+        "small": bank.pay(world.alice, world.usdc, merchant, 10),
+        "zero": bank.pay(world.alice, world.usdc, merchant, 0),
+        "fake": bank.pay(world.alice, fake, merchant, 1_000_000, create_ata=True),
+        "other": bank.pay(world.alice, world.usdc, Keypair().pubkey(), 1_000_000, create_ata=True),
+        "failed": bank.failing_payment(world.alice, world.usdc, merchant),
+    }
+    files = []
+    for i, (name, sig) in enumerate(sigs.items()):
+        answer = render.transaction(chain.by_sig[sig], "jsonParsed", 0)
+        if i % 2:  # half enveloped, half bare
+            answer = {"jsonrpc": "2.0", "result": answer, "id": 1}
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(answer))
+        files += ["--from-file", str(path)]
+    code, doc = run(capsys, *files, "--receiver", str(merchant), "--token", usdc)
+    assert code == 0
+    by = {t["tx"]: t for t in doc["transactions"]}
+    first = {name: by[sig]["transfers"] for name, sig in sigs.items()}
+    assert [t["verdict"] for t in first["credit"]] == ["credit"]
+    assert first["credit"][0]["from"] == str(world.alice.pubkey())
+    assert [t["verdict"] for t in first["small"]] == ["below_minimum"]
+    assert [t["verdict"] for t in first["zero"]] == ["zero_value"]
+    assert [t["verdict"] for t in first["fake"]] == ["wrong_token"]
+    assert [t["verdict"] for t in first["other"]] == ["not_ours"]
+    assert [t["verdict"] for t in first["failed"]] == ["failed_tx"]
+    assert by[sigs["failed"]]["status"] == "failed"
+    assert doc["credit_total"] == "2500000"
+    # the same through RPC, by signature
+    env = {"X402_SOLANA_RPC_URL": world.node.url}
+    code = await asyncio.to_thread(
+        _main_with_env,
+        env,
+        [
+            "explain",
+            "--chain",
+            "solana",
+            "--json",
+            sigs["credit"],
+            "--receiver",
+            str(merchant),
+            "--token",
+            usdc,
+        ],
+    )
+    assert code == 0
+    fetched = json.loads(capsys.readouterr().out)
+    assert fetched["credit_total"] == "2500000"
+
+
+def _main_with_env(env: dict[str, str], argv: list[str]) -> int:
+    import os
+
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        return main(argv)
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -1,0 +1,390 @@
+"""The Solana follower: credit finalized SPL USDC payments to our receiving wallet.
+
+What counts is decided by :mod:`watcher.chains.solana_tx` (balance deltas of
+our USDC token accounts in successful transactions). This module finds those
+transactions and moves them through the ledger:
+
+* **Watched accounts**: the owner's associated token account for the USDC
+  mint (derived, so payments that create it are seen) plus every token account
+  ``getTokenAccountsByOwner`` reports for owner + mint, refreshed periodically.
+* **Discovery** (:mod:`solana_history`): ``getSignaturesForAddress`` per
+  account at ``confirmed``, newest first, paginated with ``before`` down to
+  ``until`` = the cursor, checked to join the cursor without a gap. The
+  cursor (``cursors`` row, stream = token account) is the newest *finalized*
+  signature processed and its slot; it never points at a signature that could
+  still be dropped.
+* **States**: a payment is ``observed`` when seen at ``confirmed`` and
+  ``credited`` only when its transaction is read again at ``finalized`` and
+  still pays the same amount to the same account. An observed payment whose
+  slot is at or below the finalized slot while its signature is unknown (the
+  fork was dropped) is ``orphaned`` with the reason; if it lands again later it
+  is revived and credited normally.
+* **Steps**: RPC calls first, then one short DB transaction per batch (records,
+  credits and the cursor commit together). No DB connection is held across an
+  RPC await. Every write is idempotent, so a crash or a second watcher at any
+  point never credits twice.
+* **Wakeups**: websocket ``logsSubscribe`` hints (:mod:`solana_ws`) cut the
+  wait; polling every ``poll_interval`` seconds is the fallback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+import structlog
+from solders.pubkey import Pubkey
+from solders.token.associated import get_associated_token_address
+
+from watcher import db, errors, ledger, metrics, rpc
+from watcher.chains import solana_history, solana_tx, solana_ws
+from watcher.settings import Settings, SolanaChain
+
+if TYPE_CHECKING:
+    from watcher import daemon
+
+log = structlog.get_logger(__name__)
+
+CHAIN = "solana"
+# Solana error codes meaning "this endpoint cannot answer right now": try the next one.
+ROTATE_CODES = (-32004, -32005, -32014, -32016)
+# A step that loses a race with another watcher is rolled back and simply retried.
+DB_TRANSIENT = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+PENDING_CACHE = 10_000  # confirmed-only transactions kept in memory between passes
+TX_CONFIG = {"encoding": "jsonParsed", "maxSupportedTransactionVersion": 0}
+
+
+@dataclass
+class PassStats:
+    """What one pass did (tests and logs read it)."""
+
+    signatures: int = 0
+    observed: int = 0
+    credited: int = 0
+    orphaned: int = 0
+    pending: int = 0  # confirmed, not yet finalized
+
+
+def associated_token_account(owner: str, mint: str) -> str:
+    return str(get_associated_token_address(Pubkey.from_string(owner), Pubkey.from_string(mint)))
+
+
+class SolanaFollower:
+    """Follows the USDC token accounts of one owner."""
+
+    def __init__(
+        self,
+        chain: SolanaChain,
+        pool: db.Pool,
+        client: rpc.RpcPool,
+        *,
+        min_units: int,
+        poll_interval: float = 2.0,
+        accounts_refresh: float = 60.0,
+        page_limit: int = 1000,
+        batch_size: int = 50,
+        max_pages: int = 10_000,
+    ) -> None:
+        if not chain.owner:
+            raise errors.ConfigError(["X402_SOLANA_PAYMENT_ADDRESS: not set"])
+        self.chain = chain
+        self.owner: str = chain.owner
+        self.mint = chain.usdc_mint
+        self.pool = pool
+        self.rpc = client
+        self.min_units = min_units
+        self.poll_interval = poll_interval
+        self.accounts_refresh = accounts_refresh
+        self.page_limit = page_limit
+        self.batch_size = batch_size
+        self.max_pages = max_pages
+        self.credit_at = chain.commitment  # "finalized" unless the operator chose otherwise
+        self.ata = associated_token_account(self.owner, self.mint)
+        self.accounts: list[str] = [self.ata]
+        self._accounts_at = -1e9
+        self._wake = asyncio.Event()
+        self._accounts_changed = asyncio.Event()
+        self._final_seen: dict[str, float] = {}  # signature -> when first seen finalized
+        self._pending: dict[str, solana_tx.TxView] = {}  # read at confirmed, not final yet
+
+    # ---- accounts ---------------------------------------------------------------------
+
+    async def refresh_accounts(self) -> list[str]:
+        """ATA + every token account of owner and mint the node knows."""
+        res = await self.rpc.request(
+            "getTokenAccountsByOwner",
+            [
+                self.owner,
+                {"mint": self.mint},
+                {"encoding": "jsonParsed", "commitment": "confirmed"},
+            ],
+        )
+        found = [self.ata]
+        for item in (res or {}).get("value") or []:
+            info = (((item.get("account") or {}).get("data") or {}).get("parsed") or {}).get(
+                "info"
+            ) or {}
+            ours = info.get("owner") == self.owner and info.get("mint") == self.mint
+            if ours and item["pubkey"] not in found:
+                found.append(str(item["pubkey"]))
+        if found != self.accounts:
+            log.info("solana_accounts", accounts=found)
+            self.accounts = found
+            self._accounts_changed.set()
+        self._accounts_at = time.monotonic()
+        return found
+
+    @property
+    def known_owners(self) -> dict[str, str]:
+        return {a: self.owner for a in self.accounts}
+
+    # ---- one pass -------------------------------------------------------------------
+
+    async def sync_once(self) -> PassStats:
+        """One pass: discovery on every watched account, then orphan detection."""
+        stats = PassStats()
+        if time.monotonic() - self._accounts_at >= self.accounts_refresh:
+            await self.refresh_accounts()
+        head = int(await self.rpc.request("getSlot", [{"commitment": "confirmed"}]))
+        metrics.HEAD_BLOCK.labels(CHAIN).set(head)
+        metrics.LAST_BLOCK_TIMESTAMP.labels(CHAIN).set(time.time())
+        for account in list(self.accounts):
+            await self._sync_account(account, head, stats)
+        await self._settle(stats)
+        return stats
+
+    def _is_final(self, entry: dict[str, Any]) -> bool:
+        status = entry.get("confirmationStatus")
+        return status == "finalized" or (self.credit_at == "confirmed" and status == "confirmed")
+
+    async def _sync_account(self, account: str, head: int, stats: PassStats) -> None:
+        async with self.pool.acquire() as conn:
+            cursor = await ledger.get_cursor(conn, CHAIN, stream=account)
+        until = cursor.hash if cursor else None
+        listed = await solana_history.new_signatures(
+            self.rpc, account, until, page_limit=self.page_limit, max_pages=self.max_pages
+        )
+        entries = list(reversed(listed))
+        stats.signatures += len(entries)
+        advancing = True  # the cursor moves only over a contiguous finalized prefix
+        for start in range(0, len(entries), self.batch_size):
+            batch = entries[start : start + self.batch_size]
+            finals = [self._is_final(e) for e in batch]
+            for entry, final in zip(batch, finals, strict=True):
+                if final:
+                    self._final_seen.setdefault(entry["signature"], time.monotonic())
+            # Failed transactions (err in the listing) are never payments: no need to fetch.
+            txs = await solana_ws.gather_or_cancel(
+                [
+                    self._fetch(e, f) if e.get("err") is None else solana_ws.nothing()
+                    for e, f in zip(batch, finals, strict=True)
+                ]
+            )
+            for e, tx, f in zip(batch, txs, finals, strict=True):
+                if f:
+                    self._pending.pop(e["signature"], None)
+                elif tx is not None and len(self._pending) < PENDING_CACHE:
+                    self._pending[e["signature"]] = tx
+            views = [
+                # not readable at that commitment yet: not final, retried next pass
+                (e, tx, f and (tx is not None or e.get("err") is not None))
+                for e, tx, f in zip(batch, txs, finals, strict=True)
+            ]
+            advancing = await self._commit(account, views, head, advancing, stats)
+
+    async def _fetch(self, entry: dict[str, Any], final: bool) -> solana_tx.TxView | None:
+        if not final and entry["signature"] in self._pending:
+            return self._pending[entry["signature"]]  # read at confirmed already: no refetch
+        commitment = "finalized" if final and self.credit_at == "finalized" else "confirmed"
+        answer = await self.rpc.request(
+            "getTransaction", [entry["signature"], {**TX_CONFIG, "commitment": commitment}]
+        )
+        if answer is None:
+            return None
+        return solana_tx.view(answer, self.known_owners)
+
+    def _transfers(self, tx: solana_tx.TxView) -> list[ledger.Transfer]:
+        out = []
+        for p in solana_tx.payments(tx, self.owner, self.mint):
+            below = p.amount < self.min_units
+            out.append(
+                ledger.Transfer(
+                    chain=CHAIN,
+                    tx_hash=p.signature,
+                    log_index=p.account_index,
+                    block_number=p.slot,
+                    block_hash=None,
+                    token=p.mint,
+                    to_address=p.owner,
+                    amount=p.amount,
+                    from_address=p.payer,
+                    block_time=datetime.fromtimestamp(p.block_time, UTC)
+                    if p.block_time is not None
+                    else None,
+                    token_account=p.token_account,
+                    memo=p.memo,
+                    reference_keys=p.references,
+                    state="below_minimum" if below else "observed",
+                    reason=f"{p.amount} base units is below the minimum {self.min_units}"
+                    if below
+                    else None,
+                )
+            )
+        return out
+
+    async def _commit(
+        self,
+        account: str,
+        views: Sequence[tuple[dict[str, Any], solana_tx.TxView | None, bool]],
+        head: int,
+        advancing: bool,
+        stats: PassStats,
+    ) -> bool:
+        """One DB transaction: record, credit what is final, move the cursor."""
+        transfers: list[ledger.Transfer] = []
+        final_payments: dict[tuple[str, int], tuple[str | None, int]] = {}
+        final_sigs: list[str] = []
+        new_cursor: tuple[int, str] | None = None
+        for entry, tx, final in views:
+            found = self._transfers(tx) if tx is not None else []
+            transfers += found
+            if final:
+                final_sigs.append(entry["signature"])
+                for t in found:
+                    final_payments[(t.tx_hash, t.log_index)] = (t.token_account, t.amount)
+            else:
+                stats.pending += 1
+            advancing = advancing and final
+            if advancing:
+                new_cursor = (int(entry["slot"]), str(entry["signature"]))
+        async with self.pool.acquire() as conn, conn.transaction():
+            stats.observed += len(await ledger.record(conn, transfers))
+            rows = await conn.fetch(db.q("solana_open_rows_for"), final_sigs) if final_sigs else []
+            good = [
+                r["id"]
+                for r in rows
+                if final_payments.get((r["tx_hash"], r["log_index"]))
+                == (r["token_account"], int(r["amount"]))
+            ]
+            bad = [r["id"] for r in rows if r["id"] not in good]
+            credited = await ledger.credit(conn, good)
+            stats.credited += len(credited)
+            stats.orphaned += len(
+                await ledger.orphan(
+                    conn, bad, "the finalized transaction no longer pays this amount here"
+                )
+            )
+            if new_cursor is not None:
+                await ledger.set_cursor(
+                    conn, CHAIN, new_cursor[0], new_cursor[1], stream=account, head=head
+                )
+        now = time.monotonic()
+        credited_ids = {c["id"] for c in credited}
+        credited_sigs = {r["tx_hash"] for r in rows if r["id"] in credited_ids}
+        for sig in final_sigs:
+            seen = self._final_seen.pop(sig, None)
+            if seen is not None and sig in credited_sigs:
+                metrics.CREDIT_DELAY.labels(CHAIN).observe(now - seen)
+        if new_cursor is not None:
+            metrics.CURSOR_BLOCK.labels(CHAIN).set(new_cursor[0])
+            metrics.LAG_BLOCKS.labels(CHAIN).set(max(0, head - new_cursor[0]))
+        return advancing
+
+    async def _settle(self, stats: PassStats, limit: int = 256) -> None:
+        """Orphan observed payments whose slot is finalized but whose signature is gone."""
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(db.q("solana_observed"), limit)
+        if not rows:
+            return
+        finalized = int(await self.rpc.request("getSlot", [{"commitment": "finalized"}]))
+        due = [r for r in rows if int(r["block_number"]) <= finalized]
+        if not due:
+            return
+        sigs = sorted({str(r["tx_hash"]) for r in due})
+        res = await self.rpc.request(
+            "getSignatureStatuses", [sigs, {"searchTransactionHistory": True}]
+        )
+        statuses = dict(zip(sigs, (res or {}).get("value") or [None] * len(sigs), strict=False))
+        gone: list[str] = []
+        for sig in sigs:
+            st = statuses.get(sig)
+            if st is None or st.get("err") is not None:
+                # Double-check on the transaction itself before calling it dropped.
+                again = await self.rpc.request(
+                    "getTransaction", [sig, {**TX_CONFIG, "commitment": "confirmed"}]
+                )
+                if again is None or (again.get("meta") or {}).get("err") is not None:
+                    gone.append(sig)
+        ids = [r["id"] for r in due if r["tx_hash"] in gone]
+        if not ids:
+            return
+        reason = f"never finalized: dropped fork (finalized slot {finalized} passed it)"
+        async with self.pool.acquire() as conn, conn.transaction():
+            orphaned = await ledger.orphan(conn, ids, reason)
+        stats.orphaned += len(orphaned)
+        metrics.REORGS.labels(CHAIN).inc()  # a dropped fork is Solana's reorg
+        for sig in gone:
+            self._pending.pop(sig, None)
+        log.warning("solana_orphaned", signatures=gone, finalized=finalized)
+
+    # ---- the loop -----------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event, *, burst: bool = False) -> None:
+        """Follow until ``stop`` (or, with ``burst``, until one clean pass)."""
+        structlog.contextvars.bind_contextvars(chain=CHAIN)
+        hint_task = None
+        if self.chain.ws_urls and not burst:
+            hint_task = asyncio.create_task(
+                solana_ws.hints(
+                    self.chain.ws_urls[0],
+                    lambda: list(self.accounts),
+                    self._wake,
+                    stop,
+                    changed=self._accounts_changed,
+                )
+            )
+        backoff = 0.5
+        try:
+            while not stop.is_set():
+                self._wake.clear()
+                try:
+                    stats = await self.sync_once()
+                except (errors.RpcError, solana_tx.MalformedTransaction, *DB_TRANSIENT) as exc:
+                    log.warning("solana_pass_failed", error=str(exc), retry_in=backoff)
+                    await solana_ws.wait_for_wake(stop, None, backoff)
+                    backoff = min(10.0, backoff * 2)
+                    continue
+                backoff = 0.5
+                if stats.credited or stats.observed or stats.orphaned:
+                    log.info("solana_pass", **vars(stats))
+                if burst:
+                    return
+                await solana_ws.wait_for_wake(stop, self._wake, self.poll_interval)
+        finally:
+            if hint_task is not None:
+                hint_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await hint_task
+            await self.rpc.aclose()
+
+
+def make_follower(settings: Settings, pool: db.Pool, **kw: Any) -> SolanaFollower:
+    chain = settings.solana
+    client = rpc.RpcPool(CHAIN, chain.rpc_urls, rotate_codes=ROTATE_CODES)
+    return SolanaFollower(chain, pool, client, min_units=settings.min_payment_units, **kw)
+
+
+def followers(settings: Settings, pool: db.Pool) -> list[daemon.Follower]:
+    """The daemon's Solana follower, when an RPC URL and a receiving wallet are configured."""
+    from watcher import daemon
+
+    if not settings.solana.enabled:
+        return []
+    follower = make_follower(settings, pool)
+    return [daemon.Follower(chain=CHAIN, run=follower.run)]

@@ -1,0 +1,210 @@
+"""``watcher explain --chain solana``: why each token movement of a transaction is (not) a credit.
+
+:func:`explain` is pure: it takes ``getTransaction`` answers (bare or in a
+JSON-RPC envelope) and returns the same JSON shape as the EVM explain::
+
+    {"chain": "solana",
+     "transactions": [{"tx": SIGNATURE, "status": "success" | "failed",
+                       "transfers": [{"log_index": ACCOUNT_INDEX, "token": MINT,
+                                      "from": PAYER_OWNER, "to": RECEIVING_OWNER,
+                                      "amount": "BASE_UNITS", "verdict": VERDICT}]}],
+     "credit_total": "BASE_UNITS"}
+
+Verdicts, checked in this order: ``failed_tx`` (``meta.err`` set; the
+transfers shown are the instructions that did not happen), ``wrong_token``
+(another mint), ``not_ours`` (the receiving account's owner is not the
+receiver), ``zero_value``, ``below_minimum``, ``credit``. Amounts are balance
+deltas, the same rule the follower applies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from watcher import rpc
+from watcher.chains import solana_tx
+from watcher.settings import Settings, is_solana_pubkey
+
+
+def _row(
+    index: int, token: str | None, frm: str | None, to: str | None, amount: int, verdict: str
+) -> dict[str, Any]:
+    return {
+        "log_index": index,
+        "token": token,
+        "from": frm,
+        "to": to,
+        "amount": str(amount),
+        "verdict": verdict,
+    }
+
+
+def _verdict(token: str, owner: str | None, amount: int, receiver: str, want: str, mn: int) -> str:
+    if token != want:
+        return "wrong_token"
+    if owner != receiver:
+        return "not_ours"
+    if amount <= 0:
+        return "zero_value"
+    if amount < mn:
+        return "below_minimum"
+    return "credit"
+
+
+def explain_one(tx: solana_tx.TxView, receiver: str, token: str, min_units: int) -> dict[str, Any]:
+    by_account = {c.account: c for c in tx.changes}
+    rows: list[dict[str, Any]] = []
+    if tx.failed:
+        for t in tx.transfers:
+            dest = by_account.get(t.destination)
+            src = by_account.get(t.source)
+            index = tx.account_keys.index(t.destination) if t.destination in tx.account_keys else -1
+            rows.append(
+                _row(
+                    index,
+                    t.mint or (dest.mint if dest else None),
+                    src.owner if src else None,
+                    dest.owner if dest else None,
+                    t.amount,
+                    "failed_tx",
+                )
+            )
+        return {"tx": tx.signature, "status": "failed", "transfers": rows}
+    listed: set[str] = set()
+    for c in tx.changes:
+        if c.delta <= 0:
+            continue
+        listed.add(c.account)
+        verdict = _verdict(c.mint, c.owner, c.delta, receiver, token, min_units)
+        rows.append(_row(c.account_index, c.mint, tx.payer_for(c.mint), c.owner, c.delta, verdict))
+    for t in tx.transfers:  # zero-value transfers move nothing but are worth showing
+        dest = by_account.get(t.destination)
+        if t.amount == 0 and t.destination not in listed and dest is not None:
+            listed.add(t.destination)
+            rows.append(_row(dest.account_index, dest.mint, None, dest.owner, 0, "zero_value"))
+    return {"tx": tx.signature, "status": "success", "transfers": rows}
+
+
+def explain(
+    answers: Sequence[Any],
+    *,
+    receiver: str,
+    token: str,
+    min_units: int,
+    known_owners: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The explain document for getTransaction answers (bare or enveloped)."""
+    txs = [
+        explain_one(solana_tx.view(a, known_owners), receiver, token, min_units) for a in answers
+    ]
+    total = sum(int(t["amount"]) for tx in txs for t in tx["transfers"] if t["verdict"] == "credit")
+    return {"chain": "solana", "transactions": txs, "credit_total": str(total)}
+
+
+# ---- command line -------------------------------------------------------------------------
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("signatures", nargs="*", metavar="SIGNATURE", help="transaction signatures")
+    p.add_argument(
+        "--from-file",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a saved getTransaction answer (bare result or JSON-RPC envelope)",
+    )
+    p.add_argument("--receiver", help="receiving wallet (default X402_SOLANA_PAYMENT_ADDRESS)")
+    p.add_argument("--token", help="USDC mint (default X402_SOLANA_USDC_MINT)")
+    p.add_argument("--json", action="store_true", help="print the JSON document")
+
+
+async def _fetch(
+    settings: Settings, signatures: Sequence[str], receiver: str, token: str
+) -> tuple[list[Any], dict[str, str]]:
+    from watcher.chains import solana
+
+    client = rpc.RpcPool("solana", settings.solana.rpc_urls, rotate_codes=solana.ROTATE_CODES)
+    try:
+        owners = {solana.associated_token_account(receiver, token): receiver}
+        res = await client.request(
+            "getTokenAccountsByOwner",
+            [receiver, {"mint": token}, {"encoding": "jsonParsed", "commitment": "confirmed"}],
+        )
+        for item in (res or {}).get("value") or []:
+            owners[str(item["pubkey"])] = receiver
+        answers = []
+        for sig in signatures:
+            answer = await client.request(
+                "getTransaction", [sig, {**solana.TX_CONFIG, "commitment": "confirmed"}]
+            )
+            if answer is None:
+                raise solana_tx.MalformedTransaction(f"{sig}: not found at confirmed")
+            answers.append(answer)
+        return answers, owners
+    finally:
+        await client.aclose()
+
+
+def run_cli(args: argparse.Namespace, settings: Settings) -> int:
+    """Exit code: 0 printed, 2 bad usage or unreadable input."""
+    receiver = args.receiver or settings.solana.owner
+    token = args.token or settings.solana.usdc_mint
+    if not receiver or not is_solana_pubkey(receiver) or not is_solana_pubkey(token):
+        print(
+            "watcher explain: give --receiver OWNER (or set X402_SOLANA_PAYMENT_ADDRESS) "
+            "and a valid --token MINT",
+            file=sys.stderr,
+        )
+        return 2
+    if not args.signatures and not args.from_file:
+        print("watcher explain: give SIGNATURE(s) or --from-file PATH", file=sys.stderr)
+        return 2
+    from watcher.chains import solana
+
+    owners = {solana.associated_token_account(receiver, token): receiver}
+    answers: list[Any] = []
+    try:
+        for path in args.from_file:
+            answers.append(json.loads(Path(path).read_text(encoding="utf-8")))
+        if args.signatures:
+            if not settings.solana.rpc_urls:
+                print(
+                    "watcher explain: set X402_SOLANA_RPC_URL to fetch signatures", file=sys.stderr
+                )
+                return 2
+            fetched, more = asyncio.run(_fetch(settings, args.signatures, receiver, token))
+            answers += fetched
+            owners.update(more)
+        doc = explain(
+            answers,
+            receiver=receiver,
+            token=token,
+            min_units=settings.min_payment_units,
+            known_owners=owners,
+        )
+    except (OSError, ValueError) as exc:  # MalformedTransaction and JSON errors are ValueErrors
+        print(f"watcher explain: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(doc, indent=2) if args.json else render_text(doc))
+    return 0
+
+
+def render_text(doc: dict[str, Any]) -> str:
+    lines = []
+    for tx in doc["transactions"]:
+        lines.append(f"{tx['tx']}  {tx['status']}")
+        if not tx["transfers"]:
+            lines.append("  (no token balance increased)")
+        for t in tx["transfers"]:
+            lines.append(
+                f"  #{t['log_index']:<3} {t['verdict']:<13} {t['amount']:>16} "
+                f"{t['token']}  {t['from']} -> {t['to']}"
+            )
+    lines.append(f"credit total: {doc['credit_total']} base units")
+    return "\n".join(lines)
