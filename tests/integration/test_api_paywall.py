@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Annotated
 
 from fastapi.responses import JSONResponse
 
@@ -95,11 +96,11 @@ async def test_handler_failure_gives_the_unit_back(pool: db.Pool) -> None:
     app = app_for(pool)
 
     @app.get("/broken/raises")
-    async def raises(charge: paywall.Charge = paywall.paid()) -> None:
+    async def raises(charge: Annotated[paywall.Charge, paywall.paid()]) -> None:
         raise RuntimeError("handler bug")
 
     @app.get("/broken/answers-503")
-    async def answers_503(charge: paywall.Charge = paywall.paid()) -> JSONResponse:
+    async def answers_503(charge: Annotated[paywall.Charge, paywall.paid()]) -> JSONResponse:
         return JSONResponse({"error": "upstream down"}, status_code=503)
 
     async with client(app) as http:
