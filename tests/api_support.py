@@ -111,3 +111,46 @@ async def buy_token(
     assert resp.status_code == 201, resp.text
     body: dict[str, Any] = resp.json()
     return body
+
+
+def transfers_from_receipt(
+    receipt: dict[str, Any], chain: str, token: str, receiver: str
+) -> list[ledger.Transfer]:
+    """What the EVM follower records from a receipt: USDC Transfer logs toward ``receiver``."""
+    from tests.anvil import TRANSFER_TOPIC
+
+    out = []
+    for log in receipt["logs"]:
+        topics = log["topics"]
+        if log["address"].lower() != token or topics[0] != TRANSFER_TOPIC:
+            continue
+        to = "0x" + topics[2][-40:]
+        if to != receiver:
+            continue
+        out.append(
+            ledger.Transfer(
+                chain=chain,
+                tx_hash=receipt["transactionHash"].lower(),
+                log_index=int(log["logIndex"], 16),
+                block_number=int(log["blockNumber"], 16),
+                block_hash=log["blockHash"].lower(),
+                token=token,
+                to_address=to,
+                amount=int(log["data"], 16),
+                from_address="0x" + topics[1][-40:],
+            )
+        )
+    return out
+
+
+async def follow_receipt(
+    pool: db.Pool, receipt: dict[str, Any], chain: str, token: str, receiver: str, *, credit: bool
+) -> list[int]:
+    """Record (and optionally credit) a receipt's transfers as the follower would."""
+    transfers = transfers_from_receipt(receipt, chain, token, receiver)
+    async with pool.acquire() as conn, conn.transaction():
+        rows = await ledger.record(conn, transfers)
+        ids = [int(r["id"]) for r in rows]
+        if credit:
+            await ledger.credit(conn, ids)
+    return ids
