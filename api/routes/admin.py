@@ -8,6 +8,7 @@ Manual marks write an ``admin_audit`` row in the same transaction as the change.
 from __future__ import annotations
 
 import hmac
+from decimal import Decimal
 from typing import Annotated, Any
 
 import asyncpg
@@ -47,11 +48,13 @@ async def require_admin(
 router = APIRouter(prefix="/x402", tags=["admin"], dependencies=[Depends(require_admin)])
 
 
+def _plain(value: Any) -> Any:
+    # numeric columns arrive as Decimal: money leaves as an exact string, never a float
+    return format(value, "f") if isinstance(value, Decimal) else value
+
+
 def _rows(records: list[asyncpg.Record]) -> list[dict[str, Any]]:
-    return [
-        {k: (str(v) if k.startswith("amount") and v is not None else v) for k, v in r.items()}
-        for r in records
-    ]
+    return [{k: _plain(v) for k, v in r.items()} for r in records]
 
 
 @router.post(
@@ -83,7 +86,7 @@ async def stats(request: Request) -> dict[str, Any]:
                 "last_24h": _rows(await conn.fetch(db.q("api_admin_stats_24h"))),
                 "top_payers": _rows(await conn.fetch(db.q("api_admin_top_payers"))),
                 "endpoints": _rows(await conn.fetch(db.q("api_admin_endpoint_stats"))),
-                "active_tokens": dict(await conn.fetchrow(db.q("api_admin_active_tokens")) or {}),
+                "active_tokens": _rows(await conn.fetch(db.q("api_admin_active_tokens")))[0],
             }
     except _DB_ERRORS as exc:
         raise service_unavailable("the database") from exc
