@@ -7,11 +7,14 @@ as in production.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import secrets
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 import httpx
+import uvicorn
 from eth_account import Account
 from eth_account.messages import encode_defunct
 from fastapi import FastAPI
@@ -154,3 +157,32 @@ async def follow_receipt(
         if credit:
             await ledger.credit(conn, ids)
     return ids
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn leaving the test runner's signal handlers alone."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@contextlib.asynccontextmanager
+async def serve(app: FastAPI) -> AsyncIterator[str]:
+    """Run ``app`` under uvicorn on a free loopback port in this event loop; yields its URL."""
+    from tests.anvil import free_port
+
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="off")
+    server = _QuietServer(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        for _ in range(200):  # bounded: 10 s
+            if server.started:
+                break
+            await asyncio.sleep(0.05)
+        assert server.started, "uvicorn did not start"
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
