@@ -138,7 +138,7 @@ async def seed(dsn: str, tokens: int, signed: int, invoices: int) -> dict[str, A
                 (row,) = await ledger.record(conn, [t])
                 await ledger.credit(conn, [row["id"]])
             if i < tokens:
-                issued = await claims.issue_token(pool, settings, row["id"], None)
+                issued = await claims.issue_token(pool, settings, row["id"])
                 out["tokens"].append(issued["token"])
             else:
                 message = encode_defunct(text=claims.claim_message("base", tx))
