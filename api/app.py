@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from api.routes import health
+from api.routes import stripe as stripe_routes
 from watcher import __version__, db
 from watcher.settings import Settings
 
@@ -19,4 +20,5 @@ def create_app(settings: Settings, pool: db.Pool) -> FastAPI:
     app.state.settings = settings
     app.state.pool = pool
     app.include_router(health.router)
+    app.include_router(stripe_routes.router)
     return app

@@ -1,0 +1,238 @@
+"""The Stripe rail over HTTP: webhook, checkout, key claim, portal, invoices.
+
+Every refusal is JSON ``{"error": code, "message": what was wrong and what to do}``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+import stripe
+import structlog
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from api import entitlements, subscriptions
+from api.stripe_client import StripeBilling
+from watcher import db, errors, metrics
+from watcher.settings import Settings, is_placeholder
+
+log = structlog.get_logger(__name__)
+router = APIRouter(tags=["stripe"])
+
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{2,}$")
+_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+def problem(status: int, error: str, message: str, **extra: Any) -> JSONResponse:
+    """A JSON refusal: a stable code and a sentence saying what to do."""
+    headers = {}
+    if "retry_after" in extra:
+        headers["Retry-After"] = str(max(1, int(extra["retry_after"])))
+    return JSONResponse({"error": error, "message": message, **extra}, status, headers=headers)
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def billing(request: Request) -> StripeBilling:
+    """The app's one Stripe client, made on first use (tests install their own first)."""
+    client: StripeBilling | None = getattr(request.app.state, "billing", None)
+    if client is None:
+        client = StripeBilling(_settings(request))
+        request.app.state.billing = client
+    return client
+
+
+def _billing_problem(exc: errors.BillingError) -> JSONResponse:
+    if isinstance(exc, errors.BillingUnavailable):
+        if exc.retry_after is not None:
+            return problem(503, "billing_unavailable", str(exc), retry_after=exc.retry_after)
+        return problem(502, "billing_unavailable", f"{exc}; nothing was charged, retry later")
+    if isinstance(exc, errors.BillingRejected) and exc.card_error:
+        return problem(402, "card_declined", f"{exc}; use another card", code=exc.code)
+    return problem(502, "billing_rejected", f"{exc}; the operator must check the Stripe setup")
+
+
+@router.post("/api/v1/webhooks/stripe", summary="Stripe events (signed)")
+async def stripe_webhook(request: Request) -> JSONResponse:
+    settings = _settings(request)
+    secret = settings.stripe_webhook_secret
+    if secret is None or is_placeholder(secret.get_secret_value()):
+        return problem(503, "webhook_not_configured", "set STRIPE_WEBHOOK_SECRET")
+    payload = await request.body()
+    try:
+        stripe.Webhook.construct_event(
+            payload, request.headers.get("stripe-signature"), secret.get_secret_value()
+        )
+        event = json.loads(payload)
+    except (stripe.SignatureVerificationError, ValueError) as exc:
+        metrics.STRIPE_WEBHOOKS.labels("bad_signature").inc()
+        log.warning("stripe_webhook_refused", error=type(exc).__name__)
+        return problem(
+            400, "bad_signature", "Stripe-Signature missing, stale or wrong; nothing stored"
+        )
+    try:
+        outcome = await subscriptions.process_event(
+            request.app.state.pool, event, subscriptions.price_tiers(settings)
+        )
+    except (*_DB_ERRORS, KeyError, TypeError, ValueError):
+        return problem(500, "apply_failed", "event not applied; Stripe will deliver it again")
+    return JSONResponse({"received": True, "outcome": outcome})
+
+
+@router.post("/api/v1/payments/checkout", summary="Start a subscription (Stripe Checkout)")
+async def checkout(request: Request) -> JSONResponse:
+    settings = _settings(request)
+    body = await _json_body(request)
+    if isinstance(body, JSONResponse):
+        return body
+    prices = {tier: price for price, tier in subscriptions.price_tiers(settings).items()}
+    tier, email = body.get("tier"), body.get("email")
+    if tier not in prices:
+        return problem(
+            400, "unknown_tier", f"tier must be one of {sorted(prices)}", tiers=sorted(prices)
+        )
+    if not isinstance(email, str) or not _EMAIL.match(email):
+        return problem(400, "bad_email", "give the email address the invoices should go to")
+    claim = entitlements.new_secret(entitlements.CLAIM_PREFIX)
+    pool: db.Pool = request.app.state.pool
+    checkout_id = await pool.fetchval(
+        db.q("stripe_insert_checkout"),
+        entitlements.hash_secret(claim),
+        tier,
+        email,
+        entitlements.CLAIM_VALIDITY,
+    )
+    client = billing(request)
+    try:
+        customer = await client.create_customer(email, idempotency_key=f"customer-{checkout_id}")
+        session_id, url = await client.create_checkout(
+            checkout_id=checkout_id, price=prices[tier], tier=tier, customer=customer
+        )
+    except errors.BillingError as exc:
+        return _billing_problem(exc)
+    await pool.execute(db.q("stripe_set_checkout_session"), checkout_id, session_id, customer)
+    return JSONResponse(
+        {
+            "checkout_url": url,
+            "session_id": session_id,
+            "tier": tier,
+            "claim_secret": claim,
+            "claim": "after paying, POST /api/v1/payments/claim {claim_secret} once to get "
+            "your API key; keep the secret private, the key is shown only once",
+        },
+        201,
+    )
+
+
+@router.post("/api/v1/payments/claim", summary="Get the subscriber key, once")
+async def claim(request: Request) -> JSONResponse:
+    body = await _json_body(request)
+    if isinstance(body, JSONResponse):
+        return body
+    secret = body.get("claim_secret")
+    if not isinstance(secret, str) or not secret.startswith(entitlements.CLAIM_PREFIX):
+        return problem(400, "bad_claim_secret", "send the claim_secret that checkout returned")
+    result = await entitlements.claim_key(request.app.state.pool, secret)
+    if result.key is None:
+        return problem(result.status_code, "claim_refused", result.problem or "refused")
+    return JSONResponse(
+        {
+            "api_key": result.key,
+            "tier": result.tier,
+            "use": "send it as 'Authorization: Bearer <api_key>'; it is shown only this once",
+        },
+        201,
+    )
+
+
+@router.post("/api/v1/payments/portal", summary="Stripe Customer Portal for the caller")
+async def portal(request: Request) -> JSONResponse:
+    customer = await _caller_customer(request)
+    if isinstance(customer, JSONResponse):
+        return customer
+    try:
+        url = await billing(request).create_portal(customer)
+    except errors.BillingError as exc:
+        return _billing_problem(exc)
+    return JSONResponse({"portal_url": url})
+
+
+@router.get("/api/v1/payments/invoices", summary="The caller's invoices")
+async def invoices(request: Request, limit: int = 24) -> JSONResponse:
+    if not 1 <= limit <= 100:
+        return problem(400, "bad_limit", "limit is between 1 and 100")
+    customer = await _caller_customer(request)
+    if isinstance(customer, JSONResponse):
+        return customer
+    rows = await request.app.state.pool.fetch(db.q("stripe_customer_invoices"), customer, limit)
+    return JSONResponse({"invoices": [_invoice(r) for r in rows]})
+
+
+@router.get("/api/v1/payments/success", summary="Where Checkout sends the buyer back")
+async def success(session_id: str = "") -> JSONResponse:
+    return JSONResponse(
+        {
+            "session_id": session_id,
+            "next": "POST /api/v1/payments/claim {claim_secret} to get your API key",
+        }
+    )
+
+
+def _invoice(r: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "id": r["id"],
+        "status": r["status"],
+        "paid": r["paid"],
+        "currency": r["currency"],
+        "amount_due": r["amount_due"],
+        "amount_paid": r["amount_paid"],
+        "hosted_invoice_url": r["hosted_invoice_url"],
+        "invoice_pdf": r["invoice_pdf"],
+        "period_start": r["period_start"].isoformat() if r["period_start"] else None,
+        "period_end": r["period_end"].isoformat() if r["period_end"] else None,
+        "created": r["created"].isoformat(),
+    }
+
+
+def bearer(request: Request) -> str | None:
+    """The subscriber key of ``Authorization: Bearer <key>``, or None."""
+    value = request.headers.get("authorization", "")
+    scheme, _, token = value.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token.startswith(entitlements.KEY_PREFIX):
+        return None
+    return token
+
+
+async def _caller_customer(request: Request) -> str | JSONResponse:
+    key = bearer(request)
+    if key is None:
+        return problem(401, "missing_key", "send 'Authorization: Bearer <subscriber key>'")
+    async with request.app.state.pool.acquire() as conn:
+        customer = await entitlements.key_customer(conn, key)
+    if customer is None:
+        return problem(401, "unknown_key", "this subscriber key is unknown or revoked")
+    return customer
+
+
+async def _json_body(request: Request) -> dict[str, Any] | JSONResponse:
+    try:
+        body = await request.json()
+    except ValueError:
+        return problem(400, "bad_json", "send a JSON object body")
+    if not isinstance(body, dict):
+        return problem(400, "bad_json", "send a JSON object body")
+    return body
+
+
+def grace(settings: Settings) -> timedelta:
+    """How long a past_due subscription keeps access (STRIPE_PAST_DUE_GRACE_HOURS)."""
+    return timedelta(hours=settings.stripe_past_due_grace_hours)
