@@ -22,7 +22,7 @@ import asyncio
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import httpx
@@ -37,14 +37,37 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
 
-class _Transported(stripe.HTTPXClient):
-    """stripe's httpx client over a transport we choose (tests), with our timeout."""
+class _NoAnswer(errors.BillingUnavailable):
+    """The request got no HTTP answer (refused, reset, timed out): safe to retry."""
+
+
+class _Transported(stripe.HTTPClient):
+    """stripe's HTTP client interface over our own httpx client (async only).
+
+    Ours rather than ``stripe.HTTPXClient``: that one posts the form with httpx's
+    deprecated ``data=<str>`` and cannot take a transport, which is our test seam.
+    """
+
+    name = "httpx"
 
     def __init__(self, timeout: float, transport: httpx.AsyncBaseTransport | None) -> None:
-        super().__init__(timeout=timeout)
-        if transport is not None:
-            self._client_async = httpx.AsyncClient(transport=transport)
-        self.own: httpx.AsyncClient = self._client_async
+        super().__init__()
+        self.own = httpx.AsyncClient(transport=transport, timeout=timeout)
+
+    async def request_async(
+        self, method: str, url: str, headers: Mapping[str, str], post_data: Any = None
+    ) -> tuple[bytes, int, Mapping[str, str]]:
+        try:
+            response = await self.own.request(method, url, headers=headers, content=post_data)
+        except httpx.HTTPError as exc:
+            raise _NoAnswer(f"no answer from Stripe ({type(exc).__name__})") from exc
+        return response.content, response.status_code, response.headers
+
+    def sleep_async(self, secs: float) -> Awaitable[None]:
+        return asyncio.sleep(secs)
+
+    async def close_async(self) -> None:
+        await self.own.aclose()
 
 
 class CircuitBreaker:
@@ -109,7 +132,7 @@ class StripeBilling:
         )
 
     async def aclose(self) -> None:
-        await self._http.own.aclose()
+        await self._http.close_async()
 
     async def _call(self, what: str, make: Callable[[], Awaitable[T]]) -> T:
         if not self.configured:
@@ -118,7 +141,7 @@ class StripeBilling:
         for attempt in range(1, self.attempts + 1):
             try:
                 result = await make()
-            except (stripe.APIConnectionError, stripe.RateLimitError) as exc:
+            except (_NoAnswer, stripe.APIConnectionError, stripe.RateLimitError) as exc:
                 if attempt == self.attempts:
                     self.breaker.failure()
                     raise errors.BillingUnavailable(
