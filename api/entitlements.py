@@ -21,13 +21,13 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import asyncpg
 
 from api import subscriptions
-from watcher import db, metrics
+from watcher import db
 from watcher.settings import Settings
 
 KEY_PREFIX = "wsk_"  # watcher subscriber key: tells it apart from Stripe's sk_ keys in logs
@@ -45,6 +45,15 @@ def hash_secret(raw: str) -> bytes:
     return hashlib.sha256(raw.encode("utf-8")).digest()
 
 
+def bearer_key(authorization: str | None) -> str | None:
+    """The subscriber key of an ``Authorization: Bearer <key>`` header, or None."""
+    scheme, _, token = (authorization or "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token.startswith(KEY_PREFIX) or len(token) > 128:
+        return None
+    return token
+
+
 def new_secret(prefix: str) -> str:
     return prefix + secrets.token_urlsafe(32)
 
@@ -58,7 +67,9 @@ class KeyCheck:
     detail: str = ""
     tier: str | None = None
     remaining: int | None = None
-    status_code: int = 200  # 402 when payment would help, 429 when waiting would
+    status_code: int = 200
+    period_end: datetime | None = None
+    key_id: int | None = None  # 402 when payment would help, 429 when waiting would
 
 
 async def consume_subscriber_key(
@@ -77,9 +88,13 @@ async def consume_subscriber_key(
         db.q("stripe_consume_subscriber_key"), key_hash, cost, grace, endpoint
     )
     if row is not None:
-        metrics.METERED_CALLS.labels("served").inc()
-        return KeyCheck(ok=True, tier=row["tier"], remaining=row["remaining"])
-    metrics.METERED_CALLS.labels("refused").inc()
+        return KeyCheck(
+            ok=True,
+            tier=row["tier"],
+            remaining=row["remaining"],
+            period_end=row["period_end"],
+            key_id=row["id"],
+        )
     why = await conn.fetchrow(db.q("stripe_explain_subscriber_key"), key_hash, grace)
     return _refusal(why, cost)
 
@@ -170,33 +185,39 @@ def _cents(cents: int) -> str:
 
 async def how_to_pay(conn: db.Connection, settings: Settings) -> dict[str, Any]:
     """The "how to pay" part of a 402: per call with x402, or a Stripe subscription."""
+    return ways_to_pay(settings, list(await conn.fetch(db.q("stripe_tiers"))))
+
+
+def ways_to_pay(settings: Settings, tiers: list[asyncpg.Record] | None) -> dict[str, Any]:
+    """Both ways to pay; ``tiers`` rows give the numbers (None: the database is unreachable)."""
     ways: list[dict[str, Any]] = [
         {
             "method": "x402",
             "header": "x-payment-token",
             "price_per_call_usd": str(settings.x402_price_per_call),
-            "how": "pay USDC on Base, Ethereum or Solana, claim a token, send it in "
-            "the x-payment-token header",
+            "how": "pay USDC on Base, Ethereum or Solana (see accepts), claim a token, "
+            "send it in the x-payment-token header",
         }
     ]
     sold = set(subscriptions.price_tiers(settings).values())
     if sold and settings.stripe_secret_key is not None:
-        tiers = [
-            {
-                "tier": r["tier"],
-                "price_usd_per_month": _cents(r["price_usd_cents"]),
-                "monthly_quota": r["monthly_quota"],
-                "rate_per_minute": r["rate_per_minute"],
-            }
-            for r in await conn.fetch(db.q("stripe_tiers"))
-            if r["tier"] in sold
-        ]
         ways.append(
             {
                 "method": "subscription",
                 "header": "Authorization: Bearer <subscriber key>",
                 "checkout": "POST /api/v1/payments/checkout {tier, email}",
-                "tiers": tiers,
+                "how": "subscribe by card, claim your key once with POST "
+                "/api/v1/payments/claim, send it as a Bearer token",
+                "tiers": [
+                    {
+                        "tier": r["tier"],
+                        "price_usd_per_month": _cents(r["price_usd_cents"]),
+                        "monthly_quota": r["monthly_quota"],
+                        "rate_per_minute": r["rate_per_minute"],
+                    }
+                    for r in tiers or []
+                    if r["tier"] in sold
+                ],
             }
         )
     return {"ways_to_pay": ways}

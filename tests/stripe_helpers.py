@@ -20,9 +20,9 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
-import uvicorn
 
 from api.app import create_app
+from tests.api_support import serve
 from watcher import db
 from watcher.settings import Settings
 
@@ -123,20 +123,8 @@ async def api_server(app_settings: Settings, pool: db.Pool, **state: Any) -> Asy
     app = create_app(app_settings, pool)
     for name, value in state.items():
         setattr(app.state, name, value)
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        for _ in range(200):
-            if server.started:
-                break
-            await asyncio.sleep(0.05)
-        assert server.started, "uvicorn did not start"
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 10)
+    async with serve(app) as url:
+        yield url
 
 
 async def deliver(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 import asyncpg
@@ -19,6 +19,10 @@ import asyncpg
 from watcher import db, metrics
 
 RecordState = Literal["observed", "below_minimum", "not_ours"]
+
+# A payment that arrives this long after its invoice expired still pays it
+# (the same window cleanup_expired_x402_payments() waits before expiring).
+INVOICE_GRACE = timedelta(hours=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +89,16 @@ async def credit(conn: db.Connection, ids: Sequence[int]) -> list[asyncpg.Record
     for r in rows:
         metrics.PAYMENTS.labels(r["chain"], "credited").inc()
         metrics.CREDITED_BASE_UNITS.labels(r["chain"]).inc(int(r["amount"]))
+    # Whichever follower credits, the invoice it pays follows in the same transaction.
+    await link_invoices(conn, [r["id"] for r in rows])
     return rows
+
+
+async def link_invoices(conn: db.Connection, ids: Sequence[int]) -> list[asyncpg.Record]:
+    """Mark the invoices these credited payments pay as credited; returns (invoice, payment)."""
+    if not ids:
+        return []
+    return await conn.fetch(db.q("link_invoices"), list(ids), INVOICE_GRACE)
 
 
 async def orphan(conn: db.Connection, ids: Sequence[int], reason: str) -> list[asyncpg.Record]:

@@ -111,3 +111,7 @@ STRIPE_WEBHOOKS = Counter(
     "Stripe webhook deliveries by outcome (applied, duplicate, bad_signature, failed)",
     ["outcome"],
 )
+API_RATE_LIMITED = Counter(
+    "watcher_api_rate_limited_total", "429 answers by rate-limit bucket", ["bucket"]
+)
+INVOICES_CREATED = Counter("watcher_invoices_created_total", "Invoices created", ["chain"])

@@ -101,6 +101,240 @@ ON CONFLICT (chain, stream) DO UPDATE
 -- name: payments_by_tx
 SELECT * FROM payments WHERE chain = $1 AND tx_hash = $2 ORDER BY log_index;
 
+-- ---- api (issue 5): invoices, claims, metering, rate limits, admin
+
+-- name: link_invoices
+-- Run by ledger.credit in the follower's transaction: link freshly credited
+-- payments to the open (or lately expired) invoice they pay, and mark it
+-- credited. EVM: same chain, recipient, token and exact amount. Solana: the
+-- invoice's reference among the payment's reference keys, same mint and
+-- recipient, at least the invoice amount (references are public: dust with a
+-- reference must not take the invoice). Either way the payment's time must
+-- fall within [created_at, expires_at + grace]. One payment per invoice.
+WITH pick AS (
+    SELECT DISTINCT ON (p.id) p.id AS payment_id, i.id AS invoice_id
+    FROM payments p
+    JOIN invoices i
+      ON i.chain = p.chain AND i.pay_to = p.to_address AND i.token = p.token
+     AND i.status IN ('open', 'expired')
+     AND coalesce(p.block_time, p.observed_at) >= date_trunc('second', i.created_at)
+     AND coalesce(p.block_time, p.observed_at) <= i.expires_at + $2::interval
+     AND ((p.chain <> 'solana' AND i.amount = p.amount)
+          OR (p.chain = 'solana' AND i.reference = ANY (p.reference_keys)
+              AND p.amount >= i.amount))
+    WHERE p.id = ANY ($1::bigint[]) AND p.state = 'credited' AND p.invoice_id IS NULL
+      AND NOT EXISTS (SELECT 1 FROM payments o WHERE o.invoice_id = i.id)
+    ORDER BY p.id, i.created_at
+), one AS (
+    SELECT DISTINCT ON (invoice_id) payment_id, invoice_id
+    FROM pick ORDER BY invoice_id, payment_id
+), linked AS (
+    UPDATE payments p SET invoice_id = one.invoice_id, updated_at = now()
+    FROM one WHERE p.id = one.payment_id
+    RETURNING p.id, p.invoice_id
+)
+UPDATE invoices i SET status = 'credited'
+FROM linked WHERE i.id = linked.invoice_id
+RETURNING i.id AS invoice_id, linked.id AS payment_id;
+
+-- name: api_chain_status
+-- Per chain: best head seen, slowest stream's cursor, and how long since it moved.
+SELECT chain, max(head) AS head, min(num) AS cursor,
+       extract(epoch FROM now() - min(updated_at))::float8 AS age_seconds
+FROM cursors GROUP BY chain;
+
+-- name: api_payments_by_tx
+SELECT p.id, p.chain, p.tx_hash, p.log_index, p.block_number, p.from_address, p.to_address,
+       p.token, p.amount, p.state, p.reason, p.invoice_id, p.reorged_after_credit,
+       t.id AS token_id,
+       (SELECT max(c.head) FROM cursors c WHERE c.chain = p.chain) AS head
+FROM payments p
+LEFT JOIN access_tokens t ON t.payment_id = p.id
+WHERE p.chain = $1 AND p.tx_hash = $2
+ORDER BY p.log_index;
+
+-- name: api_lock_payment
+-- Claims serialise on the payment row: two racing claims see each other.
+SELECT p.id, p.chain, p.tx_hash, p.log_index, p.from_address, p.amount, p.state, p.invoice_id,
+       p.block_number
+FROM payments p WHERE p.id = $1 FOR UPDATE;
+
+-- name: api_token_for_payment
+SELECT id FROM access_tokens WHERE payment_id = $1;
+
+-- name: api_issue_token
+-- Any unique clash (payment or invoice already has a token) inserts nothing.
+INSERT INTO access_tokens (token_hash, payment_id, invoice_id, payer, requests_total,
+                           remaining, expires_at)
+VALUES ($1, $2, $3, $4, $5, $5, now() + $6::interval)
+ON CONFLICT DO NOTHING
+RETURNING id, requests_total, remaining, expires_at;
+
+-- name: api_mark_claimed
+WITH p AS (
+    UPDATE payments SET state = 'claimed', updated_at = now()
+    WHERE id = $1 AND state = 'credited'
+    RETURNING invoice_id
+)
+UPDATE invoices i SET status = 'claimed'
+FROM p WHERE i.id = p.invoice_id AND i.status = 'credited';
+
+-- name: api_expire_invoices
+SELECT cleanup_expired_x402_payments($1::interval);
+
+-- name: api_insert_evm_invoice
+-- A unique amount among the chain's open invoices: base + k micro-units for a
+-- free k in [1, $8]; the partial unique index settles races (retry on none).
+INSERT INTO invoices (chain, pay_to, token, amount, requests, claim_secret_hash, expires_at)
+SELECT $1, $2, $3, $4::numeric + k, $5, $6, now() + $7::interval
+FROM generate_series(1, $8::int) AS k
+WHERE NOT EXISTS (SELECT 1 FROM invoices i
+                  WHERE i.chain = $1 AND i.status = 'open' AND i.amount = $4::numeric + k)
+ORDER BY random()
+LIMIT 1
+ON CONFLICT (chain, amount) WHERE status = 'open' AND chain <> 'solana' DO NOTHING
+RETURNING id, chain, pay_to, token, amount, requests, reference, status, created_at, expires_at;
+
+-- name: api_insert_solana_invoice
+INSERT INTO invoices (chain, pay_to, token, amount, requests, reference, claim_secret_hash,
+                      expires_at)
+VALUES ('solana', $1, $2, $3, $4, $5, $6, now() + $7::interval)
+RETURNING id, chain, pay_to, token, amount, requests, reference, status, created_at, expires_at;
+
+-- name: api_invoice
+SELECT i.id, i.chain, i.pay_to, i.token, i.amount, i.requests, i.reference, i.status,
+       i.claim_secret_hash, i.created_at, i.expires_at, now() AS now,
+       p.id AS payment_id, p.tx_hash, p.amount AS paid_amount, p.from_address, p.state AS payment_state,
+       t.id AS token_id
+FROM invoices i
+LEFT JOIN payments p ON p.invoice_id = i.id
+LEFT JOIN access_tokens t ON t.invoice_id = i.id
+WHERE i.id = $1;
+
+-- name: api_invoice_pending_payment
+-- An observed (not yet confirmed) payment that will match the invoice once credited.
+SELECT p.tx_hash, p.block_number, p.amount,
+       (SELECT max(c.head) FROM cursors c WHERE c.chain = p.chain) AS head
+FROM invoices i
+JOIN payments p
+  ON p.chain = i.chain AND p.to_address = i.pay_to AND p.token = i.token
+ AND p.state = 'observed' AND p.invoice_id IS NULL
+ AND coalesce(p.block_time, p.observed_at) >= date_trunc('second', i.created_at)
+ AND coalesce(p.block_time, p.observed_at) <= i.expires_at + $2::interval
+ AND ((p.chain <> 'solana' AND p.amount = i.amount)
+      OR (p.chain = 'solana' AND i.reference = ANY (p.reference_keys) AND p.amount >= i.amount))
+WHERE i.id = $1
+ORDER BY p.id
+LIMIT 1;
+
+-- name: api_meter
+-- One paid call: decrement only if enough remains and the token is alive, and
+-- record the usage, in one statement (atomic; concurrent calls never overdraw).
+WITH t AS (
+    UPDATE access_tokens SET remaining = remaining - $2
+    WHERE token_hash = $1 AND remaining >= $2 AND expires_at > now()
+    RETURNING id, remaining, expires_at
+), u AS (
+    INSERT INTO token_usage (token_id, endpoint, cost)
+    SELECT id, $3, $2 FROM t
+    RETURNING id
+)
+SELECT t.id AS token_id, t.remaining, t.expires_at, u.id AS usage_id FROM t, u;
+
+-- name: api_meter_keyed
+-- As api_meter, with an Idempotency-Key. A concurrent twin with the same key
+-- makes the insert do nothing (usage_id NULL): the caller rolls back and
+-- treats the call as a replay.
+WITH t AS (
+    UPDATE access_tokens SET remaining = remaining - $2
+    WHERE token_hash = $1 AND remaining >= $2 AND expires_at > now()
+    RETURNING id, remaining, expires_at
+), u AS (
+    INSERT INTO token_usage (token_id, endpoint, cost, idempotency_key)
+    SELECT id, $3, $2, $4 FROM t
+    ON CONFLICT (token_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING id
+)
+SELECT t.id AS token_id, t.remaining, t.expires_at, u.id AS usage_id
+FROM t LEFT JOIN u ON true;
+
+-- name: api_meter_replay
+-- A call already charged under this Idempotency-Key (and not refunded).
+SELECT a.id AS token_id, a.remaining, a.expires_at, u.id AS usage_id
+FROM access_tokens a
+JOIN token_usage u ON u.token_id = a.id AND u.idempotency_key = $2 AND NOT u.refunded
+WHERE a.token_hash = $1 AND a.expires_at > now();
+
+-- name: api_refund
+-- The handler failed (5xx): give the unit back, once. The key is released so
+-- a retry with it is charged (and served) normally.
+WITH u AS (
+    UPDATE token_usage SET refunded = true, status_code = $2, idempotency_key = NULL
+    WHERE id = $1 AND NOT refunded
+    RETURNING token_id, cost
+)
+UPDATE access_tokens a SET remaining = a.remaining + u.cost
+FROM u WHERE a.id = u.token_id
+RETURNING a.remaining;
+
+-- name: api_token_status
+SELECT id, requests_total, remaining, created_at, expires_at, expires_at > now() AS alive
+FROM access_tokens WHERE token_hash = $1;
+
+-- name: api_rate_hit
+-- One hit in the current one-minute window; returns the count so far.
+INSERT INTO api_rate_limits AS r (bucket, client, window_start, hits)
+VALUES ($1, $2, date_trunc('minute', now()), 1)
+ON CONFLICT (bucket, client, window_start) DO UPDATE SET hits = r.hits + 1
+RETURNING hits,
+          greatest(1, ceil(extract(epoch FROM r.window_start + interval '1 minute' - now())))::int
+              AS retry_after;
+
+-- name: api_rate_prune
+DELETE FROM api_rate_limits WHERE window_start < now() - interval '5 minutes';
+
+-- name: api_admin_stats_24h
+SELECT * FROM v_x402_stats_24h ORDER BY chain;
+
+-- name: api_admin_top_payers
+SELECT * FROM v_x402_top_payers LIMIT 10;
+
+-- name: api_admin_endpoint_stats
+SELECT * FROM v_x402_endpoint_stats ORDER BY calls DESC LIMIT 50;
+
+-- name: api_admin_active_tokens
+SELECT count(*) AS tokens, coalesce(sum(remaining), 0) AS requests_remaining
+FROM v_x402_active_payments;
+
+-- name: api_admin_settle
+-- By hand: a payment the followers could not credit (still observed, orphaned,
+-- below minimum, invalidated) is credited.
+UPDATE payments
+SET state = 'credited', credited_at = coalesce(credited_at, now()), updated_at = now(),
+    reason = $2
+WHERE id = $1 AND state IN ('observed', 'orphaned', 'below_minimum', 'not_ours')
+RETURNING id, chain, amount;
+
+-- name: api_admin_invalidate
+-- By hand: a payment that must not buy calls. 'not_ours' is never revived or
+-- credited by a follower; a token it already bought is emptied.
+WITH p AS (
+    UPDATE payments SET state = 'not_ours', updated_at = now(), reason = $2
+    WHERE id = $1 AND state IN ('observed', 'credited', 'claimed')
+    RETURNING id, chain, amount
+), t AS (
+    UPDATE access_tokens a SET remaining = 0 FROM p WHERE a.payment_id = p.id RETURNING a.id
+)
+SELECT p.id, p.chain, p.amount, (SELECT id FROM t) AS token_id FROM p;
+
+-- name: api_payment_state
+SELECT id, state FROM payments WHERE id = $1;
+
+-- name: api_admin_audit
+INSERT INTO admin_audit (action, payment_id, from_state, to_state, reason, client)
+VALUES ($1, $2, $3, $4, $5, $6)
+RETURNING id, at;
+
 -- ---- stripe (subscriptions, webhooks, subscriber keys; migration 0006)
 
 -- name: stripe_insert_event
@@ -249,13 +483,14 @@ WITH upd AS (
                 THEN k.used ELSE 0 END) + $2 <= t.monthly_quota
       AND (CASE WHEN k.window_start = date_trunc('minute', now())
                 THEN k.window_count ELSE 0 END) + $2 <= t.rate_per_minute
-    RETURNING k.id, s.tier, s.status, t.monthly_quota - k.used AS remaining
+    RETURNING k.id, s.tier, s.status, t.monthly_quota - k.used AS remaining,
+              s.current_period_end AS period_end
 ), ins AS (
     INSERT INTO subscriber_usage (key_id, endpoint, cost)
     SELECT id, $4::text, $2::integer FROM upd
     RETURNING id
 )
-SELECT upd.id, upd.tier, upd.status, upd.remaining FROM upd, ins;
+SELECT upd.id, upd.tier, upd.status, upd.remaining, upd.period_end FROM upd, ins;
 
 -- name: stripe_explain_subscriber_key
 -- Why a key was refused (read after the metering UPDATE matched nothing).

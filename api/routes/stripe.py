@@ -17,6 +17,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from api import entitlements, subscriptions
+from api.errors import ApiError
 from api.stripe_client import StripeBilling
 from watcher import db, errors, metrics
 from watcher.settings import Settings, is_placeholder
@@ -28,12 +29,20 @@ _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{2,}$")
 _DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
-def problem(status: int, error: str, message: str, **extra: Any) -> JSONResponse:
-    """A JSON refusal: a stable code and a sentence saying what to do."""
+def problem(status: int, error: str, message: str, fix: str, **extra: Any) -> JSONResponse:
+    """A refusal in the API's one error shape: code, what was wrong, what to do."""
     headers = {}
     if "retry_after" in extra:
         headers["Retry-After"] = str(max(1, int(extra["retry_after"])))
-    return JSONResponse({"error": error, "message": message, **extra}, status, headers=headers)
+    return ApiError(status, error, message, fix, headers=headers, **extra).response()
+
+
+def enabled(settings: Settings) -> bool:
+    """The rail is on when a Stripe key or webhook secret is set (routes are mounted then)."""
+    return any(
+        v is not None and not is_placeholder(v.get_secret_value())
+        for v in (settings.stripe_secret_key, settings.stripe_webhook_secret)
+    )
 
 
 def _settings(request: Request) -> Settings:
@@ -53,11 +62,24 @@ def billing(request: Request) -> StripeBilling:
 def _billing_problem(exc: errors.BillingError) -> JSONResponse:
     if isinstance(exc, errors.BillingUnavailable):
         if exc.retry_after is not None:
-            return problem(503, "billing_unavailable", str(exc), retry_after=exc.retry_after)
-        return problem(502, "billing_unavailable", f"{exc}; nothing was charged, retry later")
+            return problem(
+                503,
+                "billing_unavailable",
+                str(exc),
+                "retry after the Retry-After delay",
+                retry_after=exc.retry_after,
+            )
+        return problem(502, "billing_unavailable", str(exc), "retry later; nothing was charged")
     if isinstance(exc, errors.BillingRejected) and exc.card_error:
-        return problem(402, "card_declined", f"{exc}; use another card", code=exc.code)
-    return problem(502, "billing_rejected", f"{exc}; the operator must check the Stripe setup")
+        return problem(402, "card_declined", str(exc), "use another card", code=exc.code)
+    return problem(502, "billing_rejected", str(exc), "the operator must check the Stripe setup")
+
+
+_CLAIM_FIX = {
+    404: "use the claim_secret that checkout returned",
+    409: "retry in a few seconds if payment is still completing; a key is shown only once",
+    410: "start a new checkout",
+}
 
 
 @router.post("/api/v1/webhooks/stripe", summary="Stripe events (signed)")
@@ -65,7 +87,9 @@ async def stripe_webhook(request: Request) -> JSONResponse:
     settings = _settings(request)
     secret = settings.stripe_webhook_secret
     if secret is None or is_placeholder(secret.get_secret_value()):
-        return problem(503, "webhook_not_configured", "set STRIPE_WEBHOOK_SECRET")
+        return problem(
+            503, "webhook_not_configured", "no webhook secret", "set STRIPE_WEBHOOK_SECRET"
+        )
     payload = await request.body()
     try:
         stripe.Webhook.construct_event(
@@ -76,14 +100,22 @@ async def stripe_webhook(request: Request) -> JSONResponse:
         metrics.STRIPE_WEBHOOKS.labels("bad_signature").inc()
         log.warning("stripe_webhook_refused", error=type(exc).__name__)
         return problem(
-            400, "bad_signature", "Stripe-Signature missing, stale or wrong; nothing stored"
+            400,
+            "bad_signature",
+            "Stripe-Signature missing, stale or wrong; nothing stored",
+            "send events signed with this endpoint's secret (STRIPE_WEBHOOK_SECRET)",
         )
     try:
         outcome = await subscriptions.process_event(
             request.app.state.pool, event, subscriptions.price_tiers(settings)
         )
     except (*_DB_ERRORS, KeyError, TypeError, ValueError):
-        return problem(500, "apply_failed", "event not applied; Stripe will deliver it again")
+        return problem(
+            500,
+            "apply_failed",
+            "the event was not applied and is not marked processed",
+            "nothing to do: Stripe delivers it again; see stripe_event_failures",
+        )
     return JSONResponse({"received": True, "outcome": outcome})
 
 
@@ -97,10 +129,19 @@ async def checkout(request: Request) -> JSONResponse:
     tier, email = body.get("tier"), body.get("email")
     if tier not in prices:
         return problem(
-            400, "unknown_tier", f"tier must be one of {sorted(prices)}", tiers=sorted(prices)
+            400,
+            "unknown_tier",
+            f"tier must be one of {sorted(prices)}",
+            'send {"tier": "pro", "email": "you@example.com"}',
+            tiers=sorted(prices),
         )
     if not isinstance(email, str) or not _EMAIL.match(email):
-        return problem(400, "bad_email", "give the email address the invoices should go to")
+        return problem(
+            400,
+            "bad_email",
+            "email is missing or not an address",
+            "give the email address the invoices should go to",
+        )
     claim = entitlements.new_secret(entitlements.CLAIM_PREFIX)
     pool: db.Pool = request.app.state.pool
     checkout_id = await pool.fetchval(
@@ -139,10 +180,20 @@ async def claim(request: Request) -> JSONResponse:
         return body
     secret = body.get("claim_secret")
     if not isinstance(secret, str) or not secret.startswith(entitlements.CLAIM_PREFIX):
-        return problem(400, "bad_claim_secret", "send the claim_secret that checkout returned")
+        return problem(
+            400,
+            "bad_claim_secret",
+            "claim_secret is missing or malformed",
+            "send the claim_secret that checkout returned",
+        )
     result = await entitlements.claim_key(request.app.state.pool, secret)
     if result.key is None:
-        return problem(result.status_code, "claim_refused", result.problem or "refused")
+        return problem(
+            result.status_code,
+            "claim_refused",
+            result.problem or "refused",
+            _CLAIM_FIX.get(result.status_code, "see docs/stripe.md"),
+        )
     return JSONResponse(
         {
             "api_key": result.key,
@@ -168,7 +219,7 @@ async def portal(request: Request) -> JSONResponse:
 @router.get("/api/v1/payments/invoices", summary="The caller's invoices")
 async def invoices(request: Request, limit: int = 24) -> JSONResponse:
     if not 1 <= limit <= 100:
-        return problem(400, "bad_limit", "limit is between 1 and 100")
+        return problem(400, "bad_limit", "limit is out of range", "give 1 to 100")
     customer = await _caller_customer(request)
     if isinstance(customer, JSONResponse):
         return customer
@@ -202,24 +253,24 @@ def _invoice(r: asyncpg.Record) -> dict[str, Any]:
     }
 
 
-def bearer(request: Request) -> str | None:
-    """The subscriber key of ``Authorization: Bearer <key>``, or None."""
-    value = request.headers.get("authorization", "")
-    scheme, _, token = value.partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token.startswith(entitlements.KEY_PREFIX):
-        return None
-    return token
-
-
 async def _caller_customer(request: Request) -> str | JSONResponse:
-    key = bearer(request)
+    key = entitlements.bearer_key(request.headers.get("authorization"))
     if key is None:
-        return problem(401, "missing_key", "send 'Authorization: Bearer <subscriber key>'")
+        return problem(
+            401,
+            "missing_key",
+            "no subscriber key",
+            "send 'Authorization: Bearer <subscriber key>'",
+        )
     async with request.app.state.pool.acquire() as conn:
         customer = await entitlements.key_customer(conn, key)
     if customer is None:
-        return problem(401, "unknown_key", "this subscriber key is unknown or revoked")
+        return problem(
+            401,
+            "unknown_key",
+            "this subscriber key is unknown or revoked",
+            "use the key claimed after checkout; a canceled subscription's key is revoked",
+        )
     return customer
 
 
@@ -227,9 +278,11 @@ async def _json_body(request: Request) -> dict[str, Any] | JSONResponse:
     try:
         body = await request.json()
     except ValueError:
-        return problem(400, "bad_json", "send a JSON object body")
+        body = None
     if not isinstance(body, dict):
-        return problem(400, "bad_json", "send a JSON object body")
+        return problem(
+            400, "malformed_json", "the body is not a JSON object", "send a JSON object body"
+        )
     return body
 
 

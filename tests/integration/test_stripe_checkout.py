@@ -217,7 +217,7 @@ async def test_bad_checkout_input_is_a_clear_4xx(rig_factory: Any) -> None:
         r = await rig.client.post("/api/v1/payments/checkout", json=body)
         assert (r.status_code, r.json()["error"]) == (400, error)
     raw = await rig.client.post("/api/v1/payments/checkout", content=b"{nope")
-    assert (raw.status_code, raw.json()["error"]) == (400, "bad_json")
+    assert (raw.status_code, raw.json()["error"]) == (400, "malformed_json")
     assert rig.seam.seen == []
 
 

@@ -1,0 +1,206 @@
+"""Claims: turn one credited payment into one access token, only for whoever paid.
+
+Two proofs are accepted (seeing a hash on an explorer proves nothing):
+
+* the invoice's ``claim_secret`` (shown once, to whoever created the invoice);
+* a signature by the sending address over :func:`claim_message`, which names
+  the chain and the transaction: EIP-191 ``personal_sign`` from an EOA,
+  EIP-1271 ``isValidSignature`` for a contract wallet (the only RPC call on a
+  payer's path), ed25519 from a Solana wallet.
+
+Issuing locks the payment row, so racing claims serialise; the unique
+``access_tokens.payment_id`` makes a second token impossible even so. A second
+claim is a 409 naming the token already issued.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+import structlog
+from eth_abi.abi import encode as abi_encode
+from eth_account import Account
+from eth_account.messages import defunct_hash_message, encode_defunct
+from solders.pubkey import Pubkey
+from solders.signature import Signature
+
+from api import paywall
+from api.errors import ApiError, service_unavailable
+from watcher import db, errors, metrics, rpc
+from watcher.settings import ChainName, Settings
+
+log = structlog.get_logger(__name__)
+
+EIP1271_MAGIC = "0x1626ba7e"  # bytes4(keccak256("isValidSignature(bytes32,bytes)"))
+EIP1271_TIMEOUT_SECONDS = 5.0
+
+
+def claim_message(chain: str, tx_hash: str) -> str:
+    """The exact text a payer signs to claim the payment(s) of ``tx_hash`` on ``chain``."""
+    return f"Claim an x402 access token for my USDC payment\nchain: {chain}\ntx: {tx_hash}"
+
+
+def hash_secret(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode("utf-8")).digest()
+
+
+def secret_matches(secret: str, stored: bytes) -> bool:
+    return hmac.compare_digest(hash_secret(secret), bytes(stored))
+
+
+# ---- signatures ---------------------------------------------------------------------
+
+
+def _hex_bytes(signature: str) -> bytes | None:
+    text = signature.strip().removeprefix("0x")
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        return None
+
+
+def recover_evm_signer(message: str, signature: str) -> str | None:
+    """The EOA that personal_signed ``message`` (lowercase), or None."""
+    raw = _hex_bytes(signature)
+    if raw is None or len(raw) != 65:
+        return None
+    try:
+        signer: str = Account.recover_message(encode_defunct(text=message), signature=raw)
+    except Exception:  # eth-keys raises bare BadSignature/ValidationError for junk input
+        return None
+    return signer.lower()
+
+
+async def eip1271_valid(
+    settings: Settings, chain: ChainName, wallet: str, message: str, signature: str
+) -> bool:
+    """Ask the contract at ``wallet`` whether it accepts ``signature`` over the EIP-191 hash."""
+    raw = _hex_bytes(signature)
+    if raw is None or chain == "solana":
+        return False
+    evm = settings.evm_chain(chain)
+    if not evm.rpc_urls:
+        return False
+    data = abi_encode(["bytes32", "bytes"], [bytes(defunct_hash_message(text=message)), raw])
+    call = {"to": wallet, "data": EIP1271_MAGIC + data.hex()}
+    pool = rpc.RpcPool(chain, evm.rpc_urls, chain_id=evm.chain_id, timeout=EIP1271_TIMEOUT_SECONDS)
+    try:
+        result = await pool.request("eth_call", [call, "latest"])
+    except errors.RpcResponseError:
+        return False  # reverted: no such function, or the wallet said no loudly
+    except errors.RpcError as exc:
+        raise service_unavailable(f"the {chain} RPC node (contract-wallet check)") from exc
+    finally:
+        await pool.aclose()
+    return isinstance(result, str) and result.lower().startswith(EIP1271_MAGIC)
+
+
+def ed25519_valid(owner: str, message: str, signature: str) -> bool:
+    """A Solana wallet's ed25519 signature (base58 or base64) over ``message``."""
+    try:
+        pubkey = Pubkey.from_string(owner)
+        sig = _solana_signature(signature.strip())
+    except ValueError:
+        return False
+    return bool(sig.verify(pubkey, message.encode("utf-8")))
+
+
+def _solana_signature(text: str) -> Signature:
+    try:
+        return Signature.from_string(text)
+    except ValueError:
+        raw = base64.b64decode(text, validate=True)  # binascii.Error is a ValueError
+        return Signature.from_bytes(raw)
+
+
+async def signer_among(
+    settings: Settings, chain: ChainName, tx_hash: str, senders: Sequence[str], signature: str
+) -> str | None:
+    """Which of the payment senders signed the claim message, if any."""
+    message = claim_message(chain, tx_hash)
+    if chain == "solana":
+        return next((s for s in senders if ed25519_valid(s, message, signature)), None)
+    recovered = recover_evm_signer(message, signature)
+    if recovered in senders:
+        return recovered
+    for sender in senders:  # not an EOA signature of a sender: maybe a contract wallet
+        if await eip1271_valid(settings, chain, sender, message, signature):
+            return sender
+    return None
+
+
+# ---- issuing ---------------------------------------------------------------------------
+
+
+def already_claimed(token_id: int | None, what: str) -> ApiError:
+    return ApiError(
+        409,
+        "already_claimed",
+        f"{what} already bought access token {token_id}",
+        "use the token you received then; a payment buys one token only",
+        token_id=token_id,
+    )
+
+
+async def issue_token(
+    pool: db.Pool, settings: Settings, payment_id: int, invoice_id: object | None
+) -> dict[str, Any]:
+    """Mint the one token a credited payment buys; 409 if it already has one."""
+    token = secrets.token_urlsafe(32)
+    lifetime = timedelta(hours=settings.x402_token_expiry_hours)
+    price = settings.price_per_call_units
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            pay = await conn.fetchrow(db.q("api_lock_payment"), payment_id)
+            if pay is None or pay["state"] not in ("credited", "claimed"):
+                raise ApiError(
+                    409,
+                    "not_claimable",
+                    "this payment is not credited",
+                    "check POST /x402/verify-payment for its state",
+                )
+            requests = int(pay["amount"]) // price
+            if requests < 1:
+                raise ApiError(
+                    422,
+                    "amount_too_small",
+                    f"{pay['amount']} base units buy no call at {price} per call",
+                    "pay at least the price of one call",
+                )
+            row = await conn.fetchrow(
+                db.q("api_issue_token"),
+                paywall.token_hash(token),
+                payment_id,
+                invoice_id,
+                pay["from_address"],
+                requests,
+                lifetime,
+            )
+            if row is None:
+                existing = await conn.fetchval(db.q("api_token_for_payment"), payment_id)
+                raise already_claimed(existing, "this payment")
+            await conn.execute(db.q("api_mark_claimed"), payment_id)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        log.warning("claim_db_error", error=repr(exc))
+        raise service_unavailable("the database") from exc
+    metrics.TOKENS_ISSUED.labels(pay["chain"]).inc()
+    metrics.PAYMENTS.labels(pay["chain"], "claimed").inc()
+    return {
+        "token": token,
+        "token_id": row["id"],
+        "requests": row["requests_total"],
+        "remaining": row["remaining"],
+        "expires_at": row["expires_at"],
+        "chain": pay["chain"],
+        "tx_hash": pay["tx_hash"],
+        "payment_id": payment_id,
+        "header": paywall.TOKEN_HEADER,
+        "note": "shown once: the server keeps only its SHA-256",
+    }

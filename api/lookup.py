@@ -1,0 +1,185 @@
+"""The ledger's answer about a transaction, and the claim flows built on it (no RPC).
+
+``verify(...)`` says what the followers recorded for a hash and what the payer
+should do next; ``claim_by_signature`` / ``claim_by_invoice`` check the proof
+and hand over to :func:`api.claims.issue_token`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from api import chains, claims
+from api.errors import ApiError, service_unavailable
+from watcher import db, metrics
+from watcher.settings import ChainName, Settings
+
+_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+NEXT_STEP = {
+    "credited": "claim a token: POST /x402/generate-token with a signature over claim_message "
+    "from the sending wallet (or your invoice's claim_secret)",
+    "pending": "wait for confirmations, then ask again",
+    "claimed": "a token was already issued for this payment; use it",
+    "orphaned": "the block holding this transfer left the canonical chain; it will be "
+    "credited if the transfer is mined again, else pay again",
+    "below_minimum": "the amount is below the minimum payment; it buys no calls",
+    "not_ours": "this transfer does not count here (invalidated or not to our address)",
+    "not_found": "not seen yet: check the chain and hash, wait for the transaction to be "
+    "mined, then ask again",
+}
+
+
+async def payments_for(pool: db.Pool, chain: ChainName, tx_hash: str) -> list[asyncpg.Record]:
+    try:
+        return list(await pool.fetch(db.q("api_payments_by_tx"), chain, tx_hash))
+    except _DB_ERRORS as exc:
+        raise service_unavailable("the database") from exc
+
+
+def _public_state(state: str) -> str:
+    return "pending" if state == "observed" else state
+
+
+def describe(settings: Settings, row: asyncpg.Record) -> dict[str, Any]:
+    """One payment as the payer should see it."""
+    info = chains.chain_info(settings, row["chain"])
+    out: dict[str, Any] = {
+        "payment_id": row["id"],
+        "log_index": row["log_index"],
+        "status": _public_state(row["state"]),
+        "from": row["from_address"],
+        "amount": str(row["amount"]),
+        "requests": int(row["amount"]) // settings.price_per_call_units,
+        "block": row["block_number"],
+        "token_id": row["token_id"],
+        "reason": row["reason"],
+        "invoice_id": row["invoice_id"],
+    }
+    if row["state"] == "observed" and info.confirmations is not None:
+        head = row["head"]
+        have = (
+            0 if head is None else max(0, min(head - row["block_number"] + 1, info.confirmations))
+        )
+        out["confirmations"] = {"have": have, "need": info.confirmations}
+    elif row["state"] == "observed":
+        out["confirmations"] = {"commitment": info.commitment}
+    if row["reorged_after_credit"]:
+        out["warning"] = "the block of this credited payment later left the canonical chain"
+    return out
+
+
+def verify(
+    settings: Settings, chain: ChainName, tx_hash: str, rows: list[asyncpg.Record]
+) -> dict[str, Any]:
+    """The answer to POST /x402/verify-payment."""
+    payments = [describe(settings, r) for r in rows]
+    order = ["credited", "pending", "claimed", "orphaned", "below_minimum", "not_ours"]
+    states = {p["status"] for p in payments}
+    status = next((s for s in order if s in states), "not_found")
+    metrics.PAYMENT_VERIFICATIONS.labels(status).inc()
+    out: dict[str, Any] = {
+        "chain": chain,
+        "tx_hash": tx_hash,
+        "status": status,
+        "next": NEXT_STEP[status],
+        "payments": payments,
+    }
+    if status == "credited":
+        out["claim_message"] = claims.claim_message(chain, tx_hash)
+    return out
+
+
+def _refusal(settings: Settings, rows: list[asyncpg.Record]) -> ApiError:
+    """Why none of these payments (all from the signer) can be claimed now."""
+    by_state = {r["state"]: r for r in rows}
+    if "claimed" in by_state:
+        return claims.already_claimed(by_state["claimed"]["token_id"], "this payment")
+    if "observed" in by_state:
+        shown = describe(settings, by_state["observed"])
+        return ApiError(
+            409,
+            "not_confirmed",
+            "this payment is not confirmed yet",
+            "wait for confirmations and claim again",
+            headers={"Retry-After": "15"},
+            confirmations=shown.get("confirmations"),
+        )
+    state = rows[0]["state"]
+    return ApiError(409, f"payment_{state}", f"this payment is {state}", NEXT_STEP[state])
+
+
+async def claim_by_signature(
+    pool: db.Pool,
+    settings: Settings,
+    chain: ChainName,
+    tx_hash: str,
+    signature: str,
+    log_index: int | None,
+) -> dict[str, Any]:
+    """Claim the payment of ``tx_hash`` for whoever proves they sent it."""
+    normalised = chains.normalise_tx_hash(chain, tx_hash)
+    rows = await payments_for(pool, chain, normalised)
+    if log_index is not None:
+        rows = [r for r in rows if r["log_index"] == log_index]
+    if not rows:
+        metrics.PAYMENT_VERIFICATIONS.labels("not_found").inc()
+        raise ApiError(
+            404,
+            "payment_not_found",
+            "no payment to us is recorded for this hash",
+            NEXT_STEP["not_found"],
+        )
+    senders = sorted({r["from_address"] for r in rows if r["from_address"]})
+    signer = await claims.signer_among(settings, chain, normalised, senders, signature)
+    if signer is None:
+        metrics.PAYMENT_VERIFICATIONS.labels("bad_signature").inc()
+        raise ApiError(
+            403,
+            "signature_mismatch",
+            "the signature does not prove control of the address that sent this payment",
+            "sign claim_message (from POST /x402/verify-payment) with the sending wallet: "
+            "personal_sign (EIP-191) or your contract wallet (EIP-1271) on EVM, ed25519 on Solana",
+            claim_message=claims.claim_message(chain, normalised),
+        )
+    mine = [r for r in rows if r["from_address"] == signer]
+    claimable = [r for r in mine if r["state"] == "credited"]
+    if not claimable:
+        raise _refusal(settings, mine)
+    metrics.PAYMENT_VERIFICATIONS.labels("claimed").inc()
+    return await claims.issue_token(pool, settings, claimable[0]["id"], claimable[0]["invoice_id"])
+
+
+async def claim_by_invoice(
+    pool: db.Pool, settings: Settings, invoice_id: UUID, secret: str
+) -> dict[str, Any]:
+    """Claim the payment linked to an invoice, for whoever holds its secret."""
+    try:
+        inv = await pool.fetchrow(db.q("api_invoice"), invoice_id)
+    except _DB_ERRORS as exc:
+        raise service_unavailable("the database") from exc
+    if inv is None or not claims.secret_matches(secret, inv["claim_secret_hash"]):
+        # One answer for both: an unknown id and a wrong secret look the same.
+        metrics.PAYMENT_VERIFICATIONS.labels("bad_secret").inc()
+        raise ApiError(
+            403,
+            "invalid_claim_secret",
+            "no invoice with this id and secret",
+            "send the invoice_id and claim_secret exactly as POST /x402/invoices returned them",
+        )
+    if inv["status"] == "claimed" or inv["token_id"] is not None:
+        raise claims.already_claimed(inv["token_id"], "this invoice")
+    if inv["status"] != "credited" or inv["payment_id"] is None:
+        raise ApiError(
+            409,
+            "invoice_not_credited",
+            f"this invoice is {inv['status']}, not paid",
+            "pay the exact amount to pay_to, wait for confirmations (GET "
+            f"/x402/invoices/{invoice_id}), then claim again",
+            headers={"Retry-After": "15"},
+        )
+    metrics.PAYMENT_VERIFICATIONS.labels("claimed").inc()
+    return await claims.issue_token(pool, settings, inv["payment_id"], inv["id"])

@@ -1,0 +1,87 @@
+"""Request bodies of the x402 routes: strict, bounded, documented in OpenAPI."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Literal, Self
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from api.chains import ChainParam
+
+_STRICT = ConfigDict(extra="forbid")
+
+
+class InvoiceRequest(BaseModel):
+    """Ask for ``requests`` calls, or for ``amount_usd`` worth of calls (whole calls)."""
+
+    model_config = _STRICT
+
+    chain: ChainParam
+    requests: int | None = Field(default=None, ge=1, le=1_000_000)
+    amount_usd: Decimal | None = Field(
+        default=None, gt=0, le=100_000, max_digits=12, decimal_places=6
+    )
+
+    @model_validator(mode="after")
+    def _one_of(self) -> Self:
+        if (self.requests is None) == (self.amount_usd is None):
+            raise ValueError("give exactly one of requests or amount_usd")
+        return self
+
+
+class VerifyRequest(BaseModel):
+    model_config = _STRICT
+
+    chain: ChainParam
+    tx_hash: str = Field(
+        min_length=1,
+        max_length=200,
+        description="EVM: 0x + 64 hex digits (any case); Solana: the signature",
+    )
+
+
+class ClaimRequest(BaseModel):
+    """Either ``invoice_id`` + ``claim_secret``, or ``chain`` + ``tx_hash`` + ``signature``."""
+
+    model_config = _STRICT
+
+    invoice_id: UUID | None = None
+    claim_secret: str | None = Field(default=None, min_length=1, max_length=200)
+    chain: ChainParam | None = None
+    tx_hash: str | None = Field(default=None, min_length=1, max_length=200)
+    signature: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=4096,
+        description="over claim_message: EIP-191 or EIP-1271 (hex) on EVM, "
+        "ed25519 (base58 or base64) on Solana",
+    )
+    log_index: int | None = Field(
+        default=None,
+        ge=0,
+        le=1_000_000,
+        description="which transfer of the transaction, if several",
+    )
+
+    @model_validator(mode="after")
+    def _one_proof(self) -> Self:
+        by_invoice = self.invoice_id is not None or self.claim_secret is not None
+        by_signature = any(v is not None for v in (self.chain, self.tx_hash, self.signature))
+        if by_invoice == by_signature:
+            raise ValueError(
+                "give either invoice_id + claim_secret, or chain + tx_hash + signature"
+            )
+        if by_invoice and (self.invoice_id is None or self.claim_secret is None):
+            raise ValueError("an invoice claim needs both invoice_id and claim_secret")
+        if by_signature and (self.chain is None or self.tx_hash is None or self.signature is None):
+            raise ValueError("a signed claim needs chain, tx_hash and signature")
+        return self
+
+
+class MarkRequest(BaseModel):
+    model_config = _STRICT
+
+    action: Literal["settle", "invalidate"]
+    reason: str = Field(min_length=1, max_length=500)

@@ -1,0 +1,313 @@
+"""The paywall: ``Depends(paywall.paid())`` on a route charges one call to an access token.
+
+* The token travels in ``x-payment-token``; the server knows only its SHA-256.
+* One statement decrements ``remaining`` only when enough is left and the
+  token is alive, and records the usage row: concurrent calls never overdraw.
+* ``Idempotency-Key``: a retry of a call already charged under that key is
+  served free (a racing twin with the same key is caught by the unique index
+  and rolled back, never charged twice).
+* :class:`RefundOn5xx` (ASGI middleware) gives the unit back when the handler
+  raises or answers 5xx; the key is released so a retry is charged normally.
+* Missing, unknown, expired or exhausted token: 402 with the x402 v1 body
+  (what to pay, where) plus our invoice endpoint. Database trouble: 503,
+  never a free call.
+* The other way to pay: ``Authorization: Bearer <subscriber key>`` (a Stripe
+  subscription, ``api/entitlements.py``). The same dependency decides: a
+  payment token when one is sent, else a subscriber key, else 402; both are
+  metered by one statement each, and every 402 lists both ways to pay
+  (``ways_to_pay``). Subscriber calls have no Idempotency-Key replay and no
+  5xx refund yet: the quota is monthly, not money per call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+import asyncpg
+import structlog
+from fastapi import APIRouter, Depends, Header, Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api import chains, entitlements
+from api.errors import ERROR_SCHEMA, ApiError, responses, service_unavailable
+from watcher import db, metrics
+from watcher.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+TOKEN_HEADER = "x-payment-token"
+MAX_TOKEN_CHARS = 128
+MAX_IDEMPOTENCY_KEY_CHARS = 255
+DB_TIMEOUT_SECONDS = 5.0
+PAYMENT_TIMEOUT_SECONDS = 600  # maxTimeoutSeconds in the x402 body
+_CHARGE_KEY = "x402_charge"
+_DB_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    402: {
+        "description": "Payment required: no usable token. The body says how to pay (x402 v1).",
+        "content": {"application/json": {"schema": ERROR_SCHEMA}},
+    },
+    **responses(503),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """What the paywall charged for this call."""
+
+    token_id: int
+    remaining: int
+    expires_at: datetime
+    usage_id: int | None  # None for a free replay (and for subscriber calls)
+    replayed: bool
+    via: str = "x402"  # or "subscription": token_id is then the subscriber key's id
+    tier: str | None = None
+
+
+def token_hash(token: str) -> bytes:
+    """SHA-256 of the token as the client sends it: the only form the server keeps."""
+    return hashlib.sha256(token.encode("utf-8")).digest()
+
+
+def payment_required_body(request: Request, error: str, message: str) -> dict[str, Any]:
+    """The x402 v1 ``accepts`` list for this resource, plus how to buy a token here."""
+    settings: Settings = request.app.state.settings
+    price = settings.price_per_call_units
+    accepts = [
+        {
+            "scheme": "exact",
+            "network": chains.X402_NETWORK[c.name],
+            "maxAmountRequired": str(price),
+            "resource": str(request.url),
+            "description": f"one call to {request.url.path} (${settings.x402_price_per_call})",
+            "mimeType": "application/json",
+            "payTo": c.pay_to_display,
+            "maxTimeoutSeconds": PAYMENT_TIMEOUT_SECONDS,
+            "asset": c.asset_display,
+            "extra": {"name": "USD Coin", "decimals": 6},
+        }
+        for c in chains.all_chains(settings)
+        if c.enabled
+    ]
+    invoices = str(request.url_for("create_invoice"))
+    return {
+        "x402Version": 1,
+        "error": error,
+        "message": message,
+        "fix": f"create an invoice with POST {invoices}, pay it, claim a token with "
+        f"POST /x402/generate-token and send it in the {TOKEN_HEADER} header",
+        "accepts": accepts,
+        "invoice": {"method": "POST", "url": invoices, "body": {"chain": "base", "requests": 10}},
+    }
+
+
+async def _payment_required(request: Request, error: str, message: str) -> ApiError:
+    metrics.PAYMENT_REQUIRED.labels(request.url.path).inc()
+    metrics.METERED_CALLS.labels("refused").inc()
+    body = payment_required_body(request, error, message)
+    body.update(await _ways_to_pay(request))
+    return ApiError(402, body.pop("error"), body.pop("message"), body.pop("fix"), **body)
+
+
+async def _ways_to_pay(request: Request) -> dict[str, Any]:
+    settings: Settings = request.app.state.settings
+    pool: db.Pool = request.app.state.pool
+    try:
+        async with asyncio.timeout(DB_TIMEOUT_SECONDS), pool.acquire() as conn:
+            return await entitlements.how_to_pay(conn, settings)
+    except _DB_ERRORS as exc:  # the 402 still says how; only the tier numbers are missing
+        log.warning("paywall_tiers_unavailable", error=repr(exc))
+        return entitlements.ways_to_pay(settings, None)
+
+
+async def _meter_subscriber(request: Request, key: str, cost: int) -> Charge:
+    settings: Settings = request.app.state.settings
+    pool: db.Pool = request.app.state.pool
+    grace = timedelta(hours=settings.stripe_past_due_grace_hours)
+    try:
+        async with asyncio.timeout(DB_TIMEOUT_SECONDS), pool.acquire() as conn:
+            check = await entitlements.consume_subscriber_key(
+                conn, key, cost, request.url.path, grace=grace
+            )
+    except _DB_ERRORS as exc:
+        log.warning("paywall_db_error", error=repr(exc))
+        raise service_unavailable("metering") from exc
+    if check.ok and check.key_id is not None:
+        metrics.METERED_CALLS.labels("served").inc()
+        return Charge(
+            token_id=check.key_id,
+            remaining=check.remaining or 0,
+            expires_at=check.period_end or datetime.now(UTC),
+            usage_id=None,
+            replayed=False,
+            via="subscription",
+            tier=check.tier,
+        )
+    if check.status_code == 429:
+        metrics.METERED_CALLS.labels("refused").inc()
+        raise ApiError(
+            429,
+            "rate_limited",
+            check.detail,
+            "wait for the next minute or upgrade the tier",
+            headers={"Retry-After": str(60 - datetime.now(UTC).second)},
+        )
+    raise await _payment_required(request, f"subscription_{check.reason}", check.detail)
+
+
+async def _why_refused(pool: db.Pool, digest: bytes, cost: int) -> tuple[str, str]:
+    row = await pool.fetchrow(db.q("api_token_status"), digest)
+    if row is None:
+        return "invalid_token", "this payment token is unknown"
+    if not row["alive"]:
+        return "token_expired", f"this payment token expired at {row['expires_at'].isoformat()}"
+    return "token_exhausted", f"this payment token has {row['remaining']} calls left; needs {cost}"
+
+
+def _charge_from(row: asyncpg.Record | None, *, replayed: bool) -> Charge | None:
+    if row is None:
+        return None
+    return Charge(
+        token_id=row["token_id"],
+        remaining=row["remaining"],
+        expires_at=row["expires_at"],
+        usage_id=row["usage_id"],
+        replayed=replayed,
+    )
+
+
+class _TwinWon(Exception):
+    """A concurrent call with the same Idempotency-Key was charged first."""
+
+
+async def _charge(
+    pool: db.Pool, digest: bytes, cost: int, endpoint: str, key: str | None
+) -> Charge | None:
+    if key is None:
+        row = await pool.fetchrow(db.q("api_meter"), digest, cost, endpoint)
+        return _charge_from(row, replayed=False)
+    replay = await pool.fetchrow(db.q("api_meter_replay"), digest, key)
+    if replay is not None:
+        return _charge_from(replay, replayed=True)
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(db.q("api_meter_keyed"), digest, cost, endpoint, key)
+            if row is not None and row["usage_id"] is None:
+                raise _TwinWon  # roll our decrement back: the twin's charge covers this call
+            return _charge_from(row, replayed=False)
+    except _TwinWon:
+        replay = await pool.fetchrow(db.q("api_meter_replay"), digest, key)
+        return _charge_from(replay, replayed=True)
+
+
+async def _meter(request: Request, token: str, cost: int, key: str | None) -> Charge:
+    pool: db.Pool = request.app.state.pool
+    digest = token_hash(token)
+    try:
+        async with asyncio.timeout(DB_TIMEOUT_SECONDS):
+            charge = await _charge(pool, digest, cost, request.url.path, key)
+            if charge is not None:
+                return charge
+            error, message = await _why_refused(pool, digest, cost)
+    except _DB_ERRORS as exc:
+        log.warning("paywall_db_error", error=repr(exc))
+        raise service_unavailable("metering") from exc
+    raise await _payment_required(request, error, message)
+
+
+def paid(cost: int = 1) -> Any:
+    """A dependency charging ``cost`` calls to the request's token (402/503 otherwise)."""
+
+    async def dependency(
+        request: Request,
+        x_payment_token: Annotated[str | None, Header(alias=TOKEN_HEADER)] = None,
+        idempotency_key: Annotated[
+            str | None, Header(alias="Idempotency-Key", max_length=MAX_IDEMPOTENCY_KEY_CHARS)
+        ] = None,
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> Charge:
+        # The one decision: a payment token if sent, else a subscriber key, else 402.
+        if not x_payment_token:
+            key = entitlements.bearer_key(authorization)
+            if key is not None:
+                return await _meter_subscriber(request, key, cost)
+            raise await _payment_required(
+                request, "payment_required", "this route costs a paid call"
+            )
+        if len(x_payment_token) > MAX_TOKEN_CHARS:
+            raise await _payment_required(request, "invalid_token", "this payment token is unknown")
+        charge = await _meter(request, x_payment_token, cost, idempotency_key)
+        if charge.usage_id is not None and not charge.replayed:
+            request.scope.setdefault("state", {})[_CHARGE_KEY] = charge.usage_id
+        metrics.METERED_CALLS.labels("replayed" if charge.replayed else "served").inc()
+        return charge
+
+    return Depends(dependency)
+
+
+class RefundOn5xx:
+    """Give the charged unit back when the handler raises or answers 5xx."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state: dict[str, Any] = scope.setdefault("state", {})
+        status = 0
+
+        async def watch(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception:
+            await self._refund(scope, state, 500)
+            raise
+        if status >= 500:
+            await self._refund(scope, state, status)
+
+    async def _refund(self, scope: Scope, state: dict[str, Any], status: int) -> None:
+        usage_id = state.pop(_CHARGE_KEY, None)
+        if usage_id is None:
+            return
+        pool: db.Pool = scope["app"].state.pool
+        try:
+            async with asyncio.timeout(DB_TIMEOUT_SECONDS):
+                await pool.fetchval(db.q("api_refund"), usage_id, status)
+        except _DB_ERRORS as exc:  # the payer loses one unit; never the reverse
+            log.error("refund_failed", usage_id=usage_id, error=repr(exc))
+            return
+        metrics.METERED_CALLS.labels("refunded").inc()
+
+
+router = APIRouter(tags=["paid"])
+
+
+@router.get(
+    "/x402/example/paid",
+    summary="An example paid route: one call from your token",
+    responses=RESPONSES,
+)
+async def example_paid(charge: Annotated[Charge, paid()]) -> dict[str, Any]:
+    return {
+        "result": "paid content",
+        "remaining": charge.remaining,
+        "expires_at": charge.expires_at.isoformat(),
+        "replayed": charge.replayed,
+    }
+
+
+@router.get("/x402/example/free", summary="The same route without a paywall (for comparison)")
+async def example_free() -> dict[str, Any]:
+    return {"result": "free content"}

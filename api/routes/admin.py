@@ -1,0 +1,152 @@
+"""Operator routes behind ``x-admin-key``: housekeeping, stats, manual settle/invalidate.
+
+The key is compared in constant time. While ``X402_ADMIN_KEY`` is unset or a
+placeholder every admin route answers 403: no default key ever opens them.
+Manual marks write an ``admin_audit`` row in the same transaction as the change.
+"""
+
+from __future__ import annotations
+
+import hmac
+from decimal import Decimal
+from typing import Annotated, Any
+
+import asyncpg
+from fastapi import APIRouter, Depends, Header, Path, Request
+
+from api import ratelimit
+from api.errors import ApiError, responses, service_unavailable
+from api.models import MarkRequest
+from watcher import db, ledger, metrics
+from watcher.settings import Settings
+
+_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+async def require_admin(
+    request: Request, x_admin_key: Annotated[str | None, Header(alias="x-admin-key")] = None
+) -> None:
+    settings: Settings = request.app.state.settings
+    expected = settings.admin_key()
+    if expected is None:
+        raise ApiError(
+            403,
+            "admin_disabled",
+            "admin routes are disabled on this server",
+            "set X402_ADMIN_KEY to a strong secret and restart",
+        )
+    given = (x_admin_key or "").encode("utf-8")
+    if not hmac.compare_digest(given, expected.encode("utf-8")):
+        raise ApiError(
+            403,
+            "admin_forbidden",
+            "missing or wrong x-admin-key",
+            "send the configured X402_ADMIN_KEY in the x-admin-key header",
+        )
+
+
+router = APIRouter(prefix="/x402", tags=["admin"], dependencies=[Depends(require_admin)])
+
+
+def _plain(value: Any) -> Any:
+    # numeric columns arrive as Decimal: money leaves as an exact string, never a float
+    return format(value, "f") if isinstance(value, Decimal) else value
+
+
+def _rows(records: list[asyncpg.Record]) -> list[dict[str, Any]]:
+    return [{k: _plain(v) for k, v in r.items()} for r in records]
+
+
+@router.post(
+    "/cleanup",
+    summary="Expire stale invoices and prune rate-limit windows",
+    dependencies=[Depends(ratelimit.limit("cleanup"))],
+    responses=responses(403, 429, 503),
+)
+async def cleanup(request: Request) -> dict[str, Any]:
+    pool: db.Pool = request.app.state.pool
+    try:
+        expired = await pool.fetchval(db.q("api_expire_invoices"), ledger.INVOICE_GRACE)
+        await pool.execute(db.q("api_rate_prune"))
+    except _DB_ERRORS as exc:
+        raise service_unavailable("the database") from exc
+    return {"invoices_expired": expired}
+
+
+@router.get(
+    "/admin/stats",
+    summary="Payments, payers, endpoint usage (the reporting views)",
+    responses=responses(403, 503),
+)
+async def stats(request: Request) -> dict[str, Any]:
+    pool: db.Pool = request.app.state.pool
+    try:
+        async with pool.acquire() as conn:
+            out = {
+                "last_24h": _rows(await conn.fetch(db.q("api_admin_stats_24h"))),
+                "top_payers": _rows(await conn.fetch(db.q("api_admin_top_payers"))),
+                "endpoints": _rows(await conn.fetch(db.q("api_admin_endpoint_stats"))),
+                "active_tokens": _rows(await conn.fetch(db.q("api_admin_active_tokens")))[0],
+            }
+    except _DB_ERRORS as exc:
+        raise service_unavailable("the database") from exc
+    return out
+
+
+@router.post(
+    "/admin/payments/{payment_id}/mark",
+    summary="Settle or invalidate a payment by hand (audited)",
+    responses=responses(403, 404, 409, 413, 422, 503),
+)
+async def mark_payment(
+    request: Request,
+    body: MarkRequest,
+    payment_id: Annotated[int, Path(ge=1, le=2**63 - 1)],
+) -> dict[str, Any]:
+    pool: db.Pool = request.app.state.pool
+    reason = f"{body.action} by operator: {body.reason}"
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            before = await conn.fetchrow(db.q("api_payment_state"), payment_id)
+            if before is None:
+                raise ApiError(
+                    404,
+                    "payment_not_found",
+                    f"no payment {payment_id}",
+                    "take the id from verify-payment or the stats",
+                )
+            if body.action == "settle":
+                row = await conn.fetchrow(db.q("api_admin_settle"), payment_id, reason)
+                if row is not None:
+                    await ledger.link_invoices(conn, [payment_id])
+            else:
+                row = await conn.fetchrow(db.q("api_admin_invalidate"), payment_id, reason)
+            if row is None:
+                raise ApiError(
+                    409,
+                    "cannot_mark",
+                    f"a {before['state']} payment cannot be marked {body.action}",
+                    "settle: observed, orphaned, below_minimum or not_ours payments; "
+                    "invalidate: observed, credited or claimed ones",
+                )
+            to_state = "credited" if body.action == "settle" else "not_ours"
+            audit = await conn.fetchrow(
+                db.q("api_admin_audit"),
+                body.action,
+                payment_id,
+                before["state"],
+                to_state,
+                body.reason,
+                ratelimit.client_id(request),
+            )
+    except _DB_ERRORS as exc:
+        raise service_unavailable("the database") from exc
+    assert audit is not None
+    metrics.PAYMENTS.labels(row["chain"], to_state).inc()
+    return {
+        "payment_id": payment_id,
+        "from_state": before["state"],
+        "to_state": to_state,
+        "audit_id": audit["id"],
+        "at": audit["at"],
+    }

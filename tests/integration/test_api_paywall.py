@@ -1,0 +1,136 @@
+"""The paywall through real HTTP on the ASGI app and a real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+from fastapi.responses import JSONResponse
+
+from api import paywall
+from tests.api_support import app_for, buy_token, client
+from watcher import db
+
+PAID = "/x402/example/paid"
+
+
+def assert_payment_body(body: dict[str, object], error: str) -> None:
+    assert body["x402Version"] == 1
+    assert body["error"] == error
+    accepts = body["accepts"]
+    assert isinstance(accepts, list) and {a["network"] for a in accepts} == {
+        "base",
+        "ethereum",
+        "solana",
+    }
+    base = next(a for a in accepts if a["network"] == "base")
+    assert base["scheme"] == "exact" and base["maxAmountRequired"] == "100000"
+    assert base["payTo"].lower() == "0x" + "ab" * 20 and base["resource"].endswith(PAID)
+    assert {"description", "mimeType", "maxTimeoutSeconds", "asset"} <= set(base)
+    assert body["invoice"]["url"].endswith("/x402/invoices")  # type: ignore[index]
+
+
+async def test_200_concurrent_calls_on_a_10_call_token(pool: db.Pool) -> None:
+    async with client(app_for(pool)) as http:
+        token = (await buy_token(http, pool, amount=1_000_000))["token"]
+        responses = await asyncio.gather(
+            *(http.get(PAID, headers={"x-payment-token": token}) for _ in range(200))
+        )
+        codes = [r.status_code for r in responses]
+        assert codes.count(200) == 10 and codes.count(402) == 190
+        for r in responses:
+            if r.status_code == 402:
+                assert_payment_body(r.json(), "token_exhausted")
+        me = await http.get("/x402/tokens/me", headers={"x-payment-token": token})
+        assert me.json()["remaining"] == 0 and me.json()["requests_total"] == 10
+    assert await pool.fetchval("SELECT count(*) FROM token_usage") == 10
+
+
+async def test_missing_and_unknown_tokens_get_the_payment_body(pool: db.Pool) -> None:
+    async with client(app_for(pool)) as http:
+        missing = await http.get(PAID)
+        assert missing.status_code == 402
+        assert_payment_body(missing.json(), "payment_required")
+        unknown = await http.get(PAID, headers={"x-payment-token": "nope"})
+        assert unknown.status_code == 402
+        assert_payment_body(unknown.json(), "invalid_token")
+        me = await http.get("/x402/tokens/me", headers={"x-payment-token": "nope"})
+        assert me.status_code == 404 and me.json()["error"] == "token_unknown"
+
+
+async def test_expired_token_is_refused(pool: db.Pool) -> None:
+    async with client(app_for(pool)) as http:
+        bought = await buy_token(http, pool)
+        token = bought["token"]
+        assert (await http.get(PAID, headers={"x-payment-token": token})).status_code == 200
+        await pool.execute(
+            "UPDATE access_tokens SET created_at = now() - interval '2 days',"
+            " expires_at = now() - interval '1 second' WHERE id = $1",
+            bought["token_id"],
+        )
+        refused = await http.get(PAID, headers={"x-payment-token": token})
+        assert refused.status_code == 402
+        assert_payment_body(refused.json(), "token_expired")
+        me = (await http.get("/x402/tokens/me", headers={"x-payment-token": token})).json()
+        assert me["expired"] is True and me["remaining"] == 9
+
+
+async def test_idempotent_retry_is_free_even_when_racing(pool: db.Pool) -> None:
+    async with client(app_for(pool)) as http:
+        token = (await buy_token(http, pool))["token"]
+        headers = {"x-payment-token": token, "Idempotency-Key": "order-42"}
+        first = await http.get(PAID, headers=headers)
+        again = await http.get(PAID, headers=headers)
+        assert first.status_code == again.status_code == 200
+        assert first.json()["replayed"] is False and again.json()["replayed"] is True
+        assert again.json()["remaining"] == 9
+        twins = {**headers, "Idempotency-Key": "order-43"}
+        raced = await asyncio.gather(*(http.get(PAID, headers=twins) for _ in range(8)))
+        assert all(r.status_code == 200 for r in raced)
+        assert sum(not r.json()["replayed"] for r in raced) == 1
+        me = (await http.get("/x402/tokens/me", headers={"x-payment-token": token})).json()
+        assert me["remaining"] == 8  # two distinct keys, two calls charged
+
+
+async def test_handler_failure_gives_the_unit_back(pool: db.Pool) -> None:
+    app = app_for(pool)
+
+    @app.get("/broken/raises")
+    async def raises(charge: Annotated[paywall.Charge, paywall.paid()]) -> None:
+        raise RuntimeError("handler bug")
+
+    @app.get("/broken/answers-503")
+    async def answers_503(charge: Annotated[paywall.Charge, paywall.paid()]) -> JSONResponse:
+        return JSONResponse({"error": "upstream down"}, status_code=503)
+
+    async with client(app) as http:
+        token = (await buy_token(http, pool))["token"]
+        headers = {"x-payment-token": token, "Idempotency-Key": "k1"}
+        assert (await http.get("/broken/raises", headers=headers)).status_code == 500
+        assert (await http.get("/broken/answers-503", headers=headers)).status_code == 503
+        me = (await http.get("/x402/tokens/me", headers={"x-payment-token": token})).json()
+        assert me["remaining"] == 10
+        # The key was released with the refund: the retry is a real (charged) call.
+        ok = await http.get(PAID, headers=headers)
+        assert ok.status_code == 200 and ok.json() == {**ok.json(), "replayed": False}
+        assert ok.json()["remaining"] == 9
+    refunds = await pool.fetch("SELECT status_code FROM token_usage WHERE refunded ORDER BY id")
+    assert [r["status_code"] for r in refunds] == [500, 503]
+
+
+async def test_database_trouble_is_503_never_a_free_call(database_url: str) -> None:
+    pool = await db.create_pool(database_url, min_size=1, max_size=2)
+    app = app_for(pool)
+    async with client(app) as http:
+        token = (await buy_token(http, pool))["token"]
+        await pool.close()
+        resp = await http.get(PAID, headers={"x-payment-token": token})
+        assert resp.status_code == 503
+        assert resp.json()["error"] == "service_unavailable" and "Retry-After" in resp.headers
+
+
+def test_paid_route_declares_402_in_openapi(pool: db.Pool) -> None:
+    spec = app_for(pool).openapi()
+    op = spec["paths"][PAID]["get"]
+    assert "402" in op["responses"]
+    assert {p["name"] for p in op["parameters"]} >= {"x-payment-token", "Idempotency-Key"}
