@@ -106,7 +106,9 @@ def _refusal(why: asyncpg.Record | None, cost: int) -> KeyCheck:
         return KeyCheck(False, "revoked", f"key revoked: {why['revoked_reason']}", status_code=402)
     status, tier = why["status"], why["tier"]
     if tier is None:
-        return KeyCheck(False, "no_tier", "the subscription's price is not a tier we sell", None)
+        return KeyCheck(
+            False, "no_tier", "the subscription's price is not a tier we sell", status_code=402
+        )
     if status == "past_due" and not why["in_grace"]:
         return KeyCheck(
             False,
