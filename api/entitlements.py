@@ -175,6 +175,23 @@ async def claim_key(pool: db.Pool, claim_secret: str) -> Claim:
     return Claim(raw, tier=row["tier"])
 
 
+async def rotate_key(pool: db.Pool, raw_key: str) -> Claim:
+    """Replace a live key by a new one (shown once); usage so far carries over."""
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(db.q("stripe_lock_key"), hash_secret(raw_key))
+        if row is None:
+            return Claim(None, "this subscriber key is unknown or revoked", 401)
+        raw = new_secret(KEY_PREFIX)
+        await conn.fetchval(
+            db.q("stripe_insert_rotated_key"),
+            row["id"],
+            hash_secret(raw),
+            raw[: len(KEY_PREFIX) + 6],
+        )
+        await conn.execute(db.q("stripe_revoke_key"), row["id"], "rotated")
+    return Claim(raw)
+
+
 async def key_customer(conn: db.Connection, raw_key: str) -> str | None:
     """The Stripe customer of a live subscriber key (for the portal and invoice pages)."""
     value = await conn.fetchval(db.q("stripe_key_customer"), hash_secret(raw_key))

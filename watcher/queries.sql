@@ -522,3 +522,22 @@ LIMIT $2;
 
 -- name: stripe_tiers
 SELECT tier, monthly_quota, rate_per_minute, price_usd_cents FROM stripe_tiers ORDER BY price_usd_cents;
+
+-- name: stripe_lock_key
+SELECT id, subscription_id, customer_id, used, usage_period_start, window_start, window_count
+FROM subscriber_keys
+WHERE key_hash = $1 AND revoked_at IS NULL
+FOR UPDATE;
+
+-- name: stripe_insert_rotated_key
+-- The successor of a rotated key: same subscription, and the usage so far
+-- carries over (rotating must not reset the quota or the rate window).
+INSERT INTO subscriber_keys (key_hash, key_prefix, subscription_id, customer_id, used,
+                             usage_period_start, window_start, window_count)
+SELECT $2, $3, subscription_id, customer_id, used, usage_period_start, window_start, window_count
+FROM subscriber_keys WHERE id = $1
+RETURNING id;
+
+-- name: stripe_revoke_key
+UPDATE subscriber_keys SET revoked_at = now(), revoked_reason = $2
+WHERE id = $1 AND revoked_at IS NULL;

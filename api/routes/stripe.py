@@ -204,6 +204,33 @@ async def claim(request: Request) -> JSONResponse:
     )
 
 
+@router.post("/api/v1/payments/keys/rotate", summary="Replace your subscriber key")
+async def rotate(request: Request) -> JSONResponse:
+    key = entitlements.bearer_key(request.headers.get("authorization"))
+    if key is None:
+        return problem(
+            401,
+            "missing_key",
+            "no subscriber key",
+            "send 'Authorization: Bearer <subscriber key>' with the key to replace",
+        )
+    result = await entitlements.rotate_key(request.app.state.pool, key)
+    if result.key is None:
+        return problem(
+            401,
+            "unknown_key",
+            result.problem or "refused",
+            "only a live key can be rotated; a canceled subscription's key is revoked",
+        )
+    return JSONResponse(
+        {
+            "api_key": result.key,
+            "use": "the old key stopped working; this one is shown only this once",
+        },
+        201,
+    )
+
+
 @router.post("/api/v1/payments/portal", summary="Stripe Customer Portal for the caller")
 async def portal(request: Request) -> JSONResponse:
     customer = await _caller_customer(request)

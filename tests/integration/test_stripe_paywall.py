@@ -144,3 +144,20 @@ async def test_rate_limit_is_429_with_retry_after(http: httpx.AsyncClient, pool:
     assert limited.json()["error"] == "rate_limited"
     assert "60 calls a minute" in limited.json()["message"]
     assert 1 <= int(limited.headers["Retry-After"]) <= 60
+
+
+async def test_rotated_key_replaces_the_old_and_keeps_the_count(
+    http: httpx.AsyncClient, pool: db.Pool
+) -> None:
+    old = await subscribe(http, pool)
+    assert (await call(http, old)).json()["remaining"] == 2500 - 1
+    r = await http.post("/api/v1/payments/keys/rotate", headers={"Authorization": f"Bearer {old}"})
+    assert r.status_code == 201, r.text
+    new = r.json()["api_key"]
+    assert new != old
+    assert (await call(http, old)).json()["error"] == "subscription_revoked"
+    assert (await call(http, new)).json()["remaining"] == 2500 - 2  # not a fresh quota
+    again = await http.post(
+        "/api/v1/payments/keys/rotate", headers={"Authorization": f"Bearer {old}"}
+    )
+    assert (again.status_code, again.json()["error"]) == (401, "unknown_key")
