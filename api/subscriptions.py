@@ -270,7 +270,14 @@ async def process_event(pool: db.Pool, event: Obj, prices: Mapping[str, str]) ->
                 outcome = "applied" if changed else "stale"
                 if not changed:
                     await conn.execute(db.q("stripe_set_event_outcome"), event["id"], "stale")
-    except (asyncpg.PostgresError, KeyError, TypeError, ValueError) as exc:
+    except (
+        OSError,
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,
+        KeyError,
+        TypeError,
+        ValueError,
+    ) as exc:
         metrics.STRIPE_WEBHOOKS.labels("failed").inc()
         await _record_failure(pool, event, exc)
         raise

@@ -5,10 +5,12 @@ Every refusal is JSON ``{"error": code, "message": what was wrong and what to do
 
 from __future__ import annotations
 
+import functools
 import json
 import re
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import asyncpg
 import stripe
@@ -17,7 +19,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from api import entitlements, subscriptions
-from api.errors import ApiError
+from api.errors import ApiError, service_unavailable
 from api.stripe_client import StripeBilling
 from watcher import db, errors, metrics
 from watcher.settings import Settings, is_placeholder
@@ -35,6 +37,23 @@ def problem(status: int, error: str, message: str, fix: str, **extra: Any) -> JS
     if "retry_after" in extra:
         headers["Retry-After"] = str(max(1, int(extra["retry_after"])))
     return ApiError(status, error, message, fix, headers=headers, **extra).response()
+
+
+Endpoint = TypeVar("Endpoint", bound=Callable[..., Awaitable[JSONResponse]])
+
+
+def db_guarded(endpoint: Endpoint) -> Endpoint:
+    """Database trouble is a 503 the client can retry, never a 500."""
+
+    @functools.wraps(endpoint)
+    async def run(*args: Any, **kwargs: Any) -> JSONResponse:
+        try:
+            return await endpoint(*args, **kwargs)
+        except _DB_ERRORS as exc:
+            log.warning("stripe_route_db_error", error=repr(exc))
+            return service_unavailable("the database").response()
+
+    return cast(Endpoint, run)
 
 
 def enabled(settings: Settings) -> bool:
@@ -120,6 +139,7 @@ async def stripe_webhook(request: Request) -> JSONResponse:
 
 
 @router.post("/api/v1/payments/checkout", summary="Start a subscription (Stripe Checkout)")
+@db_guarded
 async def checkout(request: Request) -> JSONResponse:
     settings = _settings(request)
     body = await _json_body(request)
@@ -174,6 +194,7 @@ async def checkout(request: Request) -> JSONResponse:
 
 
 @router.post("/api/v1/payments/claim", summary="Get the subscriber key, once")
+@db_guarded
 async def claim(request: Request) -> JSONResponse:
     body = await _json_body(request)
     if isinstance(body, JSONResponse):
@@ -205,6 +226,7 @@ async def claim(request: Request) -> JSONResponse:
 
 
 @router.post("/api/v1/payments/keys/rotate", summary="Replace your subscriber key")
+@db_guarded
 async def rotate(request: Request) -> JSONResponse:
     key = entitlements.bearer_key(request.headers.get("authorization"))
     if key is None:
@@ -232,6 +254,7 @@ async def rotate(request: Request) -> JSONResponse:
 
 
 @router.post("/api/v1/payments/portal", summary="Stripe Customer Portal for the caller")
+@db_guarded
 async def portal(request: Request) -> JSONResponse:
     customer = await _caller_customer(request)
     if isinstance(customer, JSONResponse):
@@ -244,6 +267,7 @@ async def portal(request: Request) -> JSONResponse:
 
 
 @router.get("/api/v1/payments/invoices", summary="The caller's invoices")
+@db_guarded
 async def invoices(request: Request, limit: int = 24) -> JSONResponse:
     if not 1 <= limit <= 100:
         return problem(400, "bad_limit", "limit is out of range", "give 1 to 100")

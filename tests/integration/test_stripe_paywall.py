@@ -161,3 +161,24 @@ async def test_rotated_key_replaces_the_old_and_keeps_the_count(
         "/api/v1/payments/keys/rotate", headers={"Authorization": f"Bearer {old}"}
     )
     assert (again.status_code, again.json()["error"]) == (401, "unknown_key")
+
+
+async def test_database_down_is_503_not_500(database_url: str) -> None:
+    gone = await db.create_pool(database_url, min_size=1, max_size=2)
+    await gone.close()
+    async with (
+        sh.api_server(sh.settings(), gone) as url,
+        httpx.AsyncClient(base_url=url, timeout=30) as client,
+    ):
+        claim = await client.post("/api/v1/payments/claim", json={"claim_secret": "wcl_x"})
+        invoices = await client.get(
+            "/api/v1/payments/invoices", headers={"Authorization": "Bearer wsk_x"}
+        )
+        webhook = await sh.deliver(
+            client,
+            sh.event("customer.subscription.created", sh.subscription(SUB, CUS, "active"), 0),
+        )
+    assert (claim.status_code, claim.json()["error"]) == (503, "service_unavailable")
+    assert (invoices.status_code, invoices.json()["error"]) == (503, "service_unavailable")
+    assert claim.headers["Retry-After"] == "5"
+    assert webhook.status_code == 500  # Stripe retries; nothing was applied
