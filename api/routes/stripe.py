@@ -9,7 +9,6 @@ import functools
 import json
 import re
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
 from typing import Any, TypeVar, cast
 
 import asyncpg
@@ -17,9 +16,10 @@ import stripe
 import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 
 from api import entitlements, subscriptions
-from api.errors import ApiError, service_unavailable
+from api.errors import ApiError, responses, service_unavailable
 from api.stripe_client import StripeBilling
 from watcher import db, errors, metrics
 from watcher.settings import Settings, is_placeholder
@@ -94,6 +94,23 @@ def _billing_problem(exc: errors.BillingError) -> JSONResponse:
     return problem(502, "billing_rejected", str(exc), "the operator must check the Stripe setup")
 
 
+class CheckoutRequest(BaseModel):
+    """Subscribe ``email`` to ``tier`` (pro, team or enterprise)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tier: str = Field(min_length=1, max_length=32, examples=["pro"])
+    email: str = Field(min_length=3, max_length=254, examples=["you@example.com"])
+
+
+class ClaimRequest(BaseModel):
+    """The claim secret that checkout answered."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    claim_secret: str = Field(min_length=1, max_length=128)
+
+
 _CLAIM_FIX = {
     404: "use the claim_secret that checkout returned",
     409: "retry in a few seconds if payment is still completing; a key is shown only once",
@@ -138,15 +155,17 @@ async def stripe_webhook(request: Request) -> JSONResponse:
     return JSONResponse({"received": True, "outcome": outcome})
 
 
-@router.post("/api/v1/payments/checkout", summary="Start a subscription (Stripe Checkout)")
+@router.post(
+    "/api/v1/payments/checkout",
+    summary="Start a subscription (Stripe Checkout)",
+    status_code=201,
+    responses=responses(400, 402, 413, 422, 503),
+)
 @db_guarded
-async def checkout(request: Request) -> JSONResponse:
+async def checkout(request: Request, body: CheckoutRequest) -> JSONResponse:
     settings = _settings(request)
-    body = await _json_body(request)
-    if isinstance(body, JSONResponse):
-        return body
     prices = {tier: price for price, tier in subscriptions.price_tiers(settings).items()}
-    tier, email = body.get("tier"), body.get("email")
+    tier, email = body.tier, body.email
     if tier not in prices:
         return problem(
             400,
@@ -155,7 +174,7 @@ async def checkout(request: Request) -> JSONResponse:
             'send {"tier": "pro", "email": "you@example.com"}',
             tiers=sorted(prices),
         )
-    if not isinstance(email, str) or not _EMAIL.match(email):
+    if not _EMAIL.match(email):
         return problem(
             400,
             "bad_email",
@@ -193,14 +212,16 @@ async def checkout(request: Request) -> JSONResponse:
     )
 
 
-@router.post("/api/v1/payments/claim", summary="Get the subscriber key, once")
+@router.post(
+    "/api/v1/payments/claim",
+    summary="Get the subscriber key, once",
+    status_code=201,
+    responses=responses(400, 404, 409, 422, 503),
+)
 @db_guarded
-async def claim(request: Request) -> JSONResponse:
-    body = await _json_body(request)
-    if isinstance(body, JSONResponse):
-        return body
-    secret = body.get("claim_secret")
-    if not isinstance(secret, str) or not secret.startswith(entitlements.CLAIM_PREFIX):
+async def claim(request: Request, body: ClaimRequest) -> JSONResponse:
+    secret = body.claim_secret
+    if not secret.startswith(entitlements.CLAIM_PREFIX):
         return problem(
             400,
             "bad_claim_secret",
@@ -323,20 +344,3 @@ async def _caller_customer(request: Request) -> str | JSONResponse:
             "use the key claimed after checkout; a canceled subscription's key is revoked",
         )
     return customer
-
-
-async def _json_body(request: Request) -> dict[str, Any] | JSONResponse:
-    try:
-        body = await request.json()
-    except ValueError:
-        body = None
-    if not isinstance(body, dict):
-        return problem(
-            400, "malformed_json", "the body is not a JSON object", "send a JSON object body"
-        )
-    return body
-
-
-def grace(settings: Settings) -> timedelta:
-    """How long a past_due subscription keeps access (STRIPE_PAST_DUE_GRACE_HOURS)."""
-    return timedelta(hours=settings.stripe_past_due_grace_hours)

@@ -209,14 +209,20 @@ async def test_unreachable_stripe_gives_502_then_the_breaker_opens(rig_factory: 
 async def test_bad_checkout_input_is_a_clear_4xx(rig_factory: Any) -> None:
     rig: Rig = await rig_factory()
     cases = [
-        ({"tier": "gold", "email": "a@b.co"}, "unknown_tier"),
-        ({"tier": "pro", "email": "not-an-email"}, "bad_email"),
-        ({"tier": "pro"}, "bad_email"),
+        ({"tier": "gold", "email": "a@b.co"}, 400, "unknown_tier"),
+        ({"tier": "pro", "email": "not-an-email"}, 400, "bad_email"),
+        ({"tier": "pro"}, 422, "invalid_request"),
+        ({"tier": "pro", "email": "a@b.co", "card": "4242"}, 422, "invalid_request"),
     ]
-    for body, error in cases:
+    for body, status, error in cases:
         r = await rig.client.post("/api/v1/payments/checkout", json=body)
-        assert (r.status_code, r.json()["error"]) == (400, error)
-    raw = await rig.client.post("/api/v1/payments/checkout", content=b"{nope")
+        assert (r.status_code, r.json()["error"]) == (status, error)
+        assert r.json()["fix"]
+    raw = await rig.client.post(
+        "/api/v1/payments/checkout",
+        content=b"{nope",
+        headers={"Content-Type": "application/json"},
+    )
     assert (raw.status_code, raw.json()["error"]) == (400, "malformed_json")
     assert rig.seam.seen == []
 

@@ -359,6 +359,12 @@ async def test_invoices_list_for_the_key_holder(api: Served) -> None:
 
 async def test_claim_refusals_are_clear(api: Served) -> None:
     client, _pool = api
-    for body, code in (({"claim_secret": "wcl_nope"}, 404), ({"claim_secret": 5}, 400), ([], 400)):
+    cases = (
+        ({"claim_secret": "wcl_nope"}, 404),
+        ({"claim_secret": "nope"}, 400),
+        ({"claim_secret": 5}, 422),
+        ([], 422),
+    )
+    for body, code in cases:
         r = await client.post("/api/v1/payments/claim", json=body)
-        assert r.status_code == code and r.json()["message"]
+        assert r.status_code == code and r.json()["message"] and r.json()["fix"]
