@@ -8,6 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 from eth_account import Account
 from solders.keypair import Keypair
 
+from tests import evmkit
 from tests.anvil import Anvil, Token
 from tests.api_support import (
     SOLANA_MINT,
@@ -22,43 +23,42 @@ from watcher import db, ledger
 PAID = "/x402/example/paid"
 
 
-async def test_invoice_end_to_end_on_anvil(pool: db.Pool, anvil: Anvil, usdc: Token) -> None:
+async def test_invoice_end_to_end_with_the_evm_follower(
+    pool: db.Pool, anvil: Anvil, usdc: Token
+) -> None:
     receiver = anvil.accounts[9]
     app = app_for(
         pool,
         x402_base_payment_address=receiver,
         x402_base_usdc_address=usdc.address,
         x402_base_chain_id=anvil.chain_id,
+        x402_base_confirmations=3,
     )
-    async with client(app) as http:
+    chain = evmkit.evm_chain(anvil, usdc, [receiver], confirmations=3)
+    async with client(app) as http, evmkit.follower(chain, pool) as follower:
         created = await http.post("/x402/invoices", json={"chain": "base", "requests": 3})
         assert created.status_code == 201, created.text
         inv = created.json()
         amount = int(inv["amount"])
         assert 300_000 < amount < 400_000 and inv["requests"] == 3
         assert inv["pay_to"].lower() == receiver and inv["asset"].lower() == usdc.address
-        status = (await http.get(f"/x402/invoices/{inv['invoice_id']}")).json()
-        assert status["status"] == "open"
+        url = f"/x402/invoices/{inv['invoice_id']}"
+        assert (await http.get(url)).json()["status"] == "open"
 
         receipt = await usdc.transfer(anvil.accounts[1], receiver, amount)
-        ids = await follow_receipt(pool, receipt, "base", usdc.address, receiver, credit=False)
-        block = int(receipt["blockNumber"], 16)
-        await pool.execute(
-            "INSERT INTO cursors (chain, num, head) VALUES ('base', $1, $2)", block, block + 1
-        )
-        status = (await http.get(f"/x402/invoices/{inv['invoice_id']}")).json()
+        await evmkit.drain(follower)
+        status = (await http.get(url)).json()
         assert status["status"] == "paid"
-        assert status["payment"]["confirmations"] == {"have": 2, "need": 6}
+        assert status["payment"]["confirmations"] == {"have": 1, "need": 3}
 
-        async with pool.acquire() as conn, conn.transaction():
-            await ledger.credit(conn, ids)  # what the follower does once confirmed
-        status = (await http.get(f"/x402/invoices/{inv['invoice_id']}")).json()
+        await anvil.mine(2)
+        await evmkit.drain(follower)  # depth 3: the follower credits, the invoice follows
+        status = (await http.get(url)).json()
         assert status["status"] == "credited"
         assert status["payment"]["tx_hash"] == receipt["transactionHash"].lower()
 
         wrong = await http.post(
-            "/x402/generate-token",
-            json={"invoice_id": inv["invoice_id"], "claim_secret": "guess"},
+            "/x402/generate-token", json={"invoice_id": inv["invoice_id"], "claim_secret": "guess"}
         )
         assert wrong.status_code == 403
         claim = {"invoice_id": inv["invoice_id"], "claim_secret": inv["claim_secret"]}
@@ -71,10 +71,29 @@ async def test_invoice_end_to_end_on_anvil(pool: db.Pool, anvil: Anvil, usdc: To
             assert call.status_code == 200 and call.json()["remaining"] == left
         exhausted = await http.get(PAID, headers={"x-payment-token": token})
         assert exhausted.status_code == 402 and exhausted.json()["error"] == "token_exhausted"
-        status = (await http.get(f"/x402/invoices/{inv['invoice_id']}")).json()
+        status = (await http.get(url)).json()
         assert status["status"] == "claimed" and status["token_id"] == got.json()["token_id"]
         replay = await http.post("/x402/generate-token", json=claim)
         assert replay.status_code == 409 and replay.json()["token_id"] == got.json()["token_id"]
+
+
+async def test_invoice_follows_a_credit_written_from_an_anvil_receipt(
+    pool: db.Pool, anvil: Anvil, usdc: Token
+) -> None:
+    """The same matching without the follower: record + credit as any follower would."""
+    receiver = anvil.accounts[8]
+    app = app_for(pool, x402_base_payment_address=receiver, x402_base_usdc_address=usdc.address)
+    async with client(app) as http:
+        inv = (await http.post("/x402/invoices", json={"chain": "base", "requests": 2})).json()
+        receipt = await usdc.transfer(anvil.accounts[2], receiver, int(inv["amount"]))
+        ids = await follow_receipt(pool, receipt, "base", usdc.address, receiver, credit=False)
+        seen = (await http.get(f"/x402/invoices/{inv['invoice_id']}")).json()
+        assert seen["status"] == "paid"  # observed; no follower cursor, so 0 of 6 confirmations
+        assert seen["payment"]["confirmations"] == {"have": 0, "need": 6}
+        async with pool.acquire() as conn, conn.transaction():
+            await ledger.credit(conn, ids)
+        status = (await http.get(f"/x402/invoices/{inv['invoice_id']}")).json()
+        assert status["status"] == "credited" and status["requests"] == 2
 
 
 async def test_open_evm_invoice_amounts_are_unique(pool: db.Pool) -> None:

@@ -1,0 +1,305 @@
+#!/usr/bin/env python3
+"""Benchmark the API under uvicorn on loopback; prints one JSON line.
+
+* paid vs bare: requests/s and p50/p99 latency of ``/x402/example/paid`` (valid
+  tokens, one metering UPDATE per call) against ``/x402/example/free`` on the
+  same server in the same run (target: paid >= 0.6x bare);
+* claims: p50/p99 of ``POST /x402/generate-token`` with an EIP-191 signature
+  and with an invoice secret (target p99 <= 10 ms).
+
+The server is ``watcher api`` in a child process (the deployment path); the
+load comes from keep-alive HTTP/1.1 connections written by hand so the
+client costs little CPU. PostgreSQL: ``DATABASE_URL`` (a scratch database is
+created and dropped) or the embedded server in a temporary directory.
+
+    .venv/bin/python scripts/bench_api.py [--seconds 5] [--concurrency 32] [--claims 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+from eth_account import Account
+from eth_account.messages import encode_defunct
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from api import claims  # noqa: E402  (after the path tweak: runnable from a checkout)
+from watcher import db, ledger  # noqa: E402
+from watcher.settings import CANONICAL_USDC  # noqa: E402
+
+RECEIVER = "0x" + "ab" * 20
+USDC = CANONICAL_USDC["base"].lower()
+
+
+class Conn:
+    """One keep-alive HTTP/1.1 connection; ``request`` returns (status, seconds)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, port: int, local_host: str = "127.0.0.1") -> Conn:
+        r, w = await asyncio.open_connection("127.0.0.1", port, local_addr=(local_host, 0))
+        return cls(r, w)
+
+    async def request(
+        self, method: str, path: str, headers: dict[str, str], body: bytes = b""
+    ) -> tuple[int, float, bytes]:
+        head = f"{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Length: {len(body)}\r\n"
+        head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+        started = time.perf_counter()
+        self.writer.write(head.encode() + body)
+        status_line = await self.reader.readline()
+        length = 0
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode().partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+        payload = await self.reader.readexactly(length)
+        return int(status_line.split()[1]), time.perf_counter() - started, payload
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+async def load(
+    port: int, path: str, tokens: list[str], seconds: float, concurrency: int
+) -> dict[str, Any]:
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    deadline = time.monotonic() + seconds
+
+    async def worker(i: int) -> None:
+        conn = await Conn.open(port)
+        headers = {"x-payment-token": tokens[i % len(tokens)]} if tokens else {}
+        try:
+            while time.monotonic() < deadline:
+                status, took, _ = await conn.request("GET", path, headers)
+                statuses[status] = statuses.get(status, 0) + 1
+                latencies.append(took)
+        finally:
+            conn.close()
+
+    started = time.monotonic()
+    await asyncio.gather(*(worker(i) for i in range(concurrency)))
+    elapsed = time.monotonic() - started
+    return {
+        "rps": round(len(latencies) / elapsed, 1),
+        "p50_ms": round(pct(latencies, 0.50), 3),
+        "p99_ms": round(pct(latencies, 0.99), 3),
+        "statuses": {str(k): v for k, v in sorted(statuses.items())},
+    }
+
+
+async def seed(dsn: str, tokens: int, signed: int, invoices: int) -> dict[str, Any]:
+    """Tokens with plenty of calls, credited payments to claim by signature or by invoice."""
+    from tests.api_support import make_settings
+
+    settings = make_settings()
+    pool = await db.create_pool(dsn, min_size=1, max_size=4)
+    out: dict[str, Any] = {"tokens": [], "signed": [], "invoices": []}
+    try:
+        for i in range(tokens + signed):
+            key = Account.create()
+            tx = "0x" + secrets.token_hex(32)
+            t = ledger.Transfer(
+                chain="base",
+                tx_hash=tx,
+                log_index=0,
+                block_number=1 + i,
+                block_hash="0x" + secrets.token_hex(32),
+                token=USDC,
+                to_address=RECEIVER,
+                amount=1_000_000_000,
+                from_address=key.address.lower(),
+            )
+            async with pool.acquire() as conn, conn.transaction():
+                (row,) = await ledger.record(conn, [t])
+                await ledger.credit(conn, [row["id"]])
+            if i < tokens:
+                issued = await claims.issue_token(pool, settings, row["id"], None)
+                out["tokens"].append(issued["token"])
+            else:
+                message = encode_defunct(text=claims.claim_message("base", tx))
+                sig = "0x" + bytes(Account.sign_message(message, key.key).signature).hex()
+                out["signed"].append({"chain": "base", "tx_hash": tx, "signature": sig})
+        for i in range(invoices):
+            secret = secrets.token_urlsafe(32)
+            row = await pool.fetchrow(
+                db.q("api_insert_evm_invoice"),
+                "base",
+                RECEIVER,
+                USDC,
+                1_000_000,
+                10,
+                claims.hash_secret(secret),
+                ledger.INVOICE_GRACE,
+                9_999,
+            )
+            t = ledger.Transfer(
+                chain="base",
+                tx_hash="0x" + secrets.token_hex(32),
+                log_index=0,
+                block_number=10_000 + i,
+                block_hash="0x" + secrets.token_hex(32),
+                token=USDC,
+                to_address=RECEIVER,
+                amount=int(row["amount"]),
+                from_address="0x" + secrets.token_hex(20),
+            )
+            async with pool.acquire() as conn, conn.transaction():
+                (pay,) = await ledger.record(conn, [t])
+                await ledger.credit(conn, [pay["id"]])
+            out["invoices"].append({"invoice_id": str(row["id"]), "claim_secret": secret})
+    finally:
+        await pool.close()
+    return out
+
+
+async def claim_latency(port: int, bodies: list[dict[str, Any]]) -> dict[str, Any]:
+    """Sequential claims, each from its own loopback address (the limit is 10/min per client)."""
+    latencies, statuses = [], {}
+    for i, body in enumerate(bodies):
+        conn = await Conn.open(port, local_host=f"127.0.{1 + i // 250}.{1 + i % 250}")
+        try:
+            data = json.dumps(body).encode()
+            status, took, _ = await conn.request(
+                "POST", "/x402/generate-token", {"content-type": "application/json"}, data
+            )
+        finally:
+            conn.close()
+        statuses[status] = statuses.get(status, 0) + 1
+        latencies.append(took)
+    return {
+        "n": len(latencies),
+        "p50_ms": round(pct(latencies, 0.5), 3),
+        "p99_ms": round(pct(latencies, 0.99), 3),
+        "mean_ms": round(statistics.fmean(latencies) * 1000, 3),
+        "statuses": {str(k): v for k, v in sorted(statuses.items())},
+    }
+
+
+async def wait_ready(port: int, proc: asyncio.subprocess.Process) -> None:
+    for _ in range(300):  # bounded: 30 s
+        if proc.returncode is not None:
+            raise RuntimeError(f"api exited with {proc.returncode}")
+        try:
+            conn = await Conn.open(port)
+        except OSError:
+            await asyncio.sleep(0.1)
+            continue
+        status, _, _ = await conn.request("GET", "/readyz", {})
+        conn.close()
+        if status == 200:
+            return
+        await asyncio.sleep(0.1)
+    raise TimeoutError("api did not become ready")
+
+
+async def bench(dsn: str, args: argparse.Namespace) -> dict[str, Any]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await db.migrate(conn)
+    finally:
+        await conn.close()
+    seeded = await seed(dsn, args.concurrency, args.claims, args.claims)
+    from tests.anvil import free_port
+
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": dsn,
+        "WATCHER_API_PORT": str(port),
+        "WATCHER_LOG_LEVEL": "warning",
+        "X402_BASE_PAYMENT_ADDRESS": RECEIVER,
+        "WATCHER_DATA_DIR": tempfile.mkdtemp(prefix="bench-api-"),
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "watcher",
+        "api",
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        await wait_ready(port, proc)
+        await load(port, "/x402/example/free", [], 1.0, args.concurrency)  # warm-up
+        await load(port, "/x402/example/paid", seeded["tokens"], 1.0, args.concurrency)
+        bare = await load(port, "/x402/example/free", [], args.seconds, args.concurrency)
+        paid = await load(
+            port, "/x402/example/paid", seeded["tokens"], args.seconds, args.concurrency
+        )
+        signed = await claim_latency(port, seeded["signed"])
+        invoice = await claim_latency(port, seeded["invoices"])
+    finally:
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), 15)
+    return {
+        "bench": "api",
+        "concurrency": args.concurrency,
+        "seconds": args.seconds,
+        "bare": bare,
+        "paid": paid,
+        "paid_over_bare": round(paid["rps"] / bare["rps"], 3),
+        "claim_signature": signed,
+        "claim_invoice": invoice,
+        "targets": {"paid_over_bare": 0.6, "claim_p99_ms": 10},
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--claims", type=int, default=200)
+    args = parser.parse_args()
+    admin = os.environ.get("DATABASE_URL")
+    if admin:
+        name = f"bench_api_{uuid.uuid4().hex[:8]}"
+        dsn = urlunsplit(urlsplit(admin)._replace(path="/" + name))
+
+        async def go() -> dict[str, Any]:
+            c = await asyncpg.connect(admin)
+            await c.execute(f'CREATE DATABASE "{name}"')
+            await c.close()
+            try:
+                return await bench(dsn, args)
+            finally:
+                c = await asyncpg.connect(admin)
+                await c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                await c.close()
+
+        result = asyncio.run(go())
+    else:
+        with tempfile.TemporaryDirectory() as tmp, db.EmbeddedPostgres(Path(tmp)) as dsn:
+            result = asyncio.run(bench(dsn, args))
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
