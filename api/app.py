@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from api import errors, paywall
 from api.routes import admin, health, x402
+from api.routes import stripe as stripe_routes
 from watcher import __version__, db
 from watcher.settings import Settings
 
@@ -23,6 +24,8 @@ def create_app(settings: Settings, pool: db.Pool) -> FastAPI:
     app.include_router(x402.router)
     app.include_router(admin.router)
     app.include_router(paywall.router)
+    if stripe_routes.enabled(settings):  # the card rail is off until Stripe is configured
+        app.include_router(stripe_routes.router)
     app.add_middleware(paywall.RefundOn5xx)
     errors.install(app)
     return app

@@ -11,6 +11,12 @@
 * Missing, unknown, expired or exhausted token: 402 with the x402 v1 body
   (what to pay, where) plus our invoice endpoint. Database trouble: 503,
   never a free call.
+* The other way to pay: ``Authorization: Bearer <subscriber key>`` (a Stripe
+  subscription, ``api/entitlements.py``). The same dependency decides: a
+  payment token when one is sent, else a subscriber key, else 402; both are
+  metered by one statement each, and every 402 lists both ways to pay
+  (``ways_to_pay``). Subscriber calls have no Idempotency-Key replay and no
+  5xx refund yet: the quota is monthly, not money per call.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import asyncpg
@@ -26,7 +32,7 @@ import structlog
 from fastapi import APIRouter, Depends, Header, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api import chains
+from api import chains, entitlements
 from api.errors import ERROR_SCHEMA, ApiError, responses, service_unavailable
 from watcher import db, metrics
 from watcher.settings import Settings
@@ -57,8 +63,10 @@ class Charge:
     token_id: int
     remaining: int
     expires_at: datetime
-    usage_id: int | None  # None for a free replay
+    usage_id: int | None  # None for a free replay (and for subscriber calls)
     replayed: bool
+    via: str = "x402"  # or "subscription": token_id is then the subscriber key's id
+    tier: str | None = None
 
 
 def token_hash(token: str) -> bytes:
@@ -98,11 +106,58 @@ def payment_required_body(request: Request, error: str, message: str) -> dict[st
     }
 
 
-def _payment_required(request: Request, error: str, message: str) -> ApiError:
+async def _payment_required(request: Request, error: str, message: str) -> ApiError:
     metrics.PAYMENT_REQUIRED.labels(request.url.path).inc()
     metrics.METERED_CALLS.labels("refused").inc()
     body = payment_required_body(request, error, message)
+    body.update(await _ways_to_pay(request))
     return ApiError(402, body.pop("error"), body.pop("message"), body.pop("fix"), **body)
+
+
+async def _ways_to_pay(request: Request) -> dict[str, Any]:
+    settings: Settings = request.app.state.settings
+    pool: db.Pool = request.app.state.pool
+    try:
+        async with asyncio.timeout(DB_TIMEOUT_SECONDS), pool.acquire() as conn:
+            return await entitlements.how_to_pay(conn, settings)
+    except _DB_ERRORS as exc:  # the 402 still says how; only the tier numbers are missing
+        log.warning("paywall_tiers_unavailable", error=repr(exc))
+        return entitlements.ways_to_pay(settings, None)
+
+
+async def _meter_subscriber(request: Request, key: str, cost: int) -> Charge:
+    settings: Settings = request.app.state.settings
+    pool: db.Pool = request.app.state.pool
+    grace = timedelta(hours=settings.stripe_past_due_grace_hours)
+    try:
+        async with asyncio.timeout(DB_TIMEOUT_SECONDS), pool.acquire() as conn:
+            check = await entitlements.consume_subscriber_key(
+                conn, key, cost, request.url.path, grace=grace
+            )
+    except _DB_ERRORS as exc:
+        log.warning("paywall_db_error", error=repr(exc))
+        raise service_unavailable("metering") from exc
+    if check.ok and check.key_id is not None:
+        metrics.METERED_CALLS.labels("served").inc()
+        return Charge(
+            token_id=check.key_id,
+            remaining=check.remaining or 0,
+            expires_at=check.period_end or datetime.now(UTC),
+            usage_id=None,
+            replayed=False,
+            via="subscription",
+            tier=check.tier,
+        )
+    if check.status_code == 429:
+        metrics.METERED_CALLS.labels("refused").inc()
+        raise ApiError(
+            429,
+            "rate_limited",
+            check.detail,
+            "wait for the next minute or upgrade the tier",
+            headers={"Retry-After": str(60 - datetime.now(UTC).second)},
+        )
+    raise await _payment_required(request, f"subscription_{check.reason}", check.detail)
 
 
 async def _why_refused(pool: db.Pool, digest: bytes, cost: int) -> tuple[str, str]:
@@ -162,7 +217,7 @@ async def _meter(request: Request, token: str, cost: int, key: str | None) -> Ch
     except _DB_ERRORS as exc:
         log.warning("paywall_db_error", error=repr(exc))
         raise service_unavailable("metering") from exc
-    raise _payment_required(request, error, message)
+    raise await _payment_required(request, error, message)
 
 
 def paid(cost: int = 1) -> Any:
@@ -174,11 +229,18 @@ def paid(cost: int = 1) -> Any:
         idempotency_key: Annotated[
             str | None, Header(alias="Idempotency-Key", max_length=MAX_IDEMPOTENCY_KEY_CHARS)
         ] = None,
+        authorization: Annotated[str | None, Header()] = None,
     ) -> Charge:
+        # The one decision: a payment token if sent, else a subscriber key, else 402.
         if not x_payment_token:
-            raise _payment_required(request, "payment_required", "this route costs a paid call")
+            key = entitlements.bearer_key(authorization)
+            if key is not None:
+                return await _meter_subscriber(request, key, cost)
+            raise await _payment_required(
+                request, "payment_required", "this route costs a paid call"
+            )
         if len(x_payment_token) > MAX_TOKEN_CHARS:
-            raise _payment_required(request, "invalid_token", "this payment token is unknown")
+            raise await _payment_required(request, "invalid_token", "this payment token is unknown")
         charge = await _meter(request, x_payment_token, cost, idempotency_key)
         if charge.usage_id is not None and not charge.replayed:
             request.scope.setdefault("state", {})[_CHARGE_KEY] = charge.usage_id

@@ -11,7 +11,10 @@
     │   │   └── RangeTooLarge  eth_getLogs range/size refusal (carries a suggested range)
     │   ├── WrongChain         the endpoint serves another chain id than configured
     │   └── NoHealthyEndpoint  every endpoint of the pool is refused or its breaker is open
-    └── ReorgDetected          a new block's parent is not the block we stored
+    ├── ReorgDetected          a new block's parent is not the block we stored
+    └── BillingError           Stripe could not do what we asked
+        ├── BillingUnavailable unreachable, timed out, rate limited after retries, breaker open
+        └── BillingRejected    Stripe refused the request (card declined, invalid parameters)
 
 The docstring of each class is its default message. Adapters translate library
 exceptions (httpx, websockets, asyncpg, web3, solana, stripe) into these with
@@ -115,4 +118,27 @@ class ReorgDetected(WatcherError):
 
     def __init__(self, message: str | None = None, *, block: int | None = None) -> None:
         self.block = block
+        super().__init__(message)
+
+
+class BillingError(WatcherError):
+    """The payment provider (Stripe) could not do what we asked."""
+
+
+class BillingUnavailable(BillingError):
+    """Stripe cannot be reached right now; try again later."""
+
+    def __init__(self, message: str | None = None, *, retry_after: float | None = None) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
+class BillingRejected(BillingError):
+    """Stripe refused the request."""
+
+    def __init__(
+        self, message: str | None = None, *, code: str | None = None, card_error: bool = False
+    ) -> None:
+        self.code = code
+        self.card_error = card_error
         super().__init__(message)

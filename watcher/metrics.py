@@ -108,7 +108,8 @@ METERED_CALLS = Counter(
 )
 STRIPE_WEBHOOKS = Counter(
     "watcher_stripe_webhooks_total",
-    "Stripe webhook deliveries by outcome (applied, duplicate, bad_signature, failed)",
+    "Stripe webhook deliveries by outcome "
+    "(applied, stale, ignored, duplicate, bad_signature, failed)",
     ["outcome"],
 )
 API_RATE_LIMITED = Counter(

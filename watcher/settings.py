@@ -225,6 +225,13 @@ class Settings(BaseSettings):
     stripe_price_id_pro: str | None = None
     stripe_price_id_team: str | None = None
     stripe_price_id_enterprise: str | None = None
+    # The Stripe rail (api/stripe_client.py, api/subscriptions.py; docs/stripe.md).
+    stripe_automatic_tax: bool = False
+    stripe_api_base: str = "https://api.stripe.com"
+    stripe_success_url: str = "http://127.0.0.1:8000/api/v1/payments/success"
+    stripe_cancel_url: str = "http://127.0.0.1:8000/api/v1/payments/canceled"
+    stripe_portal_return_url: str = "http://127.0.0.1:8000/"
+    stripe_past_due_grace_hours: int = Field(default=72, ge=0, le=24 * 60)
 
     @property
     def production(self) -> bool:
