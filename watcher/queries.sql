@@ -100,3 +100,25 @@ ON CONFLICT (chain, stream) DO UPDATE
 
 -- name: payments_by_tx
 SELECT * FROM payments WHERE chain = $1 AND tx_hash = $2 ORDER BY log_index;
+
+-- ---------------------------------------------------------------- ops (leader election)
+
+-- name: try_leader_lock
+-- Session-level: held until unlocked or the session ends (process killed, network gone).
+SELECT pg_try_advisory_lock($1::bigint);
+
+-- name: leader_unlock
+SELECT pg_advisory_unlock($1::bigint);
+
+-- name: leader_ping
+SELECT 1;
+
+-- name: leader_lock_holder
+-- The session holding a chain's leader lock (application_name names the process).
+SELECT a.pid, a.application_name
+FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.locktype = 'advisory' AND l.granted
+  AND l.classid = (($1::bigint >> 32) & x'ffffffff'::bigint)::oid
+  AND l.objid = ($1::bigint & x'ffffffff'::bigint)::oid
+  AND l.objsubid = 1
+  AND a.datname = current_database();
