@@ -122,3 +122,6 @@ WHERE l.locktype = 'advisory' AND l.granted
   AND l.objid = ($1::bigint & x'ffffffff'::bigint)::oid
   AND l.objsubid = 1
   AND a.datname = current_database();
+
+-- name: server_version
+SHOW server_version;
