@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import structlog
 
-from watcher import __version__, daemon, db, errors, logs
+from watcher import __version__, daemon, db, errors, logs, sentry
 from watcher.settings import Settings, load_settings
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
@@ -78,6 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"watcher: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     logs.configure(settings.watcher_log_level, settings.watcher_log_format)
+    sentry.init(settings)
     try:
         code: int = args.func(args, settings)
     except errors.WatcherError as exc:

@@ -222,6 +222,9 @@ class Settings(BaseSettings):
     stripe_price_id_team: str | None = None
     stripe_price_id_enterprise: str | None = None
 
+    # Optional error reporting (watcher/sentry.py); unset = off.
+    sentry_dsn: SecretStr | None = None
+
     @property
     def production(self) -> bool:
         return self.watcher_env == "production"
