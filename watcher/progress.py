@@ -58,8 +58,10 @@ class BackfillProgress:
     interval: float = 10.0
     done_blocks: int = 0
     transfers: int = 0
-    _started: float = field(default_factory=time.monotonic)
-    _last_log: float = field(default_factory=time.monotonic)
+    started: float = field(default_factory=time.monotonic)
+
+    def __post_init__(self) -> None:
+        self._last_log = self.started
 
     def advance(self, blocks: int, transfers: int = 0, *, now: float | None = None) -> bool:
         """Count a processed range; logs (and returns True) when ``interval`` has passed."""
@@ -79,7 +81,7 @@ class BackfillProgress:
     def figures(self, now: float | None = None) -> dict[str, float | int | None]:
         """blocks done/total, blocks/s, transfers/s and ETA seconds (None before any rate)."""
         now = time.monotonic() if now is None else now
-        elapsed = max(now - self._started, 1e-9)
+        elapsed = max(now - self.started, 1e-9)
         rate = self.done_blocks / elapsed
         remaining = max(0, self.total - self.done_blocks)
         return {
