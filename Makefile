@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PY_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: install run test lint contracts clean
+.PHONY: install system-deps run test lint contracts clean
 
 $(PY_STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -19,7 +19,11 @@ $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund
 	touch $@
 
-install: $(PY_STAMP) $(NODE_STAMP)
+install: $(PY_STAMP) $(NODE_STAMP) system-deps
+
+# prometheus/promtool, docker-compose, systemd-analyze for the operations tests.
+system-deps:
+	bash scripts/install_system_deps.sh
 
 run: $(PY_STAMP)
 	$(BIN)/watcher run

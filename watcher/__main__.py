@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import structlog
 
-from watcher import __version__, daemon, db, errors, logs
+from watcher import __version__, daemon, db, errors, logs, sentry
 from watcher.settings import Settings, load_settings
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
@@ -113,17 +113,33 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("migrate", help="apply pending database migrations and exit")
     p.set_defaults(func=_cmd_migrate)
     _add_explain(sub)
+    p = sub.add_parser(
+        "doctor",
+        help="production-readiness report: settings, RPC, contracts, database, Stripe "
+        "(exit 0 only when ready)",
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable report")
+    p.add_argument(
+        "--timeout", type=float, default=5.0, help="seconds per check (default 5)", metavar="S"
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "doctor":
+        # The doctor reports a broken configuration instead of refusing it.
+        from watcher import doctor
+
+        logs.configure("error", "console")  # the report says it all
+        return doctor.run_cli(as_json=args.json, seconds=args.timeout)
     try:
         settings = load_settings()
     except errors.ConfigError as exc:
         print(f"watcher: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     logs.configure(settings.watcher_log_level, settings.watcher_log_format)
+    sentry.init(settings)
     try:
         code: int = args.func(args, settings)
     except errors.WatcherError as exc:

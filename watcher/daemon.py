@@ -9,13 +9,21 @@ Lifecycle (see CONVENTIONS):
   systemd or the container runtime restarts it.
 * With no ``DATABASE_URL`` the embedded PostgreSQL is started first and stopped
   last.
+* Each follower runs only while this process holds its chain's leader lock
+  (``watcher.leader``); other processes on the same database stand by.
+* Under systemd (``Type=notify``): ``READY=1`` once migrations are applied and
+  every follower finished its first step (or stands by), ``WATCHDOG=1`` only
+  while every follower keeps beating (``watcher.progress``), ``STOPPING=1``
+  when the stop begins.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import signal
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
@@ -23,7 +31,7 @@ import structlog
 import uvicorn
 from prometheus_client import start_http_server
 
-from watcher import __version__, db, metrics
+from watcher import __version__, db, leader, metrics, progress, sdnotify
 from watcher.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -62,27 +70,38 @@ class _Server(uvicorn.Server):
 @contextlib.asynccontextmanager
 async def database(settings: Settings) -> AsyncIterator[db.Pool]:
     """A migrated pool on ``DATABASE_URL``, or on the embedded server when it is unset."""
-    embedded: db.EmbeddedPostgres | None = None
+    async with database_dsn(settings) as dsn, migrated_pool(dsn) as pool:
+        yield pool
+
+
+@contextlib.asynccontextmanager
+async def database_dsn(settings: Settings) -> AsyncIterator[str]:
+    """``DATABASE_URL``, or the DSN of the embedded server (started here, stopped on exit)."""
     if settings.database_url is not None:
-        dsn = settings.database_url.get_secret_value()
-    else:
-        embedded = db.EmbeddedPostgres(settings.watcher_data_dir)
-        dsn = await asyncio.to_thread(embedded.start)
+        yield settings.database_url.get_secret_value()
+        return
+    embedded = db.EmbeddedPostgres(settings.watcher_data_dir)
+    dsn = await asyncio.to_thread(embedded.start)
     try:
-        pool = await db.create_pool(dsn)
-        try:
-            async with pool.acquire() as conn:
-                await db.migrate(conn)
-            yield pool
-        finally:
-            try:
-                async with asyncio.timeout(3):
-                    await pool.close()
-            except TimeoutError:  # a connection is stuck in a query: do not wait for it
-                pool.terminate()
+        yield dsn
     finally:
-        if embedded is not None:
-            await asyncio.to_thread(embedded.stop)
+        await asyncio.to_thread(embedded.stop)
+
+
+@contextlib.asynccontextmanager
+async def migrated_pool(dsn: str) -> AsyncIterator[db.Pool]:
+    """A pool on ``dsn`` after applying pending migrations; closed (or terminated) on exit."""
+    pool = await db.create_pool(dsn)
+    try:
+        async with pool.acquire() as conn:
+            await db.migrate(conn)
+        yield pool
+    finally:
+        try:
+            async with asyncio.timeout(3):
+                await pool.close()
+        except TimeoutError:  # a connection is stuck in a query: do not wait for it
+            pool.terminate()
 
 
 def _install_signals(stop: asyncio.Event) -> None:
@@ -118,10 +137,31 @@ async def _supervise(name: str, coro: Awaitable[None], stop: asyncio.Event) -> N
         raise RuntimeError(f"task {name} crashed") from exc
 
 
-async def run(settings: Settings, *, with_api: bool = True, with_followers: bool = True) -> int:
-    """The daemon. Returns the process exit code: 0 after a clean stop, 1 after a crash."""
+FollowerBuilder = Callable[[Settings, db.Pool], list[Follower]]
+
+
+def elected(follower: Follower, dsn: str) -> Follower:
+    """The follower, run only while this process holds its chain's leader lock."""
+    return Follower(
+        follower.chain, functools.partial(leader.lead, follower.chain, follower.run, dsn)
+    )
+
+
+async def run(
+    settings: Settings,
+    *,
+    with_api: bool = True,
+    with_followers: bool = True,
+    followers: FollowerBuilder = build_followers,
+) -> int:
+    """The daemon. Returns the process exit code: 0 after a clean stop, 1 after a crash.
+
+    ``followers`` builds the chain followers once the database is ready (tests pass
+    their own); each is wrapped by :func:`elected`.
+    """
     stop = asyncio.Event()
     _install_signals(stop)
+    notifier = sdnotify.Notifier()
     metrics.BUILD.info({"version": __version__})
     metrics_server = None
     if with_followers and settings.watcher_metrics_port:
@@ -130,20 +170,22 @@ async def run(settings: Settings, *, with_api: bool = True, with_followers: bool
         )
     crashed = False
     try:
-        async with database(settings) as pool:
+        async with database_dsn(settings) as dsn, migrated_pool(dsn) as pool:
             metrics.UP.set(1)
             metrics.DB_UP.set(1)
-            followers = build_followers(settings, pool) if with_followers else []
+            built = followers(settings, pool) if with_followers else []
             server = api_server(settings, pool) if with_api else None
             log.info(
                 "daemon_started",
-                followers=[f.chain for f in followers],
+                followers=[f.chain for f in built],
                 api=f"http://{settings.watcher_api_host}:{settings.watcher_api_port}"
                 if server
                 else None,
                 metrics_port=settings.watcher_metrics_port if metrics_server else None,
+                systemd_notify=notifier.enabled,
             )
-            crashed = await _run_tasks(followers, server, stop)
+            tasks = [elected(f, dsn) for f in built]
+            crashed = await _run_tasks(tasks, server, stop, notifier)
     finally:
         metrics.UP.set(0)
         if metrics_server is not None:
@@ -153,16 +195,20 @@ async def run(settings: Settings, *, with_api: bool = True, with_followers: bool
 
 
 async def _run_tasks(
-    followers: list[Follower], server: uvicorn.Server | None, stop: asyncio.Event
+    followers: list[Follower],
+    server: uvicorn.Server | None,
+    stop: asyncio.Event,
+    notifier: sdnotify.Notifier,
 ) -> bool:
     """Run until ``stop``; then give every task the grace period. True if one crashed."""
     tasks: list[asyncio.Task[None]] = []
     for f in followers:
-        metrics.FOLLOWER_RUNNING.labels(chain=f.chain).set(1)
         tasks.append(asyncio.create_task(_supervise(f.chain, f.run(stop), stop), name=f.chain))
     if server is not None:
         tasks.append(asyncio.create_task(_supervise("api", server.serve(), stop), name="api"))
+    systemd = asyncio.create_task(_systemd(notifier, [f.chain for f in followers], stop))
     await stop.wait()
+    notifier.stopping()
     log.info("stopping", grace_seconds=GRACE_SECONDS)
     if server is not None:
         server.should_exit = True
@@ -172,6 +218,30 @@ async def _run_tasks(
         t.cancel()
     if pending:
         await asyncio.wait(pending, timeout=2)
+    systemd.cancel()
     for f in followers:
         metrics.FOLLOWER_RUNNING.labels(chain=f.chain).set(0)
     return any(not t.cancelled() and t.exception() is not None for t in done)
+
+
+async def _systemd(notifier: sdnotify.Notifier, chains: list[str], stop: asyncio.Event) -> None:
+    """READY=1 once every follower made its first step; WATCHDOG=1 while they all keep beating."""
+    if not notifier.enabled:
+        return
+    interval = notifier.watchdog_interval()
+    ready = False
+    last_ping = 0.0
+    while not stop.is_set():
+        if not ready and progress.all_started(chains):
+            ready = notifier.ready(f"following {', '.join(chains) or 'no chain'}")
+        now = time.monotonic()
+        # A follower silent for a whole watchdog period is stuck: stop pinging, let systemd act.
+        if ready and interval and now - last_ping >= interval:
+            if progress.all_beating(chains, within=2 * interval, now=now):
+                notifier.watchdog()
+                last_ping = now
+            else:
+                log.warning("watchdog_withheld", reason="a follower made no progress")
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(min(interval or 0.5, 0.5)):
+                await stop.wait()

@@ -609,3 +609,28 @@ RETURNING id;
 -- name: stripe_revoke_key
 UPDATE subscriber_keys SET revoked_at = now(), revoked_reason = $2
 WHERE id = $1 AND revoked_at IS NULL;
+
+-- ---------------------------------------------------------------- ops (leader election)
+
+-- name: try_leader_lock
+-- Session-level: held until unlocked or the session ends (process killed, network gone).
+SELECT pg_try_advisory_lock($1::bigint);
+
+-- name: leader_unlock
+SELECT pg_advisory_unlock($1::bigint);
+
+-- name: leader_ping
+SELECT 1;
+
+-- name: leader_lock_holder
+-- The session holding a chain's leader lock (application_name names the process).
+SELECT a.pid, a.application_name
+FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.locktype = 'advisory' AND l.granted
+  AND l.classid = (($1::bigint >> 32) & x'ffffffff'::bigint)::oid
+  AND l.objid = ($1::bigint & x'ffffffff'::bigint)::oid
+  AND l.objsubid = 1
+  AND a.datname = current_database();
+
+-- name: server_version
+SHOW server_version;

@@ -233,6 +233,9 @@ class Settings(BaseSettings):
     stripe_portal_return_url: str = "http://127.0.0.1:8000/"
     stripe_past_due_grace_hours: int = Field(default=72, ge=0, le=24 * 60)
 
+    # Optional error reporting (watcher/sentry.py); unset = off.
+    sentry_dsn: SecretStr | None = None
+
     @property
     def production(self) -> bool:
         return self.watcher_env == "production"

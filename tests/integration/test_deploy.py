@@ -1,0 +1,130 @@
+"""The deployment files as the tools that consume them see them.
+
+systemd-analyze, docker-compose and promtool come from Debian packages that
+``make install`` installs (scripts/install_system_deps.sh); a missing tool is a
+failure, never a skip.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from prometheus_client.metrics import MetricWrapperBase
+
+from watcher import metrics
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+WATCHER_BIN = Path(sys.executable).with_name("watcher")
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    assert path, f"{name} is missing: run `make install` (scripts/install_system_deps.sh)"
+    return path
+
+
+def _run(*argv: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture
+def unit(tmp_path: Path) -> Path:
+    """The unit with ExecStart pointing at this checkout's watcher (verify checks it exists)."""
+    text = (DEPLOY / "watcher.service").read_text()
+    assert "/opt/usdc-watcher/.venv/bin/watcher" in text
+    path = tmp_path / "usdc-watcher.service"
+    path.write_text(text.replace("/opt/usdc-watcher/.venv/bin/watcher", str(WATCHER_BIN)))
+    return path
+
+
+def test_systemd_unit_verifies_and_is_hardened(unit: Path) -> None:
+    verify = _run(_tool("systemd-analyze"), "verify", str(unit))
+    assert verify.returncode == 0, verify.stderr
+    assert verify.stderr.strip() == "", verify.stderr
+    # Exposure 0 (locked down) .. 10 (unprotected); fail above 3.0 ("OK" band).
+    security = _run(
+        _tool("systemd-analyze"), "security", "--offline=yes", "--threshold=30", str(unit)
+    )
+    assert security.returncode == 0, security.stdout[-2000:] + security.stderr
+    settings = dict(
+        line.split("=", 1) for line in unit.read_text().splitlines() if re.match(r"^\w+=", line)
+    )
+    assert settings["Type"] == "notify"
+    assert settings["ProtectSystem"] == "strict"
+    assert settings["NoNewPrivileges"] == "yes"
+    assert settings["User"] == "usdc-watcher"
+    assert settings["Restart"] == "on-failure"
+    assert int(settings["WatchdogSec"]) > 0
+    assert settings["ReadWritePaths"] == "/var/lib/usdc-watcher"
+    assert settings["EnvironmentFile"].startswith("/etc/")
+
+
+def test_systemd_verify_catches_a_broken_unit(tmp_path: Path, unit: Path) -> None:
+    broken = tmp_path / "broken.service"
+    broken.write_text(unit.read_text().replace("Type=notify", "Type=notifyy"))
+    result = _run(_tool("systemd-analyze"), "verify", str(broken))
+    assert "notifyy" in result.stderr
+
+
+def test_compose_file_is_valid_with_every_service() -> None:
+    compose = _tool("docker-compose")
+    check = _run(compose, "config", "-q")
+    assert check.returncode == 0, check.stderr
+    services = set(_run(compose, "config", "--services").stdout.split())
+    assert services == {"postgres", "watcher", "api", "prometheus", "grafana", "anvil"}
+    # docker-compose 1.x lists every service; the rendered file shows anvil is opt-in.
+    rendered = _run(compose, "config").stdout
+    anvil = re.search(r"^  anvil:\n((?:    .*\n)+)", rendered, re.MULTILINE)
+    assert anvil and "profiles:\n    - local" in anvil.group(1)
+    others = rendered.replace(anvil.group(0), "")
+    assert "profiles:" not in others, "only the local chain is behind a profile"
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert dockerfile.startswith("#") and "FROM python:3.11-slim" in dockerfile
+    assert re.search(r"^USER watcher$", dockerfile, re.MULTILINE)
+
+
+def test_prometheus_config_and_alert_rules_pass_promtool() -> None:
+    promtool = _tool("promtool")
+    config = _run(promtool, "check", "config", "prometheus.yml", cwd=DEPLOY / "prometheus")
+    assert config.returncode == 0, config.stdout + config.stderr
+    tests = _run(promtool, "test", "rules", "alerts_test.yml", cwd=DEPLOY / "prometheus")
+    assert tests.returncode == 0, tests.stdout + tests.stderr
+    assert "SUCCESS" in tests.stdout
+
+
+def _exposed_names() -> set[str]:
+    names: set[str] = set()
+    collectors = [v for v in vars(metrics).values() if isinstance(v, MetricWrapperBase)]
+    for family in (f for c in collectors for f in c.collect()):
+        names.add(family.name)
+        names.update(sample.name for sample in family.samples)
+        if family.type == "counter":
+            names.add(family.name + "_total")
+        if family.type == "histogram":
+            names.update(family.name + s for s in ("_bucket", "_sum", "_count"))
+    return names
+
+
+def test_alerts_and_dashboard_only_use_metrics_the_watcher_exports() -> None:
+    exposed = _exposed_names()
+    alerts = (DEPLOY / "prometheus" / "alerts.yml").read_text()
+    dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "watcher.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = set(re.findall(r"\bwatcher_[a-z_]+", alerts + "\n".join(exprs)))
+    assert used, "no watcher metric referenced"
+    assert used <= exposed, f"unknown metrics: {sorted(used - exposed)}"
+    titles = " ".join(p["title"] for p in dashboard["panels"]).lower()
+    for topic in ("head lag", "credited", "rpc", "402", "tokens"):
+        assert topic in titles
+    alert_names = set(re.findall(r"alert: (\w+)", alerts))
+    tested = set(
+        re.findall(r"alertname: (\w+)", (DEPLOY / "prometheus" / "alerts_test.yml").read_text())
+    )
+    assert alert_names == tested, f"alerts without a promtool test: {alert_names - tested}"

@@ -1,0 +1,62 @@
+"""The doctor's pure parts: masking, score, verdict, table and JSON."""
+
+from __future__ import annotations
+
+import json
+
+from watcher.doctor import config, report
+from watcher.doctor.report import Check
+from watcher.settings import Settings
+
+
+def test_masking_hides_passwords_and_secret_bodies() -> None:
+    assert report.mask_dsn("postgresql://app:s3cret@db.example:5432/ledger") == (
+        "postgresql://app:***@db.example:5432/ledger"
+    )
+    assert report.mask_dsn("postgresql://db.example/ledger") == "postgresql://db.example/ledger"
+    assert report.mask_secret("sk_live_51Habcdefghijklmnop1234") == "sk_live_…1234"
+    assert report.mask_secret("short_secret") == "sho… (12 chars)"
+
+
+def test_score_and_verdict() -> None:
+    rows = [
+        Check("settings", "A", "ok", ""),
+        Check("settings", "B", "warn", "", "fix b"),
+        Check("rpc", "C", "fail", "", "fix c"),
+    ]
+    assert report.score(rows) == 50
+    prod = Settings(_env_file=None, watcher_env="production")
+    assert not report.ready(rows, prod)
+    assert report.ready(rows[:2], prod)
+    assert not report.ready(rows[:2], Settings(_env_file=None))
+    table = report.render(rows, prod)
+    assert "  ✗ C" in table and "\n      fix: fix c\n" in table
+    assert "fix a" not in table  # ok rows show no fix
+    assert table.splitlines()[-1] == "score 50/100: NOT production-ready (1 ✓, 1 ⚠, 1 ✗)"
+    data = json.loads(report.to_json(rows, prod))
+    assert data["ready"] is False and data["score"] == 50
+    assert [c["status"] for c in data["checks"]] == ["ok", "warn", "fail"]
+
+
+def test_settings_problems_become_failing_rows_with_fixes() -> None:
+    s = Settings(
+        _env_file=None,
+        x402_base_payment_address="0x52908400098527886E0F7030069857D2E4169Ee7",  # bad checksum
+        x402_admin_key="abcabcabcabcabcabcabc",
+        x402_base_confirmations=2,
+        x402_solana_commitment="confirmed",
+    )
+    rows = {r.name: r for r in config.settings_checks(s)}
+    addr = rows["X402_BASE_PAYMENT_ADDRESS"]
+    assert addr.status == "fail" and "checksum" in addr.fix
+    key = rows["X402_ADMIN_KEY"]
+    assert key.status == "fail" and "bits" in key.value and "token_urlsafe" in key.fix
+    assert rows["X402_BASE_CONFIRMATIONS"].status == "warn"
+    assert rows["X402_SOLANA_COMMITMENT"].status == "warn"
+    assert rows["WATCHER_ENV"].status == "warn"
+
+
+def test_a_look_alike_usdc_on_mainnet_fails() -> None:
+    s = Settings(_env_file=None, x402_base_usdc_address="0x" + "12" * 20)
+    row = {r.name: r for r in config.settings_checks(s)}["X402_BASE_USDC_ADDRESS"]
+    assert row.status == "fail" and "look-alike" in row.fix

@@ -1,0 +1,291 @@
+"""Network rows of the doctor: RPC endpoints, the USDC contract and mint, the database, Stripe.
+
+Each probe returns rows and may raise; :func:`guarded` bounds it with a seconds
+and turns any failure into a ✗ row, so one dead endpoint never hides the others.
+RPC goes through :class:`watcher.rpc.RpcPool` (one pool per endpoint, so each
+endpoint is judged on its own); ``transport`` is the test seam.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable
+from typing import Any
+
+import asyncpg
+import httpx
+import structlog
+
+from watcher import db, errors, rpc
+from watcher.doctor.config import CANONICAL_CHAIN_ID
+from watcher.doctor.report import Check, Status, mask_dsn, secret
+from watcher.settings import EvmChain, Settings, SolanaChain, redact_url
+
+log = structlog.get_logger(__name__)
+
+BLOCK_SECONDS = {"base": 2, "ethereum": 12}
+SLOW_SECONDS = 1.0
+DECIMALS_SELECTOR = "0x313ce567"  # decimals()
+SOLANA_MAINNET_GENESIS = "5eykt4UsFv8P8NJdTREpY1vzqKqZKvdpKuc147dw2N9d"
+SOLANA_MAINNET_USDC = "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v"
+ATA_PROGRAM = "ATokenGPvbdGVxr1b2hvZbsiqW5xWH25efTNsLJA8knL"
+
+
+async def guarded(
+    group: str, name: str, probe: Awaitable[list[Check]], seconds: float
+) -> list[Check]:
+    """Run one probe under ``seconds``; a seconds or error becomes a ✗ row naming it."""
+    try:
+        async with asyncio.timeout(seconds):
+            return await probe
+    except TimeoutError:
+        return [
+            Check(group, name, "fail", f"no answer within {seconds:g} s", _fix_unreachable(group))
+        ]
+    except errors.NoHealthyEndpoint as exc:  # one endpoint per pool: its own error says more
+        return [Check(group, name, "fail", _short(exc.__cause__ or exc), _fix_unreachable(group))]
+    except errors.WatcherError as exc:
+        return [Check(group, name, "fail", _short(exc), _fix_unreachable(group))]
+    except Exception as exc:  # a diagnostic tool reports, it does not crash
+        log.exception("doctor_probe_failed", check=name)
+        return [Check(group, name, "fail", f"{type(exc).__name__}: {_short(exc)}", "")]
+
+
+def _fix_unreachable(group: str) -> str:
+    return {
+        "database": "check DATABASE_URL, that the server runs and accepts this host",
+        "stripe": "check outbound HTTPS to api.stripe.com",
+    }.get(group, "check the URL, the provider's status and your API key/quota")
+
+
+def _short(exc: BaseException, limit: int = 120) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _age_status(age: float, mainnet: bool) -> tuple[Status, str]:
+    if age <= 60:
+        return "ok", ""
+    if not mainnet:
+        return "warn", "the head is old: a local chain mines on demand; a real one should not"
+    if age <= 300:
+        return "warn", "the head is minutes old: the node is lagging; prefer another endpoint"
+    return "fail", "the node is stuck or syncing: use another endpoint"
+
+
+def _latency_status(latency: float) -> tuple[Status, str]:
+    if latency > SLOW_SECONDS:
+        return "warn", f"slow ({latency:.1f} s): pick an endpoint closer to this host"
+    return "ok", ""
+
+
+def _combine(*pairs: tuple[Status, str]) -> tuple[Status, str]:
+    bad = [p for p in pairs if p[0] != "ok"]
+    if not bad:
+        return "ok", ""
+    status: Status = "fail" if any(s == "fail" for s, _ in bad) else "warn"
+    return status, "; ".join(f for _, f in bad if f)
+
+
+# ---- EVM -------------------------------------------------------------------------------------
+
+
+async def evm_endpoint(
+    chain: EvmChain, url: str, seconds: float, transport: httpx.AsyncBaseTransport | None
+) -> list[Check]:
+    """Reachable, serving the configured chain id, head fresh, latency."""
+    name = f"{chain.name} {redact_url(url)}"
+    pool = rpc.RpcPool(chain.name, [url], timeout=seconds, transport=transport)
+    try:
+        started = time.monotonic()
+        got = int(await pool.request("eth_chainId"), 16)
+        latency = time.monotonic() - started
+        if got != chain.chain_id:
+            return [
+                Check(
+                    "rpc",
+                    name,
+                    "fail",
+                    f"chain id {got}, expected {chain.chain_id}",
+                    f"this URL serves another network: use a {chain.name} endpoint "
+                    f"(or fix X402_{chain.name.upper()}_CHAIN_ID)",
+                )
+            ]
+        block = await pool.request("eth_getBlockByNumber", ["latest", False])
+    finally:
+        await pool.aclose()
+    number, age = int(block["number"], 16), time.time() - int(block["timestamp"], 16)
+    mainnet = chain.chain_id == CANONICAL_CHAIN_ID[chain.name]
+    status, fix = _combine(_age_status(age, mainnet), _latency_status(latency))
+    value = f"chain {got}, head {number} ({max(age, 0):.0f} s old), {latency * 1000:.0f} ms"
+    return [Check("rpc", name, status, value, fix)]
+
+
+async def evm_usdc(
+    chain: EvmChain, seconds: float, transport: httpx.AsyncBaseTransport | None
+) -> list[Check]:
+    """The configured USDC address holds a contract whose decimals() is 6."""
+    name = f"{chain.name} USDC contract"
+    var = f"X402_{chain.name.upper()}_USDC_ADDRESS"
+    pool = rpc.RpcPool(
+        chain.name, chain.rpc_urls, chain_id=chain.chain_id, timeout=seconds, transport=transport
+    )
+    try:
+        code = await pool.request("eth_getCode", [chain.usdc, "latest"])
+        if not code or code == "0x":
+            fix = f"nothing is deployed there on chain {chain.chain_id}: fix {var}"
+            return [Check("contracts", name, "fail", f"{chain.usdc}: no code", fix)]
+        raw = await pool.request(
+            "eth_call", [{"to": chain.usdc, "data": DECIMALS_SELECTOR}, "latest"]
+        )
+    finally:
+        await pool.aclose()
+    decimals = int(raw, 16) if isinstance(raw, str) and raw not in ("", "0x") else None
+    if decimals != 6:
+        fix = f"USDC has 6 decimals: {var} points at another token"
+        return [Check("contracts", name, "fail", f"{chain.usdc}: decimals() = {decimals}", fix)]
+    return [Check("contracts", name, "ok", f"{chain.usdc}: contract, 6 decimals")]
+
+
+# ---- Solana ------------------------------------------------------------------------------------
+
+
+async def solana_endpoint(
+    chain: SolanaChain, url: str, seconds: float, transport: httpx.AsyncBaseTransport | None
+) -> list[Check]:
+    """Reachable, the right cluster for the mint, finalized head fresh, latency."""
+    name = f"solana {redact_url(url)}"
+    pool = rpc.RpcPool("solana", [url], timeout=seconds, transport=transport)
+    try:
+        started = time.monotonic()
+        genesis = await pool.request("getGenesisHash")
+        latency = time.monotonic() - started
+        mainnet_mint = chain.usdc_mint == SOLANA_MAINNET_USDC
+        if mainnet_mint and genesis != SOLANA_MAINNET_GENESIS:
+            fix = "the mint is mainnet USDC: use a mainnet-beta endpoint"
+            return [Check("rpc", name, "fail", f"cluster genesis {genesis[:8]}…, not mainnet", fix)]
+        slot = int(await pool.request("getSlot", [{"commitment": "finalized"}]))
+        try:
+            block_time = await pool.request("getBlockTime", [slot])
+        except errors.RpcResponseError:
+            block_time = None
+    finally:
+        await pool.aclose()
+    if block_time is None:
+        age_status: tuple[Status, str] = ("warn", "the node does not report block times")
+        age_text = "time unknown"
+    else:
+        age = time.time() - int(block_time)
+        age_status = _age_status(age, mainnet_mint)
+        age_text = f"{max(age, 0):.0f} s old"
+    status, fix = _combine(age_status, _latency_status(latency))
+    value = f"finalized slot {slot} ({age_text}), {latency * 1000:.0f} ms"
+    return [Check("rpc", name, status, value, fix)]
+
+
+async def solana_accounts(
+    chain: SolanaChain, seconds: float, transport: httpx.AsyncBaseTransport | None
+) -> list[Check]:
+    """The mint exists with 6 decimals; the owner's associated token account exists."""
+    pool = rpc.RpcPool("solana", chain.rpc_urls, timeout=seconds, transport=transport)
+    try:
+        mint = await _parsed_account(pool, chain.usdc_mint)
+        rows = [_mint_row(chain.usdc_mint, mint)]
+        if rows[0].status == "fail" or mint is None or chain.owner is None:
+            return rows
+        ata = associated_token_account(chain.owner, str(mint["owner"]), chain.usdc_mint)
+        rows.append(_ata_row(chain, ata, await _parsed_account(pool, ata)))
+        return rows
+    finally:
+        await pool.aclose()
+
+
+def associated_token_account(owner: str, token_program: str, mint: str) -> str:
+    """The owner's associated token account for ``mint`` (the address wallets pay into)."""
+    from solders.pubkey import Pubkey
+
+    seeds = [bytes(Pubkey.from_string(k)) for k in (owner, token_program, mint)]
+    address, _bump = Pubkey.find_program_address(seeds, Pubkey.from_string(ATA_PROGRAM))
+    return str(address)
+
+
+async def _parsed_account(pool: rpc.RpcPool, address: str) -> dict[str, Any] | None:
+    opts = {"encoding": "jsonParsed", "commitment": "finalized"}
+    answer = await pool.request("getAccountInfo", [address, opts])
+    value = answer.get("value") if isinstance(answer, dict) else None
+    return value if isinstance(value, dict) else None
+
+
+def _parsed(account: dict[str, Any]) -> dict[str, Any]:
+    data = account.get("data")
+    parsed = data.get("parsed") if isinstance(data, dict) else None
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def _mint_row(mint: str, account: dict[str, Any] | None) -> Check:
+    name, fix = "solana USDC mint", "X402_SOLANA_USDC_MINT is not a token mint on this cluster"
+    if account is None:
+        return Check("contracts", name, "fail", f"{mint}: no such account", fix)
+    parsed = _parsed(account)
+    decimals = parsed.get("info", {}).get("decimals")
+    if parsed.get("type") != "mint":
+        return Check("contracts", name, "fail", f"{mint}: not a mint", fix)
+    if decimals != 6:
+        fix = "USDC has 6 decimals: X402_SOLANA_USDC_MINT is another token"
+        return Check("contracts", name, "fail", f"{mint}: {decimals} decimals", fix)
+    return Check("contracts", name, "ok", f"{mint}: mint, 6 decimals")
+
+
+def _ata_row(chain: SolanaChain, ata: str, account: dict[str, Any] | None) -> Check:
+    name = "solana receiving token account"
+    if account is None:
+        fix = (
+            f"create it once: spl-token create-account {chain.usdc_mint} --owner {chain.owner} "
+            "(wallets usually create it with the first payment)"
+        )
+        return Check("contracts", name, "warn", f"{ata}: not created yet", fix)
+    info = _parsed(account).get("info", {})
+    if info.get("mint") != chain.usdc_mint or info.get("owner") != chain.owner:
+        fix = "the derived address holds something else: check the owner and mint"
+        return Check("contracts", name, "fail", f"{ata}: not the owner's USDC account", fix)
+    return Check("contracts", name, "ok", f"{ata} (owner {chain.owner})")
+
+
+# ---- database ------------------------------------------------------------------------------
+
+
+async def database(settings: Settings, seconds: float) -> list[Check]:
+    """Reachable and every migration applied."""
+    dsn = secret(settings.database_url)
+    if dsn is not None:
+        return await _database_at(dsn, mask_dsn(dsn), seconds)
+    embedded = db.EmbeddedPostgres(settings.watcher_data_dir)
+    pgdata = embedded.pgdata
+    if not await asyncio.to_thread((pgdata / "PG_VERSION").exists):
+        fix = "created on first start; run `watcher migrate` to create it now"
+        value = f"embedded, not created yet ({pgdata})"
+        return [Check("database", "PostgreSQL", "warn", value, fix)]
+    local_dsn = await asyncio.to_thread(embedded.start)
+    try:
+        return await _database_at(local_dsn, f"embedded ({pgdata})", seconds)
+    finally:
+        await asyncio.to_thread(embedded.stop)
+
+
+async def _database_at(dsn: str, shown: str, seconds: float) -> list[Check]:
+    try:
+        conn = await asyncpg.connect(dsn, timeout=seconds)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise errors.DatabaseError(f"{shown}: {_short(exc)}") from exc
+    try:
+        version = await conn.fetchval(db.q("server_version"))
+        pending = await db.pending_migrations(conn)
+    finally:
+        await conn.close()
+    if pending:
+        fix = "run `watcher migrate` (the daemon also migrates on start)"
+        value = f"{shown}, PostgreSQL {version}, pending migrations {', '.join(pending)}"
+        return [Check("database", "PostgreSQL", "fail", value, fix)]
+    value = f"{shown}, PostgreSQL {version}, migrations current"
+    return [Check("database", "PostgreSQL", "ok", value)]
