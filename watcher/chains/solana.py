@@ -344,7 +344,7 @@ class SolanaFollower:
         if self.chain.ws_urls and not burst:
             hint_task = asyncio.create_task(
                 solana_ws.hints(
-                    self.chain.ws_urls[0],
+                    self.chain.ws_urls,
                     lambda: list(self.accounts),
                     self._wake,
                     stop,

@@ -200,7 +200,11 @@ def render_text(doc: dict[str, Any]) -> str:
     for tx in doc["transactions"]:
         lines.append(f"{tx['tx']}  {tx['status']}")
         if not tx["transfers"]:
-            lines.append("  (no token balance increased)")
+            lines.append(
+                "  (transaction failed: nothing moved)"
+                if tx["status"] == "failed"
+                else "  (no token balance increased)"
+            )
         for t in tx["transfers"]:
             lines.append(
                 f"  #{t['log_index']:<3} {t['verdict']:<13} {t['amount']:>16} "
