@@ -37,12 +37,11 @@ def _cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
-    if args.chain == "solana":
-        from watcher.chains import solana_explain
+    from watcher.chains import solana_explain
 
-        return solana_explain.run_cli(args, settings)
-    print(f"watcher explain: --chain {args.chain} is not available in this build", file=sys.stderr)
-    return EXIT_CONFIG
+    output, code = asyncio.run(solana_explain.explain_solana(args, settings))
+    print(output, file=sys.stdout if code == 0 else sys.stderr)
+    return code
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,8 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_api)
     p = sub.add_parser("migrate", help="apply pending database migrations and exit")
     p.set_defaults(func=_cmd_migrate)
-    p = sub.add_parser("explain", help="why a transaction was (not) credited, transfer by transfer")
-    p.add_argument("--chain", required=True, choices=["base", "ethereum", "solana"])
+    p = sub.add_parser(
+        "explain",
+        help="why a transaction was (or was not) credited",
+        description="Judge every token movement of a transaction the way the follower does. "
+        "Live from the chain's RPC, or offline from a saved getTransaction answer.",
+    )
+    p.add_argument("--chain", required=True, choices=["solana"])
     from watcher.chains import solana_explain
 
     solana_explain.add_arguments(p)

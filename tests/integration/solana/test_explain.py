@@ -23,6 +23,13 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any]:
     return code, json.loads(out) if code == 0 else out
 
 
+async def arun(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any]:
+    """``run`` from an async test (the CLI starts its own event loop)."""
+    code = await asyncio.to_thread(main, ["explain", "--chain", "solana", "--json", *argv])
+    out = capsys.readouterr().out
+    return code, json.loads(out) if code == 0 else out
+
+
 def test_mainnet_fixtures(capsys: pytest.CaptureFixture[str]) -> None:
     path = fixtures.solana_fixture_path
     code, doc = run(
@@ -110,15 +117,24 @@ async def test_explain_node_transactions(
         "other": bank.pay(world.alice, world.usdc, Keypair().pubkey(), 1_000_000, create_ata=True),
         "failed": bank.failing_payment(world.alice, world.usdc, merchant),
     }
-    files = []
-    for i, (name, sig) in enumerate(sigs.items()):
+    answers = []
+    for i, sig in enumerate(sigs.values()):
         answer = render.transaction(chain.by_sig[sig], "jsonParsed", 0)
         if i % 2:  # half enveloped, half bare
             answer = {"jsonrpc": "2.0", "result": answer, "id": 1}
-        path = tmp_path / f"{name}.json"
-        path.write_text(json.dumps(answer))
-        files += ["--from-file", str(path)]
-    code, doc = run(capsys, *files, "--receiver", str(merchant), "--token", usdc)
+        answers.append(answer)
+        # one answer per file works too
+        (tmp_path / f"{i}.json").write_text(json.dumps(answer))
+    (tmp_path / "all.json").write_text(json.dumps(answers))
+    code, doc = await arun(
+        capsys,
+        "--from-file",
+        str(tmp_path / "all.json"),
+        "--receiver",
+        str(merchant),
+        "--token",
+        usdc,
+    )
     assert code == 0
     by = {t["tx"]: t for t in doc["transactions"]}
     first = {name: by[sig]["transfers"] for name, sig in sigs.items()}
@@ -131,6 +147,16 @@ async def test_explain_node_transactions(
     assert [t["verdict"] for t in first["failed"]] == ["failed_tx"]
     assert by[sigs["failed"]]["status"] == "failed"
     assert doc["credit_total"] == "2500000"
+    code, one = await arun(
+        capsys,
+        "--from-file",
+        str(tmp_path / "1.json"),
+        "--receiver",
+        str(merchant),
+        "--token",
+        usdc,
+    )
+    assert [t["verdict"] for t in one["transactions"][0]["transfers"]] == ["below_minimum"]
     # the same through RPC, by signature
     env = {"X402_SOLANA_RPC_URL": world.node.url}
     code = await asyncio.to_thread(
