@@ -376,9 +376,14 @@ class SolanaFollower:
             await self.rpc.aclose()
 
 
+def rpc_pool(chain: SolanaChain) -> rpc.RpcPool:
+    """The shared RPC pool, set up for Solana (the one place that builds it)."""
+    return rpc.RpcPool(CHAIN, chain.rpc_urls, rotate_codes=ROTATE_CODES)
+
+
 def make_follower(settings: Settings, pool: db.Pool, **kw: Any) -> SolanaFollower:
     chain = settings.solana
-    client = rpc.RpcPool(CHAIN, chain.rpc_urls, rotate_codes=ROTATE_CODES)
+    client = rpc_pool(chain)
     return SolanaFollower(chain, pool, client, min_units=settings.min_payment_units, **kw)
 
 

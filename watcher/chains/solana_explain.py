@@ -26,7 +26,6 @@ from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from watcher import rpc
 from watcher.chains import solana_tx
 from watcher.settings import Settings, is_solana_pubkey
 
@@ -139,7 +138,7 @@ async def _fetch(
     """The transaction (at confirmed) and the receivers' token accounts for ``token``."""
     from watcher.chains import solana
 
-    client = rpc.RpcPool("solana", settings.solana.rpc_urls, rotate_codes=solana.ROTATE_CODES)
+    client = solana.rpc_pool(settings.solana)
     try:
         owners: dict[str, str] = {}
         for receiver in receivers:
