@@ -14,7 +14,9 @@ Verdicts, checked in this order: ``failed_tx`` (``meta.err`` set; the
 transfers shown are the instructions that did not happen), ``wrong_token``
 (another mint), ``not_ours`` (the receiving account's owner is not the
 receiver), ``zero_value``, ``below_minimum``, ``credit``. Amounts are balance
-deltas, the same rule the follower applies.
+deltas, the same rule the follower applies. With ``DATABASE_URL`` set, each
+transfer also gets the ledger's ``state`` (``not_recorded`` when absent), as
+the EVM explain does.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+
+from watcher import db
 from watcher.chains import solana_tx
 from watcher.settings import Settings, is_solana_pubkey
 
@@ -151,8 +156,6 @@ async def _fetch(
         answer = await client.request(
             "getTransaction", [signature, {**solana.TX_CONFIG, "commitment": "confirmed"}]
         )
-        if answer is None:
-            raise solana_tx.MalformedTransaction(f"{signature}: not found (at confirmed)")
         return answer, owners
     finally:
         await client.aclose()
@@ -185,10 +188,16 @@ async def explain_solana(args: argparse.Namespace, settings: Settings) -> tuple[
         if args.from_file:
             text = await asyncio.to_thread(Path(args.from_file).read_text, encoding="utf-8")
             answers += _answers(json.loads(text))
-        if args.tx:
+        if args.tx and args.from_file:
+            answers = [a for a in answers if solana_tx.view(a).signature == args.tx]
+            if not answers:
+                return f"watcher explain: {args.tx} is not in {args.from_file}", 1
+        elif args.tx:
             if not settings.solana.rpc_urls:
                 return "watcher explain: set X402_SOLANA_RPC_URL to fetch a signature", 2
             answer, more = await _fetch(settings, args.tx, receivers, token)
+            if answer is None:
+                return f"watcher explain: {args.tx}: unknown to the node (at confirmed)", 1
             answers.append(answer)
             owners.update(more)
         doc = explain(
@@ -200,7 +209,32 @@ async def explain_solana(args: argparse.Namespace, settings: Settings) -> tuple[
         )
     except (OSError, ValueError) as exc:  # MalformedTransaction and JSON errors are ValueErrors
         return f"watcher explain: {exc}", 2
-    return (json.dumps(doc, indent=2) if args.json else render_text(doc)), 0
+    note = None
+    if settings.database_url is not None:
+        note = await annotate_from_db(doc, settings.database_url.get_secret_value())
+    if args.json:
+        return json.dumps(doc, indent=2), 0
+    return render_text(doc) + (f"\nnote: {note}" if note else ""), 0
+
+
+async def annotate_from_db(doc: dict[str, Any], dsn: str) -> str | None:
+    """Add each transfer's ledger ``state`` (``not_recorded`` when absent); a note on failure."""
+    try:
+        conn = await asyncpg.connect(dsn, timeout=3)
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        return f"database unreachable ({type(exc).__name__}): no ledger state shown"
+    try:
+        for tx in doc["transactions"]:
+            rows = {
+                r["log_index"]: r
+                for r in await conn.fetch(db.q("payments_by_tx"), "solana", tx["tx"])
+            }
+            for t in tx["transfers"]:
+                row = rows.get(t["log_index"])
+                t["state"] = "not_recorded" if row is None else row["state"]
+    finally:
+        await conn.close()
+    return None
 
 
 def render_text(doc: dict[str, Any]) -> str:
@@ -217,6 +251,7 @@ def render_text(doc: dict[str, Any]) -> str:
             lines.append(
                 f"  #{t['log_index']:<3} {t['verdict']:<13} {t['amount']:>16} "
                 f"{t['token']}  {t['from']} -> {t['to']}"
+                + (f"  [{t['state']}]" if "state" in t else "")
             )
     lines.append(f"credit total: {doc['credit_total']} base units")
     return "\n".join(lines)

@@ -17,6 +17,12 @@ from watcher.__main__ import main
 USDC = "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v"
 
 
+@pytest.fixture(autouse=True)
+def _no_ledger(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Explain reads the ledger only where a test gives it DATABASE_URL."""
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+
+
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any]:
     code = main(["explain", "--chain", "solana", "--json", *argv])
     out = capsys.readouterr().out
@@ -192,3 +198,45 @@ def _main_with_env(env: dict[str, str], argv: list[str]) -> int:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+async def test_explain_shows_ledger_state_and_picks_the_signature(
+    world: World, pool: Any, database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.integration.solana.test_follower import follower
+
+    bank, merchant, chain = world.bank, world.merchant.pubkey(), world.node.chain
+    paid = bank.pay(world.alice, world.usdc, merchant, 3_000_000, create_ata=True)
+    other = bank.pay(world.alice, world.usdc, Keypair().pubkey(), 5_000_000, create_ata=True)
+    chain.advance(2)
+    f = follower(world, pool)
+    await f.sync_once()
+    await f.rpc.aclose()
+    answers = [render.transaction(chain.by_sig[s], "jsonParsed", 0) for s in (paid, other)]
+    path = tmp_path / "both.json"
+    path.write_text(json.dumps(answers))
+    argv = [
+        "explain",
+        "--chain",
+        "solana",
+        "--json",
+        paid,
+        "--from-file",
+        str(path),
+        "--receiver",
+        str(merchant),
+        "--token",
+        str(world.usdc),
+    ]
+    code = await asyncio.to_thread(_main_with_env, {"DATABASE_URL": database_url}, argv)
+    doc = json.loads(capsys.readouterr().out)
+    assert code == 0 and [t["tx"] for t in doc["transactions"]] == [paid]
+    (t,) = doc["transactions"][0]["transfers"]
+    assert (t["verdict"], t["state"]) == ("credit", "credited")
+    argv[4] = other
+    code = await asyncio.to_thread(_main_with_env, {"DATABASE_URL": database_url}, argv)
+    doc = json.loads(capsys.readouterr().out)
+    (t,) = doc["transactions"][0]["transfers"]
+    assert (t["verdict"], t["state"]) == ("not_ours", "not_recorded")
+    argv[4] = "1" * 64
+    assert await asyncio.to_thread(_main_with_env, {}, argv) == 1
