@@ -220,3 +220,14 @@ async def test_observed_payment_that_fails_on_the_final_fork_is_not_credited(
     (row,) = await rows(pool)
     assert row["state"] == "orphaned" and "pays 0 here, not 650000" in row["reason"]
     await f.rpc.aclose()
+
+
+async def test_operator_may_credit_at_confirmed(world: World, pool: db.Pool) -> None:
+    bank, merchant = world.bank, world.merchant.pubkey()
+    sig = bank.pay(world.alice, world.usdc, merchant, 500_000, create_ata=True)
+    settings = settings_for(world, x402_solana_commitment="confirmed")
+    f = solana.make_follower(settings, pool)
+    await f.sync_once()  # nothing finalized yet: credited anyway, as configured
+    (row,) = await rows(pool)
+    assert (row["tx_hash"], row["state"]) == (sig, "credited")
+    await f.rpc.aclose()
