@@ -39,22 +39,6 @@ def _cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
     from watcher import explain
 
-    if args.chain == "solana":
-        from watcher.chains import solana_explain
-
-        if len(args.receiver) > 1:
-            print("watcher explain: Solana takes one --receiver OWNER", file=sys.stderr)
-            return EXIT_CONFIG
-        args.signatures = args.tx
-        args.receiver = args.receiver[0] if args.receiver else None
-        return solana_explain.run_cli(args, settings)
-    if len(args.tx) > 1 or len(args.from_file) > 1:
-        print(
-            "watcher explain: give one TX_HASH or one --from-file PATH at a time", file=sys.stderr
-        )
-        return EXIT_CONFIG
-    args.tx = args.tx[0] if args.tx else None
-    args.from_file = args.from_file[0] if args.from_file else None
     output, code = asyncio.run(explain.EXPLAINERS[args.chain](args, settings))
     print(output, file=sys.stdout if code == 0 else sys.stderr)
     return code
@@ -71,14 +55,12 @@ def _add_explain(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--chain", required=True, choices=["base", "ethereum", "solana"])
     p.add_argument(
         "tx",
-        nargs="*",
+        nargs="?",
         metavar="TX",
         help="transaction hash or Solana signature (optional with a file)",
     )
     p.add_argument(
         "--from-file",
-        action="append",
-        default=[],
         metavar="PATH",
         help="read a saved JSON-RPC answer instead (bare or in its envelope)",
     )
@@ -87,7 +69,7 @@ def _add_explain(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         action="append",
         default=[],
         metavar="ADDR",
-        help="our receiving address or Solana owner (repeatable on EVM)",
+        help="our receiving address, or the Solana owner (repeatable)",
     )
     p.add_argument(
         "--token", metavar="ADDR", help="the token contract or mint to accept instead of USDC"

@@ -26,6 +26,7 @@ import asyncpg
 from eth_utils.address import to_checksum_address
 
 from watcher import db, rpc
+from watcher.chains import solana_explain
 from watcher.chains.evm_logs import Verdict, parse_transfer, verdict
 from watcher.settings import USDC_UNIT, Settings, evm_address_problem
 
@@ -312,5 +313,9 @@ def _transfers(report: Report) -> Iterator[TransferLine]:
 
 Explainer = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, tuple[str, int]]]
 
-# One explainer per chain; the Solana one is added next to these.
-EXPLAINERS: dict[str, Explainer] = {"base": explain_evm, "ethereum": explain_evm}
+# One explainer per chain, all with the same arguments and JSON shape.
+EXPLAINERS: dict[str, Explainer] = {
+    "base": explain_evm,
+    "ethereum": explain_evm,
+    "solana": solana_explain.explain_solana,
+}

@@ -24,7 +24,6 @@ Signature statuses report every landed transaction with its own
 from __future__ import annotations
 
 import json
-import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 from solders.transaction_metadata import FailedTransactionMetadata
 
-from tests.solana_node import parse
+from tests.solana_node import layouts, parse
 
 BLOCKHASH_WINDOW = 150
 SYSTEM_PROGRAM = Pubkey.from_string(parse.SYSTEM)
@@ -85,32 +84,6 @@ class Block:
 
 
 Listener = Callable[[str, Any], None]
-
-
-def decode_token_account(data: bytes) -> tuple[str, str, int, int] | None:
-    """(mint, owner, amount, state) of an SPL token account, or None."""
-    if len(data) < 165 or data[108] == 0:
-        return None
-    mint = parse.b58encode(data[0:32])
-    owner = parse.b58encode(data[32:64])
-    amount = int(struct.unpack_from("<Q", data, 64)[0])
-    return mint, owner, amount, data[108]
-
-
-def decode_mint(data: bytes) -> dict[str, Any] | None:
-    if len(data) < 82 or data[45] == 0:
-        return None
-    return {
-        "mintAuthority": parse.b58encode(data[4:36]) if data[0] == 1 else None,
-        "supply": int(struct.unpack_from("<Q", data, 36)[0]),
-        "decimals": data[44],
-        "isInitialized": bool(data[45]),
-        "freezeAuthority": parse.b58encode(data[50:82]) if data[46] == 1 else None,
-    }
-
-
-def is_token_program(owner: Pubkey) -> bool:
-    return str(owner) in parse.TOKEN_PROGRAMS
 
 
 class Chain:
@@ -237,14 +210,14 @@ class Chain:
     def _token_balances(self, keys: list[str], accts: list[Account | None]) -> list[dict[str, Any]]:
         out = []
         for i, acct in enumerate(accts):
-            if acct is None or not is_token_program(acct.owner):
+            if acct is None or not layouts.is_token_program(acct.owner):
                 continue
-            decoded = decode_token_account(bytes(acct.data))
+            decoded = layouts.decode_token_account(bytes(acct.data))
             if decoded is None:
                 continue
             mint, owner, amount, _ = decoded
             mint_acct = self.svm.get_account(Pubkey.from_string(mint))
-            mint_info = decode_mint(bytes(mint_acct.data)) if mint_acct else None
+            mint_info = layouts.decode_mint(bytes(mint_acct.data)) if mint_acct else None
             decimals = mint_info["decimals"] if mint_info else 0
             out.append(
                 {
@@ -386,9 +359,9 @@ class Chain:
         out = []
         for key in sorted(self.token_accounts):
             acct = self.account_at(key, commitment)
-            if acct is None or not is_token_program(acct.owner):
+            if acct is None or not layouts.is_token_program(acct.owner):
                 continue
-            decoded = decode_token_account(bytes(acct.data))
+            decoded = layouts.decode_token_account(bytes(acct.data))
             if decoded is None or decoded[1] != owner:
                 continue
             if (mint and decoded[0] != mint) or (program and str(acct.owner) != program):

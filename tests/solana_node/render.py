@@ -8,7 +8,7 @@ from typing import Any
 from solders.account import Account
 from solders.message import MessageV0
 
-from tests.solana_node import chain, parse
+from tests.solana_node import chain, layouts, parse
 
 
 class UnsupportedVersion(Exception):
@@ -176,16 +176,16 @@ def account(acct: Account, encoding: str, chain_: chain.Chain) -> dict[str, Any]
 
 
 def _parsed_data(acct: Account, data: bytes, chain_: chain.Chain) -> dict[str, Any] | None:
-    if not chain.is_token_program(acct.owner):
+    if not layouts.is_token_program(acct.owner):
         return None
     program = "spl-token" if str(acct.owner) == parse.TOKEN else "spl-token-2022"
-    tok = chain.decode_token_account(data)
+    tok = layouts.decode_token_account(data)
     if tok is not None:
         mint, owner, amount, state = tok
         from solders.pubkey import Pubkey
 
         mint_acct = chain_.svm.get_account(Pubkey.from_string(mint))
-        mint_info = chain.decode_mint(bytes(mint_acct.data)) if mint_acct else None
+        mint_info = layouts.decode_mint(bytes(mint_acct.data)) if mint_acct else None
         decimals = mint_info["decimals"] if mint_info else 0
         info = {
             "isNative": data[109] == 1,
@@ -196,7 +196,7 @@ def _parsed_data(acct: Account, data: bytes, chain_: chain.Chain) -> dict[str, A
         }
         kind = "account"
     else:
-        mint_info = chain.decode_mint(data)
+        mint_info = layouts.decode_mint(data)
         if mint_info is None:
             return None
         info = dict(mint_info)

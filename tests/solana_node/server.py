@@ -67,6 +67,7 @@ class Endpoint:
         self._http: asyncio.Server | None = None
         self._ws: Server | None = None
         self._conns: set[ServerConnection] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
         self.url = ""
         self.ws_url = ""
 
@@ -85,6 +86,8 @@ class Endpoint:
                 await asyncio.wait_for(self._ws.wait_closed(), 2)
         if self._http is not None:
             self._http.close()
+            for writer in list(self._writers):  # idle keep-alive connections end now
+                writer.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._http.wait_closed(), 2)
 
@@ -99,6 +102,7 @@ class Endpoint:
     # ---- HTTP ----------------------------------------------------------------
 
     async def _http_conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
         try:
             while True:
                 line = await reader.readline()
@@ -132,6 +136,7 @@ class Endpoint:
         except (ConnectionError, asyncio.IncompleteReadError, ValueError):
             pass
         finally:
+            self._writers.discard(writer)
             writer.close()
 
     async def _answer(self, verb: str, path: str, body: bytes) -> tuple[int, bytes]:

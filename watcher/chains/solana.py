@@ -263,23 +263,25 @@ class SolanaFollower:
             advancing = advancing and final
             if advancing:
                 new_cursor = (int(entry["slot"]), str(entry["signature"]))
+        if not transfers and not final_sigs and new_cursor is None:
+            return advancing
         async with self.pool.acquire() as conn, conn.transaction():
             stats.observed += len(await ledger.record(conn, transfers))
             rows = await conn.fetch(db.q("solana_open_rows_for"), final_sigs) if final_sigs else []
-            good = [
-                r["id"]
-                for r in rows
-                if final_payments.get((r["tx_hash"], r["log_index"]))
-                == (r["token_account"], int(r["amount"]))
-            ]
-            bad = [r["id"] for r in rows if r["id"] not in good]
+            good = []
+            for r in rows:
+                now_pays = final_payments.get((r["tx_hash"], r["log_index"]))
+                if now_pays == (r["token_account"], int(r["amount"])):
+                    good.append(r["id"])
+                    continue
+                # Seen at confirmed, different at finalized (a fork ran it differently):
+                # when in doubt, do not credit; say what the finalized transaction does.
+                why = f"finalized transaction pays {now_pays[1] if now_pays else 0} here, not "
+                why += f"{int(r['amount'])}; not credited, needs review"
+                stats.orphaned += len(await ledger.orphan(conn, [r["id"]], why))
+                log.error("solana_final_differs", signature=r["tx_hash"], reason=why)
             credited = await ledger.credit(conn, good)
             stats.credited += len(credited)
-            stats.orphaned += len(
-                await ledger.orphan(
-                    conn, bad, "the finalized transaction no longer pays this amount here"
-                )
-            )
             if new_cursor is not None:
                 await ledger.set_cursor(
                     conn, CHAIN, new_cursor[0], new_cursor[1], stream=account, head=head
@@ -342,7 +344,7 @@ class SolanaFollower:
         if self.chain.ws_urls and not burst:
             hint_task = asyncio.create_task(
                 solana_ws.hints(
-                    self.chain.ws_urls[0],
+                    self.chain.ws_urls,
                     lambda: list(self.accounts),
                     self._wake,
                     stop,
@@ -374,9 +376,16 @@ class SolanaFollower:
             await self.rpc.aclose()
 
 
+def rpc_pool(chain: SolanaChain) -> rpc.RpcPool:
+    """The shared RPC pool, set up for Solana (the one place that builds it)."""
+    return rpc.RpcPool(
+        CHAIN, chain.rpc_urls, kind="solana", commitment=chain.commitment, rotate_codes=ROTATE_CODES
+    )
+
+
 def make_follower(settings: Settings, pool: db.Pool, **kw: Any) -> SolanaFollower:
     chain = settings.solana
-    client = rpc.RpcPool(CHAIN, chain.rpc_urls, rotate_codes=ROTATE_CODES)
+    client = rpc_pool(chain)
     return SolanaFollower(chain, pool, client, min_units=settings.min_payment_units, **kw)
 
 

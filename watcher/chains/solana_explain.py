@@ -14,7 +14,9 @@ Verdicts, checked in this order: ``failed_tx`` (``meta.err`` set; the
 transfers shown are the instructions that did not happen), ``wrong_token``
 (another mint), ``not_ours`` (the receiving account's owner is not the
 receiver), ``zero_value``, ``below_minimum``, ``credit``. Amounts are balance
-deltas, the same rule the follower applies.
+deltas, the same rule the follower applies. With ``DATABASE_URL`` set, each
+transfer also gets the ledger's ``state`` (``not_recorded`` when absent), as
+the EVM explain does.
 """
 
 from __future__ import annotations
@@ -22,12 +24,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from watcher import rpc
+import asyncpg
+
+from watcher import db
 from watcher.chains import solana_tx
 from watcher.settings import Settings, is_solana_pubkey
 
@@ -45,10 +48,12 @@ def _row(
     }
 
 
-def _verdict(token: str, owner: str | None, amount: int, receiver: str, want: str, mn: int) -> str:
+def _verdict(
+    token: str, owner: str | None, amount: int, receivers: Collection[str], want: str, mn: int
+) -> str:
     if token != want:
         return "wrong_token"
-    if owner != receiver:
+    if owner not in receivers:
         return "not_ours"
     if amount <= 0:
         return "zero_value"
@@ -57,7 +62,9 @@ def _verdict(token: str, owner: str | None, amount: int, receiver: str, want: st
     return "credit"
 
 
-def explain_one(tx: solana_tx.TxView, receiver: str, token: str, min_units: int) -> dict[str, Any]:
+def explain_one(
+    tx: solana_tx.TxView, receivers: Collection[str], token: str, min_units: int
+) -> dict[str, Any]:
     by_account = {c.account: c for c in tx.changes}
     rows: list[dict[str, Any]] = []
     if tx.failed:
@@ -81,7 +88,7 @@ def explain_one(tx: solana_tx.TxView, receiver: str, token: str, min_units: int)
         if c.delta <= 0:
             continue
         listed.add(c.account)
-        verdict = _verdict(c.mint, c.owner, c.delta, receiver, token, min_units)
+        verdict = _verdict(c.mint, c.owner, c.delta, receivers, token, min_units)
         rows.append(_row(c.account_index, c.mint, tx.payer_for(c.mint), c.owner, c.delta, verdict))
     for t in tx.transfers:  # zero-value transfers move nothing but are worth showing
         dest = by_account.get(t.destination)
@@ -94,105 +101,140 @@ def explain_one(tx: solana_tx.TxView, receiver: str, token: str, min_units: int)
 def explain(
     answers: Sequence[Any],
     *,
-    receiver: str,
+    receivers: Collection[str],
     token: str,
     min_units: int,
     known_owners: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The explain document for getTransaction answers (bare or enveloped)."""
     txs = [
-        explain_one(solana_tx.view(a, known_owners), receiver, token, min_units) for a in answers
+        explain_one(solana_tx.view(a, known_owners), receivers, token, min_units) for a in answers
     ]
     total = sum(int(t["amount"]) for tx in txs for t in tx["transfers"] if t["verdict"] == "credit")
     return {"chain": "solana", "transactions": txs, "credit_total": str(total)}
 
 
 # ---- command line -------------------------------------------------------------------------
+# Same arguments as the EVM explain (``tx``, ``--from-file``, ``--receiver`` repeatable,
+# ``--token``, ``--json``) so one ``watcher explain`` parser serves every chain.
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("signatures", nargs="*", metavar="SIGNATURE", help="transaction signatures")
+    p.add_argument("tx", nargs="?", metavar="SIGNATURE", help="the transaction signature")
     p.add_argument(
         "--from-file",
+        metavar="PATH",
+        help="a saved getTransaction answer (bare result or JSON-RPC envelope), or a list of them",
+    )
+    p.add_argument(
+        "--receiver",
         action="append",
         default=[],
-        metavar="PATH",
-        help="a saved getTransaction answer (bare result or JSON-RPC envelope)",
+        metavar="OWNER",
+        help="receiving wallet (repeatable; default X402_SOLANA_PAYMENT_ADDRESS)",
     )
-    p.add_argument("--receiver", help="receiving wallet (default X402_SOLANA_PAYMENT_ADDRESS)")
-    p.add_argument("--token", help="USDC mint (default X402_SOLANA_USDC_MINT)")
-    p.add_argument("--json", action="store_true", help="print the JSON document")
+    p.add_argument("--token", metavar="MINT", help="USDC mint (default X402_SOLANA_USDC_MINT)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 async def _fetch(
-    settings: Settings, signatures: Sequence[str], receiver: str, token: str
-) -> tuple[list[Any], dict[str, str]]:
+    settings: Settings, signature: str, receivers: Sequence[str], token: str
+) -> tuple[Any, dict[str, str]]:
+    """The transaction (at confirmed) and the receivers' token accounts for ``token``."""
     from watcher.chains import solana
 
-    client = rpc.RpcPool("solana", settings.solana.rpc_urls, rotate_codes=solana.ROTATE_CODES)
+    client = solana.rpc_pool(settings.solana)
     try:
-        owners = {solana.associated_token_account(receiver, token): receiver}
-        res = await client.request(
-            "getTokenAccountsByOwner",
-            [receiver, {"mint": token}, {"encoding": "jsonParsed", "commitment": "confirmed"}],
-        )
-        for item in (res or {}).get("value") or []:
-            owners[str(item["pubkey"])] = receiver
-        answers = []
-        for sig in signatures:
-            answer = await client.request(
-                "getTransaction", [sig, {**solana.TX_CONFIG, "commitment": "confirmed"}]
+        owners: dict[str, str] = {}
+        for receiver in receivers:
+            res = await client.request(
+                "getTokenAccountsByOwner",
+                [receiver, {"mint": token}, {"encoding": "jsonParsed", "commitment": "confirmed"}],
             )
-            if answer is None:
-                raise solana_tx.MalformedTransaction(f"{sig}: not found at confirmed")
-            answers.append(answer)
-        return answers, owners
+            for item in (res or {}).get("value") or []:
+                owners[str(item["pubkey"])] = receiver
+        answer = await client.request(
+            "getTransaction", [signature, {**solana.TX_CONFIG, "commitment": "confirmed"}]
+        )
+        return answer, owners
     finally:
         await client.aclose()
 
 
-def run_cli(args: argparse.Namespace, settings: Settings) -> int:
-    """Exit code: 0 printed, 2 bad usage or unreadable input."""
-    receiver = args.receiver or settings.solana.owner
+def _answers(data: Any) -> list[Any]:
+    """A file holds one answer, or a list of answers (bare or enveloped)."""
+    return list(data) if isinstance(data, list) else [data]
+
+
+async def explain_solana(args: argparse.Namespace, settings: Settings) -> tuple[str, int]:
+    """``watcher explain --chain solana``: (output, exit code); 2 for bad usage or input."""
+    receivers = list(getattr(args, "receiver", None) or [])
+    if isinstance(args.receiver, str):
+        receivers = [args.receiver]
+    if not receivers and settings.solana.owner:
+        receivers = [settings.solana.owner]
     token = args.token or settings.solana.usdc_mint
-    if not receiver or not is_solana_pubkey(receiver) or not is_solana_pubkey(token):
-        print(
-            "watcher explain: give --receiver OWNER (or set X402_SOLANA_PAYMENT_ADDRESS) "
-            "and a valid --token MINT",
-            file=sys.stderr,
-        )
-        return 2
-    if not args.signatures and not args.from_file:
-        print("watcher explain: give SIGNATURE(s) or --from-file PATH", file=sys.stderr)
-        return 2
+    if not receivers or not all(is_solana_pubkey(r) for r in receivers):
+        return "watcher explain: give --receiver OWNER (or set X402_SOLANA_PAYMENT_ADDRESS)", 2
+    if not is_solana_pubkey(token):
+        return f"watcher explain: --token {token!r} is not a Solana public key", 2
+    if not args.tx and not args.from_file:
+        return "watcher explain: give a SIGNATURE or --from-file PATH", 2
     from watcher.chains import solana
 
-    owners = {solana.associated_token_account(receiver, token): receiver}
+    owners = {solana.associated_token_account(r, token): r for r in receivers}
     answers: list[Any] = []
     try:
-        for path in args.from_file:
-            answers.append(json.loads(Path(path).read_text(encoding="utf-8")))
-        if args.signatures:
+        if args.from_file:
+            text = await asyncio.to_thread(Path(args.from_file).read_text, encoding="utf-8")
+            answers += _answers(json.loads(text))
+        if args.tx and args.from_file:
+            answers = [a for a in answers if solana_tx.view(a).signature == args.tx]
+            if not answers:
+                return f"watcher explain: {args.tx} is not in {args.from_file}", 1
+        elif args.tx:
             if not settings.solana.rpc_urls:
-                print(
-                    "watcher explain: set X402_SOLANA_RPC_URL to fetch signatures", file=sys.stderr
-                )
-                return 2
-            fetched, more = asyncio.run(_fetch(settings, args.signatures, receiver, token))
-            answers += fetched
+                return "watcher explain: set X402_SOLANA_RPC_URL to fetch a signature", 2
+            answer, more = await _fetch(settings, args.tx, receivers, token)
+            if answer is None:
+                return f"watcher explain: {args.tx}: unknown to the node (at confirmed)", 1
+            answers.append(answer)
             owners.update(more)
         doc = explain(
             answers,
-            receiver=receiver,
+            receivers=receivers,
             token=token,
             min_units=settings.min_payment_units,
             known_owners=owners,
         )
     except (OSError, ValueError) as exc:  # MalformedTransaction and JSON errors are ValueErrors
-        print(f"watcher explain: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(doc, indent=2) if args.json else render_text(doc))
-    return 0
+        return f"watcher explain: {exc}", 2
+    note = None
+    if settings.database_url is not None:
+        note = await annotate_from_db(doc, settings.database_url.get_secret_value())
+    if args.json:
+        return json.dumps(doc, indent=2), 0
+    return render_text(doc) + (f"\nnote: {note}" if note else ""), 0
+
+
+async def annotate_from_db(doc: dict[str, Any], dsn: str) -> str | None:
+    """Add each transfer's ledger ``state`` (``not_recorded`` when absent); a note on failure."""
+    try:
+        conn = await asyncpg.connect(dsn, timeout=3)
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        return f"database unreachable ({type(exc).__name__}): no ledger state shown"
+    try:
+        for tx in doc["transactions"]:
+            rows = {
+                r["log_index"]: r
+                for r in await conn.fetch(db.q("payments_by_tx"), "solana", tx["tx"])
+            }
+            for t in tx["transfers"]:
+                row = rows.get(t["log_index"])
+                t["state"] = "not_recorded" if row is None else row["state"]
+    finally:
+        await conn.close()
+    return None
 
 
 def render_text(doc: dict[str, Any]) -> str:
@@ -200,11 +242,16 @@ def render_text(doc: dict[str, Any]) -> str:
     for tx in doc["transactions"]:
         lines.append(f"{tx['tx']}  {tx['status']}")
         if not tx["transfers"]:
-            lines.append("  (no token balance increased)")
+            lines.append(
+                "  (transaction failed: nothing moved)"
+                if tx["status"] == "failed"
+                else "  (no token balance increased)"
+            )
         for t in tx["transfers"]:
             lines.append(
                 f"  #{t['log_index']:<3} {t['verdict']:<13} {t['amount']:>16} "
                 f"{t['token']}  {t['from']} -> {t['to']}"
+                + (f"  [{t['state']}]" if "state" in t else "")
             )
     lines.append(f"credit total: {doc['credit_total']} base units")
     return "\n".join(lines)

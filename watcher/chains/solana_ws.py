@@ -29,21 +29,23 @@ T = TypeVar("T")
 
 
 async def hints(
-    url: str,
+    urls: Sequence[str],
     accounts: Callable[[], Sequence[str]],
     wake: asyncio.Event,
     stop: asyncio.Event,
     *,
     changed: asyncio.Event,
 ) -> None:
-    """Keep subscriptions for ``accounts()`` open on ``url``; set ``wake`` on every note.
+    """Keep subscriptions for ``accounts()`` open on one of ``urls``; set ``wake`` on every note.
 
     ``changed`` is set by the follower when its account list changes: the
     connection is then re-established with the new list.
     """
     backoff = 0.5
+    attempt = 0
     while not stop.is_set():
         changed.clear()
+        url = urls[attempt % len(urls)]  # a failing socket moves on to the next URL
         try:
             async with connect(url, open_timeout=5, close_timeout=1, max_size=2**22) as ws:
                 await _subscribe(ws, accounts())
@@ -55,6 +57,7 @@ async def hints(
         if stop.is_set():
             return
         if not changed.is_set():
+            attempt += 1
             metrics.WS_RECONNECTS.labels("solana").inc()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), backoff)

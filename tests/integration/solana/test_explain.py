@@ -17,8 +17,21 @@ from watcher.__main__ import main
 USDC = "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v"
 
 
+@pytest.fixture(autouse=True)
+def _no_ledger(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Explain reads the ledger only where a test gives it DATABASE_URL."""
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+
+
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any]:
     code = main(["explain", "--chain", "solana", "--json", *argv])
+    out = capsys.readouterr().out
+    return code, json.loads(out) if code == 0 else out
+
+
+async def arun(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any]:
+    """``run`` from an async test (the CLI starts its own event loop)."""
+    code = await asyncio.to_thread(main, ["explain", "--chain", "solana", "--json", *argv])
     out = capsys.readouterr().out
     return code, json.loads(out) if code == 0 else out
 
@@ -110,15 +123,24 @@ async def test_explain_node_transactions(
         "other": bank.pay(world.alice, world.usdc, Keypair().pubkey(), 1_000_000, create_ata=True),
         "failed": bank.failing_payment(world.alice, world.usdc, merchant),
     }
-    files = []
-    for i, (name, sig) in enumerate(sigs.items()):
+    answers = []
+    for i, sig in enumerate(sigs.values()):
         answer = render.transaction(chain.by_sig[sig], "jsonParsed", 0)
         if i % 2:  # half enveloped, half bare
             answer = {"jsonrpc": "2.0", "result": answer, "id": 1}
-        path = tmp_path / f"{name}.json"
-        path.write_text(json.dumps(answer))
-        files += ["--from-file", str(path)]
-    code, doc = run(capsys, *files, "--receiver", str(merchant), "--token", usdc)
+        answers.append(answer)
+        # one answer per file works too
+        (tmp_path / f"{i}.json").write_text(json.dumps(answer))
+    (tmp_path / "all.json").write_text(json.dumps(answers))
+    code, doc = await arun(
+        capsys,
+        "--from-file",
+        str(tmp_path / "all.json"),
+        "--receiver",
+        str(merchant),
+        "--token",
+        usdc,
+    )
     assert code == 0
     by = {t["tx"]: t for t in doc["transactions"]}
     first = {name: by[sig]["transfers"] for name, sig in sigs.items()}
@@ -131,6 +153,16 @@ async def test_explain_node_transactions(
     assert [t["verdict"] for t in first["failed"]] == ["failed_tx"]
     assert by[sigs["failed"]]["status"] == "failed"
     assert doc["credit_total"] == "2500000"
+    code, one = await arun(
+        capsys,
+        "--from-file",
+        str(tmp_path / "1.json"),
+        "--receiver",
+        str(merchant),
+        "--token",
+        usdc,
+    )
+    assert [t["verdict"] for t in one["transactions"][0]["transfers"]] == ["below_minimum"]
     # the same through RPC, by signature
     env = {"X402_SOLANA_RPC_URL": world.node.url}
     code = await asyncio.to_thread(
@@ -166,3 +198,45 @@ def _main_with_env(env: dict[str, str], argv: list[str]) -> int:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+async def test_explain_shows_ledger_state_and_picks_the_signature(
+    world: World, pool: Any, database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.integration.solana.test_follower import follower
+
+    bank, merchant, chain = world.bank, world.merchant.pubkey(), world.node.chain
+    paid = bank.pay(world.alice, world.usdc, merchant, 3_000_000, create_ata=True)
+    other = bank.pay(world.alice, world.usdc, Keypair().pubkey(), 5_000_000, create_ata=True)
+    chain.advance(2)
+    f = follower(world, pool)
+    await f.sync_once()
+    await f.rpc.aclose()
+    answers = [render.transaction(chain.by_sig[s], "jsonParsed", 0) for s in (paid, other)]
+    path = tmp_path / "both.json"
+    path.write_text(json.dumps(answers))
+    argv = [
+        "explain",
+        "--chain",
+        "solana",
+        "--json",
+        paid,
+        "--from-file",
+        str(path),
+        "--receiver",
+        str(merchant),
+        "--token",
+        str(world.usdc),
+    ]
+    code = await asyncio.to_thread(_main_with_env, {"DATABASE_URL": database_url}, argv)
+    doc = json.loads(capsys.readouterr().out)
+    assert code == 0 and [t["tx"] for t in doc["transactions"]] == [paid]
+    (t,) = doc["transactions"][0]["transfers"]
+    assert (t["verdict"], t["state"]) == ("credit", "credited")
+    argv[4] = other
+    code = await asyncio.to_thread(_main_with_env, {"DATABASE_URL": database_url}, argv)
+    doc = json.loads(capsys.readouterr().out)
+    (t,) = doc["transactions"][0]["transfers"]
+    assert (t["verdict"], t["state"]) == ("not_ours", "not_recorded")
+    argv[4] = "1" * 64
+    assert await asyncio.to_thread(_main_with_env, {}, argv) == 1

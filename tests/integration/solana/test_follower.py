@@ -197,3 +197,37 @@ async def test_two_watchers_at_once_credit_each_payment_once(world: World, pool:
     assert int(credited) == sum(truth.values())
     await a.rpc.aclose()
     await b.rpc.aclose()
+
+
+async def test_observed_payment_that_fails_on_the_final_fork_is_not_credited(
+    world: World, pool: db.Pool
+) -> None:
+    bank, merchant, chain = world.bank, world.merchant.pubkey(), world.node.chain
+    dest = bank.create_ata(merchant, world.usdc)
+    chain.advance(2)
+    tx = bank.tx([bank.transfer_ix(world.alice, world.usdc, dest, 650_000)], [world.alice])
+    sig = chain.submit(tx)
+    f = follower(world, pool)
+    await f.sync_once()
+    assert [r["state"] for r in await rows(pool)] == ["observed"]
+    chain.drop_slots(chain.by_sig[sig].slot)
+    # on the fork that wins, alice's USDC is gone first, so the same transaction fails
+    bank.pay(world.alice, world.usdc, Keypair().pubkey(), 1_000_000 * 10**6, create_ata=True)
+    assert chain.submit(tx, preflight=False) == sig
+    assert chain.by_sig[sig].err is not None
+    chain.advance(2)
+    await f.sync_once()
+    (row,) = await rows(pool)
+    assert row["state"] == "orphaned" and "pays 0 here, not 650000" in row["reason"]
+    await f.rpc.aclose()
+
+
+async def test_operator_may_credit_at_confirmed(world: World, pool: db.Pool) -> None:
+    bank, merchant = world.bank, world.merchant.pubkey()
+    sig = bank.pay(world.alice, world.usdc, merchant, 500_000, create_ata=True)
+    settings = settings_for(world, x402_solana_commitment="confirmed")
+    f = solana.make_follower(settings, pool)
+    await f.sync_once()  # nothing finalized yet: credited anyway, as configured
+    (row,) = await rows(pool)
+    assert (row["tx_hash"], row["state"]) == (sig, "credited")
+    await f.rpc.aclose()

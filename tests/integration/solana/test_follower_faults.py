@@ -70,12 +70,14 @@ async def test_every_payment_credited_once_through_faults(world: World, pool: db
 async def test_websocket_hint_wakes_a_slow_poller(world: World, pool: db.Pool) -> None:
     node, bank, merchant = world.node, world.bank, world.merchant.pubkey()
     bank.create_ata(merchant, world.usdc)
-    settings = settings_for(world, x402_solana_ws_url=node.ws_url)
+    refusing = await node.add_endpoint()
+    refusing.faults.ws_refuse = True  # the first websocket URL refuses: the next one is used
+    settings = settings_for(world, x402_solana_ws_url=f"{refusing.ws_url},{node.ws_url}")
     f = solana.make_follower(settings, pool, poll_interval=3600)  # only hints can wake it
     stop = asyncio.Event()
     task = asyncio.create_task(f.run(stop))
     try:
-        await asyncio.sleep(0.3)  # first pass done, subscriptions open
+        await asyncio.sleep(1.0)  # first pass done; subscriptions open on the second URL
         sig = bank.pay(world.alice, world.usdc, merchant, 2 * MIN)
         node.chain.advance(2)  # the finalized-commitment note wakes it again
         async with asyncio.timeout(20):
