@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PY_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: install system-deps run test lint contracts clean
+.PHONY: install system-deps run test lint contracts clean devnet
 
 $(PY_STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -40,3 +40,8 @@ contracts: $(NODE_STAMP)
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache
+
+# Anvil + local Solana node + embedded PostgreSQL + watcher + API; then, in another
+# terminal: .venv/bin/python scripts/pay.py --chain base (or solana).
+devnet: install
+	$(BIN)/python scripts/devnet.py

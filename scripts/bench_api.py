@@ -39,9 +39,9 @@ from eth_account.messages import encode_defunct
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from api import claims  # noqa: E402  (after the path tweak: runnable from a checkout)
-from watcher import db, ledger  # noqa: E402
-from watcher.settings import CANONICAL_USDC  # noqa: E402
+from api import claims
+from watcher import db, ledger
+from watcher.settings import CANONICAL_USDC
 
 RECEIVER = "0x" + "ab" * 20
 USDC = CANONICAL_USDC["base"].lower()

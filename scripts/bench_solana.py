@@ -32,12 +32,12 @@ from pathlib import Path
 PROCESS_START = time.monotonic()
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from solders.keypair import Keypair  # noqa: E402
+from solders.keypair import Keypair
 
-from tests.solana_node import Bank, SolanaNode  # noqa: E402
-from watcher import db, logs  # noqa: E402
-from watcher.chains import solana  # noqa: E402
-from watcher.settings import load_settings  # noqa: E402
+from tests.solana_node import Bank, SolanaNode
+from watcher import db, logs
+from watcher.chains import solana
+from watcher.settings import load_settings
 
 COUNT_CREDITED = "SELECT count(*) FROM payments WHERE chain = 'solana' AND state = 'credited'"
 CREDITED_AT = "SELECT credited_at FROM payments WHERE chain = 'solana' AND tx_hash = $1"

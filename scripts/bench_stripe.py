@@ -34,10 +34,10 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from api import entitlements  # noqa: E402  (after the path tweak: runnable from a checkout)
-from tests import stripe_helpers as sh  # noqa: E402
-from tests.pg import with_database  # noqa: E402
-from watcher import db  # noqa: E402
+from api import entitlements
+from tests import stripe_helpers as sh
+from tests.pg import with_database
+from watcher import db
 
 
 def figures(lat: list[float], wall: float) -> dict[str, float]:

@@ -105,11 +105,13 @@ class Anvil:
         raise TimeoutError(f"no receipt for {tx_hash}")
 
 
-async def start_anvil(*extra: str, chain_id: int = 31337, timeout: float = 20.0) -> Anvil:
-    """Start anvil and wait until it answers eth_chainId."""
+async def start_anvil(
+    *extra: str, chain_id: int = 31337, timeout: float = 20.0, port: int = 0
+) -> Anvil:
+    """Start anvil (on ``port``, or a free one) and wait until it answers eth_chainId."""
     if not ANVIL_BIN.exists():
         raise RuntimeError(f"{ANVIL_BIN} missing: run `npm ci` (make test does it)")
-    port = free_port()
+    port = port or free_port()
     proc = subprocess.Popen(
         [
             str(ANVIL_BIN),

@@ -126,5 +126,11 @@ def configure(level: str = "info", fmt: Literal["auto", "json", "console"] = "au
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(_LEVELS[level])
-    for noisy in ("uvicorn.access", "pgserver"):
+    # One format per process: loggers that libraries configured for themselves (uvicorn's
+    # default config gives its loggers their own handlers) write through the root handler.
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True
+    # Per-request lines from clients and the embedded server's chatter are not events.
+    for noisy in ("uvicorn.access", "pgserver", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
