@@ -66,6 +66,13 @@ def token_hash(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8")).digest()
 
 
+def route_template(request: Request) -> str:
+    """``/items/{id}`` rather than ``/items/42``: bounded metric labels and usage stats."""
+    route = request.scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else request.url.path
+
+
 def payment_required_body(request: Request, error: str, message: str) -> dict[str, Any]:
     """The x402 v1 ``accepts`` list for this resource, plus how to buy a token here."""
     settings: Settings = request.app.state.settings
@@ -99,7 +106,7 @@ def payment_required_body(request: Request, error: str, message: str) -> dict[st
 
 
 def _payment_required(request: Request, error: str, message: str) -> ApiError:
-    metrics.PAYMENT_REQUIRED.labels(request.url.path).inc()
+    metrics.PAYMENT_REQUIRED.labels(route_template(request)).inc()
     metrics.METERED_CALLS.labels("refused").inc()
     body = payment_required_body(request, error, message)
     return ApiError(402, body.pop("error"), body.pop("message"), body.pop("fix"), **body)
@@ -155,7 +162,7 @@ async def _meter(request: Request, token: str, cost: int, key: str | None) -> Ch
     digest = token_hash(token)
     try:
         async with asyncio.timeout(DB_TIMEOUT_SECONDS):
-            charge = await _charge(pool, digest, cost, request.url.path, key)
+            charge = await _charge(pool, digest, cost, route_template(request), key)
             if charge is not None:
                 return charge
             error, message = await _why_refused(pool, digest, cost)
