@@ -88,7 +88,8 @@ def payment_required_body(request: Request, error: str, message: str) -> dict[st
             "payTo": c.pay_to_display,
             "maxTimeoutSeconds": PAYMENT_TIMEOUT_SECONDS,
             "asset": c.asset_display,
-            "extra": {"name": "USD Coin", "decimals": 6},
+            # EVM: the USDC EIP-712 domain an x402 client signs against; Solana: none needed.
+            "extra": {"name": "USD Coin", "version": "2"} if c.name != "solana" else {},
         }
         for c in chains.all_chains(settings)
         if c.enabled
