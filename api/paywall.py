@@ -146,7 +146,7 @@ async def _charge(
         return _charge_from(row, replayed=False)
     replay = await pool.fetchrow(db.q("api_meter_replay"), digest, key)
     if replay is not None:
-        return _charge_from(replay, replayed=True)
+        return _replayed(replay, endpoint)
     try:
         async with pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(db.q("api_meter_keyed"), digest, cost, endpoint, key)
@@ -155,7 +155,18 @@ async def _charge(
             return _charge_from(row, replayed=False)
     except _TwinWon:
         replay = await pool.fetchrow(db.q("api_meter_replay"), digest, key)
-        return _charge_from(replay, replayed=True)
+        return None if replay is None else _replayed(replay, endpoint)
+
+
+def _replayed(row: asyncpg.Record, endpoint: str) -> Charge | None:
+    if row["endpoint"] != endpoint:  # a key buys a retry of the same call, not another route
+        raise ApiError(
+            422,
+            "idempotency_key_reused",
+            f"this Idempotency-Key was already used for {row['endpoint']}",
+            "use a fresh Idempotency-Key for every distinct call",
+        )
+    return _charge_from(row, replayed=True)
 
 
 async def _meter(request: Request, token: str, cost: int, key: str | None) -> Charge:

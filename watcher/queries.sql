@@ -267,7 +267,7 @@ FROM t LEFT JOIN u ON true;
 
 -- name: api_meter_replay
 -- A call already charged under this Idempotency-Key (and not refunded).
-SELECT a.id AS token_id, a.remaining, a.expires_at, u.id AS usage_id
+SELECT a.id AS token_id, a.remaining, a.expires_at, u.id AS usage_id, u.endpoint
 FROM access_tokens a
 JOIN token_usage u ON u.token_id = a.id AND u.idempotency_key = $2 AND NOT u.refunded
 WHERE a.token_hash = $1 AND a.expires_at > now();
