@@ -34,7 +34,7 @@ from typing import Any
 import structlog
 
 from watcher import db, errors, ledger, metrics, rpc
-from watcher.chains import evm_reorg
+from watcher.chains import evm_reorg, evm_scan
 from watcher.chains.evm_heads import HeadSubscription
 from watcher.chains.evm_logs import TRANSFER_TOPIC, BloomFilter, Header, parse_header, topic_for
 from watcher.chains.evm_scan import Batch, to_transfers
@@ -47,7 +47,7 @@ log = structlog.get_logger(__name__)
 class Options:
     """Tuning knobs; the defaults suit public RPC providers."""
 
-    initial_range: int = 50  # blocks per eth_getLogs when backfilling
+    initial_range: int = 8  # blocks per eth_getLogs when backfilling (grows quickly)
     max_range: int = 5000
     target_logs: int = 5000  # aim for about this many logs per eth_getLogs answer
     topic_limit: int = 100  # more receivers than this: fetch all USDC Transfers, match locally
@@ -101,6 +101,7 @@ class EvmFollower:
         self.wake = asyncio.Event()
         self.heads = HeadSubscription(chain.name, chain.ws_urls, self._saw_head)
         self.heads.on_connect = self._ws_connected
+        self._ahead: tuple[int, asyncio.Task[Batch]] | None = None  # prefetched next range
 
     # ---- main loop -------------------------------------------------------------------
 
@@ -133,6 +134,7 @@ class EvmFollower:
                 if not more:
                     await self._idle(stop)
         finally:
+            self._drop_ahead()
             if ws_task is not None:
                 ws_task.cancel()
                 await asyncio.gather(ws_task, return_exceptions=True)
@@ -168,7 +170,10 @@ class EvmFollower:
     # ---- one converge step -------------------------------------------------------------
 
     async def step(self) -> bool:
-        """Fetch, then commit one transaction. True when more work is waiting right now."""
+        """Fetch, then commit one transaction. True when more work is waiting right now.
+
+        During a backfill the next range is fetched while this one is written.
+        """
         self.wake.clear()
         head = await self._head()
         cursor = self.state.cursor or self._initial_cursor(head)
@@ -176,15 +181,38 @@ class EvmFollower:
         if cursor.num >= head.number:
             return False  # nothing new (a head that went backwards is no evidence of a reorg)
         try:
-            if cursor.num + 1 <= head.number - self.window:
-                batch = await self._fetch_range(cursor, head)
-            else:
-                batch = await self._fetch_tip(cursor, head)
-        except errors.ReorgDetected as exc:
-            await self._rewind(cursor, exc)
+            batch = await self._fetch(cursor, head)
+        except errors.ReorgDetected:
+            await self._rewind(cursor)
             return True
-        await self._write(batch)
+        if batch.to + 1 <= head.number - self.window:
+            nxt = ledger.Cursor(batch.to, batch.to_hash, batch.head)
+            self._ahead = (batch.to, asyncio.create_task(self._fetch_range(nxt, head)))
+        try:
+            await self._write(batch)
+        except BaseException:
+            self._drop_ahead()
+            raise
         return batch.to < head.number
+
+    async def _fetch(self, cursor: ledger.Cursor, head: Header) -> Batch:
+        if self._ahead is not None:
+            after, task = self._ahead
+            self._ahead = None
+            if after == cursor.num:
+                return await task
+            task.cancel()
+        if cursor.num + 1 <= head.number - self.window:
+            return await self._fetch_range(cursor, head)
+        return await self._fetch_tip(cursor, head)
+
+    def _drop_ahead(self) -> None:
+        if self._ahead is not None:
+            task = self._ahead[1]
+            task.cancel()
+            # Retrieve its outcome so a failure there is not reported as unhandled.
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+            self._ahead = None
 
     async def _head(self) -> Header:
         st = self.state
@@ -224,27 +252,33 @@ class EvmFollower:
 
     async def _fetch_range(self, cursor: ledger.Cursor, head: Header) -> Batch:
         frm = cursor.num + 1
-        to = min(frm + self.range - 1, head.number - self.window)
-        try:
-            logs, first, last = await asyncio.gather(
-                self._get_logs({"fromBlock": hex(frm), "toBlock": hex(to)}),
-                self.header(frm),
-                self.header(to),
-            )
-        except errors.RangeTooLarge as exc:
-            self._shrink(exc, to - frm + 1)
-            raise
-        if cursor.hash is not None and first.parent_hash != cursor.hash:
-            raise errors.ReorgDetected(f"block {frm} does not extend {cursor.hash}", block=frm)
-        self._adapt(len(logs), to - frm + 1)
-        hashes = {first.number: first.hash, last.number: last.hash}
-        transfers = to_transfers(self, logs, frm, to, hashes, {})
-        headers = [first] if first.number == last.number else [first, last]
-        return Batch(frm, to, last.hash, head.number, headers, transfers, self._seen())
+        for _ in range(32):  # each refusal at least halves the range
+            to = min(frm + self.range - 1, head.number - self.window)
+            try:
+                logs, first, last = await asyncio.gather(
+                    self._get_logs({"fromBlock": hex(frm), "toBlock": hex(to)}),
+                    self.header(frm),
+                    self.header(to),
+                )
+            except errors.RangeTooLarge as exc:
+                if to == frm:
+                    raise
+                self._shrink(exc, to - frm + 1)
+                continue
+            if cursor.hash is not None and first.parent_hash != cursor.hash:
+                raise errors.ReorgDetected(f"block {frm} does not extend {cursor.hash}", block=frm)
+            self._adapt(len(logs), to - frm + 1)
+            hashes = {first.number: first.hash, last.number: last.hash}
+            transfers = to_transfers(self, logs, frm, to, hashes, {})
+            headers = [first] if first.number == last.number else [first, last]
+            # Every block of a range lies more than the window below the head: confirmed.
+            deep = min(to, head.number - self.chain.confirmations + 1)
+            return Batch(frm, to, last.hash, head.number, headers, transfers, self._seen(), deep)
+        raise errors.RpcResponseError(f"{self.name}: eth_getLogs refused every range")
 
     async def _fetch_tip(self, cursor: ledger.Cursor, head: Header) -> Batch:
         frm = cursor.num + 1
-        to = min(head.number, frm + self.opt.tip_batch - 1)
+        to = min(head.number, frm + min(self.opt.tip_batch, self.range) - 1)
         headers = list(await asyncio.gather(*(self.header(n) for n in range(frm, to + 1))))
         prev = cursor.hash
         for h in headers:
@@ -257,10 +291,12 @@ class EvmFollower:
         wanted = [h for h in headers if not self.opt.use_bloom or self.bloom.may_match(h.bloom)]
         answers = await asyncio.gather(*(self._get_logs({"blockHash": h.hash}) for h in wanted))
         logs = [lg for answer in answers for lg in answer]
+        self._adapt(len(logs), to - frm + 1)
         hashes = {h.number: h.hash for h in headers}
         times = {h.number: h for h in headers}
         transfers = to_transfers(self, logs, frm, to, hashes, times)
-        return Batch(frm, to, headers[-1].hash, head.number, headers, transfers, self._seen())
+        deep = to - self.chain.confirmations + 1  # depth below the last block linked here
+        return Batch(frm, to, headers[-1].hash, head.number, headers, transfers, self._seen(), deep)
 
     def _seen(self) -> float:
         return self.state.head_seen_at or time.monotonic()
@@ -281,19 +317,13 @@ class EvmFollower:
     # ---- the transaction -----------------------------------------------------------------
 
     async def _write(self, batch: Batch) -> None:
-        conf = self.chain.confirmations
         async with self.pool.acquire() as conn, conn.transaction():
-            await ledger.record(conn, batch.transfers)
-            await conn.execute(db.q("evm_upsert_blocks"), self.name, *batch.block_columns())
-            await conn.execute(db.q("evm_prune_blocks"), self.name, batch.to - 2 * self.window)
-            await ledger.set_cursor(conn, self.name, batch.to, batch.to_hash, head=batch.head)
-            rows = await conn.fetch(db.q("evm_confirmed_ids"), self.name, batch.to - conf + 1)
-            credited = await ledger.credit(conn, [r["id"] for r in rows])
+            credited = await evm_scan.commit(conn, self.chain, batch, keep_blocks=2 * self.window)
         self.state.cursor = ledger.Cursor(batch.to, batch.to_hash, batch.head)
         self._gauges(batch.head, batch.to)
         if credited:
             delay = time.monotonic() - batch.seen_at
-            for _ in credited:
+            for _ in range(len({r["block_number"] for r in credited})):  # once per block
                 metrics.CREDIT_DELAY.labels(self.name).observe(delay)
             log.info("credited", payments=len(credited), cursor=batch.to)
 
@@ -306,7 +336,7 @@ class EvmFollower:
         metrics.CURSOR_BLOCK.labels(self.name).set(cursor)
         metrics.LAG_BLOCKS.labels(self.name).set(max(0, head - cursor))
 
-    async def _rewind(self, cursor: ledger.Cursor, exc: errors.ReorgDetected) -> None:
+    async def _rewind(self, cursor: ledger.Cursor) -> None:
         self.state.headers.clear()
         self.state.cursor = await evm_reorg.rewind(self, cursor)
         self.range = self.opt.initial_range
