@@ -42,6 +42,8 @@ from watcher.settings import EvmChain, Settings
 
 log = structlog.get_logger(__name__)
 
+BURST_MAX_FAILURES = 8
+
 
 @dataclass(frozen=True)
 class Options:
@@ -124,6 +126,8 @@ class EvmFollower:
                 except errors.RpcError as exc:
                     failures += 1
                     log.warning("step_failed", error=str(exc), attempt=failures)
+                    if burst and failures >= BURST_MAX_FAILURES:
+                        raise  # a one-off drain reports the failure instead of waiting forever
                     await _sleep(stop, min(self.opt.max_backoff, 0.1 * 2**failures))
                     continue
                 cur = self.state.cursor
