@@ -27,7 +27,7 @@ from fastapi import APIRouter, Depends, Header, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import chains
-from api.errors import ERROR_SCHEMA, ApiError, responses, service_unavailable
+from api.errors import DB_ERRORS, ERROR_SCHEMA, ApiError, responses, service_unavailable
 from watcher import db, metrics
 from watcher.settings import Settings
 
@@ -39,7 +39,6 @@ MAX_IDEMPOTENCY_KEY_CHARS = 255
 DB_TIMEOUT_SECONDS = 5.0
 PAYMENT_TIMEOUT_SECONDS = 600  # maxTimeoutSeconds in the x402 body
 _CHARGE_KEY = "x402_charge"
-_DB_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 RESPONSES: dict[int | str, dict[str, Any]] = {
     402: {
@@ -178,7 +177,7 @@ async def _meter(request: Request, token: str, cost: int, key: str | None) -> Ch
             if charge is not None:
                 return charge
             error, message = await _why_refused(pool, digest, cost)
-    except _DB_ERRORS as exc:
+    except DB_ERRORS as exc:
         log.warning("paywall_db_error", error=repr(exc))
         raise service_unavailable("metering") from exc
     raise _payment_required(request, error, message)
@@ -242,7 +241,7 @@ class RefundOn5xx:
         try:
             async with asyncio.timeout(DB_TIMEOUT_SECONDS):
                 await pool.fetchval(db.q("api_refund"), usage_id, status)
-        except _DB_ERRORS as exc:  # the payer loses one unit; never the reverse
+        except DB_ERRORS as exc:  # the payer loses one unit; never the reverse
             log.error("refund_failed", usage_id=usage_id, error=repr(exc))
             return
         metrics.METERED_CALLS.labels("refunded").inc()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated
 
+import asyncpg
 from fastapi.responses import JSONResponse
 
 from api import paywall
@@ -121,12 +122,26 @@ async def test_handler_failure_gives_the_unit_back(pool: db.Pool) -> None:
 
 
 async def test_database_trouble_is_503_never_a_free_call(database_url: str) -> None:
-    pool = await db.create_pool(database_url, min_size=1, max_size=2)
+    pool = await db.create_pool(database_url, min_size=2, max_size=2)
     app = app_for(pool)
     async with client(app) as http:
         token = (await buy_token(http, pool))["token"]
+        headers = {"x-payment-token": token}
+        # The server kills every session of the API's pool (failover, restart).
+        killer = await asyncpg.connect(database_url)
+        try:
+            await killer.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        finally:
+            await killer.close()
+        answers = [(await http.get(PAID, headers=headers)).status_code for _ in range(3)]
+        assert set(answers) <= {200, 503}  # a killed session is a 503, never a 500
+        me = (await http.get("/x402/tokens/me", headers=headers)).json()
+        assert me["remaining"] == 10 - answers.count(200)  # every served call was charged
         await pool.close()
-        resp = await http.get(PAID, headers={"x-payment-token": token})
+        resp = await http.get(PAID, headers=headers)
         assert resp.status_code == 503
         assert resp.json()["error"] == "service_unavailable" and "Retry-After" in resp.headers
 
