@@ -146,11 +146,18 @@ async def test_database_trouble_is_503_never_a_free_call(database_url: str) -> N
         assert resp.json()["error"] == "service_unavailable" and "Retry-After" in resp.headers
 
 
-def test_paid_route_declares_402_in_openapi(pool: db.Pool) -> None:
+def test_every_paid_route_declares_402_in_openapi(pool: db.Pool) -> None:
     spec = app_for(pool).openapi()
-    op = spec["paths"][PAID]["get"]
-    assert "402" in op["responses"]
-    assert {p["name"] for p in op["parameters"]} >= {"x-payment-token", "Idempotency-Key"}
+    paid = {
+        (path, method): op
+        for path, ops in spec["paths"].items()
+        for method, op in ops.items()
+        if "Idempotency-Key" in {p["name"] for p in op.get("parameters", [])}
+    }
+    assert set(paid) == {(PAID, "get")}  # grows as paid routes are added
+    for op in paid.values():
+        assert "402" in op["responses"] and "503" in op["responses"]
+        assert "x-payment-token" in {p["name"] for p in op["parameters"]}
 
 
 async def test_idempotency_key_is_bound_to_its_route(pool: db.Pool) -> None:
