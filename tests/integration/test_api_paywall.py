@@ -163,15 +163,19 @@ def test_every_paid_route_declares_402_in_openapi(pool: db.Pool) -> None:
 async def test_idempotency_key_is_bound_to_its_route(pool: db.Pool) -> None:
     app = app_for(pool)
 
-    @app.get("/other/paid")
-    async def other(charge: Annotated[paywall.Charge, paywall.paid()]) -> dict[str, int]:
+    @app.get("/other/{item}")
+    async def other(item: int, charge: Annotated[paywall.Charge, paywall.paid()]) -> dict[str, int]:
         return {"remaining": charge.remaining}
 
     async with client(app) as http:
         token = (await buy_token(http, pool))["token"]
         headers = {"x-payment-token": token, "Idempotency-Key": "once"}
         assert (await http.get(PAID, headers=headers)).status_code == 200
-        reused = await http.get("/other/paid", headers=headers)
+        reused = await http.get("/other/7", headers=headers)
         assert reused.status_code == 422 and reused.json()["error"] == "idempotency_key_reused"
         me = (await http.get("/x402/tokens/me", headers={"x-payment-token": token})).json()
         assert me["remaining"] == 9
+        fresh = await http.get("/other/8", headers={**headers, "Idempotency-Key": "twice"})
+        assert fresh.status_code == 200 and fresh.json()["remaining"] == 8
+    endpoints = await pool.fetch("SELECT endpoint FROM token_usage ORDER BY id")
+    assert [r["endpoint"] for r in endpoints] == [PAID, "/other/{item}"]  # templates, not paths
