@@ -26,14 +26,13 @@ import asyncpg
 from solders.keypair import Keypair
 
 from api import chains, claims
-from api.errors import ApiError, service_unavailable
+from api.errors import DB_ERRORS, ApiError, service_unavailable
 from watcher import db, ledger, metrics
 from watcher.settings import USDC_UNIT, ChainName, Settings, usd_to_units
 
 INVOICE_LIFETIME = timedelta(minutes=30)
 AMOUNT_JITTER = 9_999  # at most ~1 cent over the price, never a whole extra call
 INSERT_ATTEMPTS = 3
-_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 def usd(units: int) -> str:
@@ -122,7 +121,7 @@ async def create(pool: db.Pool, settings: Settings, chain: ChainName, units: int
                 )
                 if row is not None:
                     break
-    except _DB_ERRORS as exc:
+    except DB_ERRORS as exc:
         raise service_unavailable("the database") from exc
     if row is None:
         raise ApiError(
@@ -176,7 +175,7 @@ async def status(pool: db.Pool, settings: Settings, invoice_id: UUID) -> dict[st
             pending = await pool.fetchrow(
                 db.q("api_invoice_pending_payment"), invoice_id, ledger.INVOICE_GRACE
             )
-    except _DB_ERRORS as exc:
+    except DB_ERRORS as exc:
         raise service_unavailable("the database") from exc
     if inv is None:
         raise ApiError(
@@ -189,18 +188,7 @@ async def status(pool: db.Pool, settings: Settings, invoice_id: UUID) -> dict[st
     state = inv["status"]
     if state == "open" and pending is not None:
         state = "paid"
-        info = chains.chain_info(settings, inv["chain"])
-        need = info.confirmations
-        head = pending["head"]
-        have = (
-            None if need is None or head is None else min(need, head - pending["block_number"] + 1)
-        )
-        out["payment"] = {
-            "tx_hash": pending["tx_hash"],
-            "confirmations": {"have": max(have or 0, 0), "need": need}
-            if need is not None
-            else {"commitment": info.commitment},
-        }
+        out["payment"] = _pending(settings, inv["chain"], pending)
     elif state == "open" and inv["now"] > inv["expires_at"]:
         state = "expired"
     if inv["payment_id"] is not None:
@@ -214,3 +202,19 @@ async def status(pool: db.Pool, settings: Settings, invoice_id: UUID) -> dict[st
     out["status"] = state
     out["token_id"] = inv["token_id"]
     return out
+
+
+def _pending(settings: Settings, chain: ChainName, pending: asyncpg.Record) -> dict[str, Any]:
+    """A matching payment still short of its confirmations: k of n (or the commitment)."""
+    info = chains.chain_info(settings, chain)
+    if info.confirmations is None:
+        return {"tx_hash": pending["tx_hash"], "confirmations": {"commitment": info.commitment}}
+    head = pending["head"]
+    have = 0 if head is None else head - pending["block_number"] + 1
+    return {
+        "tx_hash": pending["tx_hash"],
+        "confirmations": {
+            "have": max(0, min(have, info.confirmations)),
+            "need": info.confirmations,
+        },
+    }

@@ -33,7 +33,7 @@ from fastapi import APIRouter, Depends, Header, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import chains, entitlements
-from api.errors import ERROR_SCHEMA, ApiError, responses, service_unavailable
+from api.errors import DB_ERRORS, ERROR_SCHEMA, ApiError, responses, service_unavailable
 from watcher import db, metrics
 from watcher.settings import Settings
 
@@ -45,7 +45,6 @@ MAX_IDEMPOTENCY_KEY_CHARS = 255
 DB_TIMEOUT_SECONDS = 5.0
 PAYMENT_TIMEOUT_SECONDS = 600  # maxTimeoutSeconds in the x402 body
 _CHARGE_KEY = "x402_charge"
-_DB_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 RESPONSES: dict[int | str, dict[str, Any]] = {
     402: {
@@ -74,6 +73,13 @@ def token_hash(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8")).digest()
 
 
+def route_template(request: Request) -> str:
+    """``/items/{id}`` rather than ``/items/42``: bounded metric labels and usage stats."""
+    route = request.scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else request.url.path
+
+
 def payment_required_body(request: Request, error: str, message: str) -> dict[str, Any]:
     """The x402 v1 ``accepts`` list for this resource, plus how to buy a token here."""
     settings: Settings = request.app.state.settings
@@ -89,7 +95,8 @@ def payment_required_body(request: Request, error: str, message: str) -> dict[st
             "payTo": c.pay_to_display,
             "maxTimeoutSeconds": PAYMENT_TIMEOUT_SECONDS,
             "asset": c.asset_display,
-            "extra": {"name": "USD Coin", "decimals": 6},
+            # EVM: the USDC EIP-712 domain an x402 client signs against; Solana: none needed.
+            "extra": {"name": "USD Coin", "version": "2"} if c.name != "solana" else {},
         }
         for c in chains.all_chains(settings)
         if c.enabled
@@ -107,7 +114,7 @@ def payment_required_body(request: Request, error: str, message: str) -> dict[st
 
 
 async def _payment_required(request: Request, error: str, message: str) -> ApiError:
-    metrics.PAYMENT_REQUIRED.labels(request.url.path).inc()
+    metrics.PAYMENT_REQUIRED.labels(route_template(request)).inc()
     metrics.METERED_CALLS.labels("refused").inc()
     body = payment_required_body(request, error, message)
     body.update(await _ways_to_pay(request))
@@ -120,7 +127,7 @@ async def _ways_to_pay(request: Request) -> dict[str, Any]:
     try:
         async with asyncio.timeout(DB_TIMEOUT_SECONDS), pool.acquire() as conn:
             return await entitlements.how_to_pay(conn, settings)
-    except _DB_ERRORS as exc:  # the 402 still says how; only the tier numbers are missing
+    except DB_ERRORS as exc:  # the 402 still says how; only the tier numbers are missing
         log.warning("paywall_tiers_unavailable", error=repr(exc))
         return entitlements.ways_to_pay(settings, None)
 
@@ -134,7 +141,7 @@ async def _meter_subscriber(request: Request, key: str, cost: int) -> Charge:
             check = await entitlements.consume_subscriber_key(
                 conn, key, cost, request.url.path, grace=grace
             )
-    except _DB_ERRORS as exc:
+    except DB_ERRORS as exc:
         log.warning("paywall_db_error", error=repr(exc))
         raise service_unavailable("metering") from exc
     if check.ok and check.key_id is not None:
@@ -193,7 +200,7 @@ async def _charge(
         return _charge_from(row, replayed=False)
     replay = await pool.fetchrow(db.q("api_meter_replay"), digest, key)
     if replay is not None:
-        return _charge_from(replay, replayed=True)
+        return _replayed(replay, endpoint)
     try:
         async with pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(db.q("api_meter_keyed"), digest, cost, endpoint, key)
@@ -202,7 +209,18 @@ async def _charge(
             return _charge_from(row, replayed=False)
     except _TwinWon:
         replay = await pool.fetchrow(db.q("api_meter_replay"), digest, key)
-        return _charge_from(replay, replayed=True)
+        return None if replay is None else _replayed(replay, endpoint)
+
+
+def _replayed(row: asyncpg.Record, endpoint: str) -> Charge | None:
+    if row["endpoint"] != endpoint:  # a key buys a retry of the same call, not another route
+        raise ApiError(
+            422,
+            "idempotency_key_reused",
+            f"this Idempotency-Key was already used for {row['endpoint']}",
+            "use a fresh Idempotency-Key for every distinct call",
+        )
+    return _charge_from(row, replayed=True)
 
 
 async def _meter(request: Request, token: str, cost: int, key: str | None) -> Charge:
@@ -210,11 +228,11 @@ async def _meter(request: Request, token: str, cost: int, key: str | None) -> Ch
     digest = token_hash(token)
     try:
         async with asyncio.timeout(DB_TIMEOUT_SECONDS):
-            charge = await _charge(pool, digest, cost, request.url.path, key)
+            charge = await _charge(pool, digest, cost, route_template(request), key)
             if charge is not None:
                 return charge
             error, message = await _why_refused(pool, digest, cost)
-    except _DB_ERRORS as exc:
+    except DB_ERRORS as exc:
         log.warning("paywall_db_error", error=repr(exc))
         raise service_unavailable("metering") from exc
     raise await _payment_required(request, error, message)
@@ -285,7 +303,7 @@ class RefundOn5xx:
         try:
             async with asyncio.timeout(DB_TIMEOUT_SECONDS):
                 await pool.fetchval(db.q("api_refund"), usage_id, status)
-        except _DB_ERRORS as exc:  # the payer loses one unit; never the reverse
+        except DB_ERRORS as exc:  # the payer loses one unit; never the reverse
             log.error("refund_failed", usage_id=usage_id, error=repr(exc))
             return
         metrics.METERED_CALLS.labels("refunded").inc()

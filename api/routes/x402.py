@@ -9,13 +9,19 @@ from __future__ import annotations
 from typing import Annotated, Any
 from uuid import UUID
 
-import asyncpg
 from fastapi import APIRouter, Depends, Header, Request
 
 from api import chains, invoices, lookup, paywall, ratelimit
-from api.errors import ApiError, responses, service_unavailable
+from api.errors import DB_ERRORS, ApiError, responses, service_unavailable
 from api.invoices import usd
-from api.models import ClaimRequest, InvoiceRequest, VerifyRequest
+from api.models import (
+    ClaimRequest,
+    Invoice,
+    InvoiceRequest,
+    TokenIssued,
+    TokenStatus,
+    VerifyRequest,
+)
 from watcher import db
 from watcher.settings import Settings
 
@@ -73,7 +79,7 @@ async def supported_chains(request: Request) -> dict[str, Any]:
     s = _settings(request)
     try:
         status = {r["chain"]: r for r in await _pool(request).fetch(db.q("api_chain_status"))}
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+    except DB_ERRORS as exc:
         raise service_unavailable("the database") from exc
     out = []
     for c in chains.all_chains(s):
@@ -101,8 +107,11 @@ async def supported_chains(request: Request) -> dict[str, Any]:
     "/invoices",
     name="create_invoice",
     status_code=201,
+    response_model=Invoice,
+    response_model_exclude_none=True,
     summary="Open an invoice: a unique amount (EVM) or a reference key (Solana)",
-    responses=responses(400, 413, 422, 503),
+    dependencies=[Depends(ratelimit.limit("invoices"))],
+    responses=responses(400, 413, 422, 429, 503),
 )
 async def create_invoice(request: Request, body: InvoiceRequest) -> dict[str, Any]:
     s = _settings(request)
@@ -112,6 +121,8 @@ async def create_invoice(request: Request, body: InvoiceRequest) -> dict[str, An
 
 @router.get(
     "/invoices/{invoice_id}",
+    response_model=Invoice,
+    response_model_exclude_none=True,
     summary="Invoice status: open | paid (k of n confirmations) | credited | expired | claimed",
     responses=responses(404, 422, 503),
 )
@@ -135,6 +146,7 @@ async def verify_payment(request: Request, body: VerifyRequest) -> dict[str, Any
 @router.post(
     "/generate-token",
     status_code=201,
+    response_model=TokenIssued,
     summary="Claim the one access token a payment buys (proof of payer required)",
     dependencies=[Depends(ratelimit.limit("generate-token"))],
     responses=responses(400, 403, 404, 409, 413, 422, 429, 503),
@@ -151,6 +163,7 @@ async def generate_token(request: Request, body: ClaimRequest) -> dict[str, Any]
 
 @router.get(
     "/tokens/me",
+    response_model=TokenStatus,
     summary="Remaining calls and expiry of your token (free)",
     responses=responses(401, 404, 503),
 )
@@ -169,7 +182,7 @@ async def token_status(
         row = await _pool(request).fetchrow(
             db.q("api_token_status"), paywall.token_hash(x_payment_token)
         )
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+    except DB_ERRORS as exc:
         raise service_unavailable("the database") from exc
     if row is None:
         raise ApiError(
