@@ -36,6 +36,34 @@ def _cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK if not pending else EXIT_FAILURE
 
 
+def _cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
+    from watcher import explain
+
+    output, code = asyncio.run(explain.EXPLAINERS[args.chain](args, settings))
+    print(output, file=sys.stdout if code == 0 else sys.stderr)
+    return code
+
+
+def _add_explain(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "explain",
+        help="why a transaction was (or was not) credited",
+        description="Judge every token transfer of a transaction the way the follower does. "
+        "Live from the chain's RPC, or offline from a saved receipt, receipt list or log list.",
+    )
+    p.add_argument("--chain", required=True, choices=["base", "ethereum"])
+    p.add_argument(
+        "tx", nargs="?", metavar="TX_HASH", help="the transaction (optional with a file)"
+    )
+    p.add_argument("--from-file", metavar="PATH", help="read a saved JSON-RPC answer instead")
+    p.add_argument(
+        "--receiver", action="append", default=[], metavar="ADDR", help="our address (repeatable)"
+    )
+    p.add_argument("--token", metavar="ADDR", help="the token to accept instead of USDC")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_cmd_explain)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="watcher",
@@ -61,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--timeout", type=float, default=5.0, help="seconds per check (default 5)", metavar="S"
     )
+    _add_explain(sub)
     return parser
 
 

@@ -50,9 +50,12 @@ class Follower:
 def build_followers(settings: Settings, pool: db.Pool) -> list[Follower]:
     """The followers of every enabled chain (a chain needs an RPC URL and a receiving address).
 
-    No chain follower is wired yet: the EVM and Solana issues add theirs here.
+    Each issue adds its chain family here.
     """
-    return []
+    from watcher.chains import evm
+
+    out = [Follower(c.name, evm.runner(c, settings, pool)) for c in evm.enabled_chains(settings)]
+    return out
 
 
 class _Server(uvicorn.Server):

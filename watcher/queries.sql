@@ -101,6 +101,63 @@ ON CONFLICT (chain, stream) DO UPDATE
 -- name: payments_by_tx
 SELECT * FROM payments WHERE chain = $1 AND tx_hash = $2 ORDER BY log_index;
 
+-- ---------------------------------------------------------------- evm follower
+
+-- name: evm_upsert_blocks
+-- The recent canonical window: (number, hash, parent) of blocks the follower walked.
+INSERT INTO chain_blocks (chain, num, hash, parent_hash, block_time)
+SELECT $1, b.num, b.hash, b.parent_hash, b.block_time
+FROM unnest($2::bigint[], $3::text[], $4::text[], $5::timestamptz[])
+     AS b (num, hash, parent_hash, block_time)
+ON CONFLICT (chain, num) DO UPDATE
+    SET hash = excluded.hash, parent_hash = excluded.parent_hash, block_time = excluded.block_time;
+
+-- name: evm_prune_blocks
+DELETE FROM chain_blocks WHERE chain = $1 AND num < $2;
+
+-- name: evm_window
+-- Stored blocks at or below the cursor, newest first: where to look for the fork point.
+SELECT num, hash FROM chain_blocks WHERE chain = $1 AND num <= $2 ORDER BY num DESC LIMIT $3;
+
+-- name: evm_forget_blocks
+DELETE FROM chain_blocks WHERE chain = $1 AND num > $2;
+
+-- name: evm_confirmed_ids
+-- Observed payments deep enough to credit whose block is still the one in the
+-- canonical window (a block we no longer hold a hash for was verified when the
+-- follower walked past it, at depth >= confirmations).
+SELECT p.id FROM payments p
+WHERE p.chain = $1 AND p.state = 'observed' AND p.block_number <= $2
+  AND NOT EXISTS (SELECT 1 FROM chain_blocks b
+                  WHERE b.chain = p.chain AND b.num = p.block_number
+                    AND b.hash IS DISTINCT FROM p.block_hash)
+ORDER BY p.id;
+
+-- name: evm_payments_above
+-- Payments in blocks above a fork point, by state: what a reorg takes away.
+SELECT id, state, block_number, block_hash FROM payments
+WHERE chain = $1 AND block_number > $2 AND state IN ('observed', 'credited', 'claimed');
+
+-- name: evm_record_credited
+-- Transfers already `confirmations` deep in blocks this step verified: written
+-- straight as credited, which spares rewriting every row of a large backfill.
+-- A row seen before as observed or orphaned is credited at this (canonical)
+-- place; credited rows are never touched. Returns the rows credited here.
+INSERT INTO payments AS p (chain, tx_hash, log_index, block_number, block_hash, block_time,
+                           token, from_address, to_address, amount, state, credited_at)
+SELECT $1, t.tx_hash, t.log_index, t.block_number, t.block_hash, t.block_time,
+       $2, t.from_address, t.to_address, t.amount, 'credited', now()
+FROM unnest($3::text[], $4::int[], $5::bigint[], $6::text[], $7::timestamptz[], $8::text[],
+            $9::text[], $10::numeric[])
+     AS t (tx_hash, log_index, block_number, block_hash, block_time, from_address, to_address,
+           amount)
+ON CONFLICT (chain, tx_hash, log_index) DO UPDATE
+    SET state = 'credited', credited_at = now(), block_number = excluded.block_number,
+        block_hash = excluded.block_hash, block_time = excluded.block_time, reason = NULL,
+        orphaned_at = NULL, updated_at = now()
+    WHERE p.state IN ('observed', 'orphaned')
+RETURNING p.id, p.amount, p.block_number;
+
 -- ---------------------------------------------------------------- ops (leader election)
 
 -- name: try_leader_lock

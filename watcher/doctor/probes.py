@@ -156,7 +156,7 @@ async def solana_endpoint(
 ) -> list[Check]:
     """Reachable, the right cluster for the mint, finalized head fresh, latency."""
     name = f"solana {redact_url(url)}"
-    pool = rpc.RpcPool("solana", [url], timeout=seconds, transport=transport)
+    pool = rpc.RpcPool("solana", [url], timeout=seconds, transport=transport, kind="solana")
     try:
         started = time.monotonic()
         genesis = await pool.request("getGenesisHash")
@@ -188,7 +188,9 @@ async def solana_accounts(
     chain: SolanaChain, seconds: float, transport: httpx.AsyncBaseTransport | None
 ) -> list[Check]:
     """The mint exists with 6 decimals; the owner's associated token account exists."""
-    pool = rpc.RpcPool("solana", chain.rpc_urls, timeout=seconds, transport=transport)
+    pool = rpc.RpcPool(
+        "solana", chain.rpc_urls, timeout=seconds, transport=transport, kind="solana"
+    )
     try:
         mint = await _parsed_account(pool, chain.usdc_mint)
         rows = [_mint_row(chain.usdc_mint, mint)]

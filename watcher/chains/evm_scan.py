@@ -1,0 +1,148 @@
+"""What one converge step fetched, and the logs -> ledger rows conversion (the hot path)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+import asyncpg
+
+from watcher import db, errors, ledger, metrics
+from watcher.chains.evm_logs import Header, parse_transfer
+from watcher.settings import USDC_UNIT, EvmChain
+
+
+class Matcher(Protocol):
+    """Who we are on this chain (the follower satisfies it)."""
+
+    chain: EvmChain
+    receivers: frozenset[str]
+    min_units: int
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Everything one step writes in its transaction."""
+
+    frm: int
+    to: int
+    to_hash: str
+    head: int
+    headers: Sequence[Header]
+    transfers: list[ledger.Transfer]
+    seen_at: float  # monotonic time the head that allowed this step was seen
+    deep: int  # transfers in blocks up to this one are confirmed (credit them)
+
+    def block_columns(self) -> tuple[list[int], list[str], list[str], list[datetime]]:
+        hs = self.headers
+        return (
+            [h.number for h in hs],
+            [h.hash for h in hs],
+            [h.parent_hash for h in hs],
+            [h.time for h in hs],
+        )
+
+
+def to_transfers(
+    m: Matcher,
+    logs: Sequence[Mapping[str, Any]],
+    frm: int,
+    to: int,
+    hashes: Mapping[int, str],
+    headers: Mapping[int, Header],
+) -> list[ledger.Transfer]:
+    """Our USDC transfers among ``logs`` (already filtered by the node, checked again here).
+
+    Raises ``RpcResponseError`` when the answer contradicts what we asked for
+    (a log outside the range, pending, or from a block hash other than the one
+    we verified): the step is retried rather than trusting a confused node.
+    """
+    usdc, receivers, min_units, name = m.chain.usdc, m.receivers, m.min_units, m.chain.name
+    out: list[ledger.Transfer] = []
+    for lg in logs:
+        raw = parse_transfer(lg)
+        if raw is None:
+            continue  # NFT-style (4 topics), malformed or removed: never a payment
+        n, block_hash = raw.block_number, raw.block_hash
+        if n is None or block_hash is None or not frm <= n <= to:
+            raise errors.RpcResponseError(f"{name}: eth_getLogs answered a log outside {frm}-{to}")
+        expected = hashes.get(n)
+        if expected is not None and expected != block_hash:
+            raise errors.RpcResponseError(f"{name}: log of block {n} from another branch")
+        if raw.token != usdc or raw.to_address not in receivers or raw.amount <= 0:
+            continue
+        below = raw.amount < min_units
+        header = headers.get(n)
+        out.append(
+            ledger.Transfer(
+                chain=name,
+                tx_hash=raw.tx_hash,
+                log_index=raw.log_index,
+                block_number=n,
+                block_hash=block_hash,
+                token=usdc,
+                to_address=raw.to_address,
+                amount=raw.amount,
+                from_address=raw.from_address,
+                block_time=raw.block_time or (header.time if header else None),
+                state="below_minimum" if below else "observed",
+                reason=f"below the minimum payment of {_usd(min_units)} USDC" if below else None,
+            )
+        )
+    return out
+
+
+def _usd(units: int) -> str:
+    whole, frac = divmod(units, USDC_UNIT)
+    return f"{whole}.{frac:06d}".rstrip("0").rstrip(".") if frac else str(whole)
+
+
+async def record_credited(
+    conn: db.Connection, chain: EvmChain, transfers: Sequence[ledger.Transfer]
+) -> list[asyncpg.Record]:
+    """Insert transfers that are already deep enough straight as credited."""
+    if not transfers:
+        return []
+    rows = await conn.fetch(
+        db.q("evm_record_credited"),
+        chain.name,
+        chain.usdc,
+        [t.tx_hash for t in transfers],
+        [t.log_index for t in transfers],
+        [t.block_number for t in transfers],
+        [t.block_hash for t in transfers],
+        [t.block_time for t in transfers],
+        [t.from_address for t in transfers],
+        [t.to_address for t in transfers],
+        [t.amount for t in transfers],
+    )
+    if rows:
+        metrics.PAYMENTS.labels(chain.name, "credited").inc(len(rows))
+        metrics.CREDITED_BASE_UNITS.labels(chain.name).inc(sum(int(r["amount"]) for r in rows))
+    return rows
+
+
+async def commit(
+    conn: db.Connection, chain: EvmChain, batch: Batch, *, keep_blocks: int
+) -> list[asyncpg.Record]:
+    """One step's writes, inside the caller's transaction; returns the rows credited.
+
+    Transfers in blocks up to ``batch.deep`` are confirmed and were verified in
+    this very step, so they are written as credited at once; the others are
+    recorded as observed and credited by a later step once deep enough.
+    """
+    deep = batch.deep
+    now: list[ledger.Transfer] = []
+    later: list[ledger.Transfer] = []
+    for t in batch.transfers:
+        (now if t.state == "observed" and t.block_number <= deep else later).append(t)
+    await ledger.record(conn, later)
+    credited = await record_credited(conn, chain, now)
+    await conn.execute(db.q("evm_upsert_blocks"), chain.name, *batch.block_columns())
+    await conn.execute(db.q("evm_prune_blocks"), chain.name, batch.to - keep_blocks)
+    await ledger.set_cursor(conn, chain.name, batch.to, batch.to_hash, head=batch.head)
+    rows = await conn.fetch(db.q("evm_confirmed_ids"), chain.name, deep)
+    credited += await ledger.credit(conn, [r["id"] for r in rows])
+    return credited
