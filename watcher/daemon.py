@@ -37,6 +37,7 @@ from watcher.settings import Settings
 log = structlog.get_logger(__name__)
 
 GRACE_SECONDS = 8.0
+READY_WARN_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -229,18 +230,24 @@ async def _systemd(notifier: sdnotify.Notifier, chains: list[str], stop: asyncio
         return
     interval = notifier.watchdog_interval()
     ready = False
-    last_ping = 0.0
+    last_check = 0.0
+    began = time.monotonic()
     while not stop.is_set():
+        now = time.monotonic()
         if not ready and progress.all_started(chains):
             ready = notifier.ready(f"following {', '.join(chains) or 'no chain'}")
-        now = time.monotonic()
+        elif not ready and now - began > READY_WARN_SECONDS:
+            began = now  # once a minute: systemd's TimeoutStartSec will stop us otherwise
+            silent = [c for c in chains if progress.last_beat(c) is None]
+            log.warning("ready_withheld", reason="no first step yet", chains=silent)
         # A follower silent for a whole watchdog period is stuck: stop pinging, let systemd act.
-        if ready and interval and now - last_ping >= interval:
+        if ready and interval and now - last_check >= interval:
+            last_check = now
             if progress.all_beating(chains, within=2 * interval, now=now):
                 notifier.watchdog()
-                last_ping = now
             else:
-                log.warning("watchdog_withheld", reason="a follower made no progress")
+                stuck = [c for c in chains if not progress.all_beating([c], 2 * interval, now)]
+                log.warning("watchdog_withheld", reason="no progress", chains=stuck)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(min(interval or 0.5, 0.5)):
                 await stop.wait()

@@ -206,3 +206,12 @@ async def test_a_clean_production_config_is_ready(
     assert report.ready(rows, settings)
     assert "score" in report.render(rows, settings)
     assert not report.ready(rows, settings.model_copy(update={"watcher_env": "development"}))
+
+
+def test_unreadable_values_are_reported_not_crashed_on(tmp_path: Path) -> None:
+    result = _doctor_cli(tmp_path, "--json", WATCHER_API_PORT="eighty", X402_BASE_CHAIN_ID="x")
+    assert result.returncode == 1, result.stderr
+    rows = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
+    assert rows["WATCHER_API_PORT"]["status"] == "fail"
+    assert rows["X402_BASE_CHAIN_ID"]["status"] == "fail"
+    assert "Traceback" not in result.stderr
