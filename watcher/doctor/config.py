@@ -106,6 +106,8 @@ def _raw(s: Settings, name: str) -> str | None:
 def _evm_checks(s: Settings, chain: cfg.EvmChainName) -> list[Check]:
     p, up = f"x402_{chain}_", f"X402_{chain.upper()}_"
     view = s.evm_chain(chain)
+    if _raw(s, p + "payment_address") is None and _raw(s, p + "rpc_url") is None:
+        return [_chain_off(chain)]
     rows = [_receiver_check(s, p + "payment_address", f"{chain} payments are not watched")]
     rows.append(_rpc_url_check(s, p + "rpc_url", view.enabled))
     usdc = str(getattr(s, p + "usdc_address"))
@@ -147,6 +149,17 @@ def _evm_checks(s: Settings, chain: cfg.EvmChainName) -> list[Check]:
     return rows
 
 
+def _chain_off(chain: str) -> Check:
+    up = f"X402_{chain.upper()}_"
+    return Check(
+        "settings",
+        up + "*",
+        "warn",
+        f"{chain} off (no receiving address, no RPC URL)",
+        f"to accept payments on {chain}, set {up}PAYMENT_ADDRESS and {up}RPC_URL",
+    )
+
+
 def _receiver_check(s: Settings, name: str, disabled: str) -> Check:
     raw = _raw(s, name)
     if raw is None:
@@ -178,6 +191,8 @@ def _rpc_url_check(s: Settings, name: str, enabled: bool) -> Check:
 
 def _solana_checks(s: Settings) -> list[Check]:
     view = s.solana
+    if _raw(s, "x402_solana_payment_address") is None and _raw(s, "x402_solana_rpc_url") is None:
+        return [_chain_off("solana")]
     rows = [_receiver_check(s, "x402_solana_payment_address", "Solana payments are not watched")]
     rows.append(_rpc_url_check(s, "x402_solana_rpc_url", view.enabled))
     mint = s.x402_solana_usdc_mint
