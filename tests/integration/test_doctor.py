@@ -215,3 +215,20 @@ def test_unreadable_values_are_reported_not_crashed_on(tmp_path: Path) -> None:
     assert rows["WATCHER_API_PORT"]["status"] == "fail"
     assert rows["X402_BASE_CHAIN_ID"]["status"] == "fail"
     assert "Traceback" not in result.stderr
+
+
+async def test_websocket_endpoints_are_probed(anvil: Anvil) -> None:
+    dead = f"ws://127.0.0.1:{free_port()}"
+    settings = _settings(
+        x402_base_rpc_url=anvil.url,
+        x402_base_ws_url=f"{anvil.ws_url},{dead}",
+        x402_base_chain_id=31337,
+    )
+    rows = await _examine(settings, seconds=3.0)
+    good = _row(rows, f"base ws://127.0.0.1:{anvil.port}")
+    assert good.status == "ok" and good.value.startswith("websocket ok")
+    bad = _row(rows, f"base {dead}")
+    assert bad.status == "fail" and bad.value.startswith("websocket")
+    wrong = await _examine(settings.model_copy(update={"x402_base_chain_id": 8453}), seconds=3.0)
+    row = _row(wrong, f"base ws://127.0.0.1:{anvil.port}")
+    assert row.status == "fail" and row.value == "websocket serves chain 31337, expected 8453"

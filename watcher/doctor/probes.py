@@ -9,6 +9,7 @@ endpoint is judged on its own); ``transport`` is the test seam.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable
 from typing import Any
@@ -16,6 +17,8 @@ from typing import Any
 import asyncpg
 import httpx
 import structlog
+import websockets
+from websockets.asyncio.client import connect
 
 from watcher import db, errors, rpc
 from watcher.doctor.config import CANONICAL_CHAIN_ID
@@ -146,6 +149,29 @@ async def evm_usdc(
         fix = f"USDC has 6 decimals: {var} points at another token"
         return [Check("contracts", name, "fail", f"{chain.usdc}: decimals() = {decimals}", fix)]
     return [Check("contracts", name, "ok", f"{chain.usdc}: contract, 6 decimals")]
+
+
+async def ws_endpoint(chain: str, url: str, chain_id: int | None, seconds: float) -> list[Check]:
+    """The websocket endpoint accepts a connection and answers a JSON-RPC call on it."""
+    name = f"{chain} {redact_url(url)}"
+    method = "eth_chainId" if chain_id is not None else "getVersion"
+    started = time.monotonic()
+    try:
+        async with connect(url, open_timeout=seconds, close_timeout=1) as ws:
+            await ws.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": []}))
+            answer = json.loads(await ws.recv())
+    except (OSError, ValueError, websockets.WebSocketException) as exc:
+        fix = "heads arrive by polling meanwhile (slower); check the ws URL and its key"
+        return [Check("rpc", name, "fail", f"websocket: {_short(exc)}", fix)]
+    latency = time.monotonic() - started
+    result = answer.get("result") if isinstance(answer, dict) else None
+    if result is None:
+        return [Check("rpc", name, "fail", f"websocket: no {method} answer", "")]
+    if chain_id is not None and int(result, 16) != chain_id:
+        value = f"websocket serves chain {int(result, 16)}, expected {chain_id}"
+        return [Check("rpc", name, "fail", value, "use a websocket URL of the same chain")]
+    status, fix = _latency_status(latency)
+    return [Check("rpc", name, status, f"websocket ok, {latency * 1000:.0f} ms", fix)]
 
 
 # ---- Solana ------------------------------------------------------------------------------------
