@@ -27,6 +27,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
+import asyncpg
 import structlog
 import uvicorn
 from prometheus_client import start_http_server
@@ -38,6 +39,8 @@ log = structlog.get_logger(__name__)
 
 GRACE_SECONDS = 8.0
 READY_WARN_SECONDS = 60.0
+DB_CHECK_SECONDS = 15.0
+DB_CHECK_TIMEOUT_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -185,7 +188,11 @@ async def run(
                 systemd_notify=notifier.enabled,
             )
             tasks = [elected(f, dsn) for f in built]
-            crashed = await _run_tasks(tasks, server, stop, notifier)
+            health = asyncio.create_task(db_health(pool, stop), name="db-health")
+            try:
+                crashed = await _run_tasks(tasks, server, stop, notifier)
+            finally:
+                health.cancel()
     finally:
         metrics.UP.set(0)
         if metrics_server is not None:
@@ -222,6 +229,22 @@ async def _run_tasks(
     for f in followers:
         metrics.FOLLOWER_RUNNING.labels(chain=f.chain).set(0)
     return any(not t.cancelled() and t.exception() is not None for t in done)
+
+
+async def db_health(pool: db.Pool, stop: asyncio.Event, every: float = DB_CHECK_SECONDS) -> None:
+    """Keep ``watcher_db_up`` true to the database's state (the DatabaseDown alert reads it)."""
+    while not stop.is_set():
+        try:
+            async with asyncio.timeout(DB_CHECK_TIMEOUT_SECONDS):
+                await pool.fetchval(db.q("ping"))
+            up = 1
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            up = 0
+            log.warning("db_check_failed", error=type(exc).__name__)
+        metrics.DB_UP.set(up)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(every):
+                await stop.wait()
 
 
 async def _systemd(notifier: sdnotify.Notifier, chains: list[str], stop: asyncio.Event) -> None:

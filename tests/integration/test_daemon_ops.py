@@ -24,6 +24,7 @@ from prometheus_client import REGISTRY
 from tests.anvil import Anvil, Token, free_port
 from tests.evmkit import payments
 from tests.integration.test_daemon import _env
+from tests.pg import SessionPostgres
 from watcher import daemon, db, leader, progress
 from watcher.settings import Settings
 
@@ -230,3 +231,28 @@ async def test_systemd_ready_watchdog_only_while_progressing_then_stopping(
     # Pings continue at most for the 2-interval grace after the last beat, then stop.
     assert phases["stuck"].count("WATCHDOG=1") <= 3
     assert _drain(notify_socket)[-1:] == ["STOPPING=1"]
+
+
+async def test_db_health_reports_a_database_that_went_away(postgres: SessionPostgres) -> None:
+    dsn = await postgres.clone()
+    pool = await db.create_pool(dsn, min_size=1, max_size=2)
+    stop = asyncio.Event()
+    checker = asyncio.create_task(daemon.db_health(pool, stop, every=0.1))
+    try:
+
+        def db_up() -> float | None:
+            return REGISTRY.get_sample_value("watcher_db_up")
+
+        deadline = time.monotonic() + 10
+        while db_up() != 1.0:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        await postgres.drop(dsn)  # the server forgets the database: every check fails now
+        deadline = time.monotonic() + 20
+        while db_up() != 0.0:
+            assert time.monotonic() < deadline, "watcher_db_up stayed 1"
+            await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await asyncio.wait_for(checker, 10)
+        pool.terminate()
