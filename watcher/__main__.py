@@ -94,7 +94,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_api)
     p = sub.add_parser("migrate", help="apply pending database migrations and exit")
     p.set_defaults(func=_cmd_migrate)
-    _add_explain(sub)
     p = sub.add_parser(
         "doctor",
         help="production-readiness report: settings, RPC, contracts, database, Stripe "
@@ -104,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--timeout", type=float, default=5.0, help="seconds per check (default 5)", metavar="S"
     )
+    _add_explain(sub)
     return parser
 
 

@@ -27,6 +27,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
+import asyncpg
 import structlog
 import uvicorn
 from prometheus_client import start_http_server
@@ -37,6 +38,9 @@ from watcher.settings import Settings
 log = structlog.get_logger(__name__)
 
 GRACE_SECONDS = 8.0
+READY_WARN_SECONDS = 60.0
+DB_CHECK_SECONDS = 15.0
+DB_CHECK_TIMEOUT_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -185,7 +189,11 @@ async def run(
                 systemd_notify=notifier.enabled,
             )
             tasks = [elected(f, dsn) for f in built]
-            crashed = await _run_tasks(tasks, server, stop, notifier)
+            health = asyncio.create_task(db_health(pool, stop), name="db-health")
+            try:
+                crashed = await _run_tasks(tasks, server, stop, notifier)
+            finally:
+                health.cancel()
     finally:
         metrics.UP.set(0)
         if metrics_server is not None:
@@ -224,24 +232,46 @@ async def _run_tasks(
     return any(not t.cancelled() and t.exception() is not None for t in done)
 
 
+async def db_health(pool: db.Pool, stop: asyncio.Event, every: float = DB_CHECK_SECONDS) -> None:
+    """Keep ``watcher_db_up`` true to the database's state (the DatabaseDown alert reads it)."""
+    while not stop.is_set():
+        try:
+            async with asyncio.timeout(DB_CHECK_TIMEOUT_SECONDS):
+                await pool.fetchval(db.q("ping"))
+            up = 1
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            up = 0
+            log.warning("db_check_failed", error=type(exc).__name__)
+        metrics.DB_UP.set(up)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(every):
+                await stop.wait()
+
+
 async def _systemd(notifier: sdnotify.Notifier, chains: list[str], stop: asyncio.Event) -> None:
     """READY=1 once every follower made its first step; WATCHDOG=1 while they all keep beating."""
     if not notifier.enabled:
         return
     interval = notifier.watchdog_interval()
     ready = False
-    last_ping = 0.0
+    last_check = 0.0
+    began = time.monotonic()
     while not stop.is_set():
+        now = time.monotonic()
         if not ready and progress.all_started(chains):
             ready = notifier.ready(f"following {', '.join(chains) or 'no chain'}")
-        now = time.monotonic()
+        elif not ready and now - began > READY_WARN_SECONDS:
+            began = now  # once a minute: systemd's TimeoutStartSec will stop us otherwise
+            silent = [c for c in chains if progress.last_beat(c) is None]
+            log.warning("ready_withheld", reason="no first step yet", chains=silent)
         # A follower silent for a whole watchdog period is stuck: stop pinging, let systemd act.
-        if ready and interval and now - last_ping >= interval:
+        if ready and interval and now - last_check >= interval:
+            last_check = now
             if progress.all_beating(chains, within=2 * interval, now=now):
                 notifier.watchdog()
-                last_ping = now
             else:
-                log.warning("watchdog_withheld", reason="a follower made no progress")
+                stuck = [c for c in chains if not progress.all_beating([c], 2 * interval, now)]
+                log.warning("watchdog_withheld", reason="no progress", chains=stuck)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(min(interval or 0.5, 0.5)):
                 await stop.wait()

@@ -40,6 +40,7 @@ log = structlog.get_logger(__name__)
 
 POLL_SECONDS = 1.0
 CONNECT_TIMEOUT_SECONDS = 5.0
+MAX_RETRY_SECONDS = 10.0
 
 FollowerRun = Callable[[asyncio.Event], Awaitable[None]]
 
@@ -72,14 +73,18 @@ async def lead(
     """
     key = lock_key(chain)
     metrics.FOLLOWER_RUNNING.labels(chain=chain).set(0)
+    failures = 0
     try:
         while not stop.is_set():
             try:
                 conn = await _connect(dsn, chain)
             except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("leader_connect_failed", chain=chain, error=str(exc))
-                await _sleep(stop, poll)
+                failures += 1
+                log.warning("leader_connect_failed", chain=chain, error=str(exc), attempt=failures)
+                # The database is down for everyone: back off instead of hammering it.
+                await _sleep(stop, min(poll * 2 ** min(failures - 1, 6), MAX_RETRY_SECONDS))
                 continue
+            failures = 0
             try:
                 finished = await _hold_and_run(chain, run, conn, key, stop, poll)
             finally:

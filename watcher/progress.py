@@ -63,12 +63,16 @@ class BackfillProgress:
     def __post_init__(self) -> None:
         self._last_log = self.started
 
-    def advance(self, blocks: int, transfers: int = 0, *, now: float | None = None) -> bool:
-        """Count a processed range; logs (and returns True) when ``interval`` has passed."""
+    def advance(
+        self, blocks: int, transfers: int = 0, *, now: float | None = None, final: bool = False
+    ) -> bool:
+        """Count a processed range; logs (and returns True) when ``interval`` has passed,
+        when the target is reached, or on the ``final`` range."""
         self.done_blocks += blocks
         self.transfers += transfers
         now = time.monotonic() if now is None else now
-        if now - self._last_log < self.interval and self.done_blocks < self.total:
+        due = now - self._last_log >= self.interval
+        if not (due or final or self.done_blocks >= self.total):
             return False
         self._last_log = now
         log.info("backfill_progress", chain=self.chain, **self.figures(now))

@@ -625,6 +625,26 @@ RETURNING id;
 UPDATE subscriber_keys SET revoked_at = now(), revoked_reason = $2
 WHERE id = $1 AND revoked_at IS NULL;
 
+-- name: evm_record_credited
+-- Transfers already `confirmations` deep in blocks this step verified: written
+-- straight as credited, which spares rewriting every row of a large backfill.
+-- A row seen before as observed or orphaned is credited at this (canonical)
+-- place; credited rows are never touched. Returns the rows credited here.
+INSERT INTO payments AS p (chain, tx_hash, log_index, block_number, block_hash, block_time,
+                           token, from_address, to_address, amount, state, credited_at)
+SELECT $1, t.tx_hash, t.log_index, t.block_number, t.block_hash, t.block_time,
+       $2, t.from_address, t.to_address, t.amount, 'credited', now()
+FROM unnest($3::text[], $4::int[], $5::bigint[], $6::text[], $7::timestamptz[], $8::text[],
+            $9::text[], $10::numeric[])
+     AS t (tx_hash, log_index, block_number, block_hash, block_time, from_address, to_address,
+           amount)
+ON CONFLICT (chain, tx_hash, log_index) DO UPDATE
+    SET state = 'credited', credited_at = now(), block_number = excluded.block_number,
+        block_hash = excluded.block_hash, block_time = excluded.block_time, reason = NULL,
+        orphaned_at = NULL, updated_at = now()
+    WHERE p.state IN ('observed', 'orphaned')
+RETURNING p.id, p.amount, p.block_number;
+
 -- ---------------------------------------------------------------- ops (leader election)
 
 -- name: try_leader_lock
@@ -650,22 +670,3 @@ WHERE l.locktype = 'advisory' AND l.granted
 -- name: server_version
 SHOW server_version;
 
--- name: evm_record_credited
--- Transfers already `confirmations` deep in blocks this step verified: written
--- straight as credited, which spares rewriting every row of a large backfill.
--- A row seen before as observed or orphaned is credited at this (canonical)
--- place; credited rows are never touched. Returns the rows credited here.
-INSERT INTO payments AS p (chain, tx_hash, log_index, block_number, block_hash, block_time,
-                           token, from_address, to_address, amount, state, credited_at)
-SELECT $1, t.tx_hash, t.log_index, t.block_number, t.block_hash, t.block_time,
-       $2, t.from_address, t.to_address, t.amount, 'credited', now()
-FROM unnest($3::text[], $4::int[], $5::bigint[], $6::text[], $7::timestamptz[], $8::text[],
-            $9::text[], $10::numeric[])
-     AS t (tx_hash, log_index, block_number, block_hash, block_time, from_address, to_address,
-           amount)
-ON CONFLICT (chain, tx_hash, log_index) DO UPDATE
-    SET state = 'credited', credited_at = now(), block_number = excluded.block_number,
-        block_hash = excluded.block_hash, block_time = excluded.block_time, reason = NULL,
-        orphaned_at = NULL, updated_at = now()
-    WHERE p.state IN ('observed', 'orphaned')
-RETURNING p.id, p.amount, p.block_number;

@@ -34,17 +34,26 @@ def _run(*argv: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=60)
 
 
-@pytest.fixture
-def unit(tmp_path: Path) -> Path:
+def _installable(tmp_path: Path, name: str) -> Path:
     """The unit with ExecStart pointing at this checkout's watcher (verify checks it exists)."""
-    text = (DEPLOY / "watcher.service").read_text()
+    text = (DEPLOY / name).read_text()
     assert "/opt/usdc-watcher/.venv/bin/watcher" in text
-    path = tmp_path / "usdc-watcher.service"
+    path = tmp_path / name
     path.write_text(text.replace("/opt/usdc-watcher/.venv/bin/watcher", str(WATCHER_BIN)))
     return path
 
 
-def test_systemd_unit_verifies_and_is_hardened(unit: Path) -> None:
+@pytest.fixture
+def unit(tmp_path: Path) -> Path:
+    return _installable(tmp_path, "watcher.service")
+
+
+@pytest.mark.parametrize(
+    ("name", "command"),
+    [("watcher.service", "run --no-api"), ("watcher-api.service", "api")],
+)
+def test_systemd_units_verify_and_are_hardened(tmp_path: Path, name: str, command: str) -> None:
+    unit = _installable(tmp_path, name)
     verify = _run(_tool("systemd-analyze"), "verify", str(unit))
     assert verify.returncode == 0, verify.stderr
     assert verify.stderr.strip() == "", verify.stderr
@@ -56,6 +65,7 @@ def test_systemd_unit_verifies_and_is_hardened(unit: Path) -> None:
     settings = dict(
         line.split("=", 1) for line in unit.read_text().splitlines() if re.match(r"^\w+=", line)
     )
+    assert settings["ExecStart"] == f"{WATCHER_BIN} {command}"
     assert settings["Type"] == "notify"
     assert settings["ProtectSystem"] == "strict"
     assert settings["NoNewPrivileges"] == "yes"

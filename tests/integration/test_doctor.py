@@ -206,3 +206,29 @@ async def test_a_clean_production_config_is_ready(
     assert report.ready(rows, settings)
     assert "score" in report.render(rows, settings)
     assert not report.ready(rows, settings.model_copy(update={"watcher_env": "development"}))
+
+
+def test_unreadable_values_are_reported_not_crashed_on(tmp_path: Path) -> None:
+    result = _doctor_cli(tmp_path, "--json", WATCHER_API_PORT="eighty", X402_BASE_CHAIN_ID="x")
+    assert result.returncode == 1, result.stderr
+    rows = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
+    assert rows["WATCHER_API_PORT"]["status"] == "fail"
+    assert rows["X402_BASE_CHAIN_ID"]["status"] == "fail"
+    assert "Traceback" not in result.stderr
+
+
+async def test_websocket_endpoints_are_probed(anvil: Anvil) -> None:
+    dead = f"ws://127.0.0.1:{free_port()}"
+    settings = _settings(
+        x402_base_rpc_url=anvil.url,
+        x402_base_ws_url=f"{anvil.ws_url},{dead}",
+        x402_base_chain_id=31337,
+    )
+    rows = await _examine(settings, seconds=3.0)
+    good = _row(rows, f"base ws://127.0.0.1:{anvil.port}")
+    assert good.status == "ok" and good.value.startswith("websocket ok")
+    bad = _row(rows, f"base {dead}")
+    assert bad.status == "fail" and bad.value.startswith("websocket")
+    wrong = await _examine(settings.model_copy(update={"x402_base_chain_id": 8453}), seconds=3.0)
+    row = _row(wrong, f"base ws://127.0.0.1:{anvil.port}")
+    assert row.status == "fail" and row.value == "websocket serves chain 31337, expected 8453"

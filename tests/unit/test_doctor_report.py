@@ -45,6 +45,7 @@ def test_settings_problems_become_failing_rows_with_fixes() -> None:
         x402_admin_key="abcabcabcabcabcabcabc",
         x402_base_confirmations=2,
         x402_solana_commitment="confirmed",
+        x402_solana_rpc_url="https://sol.example",
     )
     rows = {r.name: r for r in config.settings_checks(s)}
     addr = rows["X402_BASE_PAYMENT_ADDRESS"]
@@ -57,6 +58,32 @@ def test_settings_problems_become_failing_rows_with_fixes() -> None:
 
 
 def test_a_look_alike_usdc_on_mainnet_fails() -> None:
-    s = Settings(_env_file=None, x402_base_usdc_address="0x" + "12" * 20)
+    s = Settings(
+        _env_file=None,
+        x402_base_usdc_address="0x" + "12" * 20,
+        x402_base_rpc_url="https://b.example",
+    )
     row = {r.name: r for r in config.settings_checks(s)}["X402_BASE_USDC_ADDRESS"]
     assert row.status == "fail" and "look-alike" in row.fix
+
+
+def test_a_chain_left_unconfigured_is_one_warning() -> None:
+    rows = [r for r in config.settings_checks(Settings(_env_file=None)) if "ETHEREUM" in r.name]
+    assert [(r.name, r.status) for r in rows] == [("X402_ETHEREUM_*", "warn")]
+    assert "X402_ETHEREUM_PAYMENT_ADDRESS and X402_ETHEREUM_RPC_URL" in rows[0].fix
+
+
+def test_receiving_without_rpc_fails_and_plain_http_to_a_remote_host_warns() -> None:
+    s = Settings(
+        _env_file=None,
+        x402_base_payment_address="0x" + "ab" * 20,
+        x402_ethereum_rpc_url="http://eth.example.com/v2/KEY,https://eth2.example.com",
+    )
+    rows = {r.name: r for r in config.settings_checks(s)}
+    assert rows["X402_BASE_RPC_URL"].status == "fail"
+    eth = rows["X402_ETHEREUM_RPC_URL"]
+    assert eth.status == "warn" and "use https" in eth.fix
+    assert "KEY" not in eth.value
+    local = Settings(_env_file=None, x402_base_rpc_url="http://127.0.0.1:8545,http://localhost:1")
+    row = {r.name: r for r in config.settings_checks(local)}["X402_BASE_RPC_URL"]
+    assert row.status == "ok"

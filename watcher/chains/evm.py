@@ -33,7 +33,7 @@ from typing import Any
 
 import structlog
 
-from watcher import db, errors, ledger, metrics, rpc
+from watcher import db, errors, ledger, metrics, progress, rpc
 from watcher.chains import evm_reorg, evm_scan
 from watcher.chains.evm_heads import HeadSubscription
 from watcher.chains.evm_logs import TRANSFER_TOPIC, BloomFilter, Header, parse_header, topic_for
@@ -61,6 +61,7 @@ class Options:
     max_backoff: float = 5.0
     use_bloom: bool = True
     ws: bool = True
+    progress_interval: float = 10.0  # seconds between backfill_progress logs
 
 
 @dataclass
@@ -104,6 +105,7 @@ class EvmFollower:
         self.heads = HeadSubscription(chain.name, chain.ws_urls, self._saw_head)
         self.heads.on_connect = self._ws_connected
         self._ahead: tuple[int, asyncio.Task[Batch]] | None = None  # prefetched next range
+        self._backfill: progress.BackfillProgress | None = None  # while far behind the head
 
     # ---- main loop -------------------------------------------------------------------
 
@@ -123,6 +125,7 @@ class EvmFollower:
                 try:
                     more = await self.step()
                     failures = 0
+                    progress.beat(self.name)  # feeds READY=1 and the systemd watchdog
                 except errors.RpcError as exc:
                     failures += 1
                     log.warning("step_failed", error=str(exc), attempt=failures)
@@ -336,11 +339,26 @@ class EvmFollower:
             credited = await evm_scan.commit(conn, self.chain, batch, keep_blocks=2 * self.window)
         self.state.cursor = ledger.Cursor(batch.to, batch.to_hash, batch.head)
         self._gauges(batch.head, batch.to)
+        self._report_backfill(batch)
         if credited:
             delay = time.monotonic() - batch.seen_at
             for _ in range(len({r["block_number"] for r in credited})):  # once per block
                 metrics.CREDIT_DELAY.labels(self.name).observe(delay)
             log.info("credited", payments=len(credited), cursor=batch.to)
+
+    def _report_backfill(self, batch: Batch) -> None:
+        """While beyond the confirmation window: blocks/s, transfers/s and ETA at intervals."""
+        if batch.head - batch.to <= self.window:
+            if self._backfill is not None:
+                self._backfill.advance(batch.to - batch.frm + 1, len(batch.transfers), final=True)
+            self._backfill = None  # caught up: the next backfill starts a new report
+            return
+        if self._backfill is None:
+            self._backfill = progress.BackfillProgress(
+                self.name, batch.frm, batch.head, interval=self.opt.progress_interval
+            )
+        self._backfill.target = batch.head  # the head moves on while we catch up
+        self._backfill.advance(batch.to - batch.frm + 1, len(batch.transfers))
 
     async def _load_cursor(self) -> None:
         async with self.pool.acquire() as conn:

@@ -42,7 +42,7 @@ import structlog
 from solders.pubkey import Pubkey
 from solders.token.associated import get_associated_token_address
 
-from watcher import db, errors, ledger, metrics, rpc
+from watcher import db, errors, ledger, metrics, progress, rpc
 from watcher.chains import solana_history, solana_tx, solana_ws
 from watcher.settings import Settings, SolanaChain
 
@@ -363,6 +363,7 @@ class SolanaFollower:
                     backoff = min(10.0, backoff * 2)
                     continue
                 backoff = 0.5
+                progress.beat(CHAIN)  # feeds READY=1 and the systemd watchdog
                 if stats.credited or stats.observed or stats.orphaned:
                     log.info("solana_pass", **vars(stats))
                 if burst:

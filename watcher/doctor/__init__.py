@@ -45,6 +45,9 @@ async def examine(
         for url in chain.rpc_urls:
             name = f"{chain.name} {redact_url(url)}"
             add("rpc", name, probes.evm_endpoint(chain, url, seconds, transport))
+        for url in chain.ws_urls:
+            name = f"{chain.name} {redact_url(url)}"
+            add("rpc", name, probes.ws_endpoint(chain.name, url, chain.chain_id, seconds))
         if chain.rpc_urls:
             name = f"{chain.name} USDC contract"
             add("contracts", name, probes.evm_usdc(chain, seconds, transport))
@@ -55,6 +58,9 @@ async def examine(
             f"solana {redact_url(url)}",
             probes.solana_endpoint(sol, url, seconds, transport),
         )
+    for url in sol.ws_urls:
+        name = f"solana {redact_url(url)}"
+        add("rpc", name, probes.ws_endpoint("solana", url, None, seconds))
     if sol.rpc_urls:
         add("contracts", "solana USDC mint", probes.solana_accounts(sol, seconds, transport))
     # The embedded server may need initdb on a cold start: give it longer.

@@ -106,8 +106,10 @@ def _raw(s: Settings, name: str) -> str | None:
 def _evm_checks(s: Settings, chain: cfg.EvmChainName) -> list[Check]:
     p, up = f"x402_{chain}_", f"X402_{chain.upper()}_"
     view = s.evm_chain(chain)
+    if _raw(s, p + "payment_address") is None and _raw(s, p + "rpc_url") is None:
+        return [_chain_off(chain)]
     rows = [_receiver_check(s, p + "payment_address", f"{chain} payments are not watched")]
-    rows.append(_rpc_url_check(s, p + "rpc_url", view.enabled))
+    rows.append(_rpc_url_check(s, p + "rpc_url", bool(view.receivers)))
     usdc = str(getattr(s, p + "usdc_address"))
     canonical = cfg.CANONICAL_USDC[chain]
     on_mainnet = view.chain_id == CANONICAL_CHAIN_ID[chain]
@@ -147,6 +149,17 @@ def _evm_checks(s: Settings, chain: cfg.EvmChainName) -> list[Check]:
     return rows
 
 
+def _chain_off(chain: str) -> Check:
+    up = f"X402_{chain.upper()}_"
+    return Check(
+        "settings",
+        up + "*",
+        "warn",
+        f"{chain} off (no receiving address, no RPC URL)",
+        f"to accept payments on {chain}, set {up}PAYMENT_ADDRESS and {up}RPC_URL",
+    )
+
+
 def _receiver_check(s: Settings, name: str, disabled: str) -> Check:
     raw = _raw(s, name)
     if raw is None:
@@ -156,15 +169,26 @@ def _receiver_check(s: Settings, name: str, disabled: str) -> Check:
     return Check("settings", name.upper(), "ok", raw)
 
 
-def _rpc_url_check(s: Settings, name: str, enabled: bool) -> Check:
+def _rpc_url_check(s: Settings, name: str, receiving: bool) -> Check:
     raw = _raw(s, name)
     if raw is None:
-        status: Status = "fail" if enabled else "warn"
+        # A receiving address without an RPC URL: payers pay, nothing is credited.
+        status: Status = "fail" if receiving else "warn"
         return Check("settings", name.upper(), status, "unset", "set one or more RPC URLs")
     if cfg.is_placeholder(raw):
         return Check("settings", name.upper(), "fail", "placeholder", "set your provider's URL")
     urls = [u.strip() for u in raw.split(",") if u.strip()]
     shown = ", ".join(cfg.redact_url(u) for u in urls)
+    plain = [u for u in urls if _plain_remote(u)]
+    if plain:
+        return Check(
+            "settings",
+            name.upper(),
+            "warn",
+            shown,
+            "plain http to a remote host: anyone on the path can read the API key and alter "
+            "answers; use https",
+        )
     if len(urls) == 1:
         return Check(
             "settings",
@@ -176,10 +200,20 @@ def _rpc_url_check(s: Settings, name: str, enabled: bool) -> Check:
     return Check("settings", name.upper(), "ok", shown)
 
 
+def _plain_remote(url: str) -> bool:
+    parts = urlsplit(url)
+    local = parts.hostname in ("localhost", "127.0.0.1", "::1") or str(parts.hostname).endswith(
+        ".internal"
+    )
+    return parts.scheme in ("http", "ws") and not local
+
+
 def _solana_checks(s: Settings) -> list[Check]:
     view = s.solana
+    if _raw(s, "x402_solana_payment_address") is None and _raw(s, "x402_solana_rpc_url") is None:
+        return [_chain_off("solana")]
     rows = [_receiver_check(s, "x402_solana_payment_address", "Solana payments are not watched")]
-    rows.append(_rpc_url_check(s, "x402_solana_rpc_url", view.enabled))
+    rows.append(_rpc_url_check(s, "x402_solana_rpc_url", view.owner is not None))
     mint = s.x402_solana_usdc_mint
     if mint != cfg.CANONICAL_USDC["solana"]:
         rows.append(

@@ -9,6 +9,7 @@ endpoint is judged on its own); ``transport`` is the test seam.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable
 from typing import Any
@@ -16,6 +17,8 @@ from typing import Any
 import asyncpg
 import httpx
 import structlog
+import websockets
+from websockets.asyncio.client import connect
 
 from watcher import db, errors, rpc
 from watcher.doctor.config import CANONICAL_CHAIN_ID
@@ -148,6 +151,29 @@ async def evm_usdc(
     return [Check("contracts", name, "ok", f"{chain.usdc}: contract, 6 decimals")]
 
 
+async def ws_endpoint(chain: str, url: str, chain_id: int | None, seconds: float) -> list[Check]:
+    """The websocket endpoint accepts a connection and answers a JSON-RPC call on it."""
+    name = f"{chain} {redact_url(url)}"
+    method = "eth_chainId" if chain_id is not None else "getVersion"
+    started = time.monotonic()
+    try:
+        async with connect(url, open_timeout=seconds, close_timeout=1) as ws:
+            await ws.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": []}))
+            answer = json.loads(await ws.recv())
+    except (OSError, ValueError, websockets.WebSocketException) as exc:
+        fix = "heads arrive by polling meanwhile (slower); check the ws URL and its key"
+        return [Check("rpc", name, "fail", f"websocket: {_short(exc)}", fix)]
+    latency = time.monotonic() - started
+    result = answer.get("result") if isinstance(answer, dict) else None
+    if result is None:
+        return [Check("rpc", name, "fail", f"websocket: no {method} answer", "")]
+    if chain_id is not None and int(result, 16) != chain_id:
+        value = f"websocket serves chain {int(result, 16)}, expected {chain_id}"
+        return [Check("rpc", name, "fail", value, "use a websocket URL of the same chain")]
+    status, fix = _latency_status(latency)
+    return [Check("rpc", name, status, f"websocket ok, {latency * 1000:.0f} ms", fix)]
+
+
 # ---- Solana ------------------------------------------------------------------------------------
 
 
@@ -156,7 +182,7 @@ async def solana_endpoint(
 ) -> list[Check]:
     """Reachable, the right cluster for the mint, finalized head fresh, latency."""
     name = f"solana {redact_url(url)}"
-    pool = rpc.RpcPool("solana", [url], kind="solana", timeout=seconds, transport=transport)
+    pool = rpc.RpcPool("solana", [url], timeout=seconds, transport=transport, kind="solana")
     try:
         started = time.monotonic()
         genesis = await pool.request("getGenesisHash")
@@ -189,7 +215,7 @@ async def solana_accounts(
 ) -> list[Check]:
     """The mint exists with 6 decimals; the owner's associated token account exists."""
     pool = rpc.RpcPool(
-        "solana", chain.rpc_urls, kind="solana", timeout=seconds, transport=transport
+        "solana", chain.rpc_urls, timeout=seconds, transport=transport, kind="solana"
     )
     try:
         mint = await _parsed_account(pool, chain.usdc_mint)
