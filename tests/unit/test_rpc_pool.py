@@ -126,6 +126,27 @@ async def test_an_endpoint_with_recent_failures_goes_behind_a_healthy_one(
     assert sample("watcher_rpc_endpoint_healthy", chain=pool.chain, endpoint="http://a") == 0
 
 
+async def test_a_slow_endpoint_goes_behind_a_fast_one(make_pool: PoolFactory) -> None:
+    async def slow(_body: Any) -> None:
+        await asyncio.sleep(0.06)  # answers, but above slow_latency
+
+    net = Network(a=Node(fault=slow), b=Node())
+    pool = make_pool(net, "a", "b", policy=replace(FAST, slow_latency=0.05))
+
+    for _ in range(3):
+        assert await pool.request("eth_chainId") == "0x2105"
+
+    assert net["a"].received == ["eth_chainId"]
+    assert net["b"].received == ["eth_chainId"] * 2
+    a = by_label(pool, "a")
+    assert not a.healthy and a.success_rate == 1.0 and (a.latency_p50 or 0) > 0.05
+
+
+def test_a_policy_out_of_range_is_refused() -> None:
+    with pytest.raises(ValueError, match="failure_threshold"):
+        Policy(failure_threshold=0)
+
+
 # ---- rate limits -------------------------------------------------------------------------
 
 
