@@ -509,6 +509,25 @@ async def test_a_head_going_backwards_through_request_demotes_the_endpoint(
     assert by_label(pool, "a").demoted is None
 
 
+async def test_a_follower_asking_only_for_latest_blocks_gets_laggards_demoted(
+    make_pool: PoolFactory,
+) -> None:
+    net = Network(a=Node(head=100), b=Node(head=120))
+    pool = make_pool(net, "a", "b")
+
+    first = await pool.request("eth_getBlockByNumber", ["latest", False])
+    for _ in range(200):  # the background probe round: bounded wait, 2 s at most
+        if by_label(pool, "a").demoted:
+            break
+        await asyncio.sleep(0.01)
+    second = await pool.request("eth_getBlockByNumber", ["latest", False])
+
+    assert first["number"] == "0x64"  # a answered first: configured order
+    assert second["number"] == "0x78"  # then a was found lagging, b took over
+    assert by_label(pool, "a").demoted == "head 100 is 20 behind the best endpoint (120)"
+    assert net["b"].methods("eth_blockNumber") == 1  # one probe, no more
+
+
 async def test_a_demoted_endpoint_still_serves_when_no_trusted_one_is_up(
     make_pool: PoolFactory,
 ) -> None:

@@ -16,21 +16,24 @@ backwards, are *demoted*: they serve nothing while a trusted endpoint exists.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal, TypeVar
 
 import httpx
+import structlog
 import tenacity
 
 from watcher import errors, settings
 from watcher.rpc import send, wire
 from watcher.rpc.endpoint import Circuit, Endpoint, EndpointStatus, Policy
 
+log = structlog.get_logger("watcher.rpc")
 T = TypeVar("T")
 Op = Callable[[Endpoint, "_Budget"], Awaitable[T]]
-HEAD_METHODS = frozenset({"eth_blockNumber", "getSlot"})
+HEAD_METHODS = frozenset({"eth_blockNumber", "eth_getBlockByNumber", "getSlot"})
 DEFAULT_HEAD_LAG = {"evm": 5, "solana": 50}
 _MIN_SEND = 0.005  # seconds: less left than this and a send could only time out
 
@@ -95,6 +98,7 @@ class RpcPool:
             transport=transport,
         )
         self._next_probe = 0.0
+        self._probe_task: asyncio.Task[dict[Endpoint, int]] | None = None
         # backoff, 2x, 4x ... capped, plus up to one backoff of jitter so callers spread out.
         self._backoff = tenacity.wait_exponential(
             multiplier=policy.backoff, max=policy.backoff_max
@@ -125,6 +129,11 @@ class RpcPool:
         )
 
     async def aclose(self) -> None:
+        """Stop a background head probe, then close the connections."""
+        if self._probe_task is not None and not self._probe_task.done():
+            self._probe_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe_task
         await self._send.aclose()
 
     # ---- public calls ---------------------------------------------------------------
@@ -382,12 +391,8 @@ class RpcPool:
             ep.sick = None
 
     def _observe(self, ep: Endpoint, method: str, params: list[Any], result: Any) -> None:
-        """Record a head passing through; ``getSlot`` only at the pool's own commitment."""
-        if method == "getSlot":
-            opts = params[0] if params and isinstance(params[0], dict) else {}
-            if opts.get("commitment", "finalized") != self.commitment:
-                return
-        head = wire.as_head(result, method)
+        """Record a head passing through; judge it against the heads seen elsewhere."""
+        head = wire.passing_head(method, params, result, self.commitment)
         if head is None:
             return
         ep.note_head(head, time.monotonic())
@@ -397,6 +402,21 @@ class RpcPool:
             if e is not ep and e.refused is None and e.head is not None
         ]
         self._judge(ep, max(others, default=None))
+        self._probe_soon()
+
+    def _probe_soon(self) -> None:
+        """Followers ask one endpoint for heads; look at the others in the background."""
+        live = sum(e.refused is None for e in self.endpoints)
+        busy = self._probe_task is not None and not self._probe_task.done()
+        if live > 1 and not busy and time.monotonic() >= self._next_probe:
+            self._probe_task = asyncio.create_task(
+                self._probe_round(None), name=f"rpc-probe-{self.chain}"
+            )
+            self._probe_task.add_done_callback(self._probe_done)
+
+    def _probe_done(self, task: asyncio.Task[dict[Endpoint, int]]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("rpc_head_probe_failed", chain=self.chain, error=repr(task.exception()))
 
     def _judge(self, ep: Endpoint, best: int | None) -> None:
         """Demote ``ep`` if its last head went backwards or lags ``best``; else trust it."""

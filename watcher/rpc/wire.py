@@ -271,6 +271,22 @@ def as_head(value: Any, method: str) -> int | None:
     return None
 
 
+def passing_head(method: str, params: Sequence[Any], result: Any, commitment: str) -> int | None:
+    """The head an answer reveals: ``eth_blockNumber``, ``eth_getBlockByNumber("latest")``,
+    or ``getSlot`` at ``commitment`` (Solana's default commitment is finalized)."""
+    if method == "eth_blockNumber":
+        return as_head(result, method)
+    if method == "eth_getBlockByNumber":
+        latest = bool(params) and params[0] == "latest" and isinstance(result, Mapping)
+        return as_head(result.get("number"), method) if latest else None
+    if method == "getSlot":
+        opts = params[0] if params and isinstance(params[0], Mapping) else {}
+        return (
+            as_head(result, method) if opts.get("commitment", "finalized") == commitment else None
+        )
+    return None
+
+
 def labels(urls: Sequence[str]) -> list[str]:
     """Redacted endpoint labels, made unique (two keys on one provider host stay apart)."""
     out: list[str] = []
