@@ -208,35 +208,15 @@ def decode_batch(
     resp: httpx.Response, methods: Mapping[int, str], order: Sequence[int], label: str
 ) -> list[Any]:
     """Results of a batch in request order; the first error object raises its typed error."""
-    name = "batch"
-    problem = _http_problem(resp, label, name)
+    problem = _http_problem(resp, label, "batch")
     if problem is not None:
         raise problem
     data = _json_or_none(resp)
     if isinstance(data, Mapping) or (resp.status_code >= 400 and data is not None):
-        err = data.get("error") if isinstance(data, Mapping) else None
-        if err is not None:
-            typed = _error_of(name, err, label)
-            if is_transient(typed):
-                raise typed  # rate limited or unhealthy: not a verdict on batching
-        message = str(err.get("message", "")) if isinstance(err, Mapping) else str(data)
-        raise BatchRejected(
-            f"{label}: batch refused: {message}",
-            endpoint=label,
-            too_large=bool(_BATCH_TOO_LARGE.search(message)),
-        )
+        raise _whole_batch_error(data, label)
     if resp.status_code >= 400:
         raise errors.RpcTransportError(f"{label}: HTTP {resp.status_code}", endpoint=label)
-    if not isinstance(data, list):
-        raise errors.RpcTransportError(f"{label}: batch answer is not a list", endpoint=label)
-    by_id: dict[int, Mapping[str, Any]] = {}
-    for item in data:
-        if isinstance(item, Mapping) and isinstance(item.get("id"), int):
-            by_id[item["id"]] = item
-    if set(by_id) != set(order):
-        raise errors.RpcTransportError(
-            f"{label}: batch answer has {len(by_id)} of {len(order)} ids", endpoint=label
-        )
+    by_id = _items_by_id(data, order, label)
     rejected = [by_id[i]["error"] for i in order if by_id[i].get("error") is not None]
     if rejected and all(_refuses_batching(e) for e in rejected):
         raise BatchRejected(
@@ -251,6 +231,35 @@ def decode_batch(
             raise errors.RpcTransportError(f"{label}: batch item {i} has no result", endpoint=label)
         out.append(item["result"])
     return out
+
+
+def _whole_batch_error(data: object, label: str) -> errors.RpcError:
+    """One error answering a whole batch: a rate limit, or a refusal of (big) batches."""
+    err = data.get("error") if isinstance(data, Mapping) else None
+    if err is not None:
+        typed = _error_of("batch", err, label)
+        if is_transient(typed):
+            return typed  # rate limited or unhealthy: not a verdict on batching
+    message = str(err.get("message", "")) if isinstance(err, Mapping) else str(data)
+    return BatchRejected(
+        f"{label}: batch refused: {message}",
+        endpoint=label,
+        too_large=bool(_BATCH_TOO_LARGE.search(message)),
+    )
+
+
+def _items_by_id(data: object, order: Sequence[int], label: str) -> dict[int, Mapping[str, Any]]:
+    if not isinstance(data, list):
+        raise errors.RpcTransportError(f"{label}: batch answer is not a list", endpoint=label)
+    by_id: dict[int, Mapping[str, Any]] = {}
+    for item in data:
+        if isinstance(item, Mapping) and isinstance(item.get("id"), int):
+            by_id[item["id"]] = item
+    if set(by_id) != set(order):
+        raise errors.RpcTransportError(
+            f"{label}: batch answer has {len(by_id)} of {len(order)} ids", endpoint=label
+        )
+    return by_id
 
 
 def _refuses_batching(err: object) -> bool:
