@@ -215,6 +215,33 @@ async def test_invalid_params_sent_with_http_400_is_still_the_nodes_answer(
     assert net["b"].received == []
 
 
+async def test_a_revert_behind_a_gateway_answering_http_500_is_still_an_answer(
+    make_pool: Pools,
+) -> None:
+    def gateway(b: Any) -> httpx.Response:
+        err = {"code": 3, "message": "execution reverted", "data": "0x08c379a0"}
+        return httpx.Response(500, json={"jsonrpc": "2.0", "id": b["id"], "error": err})
+
+    net = Network(a=Node(fault=gateway), b=Node())
+    pool = make_pool(net, "a", "b")
+
+    with pytest.raises(errors.RpcResponseError) as caught:
+        await pool.request("eth_call", [{}, "latest"])
+    assert caught.value.code == 3 and caught.value.data == "0x08c379a0"
+    assert net["b"].received == []
+
+    def overloaded(b: Any) -> httpx.Response:
+        err = {"code": -32603, "message": "internal error"}
+        return httpx.Response(500, json={"jsonrpc": "2.0", "id": b["id"], "error": err})
+
+    net["a"].fault = overloaded  # not a verdict on the request: another endpoint may answer
+    assert await pool.request("eth_call", [{}, "latest"]) == {
+        "method": "eth_call",
+        "params": [{}, "latest"],
+    }
+    assert net["b"].received == ["eth_call"]
+
+
 async def test_range_too_large_is_raised_at_once_with_the_suggested_range(
     make_pool: Pools,
 ) -> None:

@@ -45,6 +45,9 @@ _RETRY_HINT = re.compile(
 # Solana nodes answer -32005 "Node is behind by N slots" / "Node is unhealthy": another
 # node can answer, so it is a transport-class failure, not the node's verdict.
 _NODE_UNHEALTHY = re.compile(r"node is (behind|unhealthy)", re.IGNORECASE)
+# Codes that are the node's verdict on the request itself, whatever the HTTP status:
+# execution reverted, parse error, invalid request, method not found, invalid params.
+_VERDICT_CODES = {3, -32700, -32600, -32601, -32602}
 # A whole batch refused because it is too big, rather than because batches are unsupported.
 _BATCH_TOO_LARGE = re.compile(r"(too large|too many|exceed|limit)", re.IGNORECASE)
 
@@ -172,7 +175,17 @@ def _http_problem(resp: httpx.Response, label: str, method: str) -> errors.RpcEr
     if status == 413 and method == "eth_getLogs":
         return errors.RangeTooLarge(f"{label}: HTTP 413", endpoint=label, code=413)
     if status >= 500:
-        return errors.RpcTransportError(f"{label}: HTTP {status}", endpoint=label)
+        verdict = _verdict_in(resp, method, label)
+        return verdict or errors.RpcTransportError(f"{label}: HTTP {status}", endpoint=label)
+    return None
+
+
+def _verdict_in(resp: httpx.Response, method: str, label: str) -> errors.RpcError | None:
+    """A definite JSON-RPC answer (revert, bad params) that a gateway sent with HTTP 5xx."""
+    payload = _json_or_none(resp)
+    err = payload.get("error") if isinstance(payload, Mapping) else None
+    if isinstance(err, Mapping) and err.get("code") in _VERDICT_CODES:
+        return _error_of(method, err, label)
     return None
 
 
