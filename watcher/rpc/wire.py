@@ -32,9 +32,11 @@ RANGE_ERROR_CODES = {-32005, -32602, -32614}
 
 # Rate-limit wording (Infura -32005 "request rate exceeded", Alchemy 429 "compute units
 # per second", QuickNode -32007 "request limit reached", Ankr "retry in 10s").
+# Kept narrow on purpose: Alchemy's eth_getLogs range refusal says "size exceeded ... You
+# can make eth_getLogs requests with up to a 2K block range", which is no rate limit.
 _RATE_PATTERNS = re.compile(
     r"(rate.?limit|request rate|rate exceeded|too many requests|request limit reached|"
-    r"compute units per second|capacity|throttl|exceeded .*requests)",
+    r"compute units per second|throttl|request count exceeded)",
     re.IGNORECASE,
 )
 _RATE_CODES = {429, -32007, -32029, -32090}
