@@ -273,6 +273,17 @@ async def test_solana_pool_checks_the_genesis_hash_and_reads_slots_at_its_commit
     assert net["b"].params[-1] == [{"commitment": "confirmed"}]
 
 
+async def test_a_solana_pool_built_as_evm_tracks_no_slots_as_blocks(make_pool: Pools) -> None:
+    net = Network(a=Node(head=5_000), b=Node(head=5_010))
+    pool = make_pool(net, "a", "b")  # kind defaults to "evm"
+
+    await pool.request("getSlot", [{"commitment": "finalized"}])
+    await pool.request("getSlot", [{"commitment": "finalized"}])
+
+    assert [s.head for s in pool.status()] == [None, None]
+    assert net["b"].received == []  # no probe round with eth_blockNumber on Solana nodes
+
+
 async def test_an_unhealthy_solana_node_is_demoted(make_pool: Pools) -> None:
     net = Network(a=Node(healthy=False, head=5_000), b=Node(head=5_000))
     pool = make_pool(net, "a", "b", kind="solana")

@@ -70,7 +70,7 @@ class Heads:
 
     def observe(self, ep: Endpoint, method: str, params: Sequence[Any], result: Any) -> None:
         """Record a head passing through the pool; judge it against the heads seen elsewhere."""
-        head = wire.passing_head(method, params, result, self.commitment)
+        head = wire.passing_head(method, params, result, kind=self.kind, commitment=self.commitment)
         if head is None:
             return
         ep.note_head(head, time.monotonic())

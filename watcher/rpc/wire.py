@@ -295,20 +295,30 @@ def as_head(value: Any, method: str) -> int | None:
     return None
 
 
-def passing_head(method: str, params: Sequence[Any], result: Any, commitment: str) -> int | None:
+def passing_head(
+    method: str, params: Sequence[Any], result: Any, *, kind: str, commitment: str
+) -> int | None:
     """The head an answer reveals: ``eth_blockNumber``, ``eth_getBlockByNumber("latest")``,
-    or ``getSlot`` at ``commitment`` (Solana's default commitment is finalized)."""
+    or ``getSlot`` at ``commitment`` (Solana's default commitment is finalized).
+
+    Only methods of the pool's ``kind`` count: a Solana pool built without
+    ``kind="solana"`` then tracks no heads at all rather than judging slots by
+    block rules (5 "blocks" of lag is 2 s on Solana).
+    """
+    if kind == "solana":
+        return _slot_head(params, result, commitment) if method == "getSlot" else None
     if method == "eth_blockNumber":
         return as_head(result, method)
     if method == "eth_getBlockByNumber":
         latest = bool(params) and params[0] == "latest" and isinstance(result, Mapping)
         return as_head(result.get("number"), method) if latest else None
-    if method == "getSlot":
-        opts = params[0] if params and isinstance(params[0], Mapping) else {}
-        return (
-            as_head(result, method) if opts.get("commitment", "finalized") == commitment else None
-        )
     return None
+
+
+def _slot_head(params: Sequence[Any], result: Any, commitment: str) -> int | None:
+    opts = params[0] if params and isinstance(params[0], Mapping) else {}
+    at_ours = opts.get("commitment", "finalized") == commitment
+    return as_head(result, "getSlot") if at_ours else None
 
 
 def labels(urls: Sequence[str]) -> list[str]:
