@@ -11,11 +11,12 @@ Transfers (four topics) and anything malformed are not transfers at all.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from eth_utils.crypto import keccak
 
@@ -28,9 +29,11 @@ _ADDRESS_TOPIC = re.compile(r"0x0{24}[0-9a-f]{40}")
 Verdict = Literal["credit", "not_ours", "wrong_token", "zero_value", "below_minimum", "failed_tx"]
 
 
-@dataclass(frozen=True, slots=True)
-class RawTransfer:
-    """One ERC-20 Transfer log, addresses and hashes lowercase, amount in base units."""
+class RawTransfer(NamedTuple):
+    """One ERC-20 Transfer log, addresses and hashes lowercase, amount in base units.
+
+    A named tuple, not a dataclass: the follower builds one per log.
+    """
 
     tx_hash: str
     log_index: int
@@ -99,10 +102,16 @@ def parse_transfer(log: Mapping[str, Any]) -> RawTransfer | None:
             from_address="0x" + src[26:],
             to_address="0x" + dst[26:],
             amount=int(data, 16),
-            block_time=datetime.fromtimestamp(int(stamp, 16), UTC) if stamp else None,
+            block_time=_block_time(stamp) if stamp else None,
         )
     except (KeyError, TypeError, ValueError, AttributeError):
         return None
+
+
+@functools.lru_cache(maxsize=1024)
+def _block_time(stamp: str) -> datetime:
+    # Thousands of logs share a block: parse its timestamp once.
+    return datetime.fromtimestamp(int(stamp, 16), UTC)
 
 
 def verdict(
