@@ -304,7 +304,7 @@ class EvmFollower:
                 self.state.headers.clear()  # headers from two branches: ask again
                 raise errors.RpcResponseError(f"block {h.number} does not link to {h.number - 1}")
             prev = h.hash
-        wanted = [h for h in headers if not self.opt.use_bloom or self.bloom.may_match(h.bloom)]
+        wanted = [h for h in headers if not h.empty and self._may_match(h)]
         answers = await self.rpc.batch([self._logs_call({"blockHash": h.hash}) for h in wanted])
         logs = [lg for answer in answers for lg in _log_list(answer, self.name)]
         self._adapt(len(logs), to - frm + 1)
@@ -312,6 +312,9 @@ class EvmFollower:
         transfers = to_transfers(self, logs, frm, to, hashes, by_number)
         deep = to - self.chain.confirmations + 1  # depth below the last block linked here
         return Batch(frm, to, headers[-1].hash, head, headers, transfers, self._seen(), deep)
+
+    def _may_match(self, h: Header) -> bool:
+        return not self.opt.use_bloom or self.bloom.may_match(h.bloom)
 
     def _seen(self) -> float:
         return self.state.head_seen_at or time.monotonic()

@@ -21,6 +21,7 @@ from typing import Any, Literal, NamedTuple
 from eth_utils.crypto import keccak
 
 TRANSFER_TOPIC = "0x" + keccak(text="Transfer(address,address,uint256)").hex()
+EMPTY_TRIE_ROOT = "0x56e81f171bcc55a6ff8345e692c0f86e5b48e01b996cadc001622fb5e363b421"
 _PAD = "0x" + "0" * 24  # the 12 zero bytes in front of an address in a topic
 _HEX = {n: re.compile(f"0x[0-9a-f]{{{n - 2}}}") for n in (42, 66, 514)}
 # A 32-byte topic holding an address: 12 zero bytes, then the 20 address bytes.
@@ -55,6 +56,12 @@ class Header:
     parent_hash: str
     timestamp: int
     bloom: str | None
+    tx_root: str | None = None
+
+    @property
+    def empty(self) -> bool:
+        """No transactions, hence no logs (the root of an empty trie): nothing to ask for."""
+        return self.tx_root == EMPTY_TRIE_ROOT
 
     @property
     def time(self) -> datetime:
@@ -146,6 +153,7 @@ def parse_header(obj: Mapping[str, Any]) -> Header:
             parent_hash=str(obj["parentHash"]).lower(),
             timestamp=int(obj["timestamp"], 16),
             bloom=str(bloom).lower() if bloom else None,
+            tx_root=str(obj.get("transactionsRoot") or "").lower() or None,
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ValueError(f"not a block header: {exc!r}") from exc
