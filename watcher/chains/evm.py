@@ -99,6 +99,7 @@ class EvmFollower:
         self.bloom = BloomFilter(chain.usdc, self.receivers)
         self.window = chain.confirmations + self.opt.window_margin
         self.range = self.opt.initial_range
+        self.range_ceiling = self.opt.max_range  # lowered by the provider's refusals
         self.state = _State()
         self.wake = asyncio.Event()
         self.heads = HeadSubscription(chain.name, chain.ws_urls, self._saw_head)
@@ -323,13 +324,14 @@ class EvmFollower:
         if n_logs > self.opt.target_logs:
             self.range = max(1, span * self.opt.target_logs // n_logs)
         elif n_logs < self.opt.target_logs // 2 and span >= self.range:
-            self.range = min(self.opt.max_range, self.range * 2)
+            self.range = min(self.range_ceiling, self.range * 2)
 
     def _shrink(self, exc: errors.RangeTooLarge, span: int) -> None:
         if exc.suggested is not None and exc.suggested[1] >= exc.suggested[0]:
             self.range = max(1, min(span - 1, exc.suggested[1] - exc.suggested[0] + 1))
         else:
             self.range = max(1, span // 2)
+        self.range_ceiling = min(self.range_ceiling, max(self.range, span - 1))
         log.info("log_range_shrunk", blocks=self.range, error=str(exc)[:200])
 
     # ---- the transaction -----------------------------------------------------------------
