@@ -131,6 +131,10 @@ def _split(value: str | None) -> tuple[str, ...]:
 
 
 def default_data_dir() -> Path:
+    """Per-user data dir; /var/lib for root, since the embedded PostgreSQL runs as a separate
+    system user when started by root and must be able to reach its data (a root home is 0700)."""
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        return Path("/var/lib/usdc-watcher")
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "usdc-watcher"
 

@@ -1,0 +1,42 @@
+"""The `watcher` command line as an operator meets it: help, bad configuration."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.unit.test_settings import PLACEHOLDERS
+
+
+def test_help_lists_the_commands() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "watcher", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0
+    for command in ("run", "api", "migrate"):
+        assert command in proc.stdout
+
+
+def test_cli_exits_2_and_starts_nothing_on_bad_production_config(tmp_path: Path) -> None:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("X402_", "STRIPE_", "WATCHER_")) and k != "DATABASE_URL"
+    }
+    env.update(PLACEHOLDERS)
+    env["WATCHER_ENV"] = "production"
+    env["WATCHER_DATA_DIR"] = str(tmp_path / "data")
+    proc = subprocess.run(
+        [sys.executable, "-m", "watcher", "run"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    for name in PLACEHOLDERS:
+        assert name in proc.stderr
+    assert not (tmp_path / "data").exists()  # nothing started, not even the database
