@@ -11,11 +11,27 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from prometheus_client import REGISTRY
+
+from watcher.rpc import EndpointStatus, Policy, RpcPool
+
+# Small numbers so breakers, windows and deadlines play out in a test's time.
+FAST = Policy(
+    timeout=0.2,
+    deadline=3.0,
+    max_attempts=3,
+    backoff=0.01,
+    backoff_max=0.05,
+    failure_threshold=2,
+    cooldown=0.2,
+    head_probe_interval=3600.0,
+)
 
 Fault = Callable[[Any], "httpx.Response | Awaitable[httpx.Response] | None"]
 
@@ -47,6 +63,8 @@ class Node:
             return self.genesis
         if method == "getHealth":
             return "ok"
+        if method == "eth_getBlockByNumber" and params and params[0] == "latest":
+            return {"number": hex(self.head), "hash": f"0x{self.head:064x}"}
         return {"method": method, "params": params}
 
     def answer(self, item: dict[str, Any]) -> dict[str, Any]:
@@ -137,3 +155,34 @@ def once(fault: Fault) -> Fault:
         return fault(body)
 
     return first
+
+
+class Pools:
+    """Makes pools over a network (URLs carry a fake key) and closes them all at the end.
+
+    Each maker has a chain label of its own, so metric samples never mix between tests.
+    """
+
+    def __init__(self) -> None:
+        self.chain = f"t{uuid.uuid4().hex[:8]}"
+        self.made: list[RpcPool] = []
+
+    def __call__(self, net: Network, *hosts: str, **kw: Any) -> RpcPool:
+        kw.setdefault("policy", FAST)
+        urls = [f"http://{h}/v2/SECRET-{h}" for h in hosts]
+        pool = RpcPool(self.chain, urls, transport=net.transport, **kw)
+        self.made.append(pool)
+        return pool
+
+    async def aclose(self) -> None:
+        for pool in self.made:
+            await pool.aclose()
+
+
+def sample(name: str, **labels: str) -> float | None:
+    """A metric's current value (None when that label set was never touched)."""
+    return REGISTRY.get_sample_value(name, labels)
+
+
+def by_label(pool: RpcPool, host: str) -> EndpointStatus:
+    return next(s for s in pool.status() if s.label == f"http://{host}")

@@ -73,6 +73,19 @@ def test_error_objects_are_classified(
     assert wire.is_transient(exc) == (kind in (errors.RpcRateLimited, errors.RpcTransportError))
 
 
+def test_alchemys_log_size_refusal_is_a_range_error_not_a_rate_limit() -> None:
+    text = (
+        "Log response size exceeded. You can make eth_getLogs requests with up to a 2K block "
+        "range and no limit on the response size, or you can request any block range with a "
+        "cap of 10K logs in the response. Based on your parameters, this block range should "
+        "work: [0x10, 0x2f]"
+    )
+    exc = classify_rpc_error("eth_getLogs", -32602, text, "http://node")
+    assert isinstance(exc, errors.RangeTooLarge) and exc.suggested == (16, 47)
+    limited = classify_rpc_error("eth_getLogs", -32005, "rate limit exceeded", "http://node")
+    assert isinstance(limited, errors.RpcRateLimited)
+
+
 def test_a_suggested_range_in_the_error_text_is_kept() -> None:
     exc = classify_rpc_error(
         "eth_getLogs",

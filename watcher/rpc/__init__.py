@@ -14,7 +14,9 @@ escapes this package::
     └── NoHealthyEndpoint   nothing answered within the request's deadline
 
 Modules: ``wire`` (bodies and answers, no I/O), ``endpoint`` (per-endpoint
-bookkeeping, no I/O), ``pool`` (the I/O, retries and rotation).
+bookkeeping, no I/O), ``send`` (one exchange with one endpoint), ``heads``
+(lag and backwards detection, probe rounds), ``pool`` (passes, retries,
+rotation). ``docs/rpc.md`` describes the behaviour for operators.
 """
 
 from __future__ import annotations

@@ -54,6 +54,13 @@ class Policy:
     head_probe_interval: float = 15.0  # head(): ask every endpoint this often
     max_batch: int = 100  # calls per JSON-RPC batch
 
+    def __post_init__(self) -> None:
+        positive = ("timeout", "deadline", "max_attempts", "failure_threshold", "window")
+        bad = [name for name in positive if getattr(self, name) <= 0]
+        bad += [n for n in ("backoff", "backoff_max", "cooldown") if getattr(self, n) < 0]
+        if bad or self.max_batch < 1 or not 0 <= self.min_success_rate <= 1:
+            raise ValueError(f"RPC policy out of range: {', '.join(bad) or 'batch/success'}")
+
 
 @dataclass(frozen=True)
 class EndpointStatus:

@@ -25,12 +25,12 @@ import httpx
 import tenacity
 
 from watcher import errors, settings
-from watcher.rpc import send, wire
+from watcher.rpc import heads, send, wire
 from watcher.rpc.endpoint import Circuit, Endpoint, EndpointStatus, Policy
 
 T = TypeVar("T")
 Op = Callable[[Endpoint, "_Budget"], Awaitable[T]]
-HEAD_METHODS = frozenset({"eth_blockNumber", "getSlot"})
+HEAD_METHODS = frozenset({"eth_blockNumber", "eth_getBlockByNumber", "getSlot"})
 DEFAULT_HEAD_LAG = {"evm": 5, "solana": 50}
 _MIN_SEND = 0.005  # seconds: less left than this and a send could only time out
 
@@ -79,9 +79,6 @@ class RpcPool:
         # JSON-RPC error codes that mean "this endpoint cannot answer now" rather than "no"
         # (Solana -32004/-32005/-32014/-32016: the node is behind): rotated like failures.
         self.rotate_codes = frozenset(rotate_codes)
-        self.max_head_lag = (
-            policy.max_head_lag if policy.max_head_lag is not None else DEFAULT_HEAD_LAG[kind]
-        )
         self.endpoints = [
             Endpoint(chain=chain, url=u, label=label, index=i, policy=policy)
             for i, (u, label) in enumerate(zip(urls, wire.labels(urls), strict=True))
@@ -94,7 +91,16 @@ class RpcPool:
             policy=policy,
             transport=transport,
         )
-        self._next_probe = 0.0
+        lag = policy.max_head_lag
+        self._heads = heads.Heads(
+            chain,
+            self.endpoints,
+            self._send,
+            kind=kind,
+            commitment=commitment,
+            max_lag=DEFAULT_HEAD_LAG[kind] if lag is None else lag,
+            policy=policy,
+        )
         # backoff, 2x, 4x ... capped, plus up to one backoff of jitter so callers spread out.
         self._backoff = tenacity.wait_exponential(
             multiplier=policy.backoff, max=policy.backoff_max
@@ -125,6 +131,8 @@ class RpcPool:
         )
 
     async def aclose(self) -> None:
+        """Stop a background head probe, then close the connections."""
+        await self._heads.aclose()
         await self._send.aclose()
 
     # ---- public calls ---------------------------------------------------------------
@@ -145,7 +153,7 @@ class RpcPool:
 
         result, ep = await self._run(method, op, deadline)
         if method in HEAD_METHODS:
-            self._observe(ep, method, args, result)
+            self._heads.observe(ep, method, args, result)
         return result
 
     async def batch(
@@ -166,7 +174,7 @@ class RpcPool:
         results, ep = await self._run("batch", op, deadline)
         for (method, params), result in zip(todo, results, strict=True):
             if method in HEAD_METHODS:
-                self._observe(ep, method, params, result)
+                self._heads.observe(ep, method, params, result)
         return results
 
     async def head(self, *, commitment: str | None = None, deadline: float | None = None) -> int:
@@ -176,13 +184,12 @@ class RpcPool:
         blocks up to it are there. Every ``head_probe_interval`` all endpoints are
         asked at once to find laggards.
         """
-        method, params = self._head_call(commitment)
-        live = sum(e.refused is None for e in self.endpoints)
-        if live > 1 and time.monotonic() >= self._next_probe:
-            heads = await self._probe_round(deadline)
+        method, params = self._heads.call(commitment)
+        if self._heads.probe_due():
+            seen = await self._heads.probe_round(self._deadline(deadline))
             top = self._preferred()
-            if top is not None and top in heads and params == self._head_call(None)[1]:
-                return heads[top]  # the round already asked the endpoint we would ask
+            if top is not None and top in seen and params == self._heads.call()[1]:
+                return seen[top]  # the round already asked the endpoint we would ask
 
         async def op(ep: Endpoint, budget: _Budget) -> Any:
             value = await self._send.call(ep, method, params, budget.deadline)
@@ -194,35 +201,23 @@ class RpcPool:
         for _ in self.endpoints:  # bounded: each turn can only demote the endpoint asked
             value, ep = await self._run(method, op, deadline)
             head = wire.as_head(value, method) or 0
-            self._observe(ep, method, params, value)
+            self._heads.observe(ep, method, params, value)
             if ep.demoted is None or not self._trusted_viable(time.monotonic()):
                 break
         return head
 
     async def probe_heads(self, *, deadline: float | None = None) -> dict[str, int]:
         """Ask every available endpoint for its head at once; demote laggards. Label -> head."""
-        return {ep.label: h for ep, h in (await self._probe_round(deadline)).items()}
+        seen = await self._heads.probe_round(self._deadline(deadline))
+        return {ep.label: h for ep, h in seen.items()}
 
     def status(self) -> list[EndpointStatus]:
         """A snapshot per endpoint: health, breaker, refusal, demotion, head, latency p50."""
         now = time.monotonic()
         return [ep.status(now) for ep in self.endpoints]
 
-    # ---- heads ------------------------------------------------------------------------
-
-    async def _probe_round(self, deadline: float | None) -> dict[Endpoint, int]:
-        budget = _Budget(time.monotonic() + (deadline or self.policy.deadline))
-        method, params = self._head_call(None)
-        now = time.monotonic()
-        self._next_probe = now + self.policy.head_probe_interval  # one round at a time
-        targets = [e for e in self.endpoints if e.available(now)]
-        answers = await asyncio.gather(*(self._probe(e, method, params, budget) for e in targets))
-        heads = {ep: h for ep, h in zip(targets, answers, strict=True) if h is not None}
-        best = max(heads.values(), default=None)
-        for ep, value in heads.items():
-            ep.note_head(value, time.monotonic())
-            self._judge(ep, best)
-        return heads
+    def _deadline(self, seconds: float | None) -> float:
+        return time.monotonic() + (seconds or self.policy.deadline)
 
     def _preferred(self) -> Endpoint | None:
         """The endpoint the next request would go to first, if any is free now."""
@@ -234,7 +229,7 @@ class RpcPool:
     # ---- passes and retries ---------------------------------------------------------
 
     async def _run(self, label: str, op: Op[T], deadline: float | None) -> tuple[T, Endpoint]:
-        budget = _Budget(time.monotonic() + (deadline or self.policy.deadline))
+        budget = _Budget(self._deadline(deadline))
         try:
             # Fast path: most requests succeed on the first pass; tenacity costs ~60 µs.
             return await self._pass(op, budget)
@@ -348,64 +343,3 @@ class RpcPool:
             f"{self.chain}: no RPC endpoint answered {label} after {budget.passes} pass(es): "
             f"{'; '.join(parts)}; last error: {last}"
         )
-
-    def _head_call(self, commitment: str | None) -> tuple[str, list[Any]]:
-        if self.kind == "evm":
-            return "eth_blockNumber", []
-        return "getSlot", [{"commitment": commitment or self.commitment}]
-
-    async def _probe(
-        self, ep: Endpoint, method: str, params: list[Any], budget: _Budget
-    ) -> int | None:
-        """One endpoint's head for a probe round; None when it cannot tell."""
-        if not ep.claim(time.monotonic()):
-            return None
-        try:
-            await self._send.verify(ep, budget.deadline)
-            value = wire.as_head(await self._send.call(ep, method, params, budget.deadline), method)
-            if self.kind == "solana":
-                await self._solana_health(ep, budget)
-            return value
-        except errors.RpcError:
-            return None  # already accounted; a probe never fails the caller
-        finally:
-            ep.release()
-
-    async def _solana_health(self, ep: Endpoint, budget: _Budget) -> None:
-        try:
-            await self._send.call(ep, "getHealth", [], budget.deadline)
-        except errors.RpcResponseError as exc:
-            ep.sick = f"getHealth: {exc}"
-        except errors.RpcTransportError as exc:  # "node is behind" is classified transient
-            ep.sick = f"getHealth: {exc}"
-        else:
-            ep.sick = None
-
-    def _observe(self, ep: Endpoint, method: str, params: list[Any], result: Any) -> None:
-        """Record a head passing through; ``getSlot`` only at the pool's own commitment."""
-        if method == "getSlot":
-            opts = params[0] if params and isinstance(params[0], dict) else {}
-            if opts.get("commitment", "finalized") != self.commitment:
-                return
-        head = wire.as_head(result, method)
-        if head is None:
-            return
-        ep.note_head(head, time.monotonic())
-        others = [
-            e.head
-            for e in self.endpoints
-            if e is not ep and e.refused is None and e.head is not None
-        ]
-        self._judge(ep, max(others, default=None))
-
-    def _judge(self, ep: Endpoint, best: int | None) -> None:
-        """Demote ``ep`` if its last head went backwards or lags ``best``; else trust it."""
-        assert ep.head is not None and ep.max_head is not None
-        if ep.head < ep.max_head:
-            ep.demote(f"head went backwards to {ep.head} after {ep.max_head}")
-        elif best is not None and best - ep.head > self.max_head_lag:
-            ep.demote(f"head {ep.head} is {best - ep.head} behind the best endpoint ({best})")
-        elif ep.sick is not None:
-            ep.demote(ep.sick)
-        else:
-            ep.promote()

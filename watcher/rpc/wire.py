@@ -32,9 +32,11 @@ RANGE_ERROR_CODES = {-32005, -32602, -32614}
 
 # Rate-limit wording (Infura -32005 "request rate exceeded", Alchemy 429 "compute units
 # per second", QuickNode -32007 "request limit reached", Ankr "retry in 10s").
+# Kept narrow on purpose: Alchemy's eth_getLogs range refusal says "size exceeded ... You
+# can make eth_getLogs requests with up to a 2K block range", which is no rate limit.
 _RATE_PATTERNS = re.compile(
     r"(rate.?limit|request rate|rate exceeded|too many requests|request limit reached|"
-    r"compute units per second|capacity|throttl|exceeded .*requests)",
+    r"compute units per second|throttl|request count exceeded)",
     re.IGNORECASE,
 )
 _RATE_CODES = {429, -32007, -32029, -32090}
@@ -45,6 +47,9 @@ _RETRY_HINT = re.compile(
 # Solana nodes answer -32005 "Node is behind by N slots" / "Node is unhealthy": another
 # node can answer, so it is a transport-class failure, not the node's verdict.
 _NODE_UNHEALTHY = re.compile(r"node is (behind|unhealthy)", re.IGNORECASE)
+# Codes that are the node's verdict on the request itself, whatever the HTTP status:
+# execution reverted, parse error, invalid request, method not found, invalid params.
+_VERDICT_CODES = {3, -32700, -32600, -32601, -32602}
 # A whole batch refused because it is too big, rather than because batches are unsupported.
 _BATCH_TOO_LARGE = re.compile(r"(too large|too many|exceed|limit)", re.IGNORECASE)
 
@@ -172,7 +177,17 @@ def _http_problem(resp: httpx.Response, label: str, method: str) -> errors.RpcEr
     if status == 413 and method == "eth_getLogs":
         return errors.RangeTooLarge(f"{label}: HTTP 413", endpoint=label, code=413)
     if status >= 500:
-        return errors.RpcTransportError(f"{label}: HTTP {status}", endpoint=label)
+        verdict = _verdict_in(resp, method, label)
+        return verdict or errors.RpcTransportError(f"{label}: HTTP {status}", endpoint=label)
+    return None
+
+
+def _verdict_in(resp: httpx.Response, method: str, label: str) -> errors.RpcError | None:
+    """A definite JSON-RPC answer (revert, bad params) that a gateway sent with HTTP 5xx."""
+    payload = _json_or_none(resp)
+    err = payload.get("error") if isinstance(payload, Mapping) else None
+    if isinstance(err, Mapping) and err.get("code") in _VERDICT_CODES:
+        return _error_of(method, err, label)
     return None
 
 
@@ -208,35 +223,15 @@ def decode_batch(
     resp: httpx.Response, methods: Mapping[int, str], order: Sequence[int], label: str
 ) -> list[Any]:
     """Results of a batch in request order; the first error object raises its typed error."""
-    name = "batch"
-    problem = _http_problem(resp, label, name)
+    problem = _http_problem(resp, label, "batch")
     if problem is not None:
         raise problem
     data = _json_or_none(resp)
     if isinstance(data, Mapping) or (resp.status_code >= 400 and data is not None):
-        err = data.get("error") if isinstance(data, Mapping) else None
-        if err is not None:
-            typed = _error_of(name, err, label)
-            if is_transient(typed):
-                raise typed  # rate limited or unhealthy: not a verdict on batching
-        message = str(err.get("message", "")) if isinstance(err, Mapping) else str(data)
-        raise BatchRejected(
-            f"{label}: batch refused: {message}",
-            endpoint=label,
-            too_large=bool(_BATCH_TOO_LARGE.search(message)),
-        )
+        raise _whole_batch_error(data, label)
     if resp.status_code >= 400:
         raise errors.RpcTransportError(f"{label}: HTTP {resp.status_code}", endpoint=label)
-    if not isinstance(data, list):
-        raise errors.RpcTransportError(f"{label}: batch answer is not a list", endpoint=label)
-    by_id: dict[int, Mapping[str, Any]] = {}
-    for item in data:
-        if isinstance(item, Mapping) and isinstance(item.get("id"), int):
-            by_id[item["id"]] = item
-    if set(by_id) != set(order):
-        raise errors.RpcTransportError(
-            f"{label}: batch answer has {len(by_id)} of {len(order)} ids", endpoint=label
-        )
+    by_id = _items_by_id(data, order, label)
     rejected = [by_id[i]["error"] for i in order if by_id[i].get("error") is not None]
     if rejected and all(_refuses_batching(e) for e in rejected):
         raise BatchRejected(
@@ -251,6 +246,35 @@ def decode_batch(
             raise errors.RpcTransportError(f"{label}: batch item {i} has no result", endpoint=label)
         out.append(item["result"])
     return out
+
+
+def _whole_batch_error(data: object, label: str) -> errors.RpcError:
+    """One error answering a whole batch: a rate limit, or a refusal of (big) batches."""
+    err = data.get("error") if isinstance(data, Mapping) else None
+    if err is not None:
+        typed = _error_of("batch", err, label)
+        if is_transient(typed):
+            return typed  # rate limited or unhealthy: not a verdict on batching
+    message = str(err.get("message", "")) if isinstance(err, Mapping) else str(data)
+    return BatchRejected(
+        f"{label}: batch refused: {message}",
+        endpoint=label,
+        too_large=bool(_BATCH_TOO_LARGE.search(message)),
+    )
+
+
+def _items_by_id(data: object, order: Sequence[int], label: str) -> dict[int, Mapping[str, Any]]:
+    if not isinstance(data, list):
+        raise errors.RpcTransportError(f"{label}: batch answer is not a list", endpoint=label)
+    by_id: dict[int, Mapping[str, Any]] = {}
+    for item in data:
+        if isinstance(item, Mapping) and isinstance(item.get("id"), int):
+            by_id[item["id"]] = item
+    if set(by_id) != set(order):
+        raise errors.RpcTransportError(
+            f"{label}: batch answer has {len(by_id)} of {len(order)} ids", endpoint=label
+        )
+    return by_id
 
 
 def _refuses_batching(err: object) -> bool:
@@ -269,6 +293,32 @@ def as_head(value: Any, method: str) -> int | None:
         except ValueError:
             return None
     return None
+
+
+def passing_head(
+    method: str, params: Sequence[Any], result: Any, *, kind: str, commitment: str
+) -> int | None:
+    """The head an answer reveals: ``eth_blockNumber``, ``eth_getBlockByNumber("latest")``,
+    or ``getSlot`` at ``commitment`` (Solana's default commitment is finalized).
+
+    Only methods of the pool's ``kind`` count: a Solana pool built without
+    ``kind="solana"`` then tracks no heads at all rather than judging slots by
+    block rules (5 "blocks" of lag is 2 s on Solana).
+    """
+    if kind == "solana":
+        return _slot_head(params, result, commitment) if method == "getSlot" else None
+    if method == "eth_blockNumber":
+        return as_head(result, method)
+    if method == "eth_getBlockByNumber":
+        latest = bool(params) and params[0] == "latest" and isinstance(result, Mapping)
+        return as_head(result.get("number"), method) if latest else None
+    return None
+
+
+def _slot_head(params: Sequence[Any], result: Any, commitment: str) -> int | None:
+    opts = params[0] if params and isinstance(params[0], Mapping) else {}
+    at_ours = opts.get("commitment", "finalized") == commitment
+    return as_head(result, "getSlot") if at_ours else None
 
 
 def labels(urls: Sequence[str]) -> list[str]:
