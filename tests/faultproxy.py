@@ -9,6 +9,9 @@ Faults (set the attributes while it runs):
 * ``head_lag``: report a head this many blocks old (``eth_blockNumber`` and
   ``eth_getBlockByNumber("latest")``): a stale node. Raise and lower it to make
   the head go backwards.
+* ``max_log_span``: refuse ``eth_getLogs`` over more blocks than this, the
+  way providers do ("query returned more than 10000 results", code -32005,
+  with a suggested range), in single calls and in batches.
 * ``drop_websockets()`` closes every subscriber's socket; ``refuse_websockets``
   turns new ones away.
 
@@ -45,6 +48,8 @@ class FaultProxy:
         self.fault_rate = 1.0
         self.timeout_seconds = 3.0
         self.head_lag = 0
+        self.max_log_span: int | None = None
+        self.range_refusals = 0
         self.refuse_websockets = False
         self.requests: collections.Counter[str] = collections.Counter()
         self.faults_served = 0
@@ -116,7 +121,34 @@ class FaultProxy:
         upstream = await self._client.post(
             self.upstream_http, content=body, headers={"content-type": "application/json"}
         )
+        if self.max_log_span is not None and b"eth_getLogs" in body:
+            answer = self._refuse_wide_ranges(call, upstream.json())
+            return Response(json.dumps(answer), media_type="application/json")
         return Response(upstream.content, upstream.status_code, media_type="application/json")
+
+    def _refuse_wide_ranges(self, call: Any, answer: Any) -> Any:
+        calls = call if isinstance(call, list) else [call]
+        answers = answer if isinstance(answer, list) else [answer]
+        by_id = {a.get("id"): a for a in answers}
+        for c in calls:
+            flt = (c.get("params") or [{}])[0] if c.get("method") == "eth_getLogs" else {}
+            if "fromBlock" not in flt or "toBlock" not in flt:
+                continue
+            frm, to = int(flt["fromBlock"], 16), int(flt["toBlock"], 16)
+            span = self.max_log_span or 1
+            if to - frm + 1 > span:
+                self.range_refusals += 1
+                by_id[c.get("id")] = {
+                    "jsonrpc": "2.0",
+                    "id": c.get("id"),
+                    "error": {
+                        "code": -32005,
+                        "message": "query returned more than 10000 results. Try with this "
+                        f"block range [{hex(frm)}, {hex(frm + span - 1)}].",
+                    },
+                }
+        out = [by_id[c.get("id")] for c in calls]
+        return out if isinstance(call, list) else out[0]
 
     async def _faulty(self, fault: str) -> Response:
         if fault == "429":

@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
+import asyncpg
 import pytest
 from prometheus_client import REGISTRY
 
@@ -195,3 +196,52 @@ async def test_stale_primary_is_demoted_and_the_healthy_endpoint_serves(
         await drain(f)
         assert f.state.head == await anvil.block_number()
     assert sorted(await _credited(pool)) == sorted(truth)
+
+
+async def test_log_range_refusals_shrink_to_the_suggested_range(
+    anvil: Anvil, usdc: Token, pool: db.Pool, proxy: FaultProxy
+) -> None:
+    payer, us = anvil.accounts[1], anvil.accounts[7]
+    truth: set[tuple[str, int]] = set()
+    for i in range(12):
+        truth |= await _pay(usdc, payer, us, [1_000_000 + i])
+        await anvil.mine(1)
+    await anvil.mine(10)
+    proxy.max_log_span = 3
+    chain = evm_chain(anvil, usdc, [us], rpc_urls=[proxy.url], confirmations=2)
+    opts = evm.Options(initial_range=16, window_margin=2)
+    async with follower(chain, pool, options=opts) as f:
+        await drain(f)
+        assert f.range <= 3  # it kept to what the provider accepts
+    assert proxy.range_refusals > 0
+    got = await _credited(pool)
+    assert sorted(got) == sorted(truth) and len(got) == len(set(got))
+
+
+async def test_database_connections_killed_mid_follow_are_retried_not_fatal(
+    anvil: Anvil, usdc: Token, pool: db.Pool, database_url: str
+) -> None:
+    payer, us = anvil.accounts[1], anvil.accounts[7]
+    chain = evm_chain(anvil, usdc, [us], confirmations=2)
+    truth: set[tuple[str, int]] = set()
+    stop = asyncio.Event()
+    admin = await asyncpg.connect(database_url)
+    try:
+        async with follower(chain, pool, options=evm.Options(poll_interval=0.02)) as f:
+            task = asyncio.create_task(f.run(stop))
+            for i in range(5):
+                truth |= await _pay(usdc, payer, us, [1_000_000 + i])
+                await anvil.mine(1)
+                await admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            await anvil.mine(2)
+            await _wait_credited(pool, len(truth))
+            assert not task.done()  # the follower rode it out
+            stop.set()
+            await asyncio.wait_for(task, 10)
+    finally:
+        await admin.close()
+    got = await _credited(pool)
+    assert sorted(got) == sorted(truth) and len(got) == len(set(got))

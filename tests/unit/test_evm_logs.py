@@ -8,7 +8,14 @@ from typing import Any
 
 import pytest
 
-from watcher.chains.evm_logs import TRANSFER_TOPIC, BloomFilter, parse_transfer, topic_for
+from watcher.chains.evm_logs import (
+    EMPTY_TRIE_ROOT,
+    TRANSFER_TOPIC,
+    BloomFilter,
+    parse_header,
+    parse_transfer,
+    topic_for,
+)
 
 FIXTURE = (
     Path(__file__).resolve().parents[1]
@@ -88,3 +95,18 @@ def test_parse_transfer_shapes() -> None:
         {"topics": None},
     ):
         assert parse_transfer(bad) is None, bad
+
+
+def test_a_header_with_the_empty_transactions_root_has_no_logs() -> None:
+    base = {
+        "number": "0x10",
+        "hash": "0x" + "ab" * 32,
+        "parentHash": "0x" + "cd" * 32,
+        "timestamp": "0x6b081638",
+        "logsBloom": "0x" + "00" * 256,
+    }
+    assert parse_header({**base, "transactionsRoot": EMPTY_TRIE_ROOT}).empty
+    assert not parse_header({**base, "transactionsRoot": "0x" + "12" * 32}).empty
+    assert not parse_header(base).empty  # unknown: ask for the logs
+    with pytest.raises(ValueError, match="not a block header"):
+        parse_header({**base, "hash": "0x12"})

@@ -27,22 +27,30 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import asyncpg
 import structlog
 
 from watcher import db, errors, ledger, metrics, progress, rpc
 from watcher.chains import evm_reorg, evm_scan
 from watcher.chains.evm_heads import HeadSubscription
-from watcher.chains.evm_logs import TRANSFER_TOPIC, BloomFilter, Header, parse_header, topic_for
+from watcher.chains.evm_logs import TRANSFER_TOPIC, BloomFilter, Header, topic_for
 from watcher.chains.evm_scan import Batch, to_transfers
 from watcher.settings import EvmChain, Settings
 
 log = structlog.get_logger(__name__)
 
 BURST_MAX_FAILURES = 8
+# The database went away (restart, failover, network): retry the step, do not crash.
+_DB_TRANSIENT = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, cannot connect now
+    asyncpg.InterfaceError,
+    OSError,
+)
 
 
 @dataclass(frozen=True)
@@ -100,6 +108,7 @@ class EvmFollower:
         self.bloom = BloomFilter(chain.usdc, self.receivers)
         self.window = chain.confirmations + self.opt.window_margin
         self.range = self.opt.initial_range
+        self.range_ceiling = self.opt.max_range  # lowered by the provider's refusals
         self.state = _State()
         self.wake = asyncio.Event()
         self.heads = HeadSubscription(chain.name, chain.ws_urls, self._saw_head)
@@ -126,7 +135,7 @@ class EvmFollower:
                     more = await self.step()
                     failures = 0
                     progress.beat(self.name)  # feeds READY=1 and the systemd watchdog
-                except errors.RpcError as exc:
+                except (errors.RpcError, errors.DatabaseError) as exc:
                     failures += 1
                     log.warning("step_failed", error=str(exc), attempt=failures)
                     if burst and failures >= BURST_MAX_FAILURES:
@@ -248,7 +257,7 @@ class EvmFollower:
         if cached and (hit := self.state.headers.get(number)) is not None:
             return hit
         got = await self.rpc.request("eth_getBlockByNumber", [hex(number), False])
-        return _header_or_error(got, str(number), self.rpc.chain)
+        return evm_scan.header_or_error(got, str(number), self.rpc.chain)
 
     def _logs_call(self, where: dict[str, Any]) -> tuple[str, list[Any]]:
         flt = {**where, "address": self.chain.usdc, "topics": [TRANSFER_TOPIC, None, self.topics]}
@@ -260,7 +269,7 @@ class EvmFollower:
         missing = [n for n in numbers if n not in out]
         got = await self.rpc.batch([("eth_getBlockByNumber", [hex(n), False]) for n in missing])
         for n, obj in zip(missing, got, strict=True):
-            out[n] = _header_or_error(obj, str(n), self.name)
+            out[n] = evm_scan.header_or_error(obj, str(n), self.name)
         return out
 
     async def _fetch_range(self, cursor: ledger.Cursor, head: int) -> Batch:
@@ -278,11 +287,11 @@ class EvmFollower:
                     raise
                 self._shrink(exc, to - frm + 1)
                 continue
-            first = _header_or_error(ends[0], str(frm), self.name)
-            last = _header_or_error(ends[-1], str(to), self.name)
+            first = evm_scan.header_or_error(ends[0], str(frm), self.name)
+            last = evm_scan.header_or_error(ends[-1], str(to), self.name)
             if cursor.hash is not None and first.parent_hash != cursor.hash:
                 raise errors.ReorgDetected(f"block {frm} does not extend {cursor.hash}", block=frm)
-            logs = _log_list(logs, self.name)
+            logs = evm_scan.log_list(logs, self.name)
             self._adapt(len(logs), to - frm + 1)
             hashes = {first.number: first.hash, last.number: last.hash}
             transfers = to_transfers(self, logs, frm, to, hashes, {})
@@ -307,14 +316,17 @@ class EvmFollower:
                 self.state.headers.clear()  # headers from two branches: ask again
                 raise errors.RpcResponseError(f"block {h.number} does not link to {h.number - 1}")
             prev = h.hash
-        wanted = [h for h in headers if not self.opt.use_bloom or self.bloom.may_match(h.bloom)]
+        wanted = [h for h in headers if not h.empty and self._may_match(h)]
         answers = await self.rpc.batch([self._logs_call({"blockHash": h.hash}) for h in wanted])
-        logs = [lg for answer in answers for lg in _log_list(answer, self.name)]
+        logs = [lg for answer in answers for lg in evm_scan.log_list(answer, self.name)]
         self._adapt(len(logs), to - frm + 1)
         hashes = {h.number: h.hash for h in headers}
         transfers = to_transfers(self, logs, frm, to, hashes, by_number)
         deep = to - self.chain.confirmations + 1  # depth below the last block linked here
         return Batch(frm, to, headers[-1].hash, head, headers, transfers, self._seen(), deep)
+
+    def _may_match(self, h: Header) -> bool:
+        return not self.opt.use_bloom or self.bloom.may_match(h.bloom)
 
     def _seen(self) -> float:
         return self.state.head_seen_at or time.monotonic()
@@ -323,19 +335,20 @@ class EvmFollower:
         if n_logs > self.opt.target_logs:
             self.range = max(1, span * self.opt.target_logs // n_logs)
         elif n_logs < self.opt.target_logs // 2 and span >= self.range:
-            self.range = min(self.opt.max_range, self.range * 2)
+            self.range = min(self.range_ceiling, self.range * 2)
 
     def _shrink(self, exc: errors.RangeTooLarge, span: int) -> None:
         if exc.suggested is not None and exc.suggested[1] >= exc.suggested[0]:
             self.range = max(1, min(span - 1, exc.suggested[1] - exc.suggested[0] + 1))
         else:
             self.range = max(1, span // 2)
+        self.range_ceiling = min(self.range_ceiling, max(self.range, span - 1))
         log.info("log_range_shrunk", blocks=self.range, error=str(exc)[:200])
 
     # ---- the transaction -----------------------------------------------------------------
 
     async def _write(self, batch: Batch) -> None:
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self.connection(transaction=True) as conn:
             credited = await evm_scan.commit(conn, self.chain, batch, keep_blocks=2 * self.window)
         self.state.cursor = ledger.Cursor(batch.to, batch.to_hash, batch.head)
         self._gauges(batch.head, batch.to)
@@ -360,8 +373,22 @@ class EvmFollower:
         self._backfill.target = batch.head  # the head moves on while we catch up
         self._backfill.advance(batch.to - batch.frm + 1, len(batch.transfers))
 
+    @contextlib.asynccontextmanager
+    async def connection(self, *, transaction: bool = False) -> AsyncIterator[db.Connection]:
+        """A pooled connection (in a transaction when asked); a lost or unreachable database
+        becomes ``DatabaseError``, which the loop retries: the step rolled back whole."""
+        try:
+            async with self.pool.acquire() as conn:
+                if not transaction:
+                    yield conn
+                    return
+                async with conn.transaction():
+                    yield conn
+        except _DB_TRANSIENT as exc:
+            raise errors.DatabaseError(f"{self.name}: database unavailable: {exc!r}") from exc
+
     async def _load_cursor(self) -> None:
-        async with self.pool.acquire() as conn:
+        async with self.connection() as conn:
             self.state.cursor = await ledger.get_cursor(conn, self.name)
 
     def _gauges(self, head: int, cursor: int) -> None:
@@ -373,21 +400,6 @@ class EvmFollower:
         self.state.headers.clear()
         self.state.cursor = await evm_reorg.rewind(self, cursor)
         self.range = self.opt.initial_range
-
-
-def _log_list(got: object, chain: str) -> list[dict[str, Any]]:
-    if not isinstance(got, list):
-        raise errors.RpcResponseError(f"{chain}: eth_getLogs did not return a list")
-    return got
-
-
-def _header_or_error(got: object, which: str, chain: str) -> Header:
-    if not isinstance(got, dict):
-        raise errors.RpcResponseError(f"{chain}: block {which} is not available yet")
-    try:
-        return parse_header(got)
-    except ValueError as exc:
-        raise errors.RpcResponseError(f"{chain}: block {which}: {exc}") from exc
 
 
 async def _sleep(stop: asyncio.Event, seconds: float) -> None:

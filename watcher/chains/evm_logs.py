@@ -11,15 +11,17 @@ Transfers (four topics) and anything malformed are not transfers at all.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from eth_utils.crypto import keccak
 
 TRANSFER_TOPIC = "0x" + keccak(text="Transfer(address,address,uint256)").hex()
+EMPTY_TRIE_ROOT = "0x56e81f171bcc55a6ff8345e692c0f86e5b48e01b996cadc001622fb5e363b421"
 _PAD = "0x" + "0" * 24  # the 12 zero bytes in front of an address in a topic
 _HEX = {n: re.compile(f"0x[0-9a-f]{{{n - 2}}}") for n in (42, 66, 514)}
 # A 32-byte topic holding an address: 12 zero bytes, then the 20 address bytes.
@@ -28,9 +30,11 @@ _ADDRESS_TOPIC = re.compile(r"0x0{24}[0-9a-f]{40}")
 Verdict = Literal["credit", "not_ours", "wrong_token", "zero_value", "below_minimum", "failed_tx"]
 
 
-@dataclass(frozen=True, slots=True)
-class RawTransfer:
-    """One ERC-20 Transfer log, addresses and hashes lowercase, amount in base units."""
+class RawTransfer(NamedTuple):
+    """One ERC-20 Transfer log, addresses and hashes lowercase, amount in base units.
+
+    A named tuple, not a dataclass: the follower builds one per log.
+    """
 
     tx_hash: str
     log_index: int
@@ -52,6 +56,12 @@ class Header:
     parent_hash: str
     timestamp: int
     bloom: str | None
+    tx_root: str | None = None
+
+    @property
+    def empty(self) -> bool:
+        """No transactions, hence no logs (the root of an empty trie): nothing to ask for."""
+        return self.tx_root == EMPTY_TRIE_ROOT
 
     @property
     def time(self) -> datetime:
@@ -99,10 +109,16 @@ def parse_transfer(log: Mapping[str, Any]) -> RawTransfer | None:
             from_address="0x" + src[26:],
             to_address="0x" + dst[26:],
             amount=int(data, 16),
-            block_time=datetime.fromtimestamp(int(stamp, 16), UTC) if stamp else None,
+            block_time=_block_time(stamp) if stamp else None,
         )
     except (KeyError, TypeError, ValueError, AttributeError):
         return None
+
+
+@functools.lru_cache(maxsize=1024)
+def _block_time(stamp: str) -> datetime:
+    # Thousands of logs share a block: parse its timestamp once.
+    return datetime.fromtimestamp(int(stamp, 16), UTC)
 
 
 def verdict(
@@ -137,6 +153,7 @@ def parse_header(obj: Mapping[str, Any]) -> Header:
             parent_hash=str(obj["parentHash"]).lower(),
             timestamp=int(obj["timestamp"], 16),
             bloom=str(bloom).lower() if bloom else None,
+            tx_root=str(obj.get("transactionsRoot") or "").lower() or None,
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ValueError(f"not a block header: {exc!r}") from exc

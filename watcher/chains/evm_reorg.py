@@ -43,7 +43,7 @@ async def _canonical(f: EvmFollower, numbers: list[int]) -> dict[int, str | None
 
 
 async def _fork_point(f: EvmFollower, cursor: ledger.Cursor) -> tuple[int, str | None]:
-    async with f.pool.acquire() as conn:
+    async with f.connection() as conn:
         stored = await conn.fetch(db.q("evm_window"), f.name, cursor.num, 2 * f.window + 1)
     for i in range(0, len(stored), _CHUNK):
         chunk = stored[i : i + _CHUNK]
@@ -63,14 +63,14 @@ async def rewind(f: EvmFollower, cursor: ledger.Cursor) -> ledger.Cursor:
     if depth <= 0:
         log.info("reorg_false_alarm", cursor=cursor.num)  # a stale cached header, nothing lost
         return cursor
-    async with f.pool.acquire() as conn:
+    async with f.connection() as conn:
         above = await conn.fetch(db.q("evm_payments_above"), f.name, fork)
     credited = [r for r in above if r["state"] in ("credited", "claimed")]
     canon = await _canonical(f, sorted({r["block_number"] for r in credited}))
     lost = [r["id"] for r in credited if canon[r["block_number"]] != r["block_hash"]]
     observed = [r["id"] for r in above if r["state"] == "observed"]
     reason = f"block reorged out (fork at {fork}, depth {depth})"
-    async with f.pool.acquire() as conn, conn.transaction():
+    async with f.connection(transaction=True) as conn:
         await ledger.orphan(conn, observed, reason)
         flagged = await ledger.flag_reorged_credits(conn, lost, reason)
         await conn.execute(db.q("evm_forget_blocks"), f.name, fork)

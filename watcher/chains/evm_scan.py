@@ -10,7 +10,7 @@ from typing import Any, Protocol
 import asyncpg
 
 from watcher import db, errors, ledger, metrics
-from watcher.chains.evm_logs import Header, parse_transfer
+from watcher.chains.evm_logs import Header, parse_header, parse_transfer
 from watcher.settings import USDC_UNIT, EvmChain
 
 
@@ -148,3 +148,20 @@ async def commit(
     rows = await conn.fetch(db.q("evm_confirmed_ids"), chain.name, deep)
     credited += await ledger.credit(conn, [r["id"] for r in rows])
     return credited
+
+
+def log_list(got: object, chain: str) -> list[dict[str, Any]]:
+    """An eth_getLogs answer, or RpcResponseError when it is not a list."""
+    if not isinstance(got, list):
+        raise errors.RpcResponseError(f"{chain}: eth_getLogs did not return a list")
+    return got
+
+
+def header_or_error(got: object, which: str, chain: str) -> Header:
+    """A header from an eth_getBlockByNumber answer; RpcResponseError when it is missing."""
+    if not isinstance(got, dict):
+        raise errors.RpcResponseError(f"{chain}: block {which} is not available yet")
+    try:
+        return parse_header(got)
+    except ValueError as exc:
+        raise errors.RpcResponseError(f"{chain}: block {which}: {exc}") from exc
