@@ -527,7 +527,8 @@ WITH upd AS (
     SELECT id, $4::text, $2::integer FROM upd
     RETURNING id
 )
-SELECT upd.id, upd.tier, upd.status, upd.remaining, upd.period_end FROM upd, ins;
+SELECT upd.id, upd.tier, upd.status, upd.remaining, upd.period_end, ins.id AS usage_id
+FROM upd, ins;
 
 -- name: stripe_explain_subscriber_key
 -- Why a key was refused (read after the metering UPDATE matched nothing).
@@ -578,3 +579,14 @@ RETURNING id;
 -- name: stripe_revoke_key
 UPDATE subscriber_keys SET revoked_at = now(), revoked_reason = $2
 WHERE id = $1 AND revoked_at IS NULL;
+
+-- name: stripe_refund_usage
+-- The paid route failed (5xx): the call does not count against the quota, once.
+WITH u AS (
+    UPDATE subscriber_usage SET refunded = true, status_code = $2
+    WHERE id = $1 AND NOT refunded
+    RETURNING key_id, cost
+)
+UPDATE subscriber_keys k SET used = greatest(k.used - u.cost, 0)
+FROM u WHERE k.id = u.key_id
+RETURNING k.used;
