@@ -29,7 +29,7 @@ import httpx
 import stripe
 import structlog
 
-from watcher import errors
+from watcher import errors, metrics
 from watcher.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -84,11 +84,13 @@ class CircuitBreaker:
             return
         waited = time.monotonic() - self.opened_at
         if waited < self.cooldown:
+            metrics.STRIPE_CIRCUIT_OPEN.set(1)
             raise errors.BillingUnavailable(
                 "Stripe is failing; payments are paused for a moment, retry shortly",
                 retry_after=self.cooldown - waited,
             )
         self.opened_at = None  # half-open: this call is the trial
+        metrics.STRIPE_CIRCUIT_OPEN.set(0)
 
     def success(self) -> None:
         self.failures = 0
@@ -98,6 +100,7 @@ class CircuitBreaker:
         self.failures += 1
         if self.failures >= self.threshold:
             self.opened_at = time.monotonic()
+            metrics.STRIPE_CIRCUIT_OPEN.set(1)
             log.warning("stripe_breaker_open", failures=self.failures)
 
 
@@ -135,6 +138,21 @@ class StripeBilling:
         await self._http.close_async()
 
     async def _call(self, what: str, make: Callable[[], Awaitable[T]]) -> T:
+        call = what.split()[0]  # customer, checkout, portal: the metric's small label set
+        try:
+            result = await self._attempts(what, call, make)
+        except errors.BillingUnavailable as exc:
+            outcome = "breaker_open" if exc.retry_after is not None else "unavailable"
+            metrics.STRIPE_API_CALLS.labels(call, outcome).inc()
+            raise
+        except errors.BillingRejected as exc:
+            outcome = "card_declined" if exc.card_error else "rejected"
+            metrics.STRIPE_API_CALLS.labels(call, outcome).inc()
+            raise
+        metrics.STRIPE_API_CALLS.labels(call, "ok").inc()
+        return result
+
+    async def _attempts(self, what: str, call: str, make: Callable[[], Awaitable[T]]) -> T:
         if not self.configured:
             raise errors.BillingUnavailable("Stripe is not configured (STRIPE_SECRET_KEY)")
         self.breaker.check()
@@ -148,6 +166,7 @@ class StripeBilling:
                         f"Stripe did not answer {what} after {attempt} attempts"
                     ) from exc
                 delay = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
+                metrics.STRIPE_API_CALLS.labels(call, "retried").inc()
                 log.warning("stripe_retry", call=what, attempt=attempt, error=type(exc).__name__)
                 await asyncio.sleep(random.uniform(delay / 2, delay))
             except stripe.CardError as exc:
