@@ -368,3 +368,26 @@ async def test_claim_refusals_are_clear(api: Served) -> None:
     for body, code in cases:
         r = await client.post("/api/v1/payments/claim", json=body)
         assert r.status_code == code and r.json()["message"] and r.json()["fix"]
+
+
+async def test_older_api_version_shapes_are_read(api: Served) -> None:
+    """Before 2025-03-31 the period sat on the subscription and invoices named it directly."""
+    client, pool = api
+    legacy = sh.subscription(SUB, CUS, "active")
+    item = legacy["items"]["data"][0]
+    legacy["current_period_start"] = item.pop("current_period_start")
+    legacy["current_period_end"] = item.pop("current_period_end")
+    await ok(client, sh.event("customer.subscription.created", legacy, sh.T0))
+    row = await sub_row(pool)
+    assert row["current_period_end"] is not None and row["tier"] == "pro"
+    inv = sh.invoice("in_test_legacy", CUS, SUB, "open", paid=False)
+    del inv["parent"]
+    inv["subscription"] = SUB
+    await ok(client, sh.event("invoice.payment_failed", inv, sh.T0 + 5))
+    assert (await sub_row(pool))["status"] == "past_due"
+    assert (
+        await pool.fetchval(
+            "SELECT subscription_id FROM stripe_invoices WHERE id = 'in_test_legacy'"
+        )
+        == SUB
+    )
