@@ -30,7 +30,7 @@ import stripe
 import structlog
 
 from watcher import errors, metrics
-from watcher.settings import Settings
+from watcher.settings import Settings, is_placeholder
 
 log = structlog.get_logger(__name__)
 
@@ -120,7 +120,7 @@ class StripeBilling:
         breaker_cooldown: float = 30.0,
     ) -> None:
         secret = settings.stripe_secret_key
-        self.configured = secret is not None and bool(secret.get_secret_value())
+        self.configured = secret is not None and not is_placeholder(secret.get_secret_value())
         self.settings = settings
         self.attempts = attempts
         self.base_delay = base_delay
