@@ -120,7 +120,8 @@ class StripeBilling:
         breaker_cooldown: float = 30.0,
     ) -> None:
         secret = settings.stripe_secret_key
-        self.configured = secret is not None and not is_placeholder(secret.get_secret_value())
+        raw = secret.get_secret_value().strip() if secret is not None else ""
+        self.configured = bool(raw) and not is_placeholder(raw)
         self.settings = settings
         self.attempts = attempts
         self.base_delay = base_delay
@@ -128,7 +129,7 @@ class StripeBilling:
         self.breaker = CircuitBreaker(breaker_threshold, breaker_cooldown)
         self._http = _Transported(timeout, transport)
         self._client = stripe.StripeClient(
-            secret.get_secret_value() if secret is not None else "sk_unset",
+            raw or "sk_unset",
             base_addresses={"api": settings.stripe_api_base},
             http_client=self._http,
             max_network_retries=0,  # we retry, with our own policy, below
