@@ -590,3 +590,18 @@ WITH u AS (
 UPDATE subscriber_keys k SET used = greatest(k.used - u.cost, 0)
 FROM u WHERE k.id = u.key_id
 RETURNING k.used;
+
+-- name: stripe_key_subscription
+-- What a subscriber sees about its own key: subscription, tier, usage this period.
+SELECT k.key_prefix, k.customer_id, s.id AS subscription_id, s.status, s.tier,
+       s.cancel_at_period_end, s.current_period_start, s.current_period_end, s.past_due_since,
+       t.monthly_quota, t.rate_per_minute,
+       (CASE WHEN k.usage_period_start IS NOT DISTINCT FROM s.current_period_start
+             THEN k.used ELSE 0 END) AS used
+FROM subscriber_keys k
+JOIN stripe_subscriptions s ON s.id = k.subscription_id
+LEFT JOIN stripe_tiers t ON t.tier = s.tier
+WHERE k.key_hash = $1 AND k.revoked_at IS NULL;
+
+-- name: stripe_customer_cards
+SELECT brand, last4 FROM stripe_payment_methods WHERE customer_id = $1 ORDER BY updated_at DESC;

@@ -9,6 +9,7 @@ import functools
 import json
 import re
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any, TypeVar, cast
 
 import asyncpg
@@ -297,6 +298,46 @@ async def invoices(request: Request, limit: int = 24) -> JSONResponse:
         return customer
     rows = await request.app.state.pool.fetch(db.q("stripe_customer_invoices"), customer, limit)
     return JSONResponse({"invoices": [_invoice(r) for r in rows]})
+
+
+@router.get(
+    "/api/v1/payments/subscription",
+    summary="Your subscription: tier, status, usage this period, cards",
+    responses=responses(401, 503),
+)
+@db_guarded
+async def subscription(request: Request) -> JSONResponse:
+    key = entitlements.bearer_key(request.headers.get("authorization"))
+    pool: db.Pool = request.app.state.pool
+    row = await pool.fetchrow(db.q("stripe_key_subscription"), entitlements.hash_secret(key or ""))
+    if key is None or row is None:
+        return problem(
+            401,
+            "unknown_key",
+            "no live subscriber key in Authorization",
+            "send 'Authorization: Bearer <subscriber key>'",
+        )
+    cards = await pool.fetch(db.q("stripe_customer_cards"), row["customer_id"])
+    return JSONResponse(
+        {
+            "key_prefix": row["key_prefix"],
+            "subscription": row["subscription_id"],
+            "tier": row["tier"],
+            "status": row["status"],
+            "cancel_at_period_end": row["cancel_at_period_end"],
+            "current_period_end": _iso(row["current_period_end"]),
+            "past_due_since": _iso(row["past_due_since"]),
+            "used": row["used"],
+            "monthly_quota": row["monthly_quota"],
+            "remaining": max(0, (row["monthly_quota"] or 0) - row["used"]),
+            "rate_per_minute": row["rate_per_minute"],
+            "cards": [{"brand": c["brand"], "last4": c["last4"]} for c in cards],
+        }
+    )
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
 
 
 @router.get("/api/v1/payments/success", summary="Where Checkout sends the buyer back")
