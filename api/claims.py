@@ -149,58 +149,59 @@ def already_claimed(token_id: int | None, what: str) -> ApiError:
     )
 
 
-async def issue_token(
-    pool: db.Pool, settings: Settings, payment_id: int, invoice_id: object | None
-) -> dict[str, Any]:
+MAX_REQUESTS = 2**31 - 1  # access_tokens.requests_total is an integer
+
+
+async def issue_token(pool: db.Pool, settings: Settings, payment_id: int) -> dict[str, Any]:
     """Mint the one token a credited payment buys; 409 if it already has one."""
     token = secrets.token_urlsafe(32)
     lifetime = timedelta(hours=settings.x402_token_expiry_hours)
     price = settings.price_per_call_units
     try:
-        async with pool.acquire() as conn, conn.transaction():
-            pay = await conn.fetchrow(db.q("api_lock_payment"), payment_id)
-            if pay is None or pay["state"] not in ("credited", "claimed"):
-                raise ApiError(
-                    409,
-                    "not_claimable",
-                    "this payment is not credited",
-                    "check POST /x402/verify-payment for its state",
-                )
-            requests = int(pay["amount"]) // price
-            if requests < 1:
-                raise ApiError(
-                    422,
-                    "amount_too_small",
-                    f"{pay['amount']} base units buy no call at {price} per call",
-                    "pay at least the price of one call",
-                )
-            row = await conn.fetchrow(
-                db.q("api_issue_token"),
-                paywall.token_hash(token),
-                payment_id,
-                invoice_id,
-                pay["from_address"],
-                requests,
-                lifetime,
-            )
-            if row is None:
-                existing = await conn.fetchval(db.q("api_token_for_payment"), payment_id)
-                raise already_claimed(existing, "this payment")
-            await conn.execute(db.q("api_mark_claimed"), payment_id)
+        row = await pool.fetchrow(
+            db.q("api_claim_payment"),
+            paywall.token_hash(token),
+            payment_id,
+            price,
+            lifetime,
+            MAX_REQUESTS,
+        )
+        if row is None:
+            why = await pool.fetchrow(db.q("api_claim_refusal"), payment_id)
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         log.warning("claim_db_error", error=repr(exc))
         raise service_unavailable("the database") from exc
-    metrics.TOKENS_ISSUED.labels(pay["chain"]).inc()
-    metrics.PAYMENTS.labels(pay["chain"], "claimed").inc()
+    if row is None:
+        raise _refusal(why, price)
+    metrics.TOKENS_ISSUED.labels(row["chain"]).inc()
+    metrics.PAYMENTS.labels(row["chain"], "claimed").inc()
     return {
         "token": token,
         "token_id": row["id"],
         "requests": row["requests_total"],
         "remaining": row["remaining"],
         "expires_at": row["expires_at"],
-        "chain": pay["chain"],
-        "tx_hash": pay["tx_hash"],
+        "chain": row["chain"],
+        "tx_hash": row["tx_hash"],
         "payment_id": payment_id,
         "header": paywall.TOKEN_HEADER,
         "note": "shown once: the server keeps only its SHA-256",
     }
+
+
+def _refusal(why: asyncpg.Record | None, price: int) -> ApiError:
+    if why is not None and why["token_id"] is not None:
+        return already_claimed(why["token_id"], "this payment")
+    if why is not None and why["state"] == "credited":
+        return ApiError(
+            422,
+            "amount_too_small",
+            f"{why['amount']} base units buy no call at {price} per call",
+            "pay at least the price of one call",
+        )
+    return ApiError(
+        409,
+        "not_claimable",
+        "this payment is not credited",
+        "check POST /x402/verify-payment for its state",
+    )

@@ -150,7 +150,7 @@ async def claim_by_signature(
     if not claimable:
         raise _refusal(settings, mine)
     metrics.PAYMENT_VERIFICATIONS.labels("claimed").inc()
-    return await claims.issue_token(pool, settings, claimable[0]["id"], claimable[0]["invoice_id"])
+    return await claims.issue_token(pool, settings, claimable[0]["id"])
 
 
 async def claim_by_invoice(
@@ -182,4 +182,4 @@ async def claim_by_invoice(
             headers={"Retry-After": "15"},
         )
     metrics.PAYMENT_VERIFICATIONS.labels("claimed").inc()
-    return await claims.issue_token(pool, settings, inv["payment_id"], inv["id"])
+    return await claims.issue_token(pool, settings, inv["payment_id"])

@@ -76,6 +76,13 @@ def token_hash(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8")).digest()
 
 
+def route_template(request: Request) -> str:
+    """``/items/{id}`` rather than ``/items/42``: bounded metric labels and usage stats."""
+    route = request.scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else request.url.path
+
+
 def payment_required_body(request: Request, error: str, message: str) -> dict[str, Any]:
     """The x402 v1 ``accepts`` list for this resource, plus how to buy a token here."""
     settings: Settings = request.app.state.settings
@@ -91,7 +98,8 @@ def payment_required_body(request: Request, error: str, message: str) -> dict[st
             "payTo": c.pay_to_display,
             "maxTimeoutSeconds": PAYMENT_TIMEOUT_SECONDS,
             "asset": c.asset_display,
-            "extra": {"name": "USD Coin", "decimals": 6},
+            # EVM: the USDC EIP-712 domain an x402 client signs against; Solana: none needed.
+            "extra": {"name": "USD Coin", "version": "2"} if c.name != "solana" else {},
         }
         for c in chains.all_chains(settings)
         if c.enabled
@@ -109,7 +117,7 @@ def payment_required_body(request: Request, error: str, message: str) -> dict[st
 
 
 async def _payment_required(request: Request, error: str, message: str) -> ApiError:
-    metrics.PAYMENT_REQUIRED.labels(request.url.path).inc()
+    metrics.PAYMENT_REQUIRED.labels(route_template(request)).inc()
     metrics.METERED_CALLS.labels("refused").inc()
     body = payment_required_body(request, error, message)
     body.update(await _ways_to_pay(request))
@@ -134,7 +142,7 @@ async def _meter_subscriber(request: Request, key: str, cost: int) -> Charge:
     try:
         async with asyncio.timeout(DB_TIMEOUT_SECONDS), pool.acquire() as conn:
             check = await entitlements.consume_subscriber_key(
-                conn, key, cost, request.url.path, grace=grace
+                conn, key, cost, route_template(request), grace=grace
             )
     except _DB_ERRORS as exc:
         log.warning("paywall_db_error", error=repr(exc))
@@ -196,7 +204,7 @@ async def _charge(
         return _charge_from(row, replayed=False)
     replay = await pool.fetchrow(db.q("api_meter_replay"), digest, key)
     if replay is not None:
-        return _charge_from(replay, replayed=True)
+        return _replayed(replay, endpoint)
     try:
         async with pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(db.q("api_meter_keyed"), digest, cost, endpoint, key)
@@ -205,7 +213,18 @@ async def _charge(
             return _charge_from(row, replayed=False)
     except _TwinWon:
         replay = await pool.fetchrow(db.q("api_meter_replay"), digest, key)
-        return _charge_from(replay, replayed=True)
+        return None if replay is None else _replayed(replay, endpoint)
+
+
+def _replayed(row: asyncpg.Record, endpoint: str) -> Charge | None:
+    if row["endpoint"] != endpoint:  # a key buys a retry of the same call, not another route
+        raise ApiError(
+            422,
+            "idempotency_key_reused",
+            f"this Idempotency-Key was already used for {row['endpoint']}",
+            "use a fresh Idempotency-Key for every distinct call",
+        )
+    return _charge_from(row, replayed=True)
 
 
 async def _meter(request: Request, token: str, cost: int, key: str | None) -> Charge:
@@ -213,7 +232,7 @@ async def _meter(request: Request, token: str, cost: int, key: str | None) -> Ch
     digest = token_hash(token)
     try:
         async with asyncio.timeout(DB_TIMEOUT_SECONDS):
-            charge = await _charge(pool, digest, cost, request.url.path, key)
+            charge = await _charge(pool, digest, cost, route_template(request), key)
             if charge is not None:
                 return charge
             error, message = await _why_refused(pool, digest, cost)

@@ -30,6 +30,9 @@ LIMITS: dict[str, int] = {
     "pricing": 30,
     "cleanup": 1,
     "stripe-webhook": 30,
+    # Not in the seed: invoices reserve one of a few thousand unique amounts for
+    # 90 minutes, so an unlimited client could exhaust them.
+    "invoices": 10,
 }
 PRUNE_EVERY = 500  # requests per process between deletes of stale windows
 

@@ -153,31 +153,38 @@ LEFT JOIN access_tokens t ON t.payment_id = p.id
 WHERE p.chain = $1 AND p.tx_hash = $2
 ORDER BY p.log_index;
 
--- name: api_lock_payment
--- Claims serialise on the payment row: two racing claims see each other.
-SELECT p.id, p.chain, p.tx_hash, p.log_index, p.from_address, p.amount, p.state, p.invoice_id,
-       p.block_number
-FROM payments p WHERE p.id = $1 FOR UPDATE;
-
--- name: api_token_for_payment
-SELECT id FROM access_tokens WHERE payment_id = $1;
-
--- name: api_issue_token
--- Any unique clash (payment or invoice already has a token) inserts nothing.
-INSERT INTO access_tokens (token_hash, payment_id, invoice_id, payer, requests_total,
-                           remaining, expires_at)
-VALUES ($1, $2, $3, $4, $5, $5, now() + $6::interval)
-ON CONFLICT DO NOTHING
-RETURNING id, requests_total, remaining, expires_at;
-
--- name: api_mark_claimed
+-- name: api_claim_payment
+-- One credited payment -> one token, in one statement (atomic, one round trip):
+-- lock the payment, insert the token (the unique payment_id is the backstop),
+-- then mark the payment and its invoice claimed. No row: nothing was issued
+-- (see api_claim_refusal for why).
+-- $1 token hash, $2 payment id, $3 price per call, $4 lifetime, $5 most requests.
 WITH p AS (
+    SELECT id, chain, tx_hash, from_address, amount, invoice_id
+    FROM payments WHERE id = $2 AND state = 'credited' AND amount >= $3
+    FOR UPDATE  -- racing claims and admin marks wait, then see the new state
+), t AS (
+    INSERT INTO access_tokens (token_hash, payment_id, invoice_id, payer, requests_total,
+                               remaining, expires_at)
+    SELECT $1, p.id, p.invoice_id, p.from_address, r.n, r.n, now() + $4::interval
+    FROM p CROSS JOIN LATERAL (SELECT least(floor(p.amount / $3), $5)::int AS n) r
+    ON CONFLICT DO NOTHING
+    RETURNING id, payment_id, requests_total, remaining, expires_at
+), m AS (
     UPDATE payments SET state = 'claimed', updated_at = now()
-    WHERE id = $1 AND state = 'credited'
-    RETURNING invoice_id
+    FROM t WHERE payments.id = t.payment_id
+    RETURNING payments.invoice_id
+), i AS (
+    UPDATE invoices SET status = 'claimed'
+    FROM m WHERE invoices.id = m.invoice_id AND invoices.status = 'credited'
 )
-UPDATE invoices i SET status = 'claimed'
-FROM p WHERE i.id = p.invoice_id AND i.status = 'credited';
+SELECT t.id, t.requests_total, t.remaining, t.expires_at, p.chain, p.tx_hash
+FROM t JOIN p ON p.id = t.payment_id;
+
+-- name: api_claim_refusal
+SELECT p.state, p.amount, t.id AS token_id
+FROM payments p LEFT JOIN access_tokens t ON t.payment_id = p.id
+WHERE p.id = $1;
 
 -- name: api_expire_invoices
 SELECT cleanup_expired_x402_payments($1::interval);
@@ -260,7 +267,7 @@ FROM t LEFT JOIN u ON true;
 
 -- name: api_meter_replay
 -- A call already charged under this Idempotency-Key (and not refunded).
-SELECT a.id AS token_id, a.remaining, a.expires_at, u.id AS usage_id
+SELECT a.id AS token_id, a.remaining, a.expires_at, u.id AS usage_id, u.endpoint
 FROM access_tokens a
 JOIN token_usage u ON u.token_id = a.id AND u.idempotency_key = $2 AND NOT u.refunded
 WHERE a.token_hash = $1 AND a.expires_at > now();

@@ -102,7 +102,8 @@ async def supported_chains(request: Request) -> dict[str, Any]:
     name="create_invoice",
     status_code=201,
     summary="Open an invoice: a unique amount (EVM) or a reference key (Solana)",
-    responses=responses(400, 413, 422, 503),
+    dependencies=[Depends(ratelimit.limit("invoices"))],
+    responses=responses(400, 413, 422, 429, 503),
 )
 async def create_invoice(request: Request, body: InvoiceRequest) -> dict[str, Any]:
     s = _settings(request)

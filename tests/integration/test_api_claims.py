@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from eth_abi.abi import encode
 from eth_account import Account
 from solders.keypair import Keypair
@@ -170,3 +172,16 @@ async def test_contract_wallet_claims_through_eip1271_on_anvil(
         assert ok.status_code == 201, ok.text
         assert ok.json()["requests"] == 30
     assert await pool.fetchval("SELECT payer FROM access_tokens") == wallet
+
+
+async def test_racing_claims_make_one_token(pool: db.Pool) -> None:
+    payer = Account.create()
+    _, tx = await record_payment(pool, from_address=payer.address.lower())
+    body = {"chain": "base", "tx_hash": tx, "signature": evm_sign(payer, "base", tx)}
+    async with client(app_for(pool)) as http:
+        answers = await asyncio.gather(*(http.post(CLAIM, json=body) for _ in range(8)))
+    codes = sorted(a.status_code for a in answers)
+    assert codes == [201] + [409] * 7
+    winner = next(a for a in answers if a.status_code == 201).json()["token_id"]
+    assert all(a.json()["token_id"] == winner for a in answers if a.status_code == 409)
+    assert await pool.fetchval("SELECT count(*) FROM access_tokens") == 1

@@ -97,19 +97,28 @@ async def test_invoice_follows_a_credit_written_from_an_anvil_receipt(
 
 
 async def test_open_evm_invoice_amounts_are_unique(pool: db.Pool) -> None:
-    async with client(app_for(pool)) as http:
+    app = app_for(pool)
+    payers = [client(app, host=f"10.0.0.{i}") for i in range(10)]  # 10 invoices/min each
+    body = {"chain": "base", "requests": 10}
+    try:
         made = await asyncio.gather(
-            *(
-                http.post("/x402/invoices", json={"chain": "base", "requests": 10})
-                for _ in range(30)
-            )
+            *(http.post("/x402/invoices", json=body) for http in payers for _ in range(3))
         )
         assert all(r.status_code == 201 for r in made)
         amounts = [int(r.json()["amount"]) for r in made]
         assert len(set(amounts)) == 30
         assert all(1_000_000 < a < 1_010_000 for a in amounts)
-        by_usd = await http.post("/x402/invoices", json={"chain": "ethereum", "amount_usd": "2.35"})
+        by_usd = await payers[0].post(
+            "/x402/invoices", json={"chain": "ethereum", "amount_usd": "2.35"}
+        )
         assert by_usd.status_code == 201 and by_usd.json()["requests"] == 23
+        for _ in range(6):
+            await payers[0].post("/x402/invoices", json=body)
+        limited = await payers[0].post("/x402/invoices", json=body)
+        assert limited.status_code == 429 and "Retry-After" in limited.headers
+    finally:
+        for http in payers:
+            await http.aclose()
 
 
 async def test_solana_invoice_matches_by_reference_not_by_dust(pool: db.Pool) -> None:

@@ -90,6 +90,8 @@ async def test_idempotent_retry_is_free_even_when_racing(pool: db.Pool) -> None:
         assert sum(not r.json()["replayed"] for r in raced) == 1
         me = (await http.get("/x402/tokens/me", headers={"x-payment-token": token})).json()
         assert me["remaining"] == 8  # two distinct keys, two calls charged
+        elsewhere = await http.get("/x402/example/paid?other=1", headers=headers)
+        assert elsewhere.status_code == 200  # same route, query aside: still the retry
 
 
 async def test_handler_failure_gives_the_unit_back(pool: db.Pool) -> None:
@@ -134,3 +136,20 @@ def test_paid_route_declares_402_in_openapi(pool: db.Pool) -> None:
     op = spec["paths"][PAID]["get"]
     assert "402" in op["responses"]
     assert {p["name"] for p in op["parameters"]} >= {"x-payment-token", "Idempotency-Key"}
+
+
+async def test_idempotency_key_is_bound_to_its_route(pool: db.Pool) -> None:
+    app = app_for(pool)
+
+    @app.get("/other/paid")
+    async def other(charge: Annotated[paywall.Charge, paywall.paid()]) -> dict[str, int]:
+        return {"remaining": charge.remaining}
+
+    async with client(app) as http:
+        token = (await buy_token(http, pool))["token"]
+        headers = {"x-payment-token": token, "Idempotency-Key": "once"}
+        assert (await http.get(PAID, headers=headers)).status_code == 200
+        reused = await http.get("/other/paid", headers=headers)
+        assert reused.status_code == 422 and reused.json()["error"] == "idempotency_key_reused"
+        me = (await http.get("/x402/tokens/me", headers={"x-payment-token": token})).json()
+        assert me["remaining"] == 9
