@@ -248,3 +248,13 @@ class StripeBilling:
             ),
         )
         return str(session.url)
+
+    async def list_events(
+        self, *, created_gte: int, starting_after: str | None = None
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """One page (newest first) of Stripe's events since ``created_gte``; and whether more."""
+        params: Any = {"created": {"gte": created_gte}, "limit": 100}
+        if starting_after is not None:
+            params["starting_after"] = starting_after
+        page = await self._call("events list", lambda: self._client.v1.events.list_async(params))
+        return [event.to_dict() for event in page.data], bool(page.has_more)

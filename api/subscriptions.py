@@ -26,6 +26,7 @@ from typing import Any, Literal
 import asyncpg
 import structlog
 
+from api.stripe_client import StripeBilling
 from watcher import db, metrics
 from watcher.settings import Settings, is_placeholder
 
@@ -295,3 +296,34 @@ async def _record_failure(pool: db.Pool, event: Obj, exc: Exception) -> None:
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as rec_exc:
         # The database is why we failed; the log line above is all we can keep.
         log.error("stripe_failure_not_recorded", error=repr(rec_exc))
+
+
+async def reconcile(
+    pool: db.Pool,
+    billing: StripeBilling,
+    prices: Mapping[str, str],
+    *,
+    since: datetime,
+    max_pages: int = 50,
+) -> dict[str, int]:
+    """Fetch Stripe's events since ``since`` and apply the handled ones, oldest first.
+
+    For deliveries Stripe gave up on (or an endpoint that was down for days):
+    each event goes through :func:`process_event`, so one already applied is a
+    duplicate and nothing is applied twice. Returns counts by outcome.
+    """
+    found: list[dict[str, Any]] = []
+    cursor: str | None = None
+    for _ in range(max_pages):  # bounded: 100 events a page
+        page, more = await billing.list_events(
+            created_gte=int(since.timestamp()), starting_after=cursor
+        )
+        found.extend(e for e in page if e.get("type") in HANDLERS)
+        if not more or not page:
+            break
+        cursor = str(page[-1]["id"])
+    counts: dict[str, int] = {}
+    for event in sorted(found, key=lambda e: (int(e["created"]), str(e["id"]))):
+        outcome = await process_event(pool, event, prices)
+        counts[outcome] = counts.get(outcome, 0) + 1
+    return counts

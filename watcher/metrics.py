@@ -121,7 +121,7 @@ INVOICES_CREATED = Counter("watcher_invoices_created_total", "Invoices created",
 
 STRIPE_API_CALLS = Counter(
     "watcher_stripe_api_requests_total",
-    "Stripe API calls (customer, checkout, portal) by outcome "
+    "Stripe API calls (customer, checkout, portal, events) by outcome "
     "(ok, retried, unavailable, rejected, card_declined, breaker_open)",
     ["call", "outcome"],
 )
