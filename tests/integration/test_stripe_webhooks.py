@@ -391,3 +391,23 @@ async def test_older_api_version_shapes_are_read(api: Served) -> None:
         )
         == SUB
     )
+
+
+async def test_racing_claims_mint_exactly_one_key(api: Served) -> None:
+    client, pool = api
+    cid, claim = await start_checkout(pool)
+    session = {
+        "id": "cs_test_race",
+        "object": "checkout.session",
+        "client_reference_id": cid,
+        "customer": CUS,
+        "subscription": SUB,
+    }
+    await ok(client, sh.event("checkout.session.completed", session, sh.T0))
+    active = sh.subscription(SUB, CUS, "active")
+    await ok(client, sh.event("customer.subscription.created", active, sh.T0))
+    answers = await asyncio.gather(
+        *(client.post("/api/v1/payments/claim", json={"claim_secret": claim}) for _ in range(8))
+    )
+    assert sorted(r.status_code for r in answers) == [201] + [409] * 7
+    assert await pool.fetchval("SELECT count(*) FROM subscriber_keys") == 1
