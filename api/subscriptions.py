@@ -275,6 +275,7 @@ async def process_event(pool: db.Pool, event: Obj, prices: Mapping[str, str]) ->
         OSError,
         asyncpg.PostgresError,
         asyncpg.InterfaceError,
+        AttributeError,  # a signed event of an unexpected shape
         KeyError,
         TypeError,
         ValueError,

@@ -146,7 +146,7 @@ async def stripe_webhook(request: Request) -> JSONResponse:
         outcome = await subscriptions.process_event(
             request.app.state.pool, event, subscriptions.price_tiers(settings)
         )
-    except (*_DB_ERRORS, KeyError, TypeError, ValueError):
+    except (*_DB_ERRORS, AttributeError, KeyError, TypeError, ValueError):
         return problem(
             500,
             "apply_failed",

@@ -411,3 +411,12 @@ async def test_racing_claims_mint_exactly_one_key(api: Served) -> None:
     )
     assert sorted(r.status_code for r in answers) == [201] + [409] * 7
     assert await pool.fetchval("SELECT count(*) FROM subscriber_keys") == 1
+
+
+async def test_signed_but_malformed_event_is_500_and_recorded(api: Served) -> None:
+    client, pool = api
+    broken = {"id": SUB, "object": "subscription", "status": "active"}  # no customer, no items
+    r = await sh.deliver(client, sh.event("customer.subscription.updated", broken, sh.T0))
+    assert (r.status_code, r.json()["error"]) == (500, "apply_failed")
+    assert await pool.fetchval("SELECT count(*) FROM stripe_events") == 0
+    assert "KeyError" in await pool.fetchval("SELECT error FROM stripe_event_failures")
