@@ -189,18 +189,7 @@ async def status(pool: db.Pool, settings: Settings, invoice_id: UUID) -> dict[st
     state = inv["status"]
     if state == "open" and pending is not None:
         state = "paid"
-        info = chains.chain_info(settings, inv["chain"])
-        need = info.confirmations
-        head = pending["head"]
-        have = (
-            None if need is None or head is None else min(need, head - pending["block_number"] + 1)
-        )
-        out["payment"] = {
-            "tx_hash": pending["tx_hash"],
-            "confirmations": {"have": max(have or 0, 0), "need": need}
-            if need is not None
-            else {"commitment": info.commitment},
-        }
+        out["payment"] = _pending(settings, inv["chain"], pending)
     elif state == "open" and inv["now"] > inv["expires_at"]:
         state = "expired"
     if inv["payment_id"] is not None:
@@ -214,3 +203,19 @@ async def status(pool: db.Pool, settings: Settings, invoice_id: UUID) -> dict[st
     out["status"] = state
     out["token_id"] = inv["token_id"]
     return out
+
+
+def _pending(settings: Settings, chain: ChainName, pending: asyncpg.Record) -> dict[str, Any]:
+    """A matching payment still short of its confirmations: k of n (or the commitment)."""
+    info = chains.chain_info(settings, chain)
+    if info.confirmations is None:
+        return {"tx_hash": pending["tx_hash"], "confirmations": {"commitment": info.commitment}}
+    head = pending["head"]
+    have = 0 if head is None else head - pending["block_number"] + 1
+    return {
+        "tx_hash": pending["tx_hash"],
+        "confirmations": {
+            "have": max(0, min(have, info.confirmations)),
+            "need": info.confirmations,
+        },
+    }

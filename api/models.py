@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
-from typing import Literal, Self
+from typing import Any, Literal, Self
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -85,3 +86,52 @@ class MarkRequest(BaseModel):
 
     action: Literal["settle", "invalidate"]
     reason: str = Field(min_length=1, max_length=500)
+
+
+# ---- responses (documented in OpenAPI; routes return dicts validated against these) ------
+
+
+class TokenIssued(BaseModel):
+    token: str = Field(description="send as x-payment-token; shown once, stored as SHA-256")
+    token_id: int
+    requests: int
+    remaining: int
+    expires_at: datetime
+    chain: str
+    tx_hash: str
+    payment_id: int
+    header: str
+    note: str
+
+
+class TokenStatus(BaseModel):
+    token_id: int
+    requests_total: int
+    remaining: int
+    created_at: datetime
+    expires_at: datetime
+    active: bool
+    expired: bool
+
+
+class Invoice(BaseModel):
+    invoice_id: str
+    chain: str
+    pay_to: str
+    asset: str
+    amount: str = Field(description="base units (1 USDC = 1000000); on EVM pay exactly this")
+    amount_usd: str
+    requests: int
+    created_at: datetime
+    expires_at: datetime
+    late_payments_until: datetime
+    status: str | None = Field(default=None, description="open|paid|credited|expired|claimed")
+    claim_secret: str | None = Field(default=None, description="only when created; shown once")
+    reference: str | None = None
+    solana_pay_url: str | None = None
+    commitment: str | None = None
+    confirmations: int | None = None
+    pay_exactly: str | None = None
+    payment: dict[str, Any] | None = None
+    token_id: int | None = None
+    note: str | None = None

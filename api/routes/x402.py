@@ -15,7 +15,14 @@ from fastapi import APIRouter, Depends, Header, Request
 from api import chains, invoices, lookup, paywall, ratelimit
 from api.errors import ApiError, responses, service_unavailable
 from api.invoices import usd
-from api.models import ClaimRequest, InvoiceRequest, VerifyRequest
+from api.models import (
+    ClaimRequest,
+    Invoice,
+    InvoiceRequest,
+    TokenIssued,
+    TokenStatus,
+    VerifyRequest,
+)
 from watcher import db
 from watcher.settings import Settings
 
@@ -101,6 +108,8 @@ async def supported_chains(request: Request) -> dict[str, Any]:
     "/invoices",
     name="create_invoice",
     status_code=201,
+    response_model=Invoice,
+    response_model_exclude_none=True,
     summary="Open an invoice: a unique amount (EVM) or a reference key (Solana)",
     dependencies=[Depends(ratelimit.limit("invoices"))],
     responses=responses(400, 413, 422, 429, 503),
@@ -113,6 +122,8 @@ async def create_invoice(request: Request, body: InvoiceRequest) -> dict[str, An
 
 @router.get(
     "/invoices/{invoice_id}",
+    response_model=Invoice,
+    response_model_exclude_none=True,
     summary="Invoice status: open | paid (k of n confirmations) | credited | expired | claimed",
     responses=responses(404, 422, 503),
 )
@@ -136,6 +147,7 @@ async def verify_payment(request: Request, body: VerifyRequest) -> dict[str, Any
 @router.post(
     "/generate-token",
     status_code=201,
+    response_model=TokenIssued,
     summary="Claim the one access token a payment buys (proof of payer required)",
     dependencies=[Depends(ratelimit.limit("generate-token"))],
     responses=responses(400, 403, 404, 409, 413, 422, 429, 503),
@@ -152,6 +164,7 @@ async def generate_token(request: Request, body: ClaimRequest) -> dict[str, Any]
 
 @router.get(
     "/tokens/me",
+    response_model=TokenStatus,
     summary="Remaining calls and expiry of your token (free)",
     responses=responses(401, 404, 503),
 )

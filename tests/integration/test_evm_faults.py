@@ -180,3 +180,18 @@ async def test_endpoint_on_the_wrong_chain_is_refused(
         "watcher_rpc_endpoint_healthy", {"chain": "base", "endpoint": other.url}
     )
     assert healthy == 0
+
+
+async def test_stale_primary_is_demoted_and_the_healthy_endpoint_serves(
+    anvil: Anvil, usdc: Token, pool: db.Pool, proxy: FaultProxy
+) -> None:
+    payer, us = anvil.accounts[1], anvil.accounts[7]
+    await anvil.mine(20)
+    truth = await _pay(usdc, payer, us, [7_000_000])
+    await anvil.mine(2)
+    proxy.head_lag = 12  # the primary says the chain ended before the payment
+    chain = evm_chain(anvil, usdc, [us], rpc_urls=[proxy.url, anvil.url], confirmations=2)
+    async with follower(chain, pool) as f:
+        await drain(f)
+        assert f.state.head == await anvil.block_number()
+    assert sorted(await _credited(pool)) == sorted(truth)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from tests.anvil import Anvil, Token, deploy_token
+from tests.anvil import Anvil, Token, artifact, calldata, deploy_token
 from tests.evmkit import cursor, drain, evm_chain, follower, payments
 from watcher import db
+from watcher.chains import evm
 
 
 async def test_credited_after_exactly_n_confirmations_not_one_block_earlier(
@@ -74,3 +75,43 @@ async def test_replay_and_restart_credit_nothing_twice(
         (1_000_000, "credited"),
         (2_000_000, "credited"),
     ]
+
+
+async def test_nft_style_and_malformed_transfer_logs_from_the_token_are_ignored(
+    anvil: Anvil, usdc: Token, pool: db.Pool
+) -> None:
+    payer, us = anvil.accounts[1], anvil.accounts[7]
+    tx = await anvil.send(anvil.accounts[0], None, artifact("OddLogs")["bytecode"], gas=1_000_000)
+    odd = Token(anvil, (await anvil.receipt(tx))["contractAddress"].lower())  # as "the USDC"
+    for call in (
+        calldata("nftTransfer(address,address,uint256)", payer, us, 5_000_000),
+        calldata("shortTransfer(address,address)", payer, us),
+        calldata("transfer(address,address,uint256)", payer, us, 2_000_000),
+    ):
+        receipt = await anvil.receipt(await anvil.send(payer, odd.address, call, gas=100_000))
+        assert receipt["status"] == "0x1" and len(receipt["logs"]) == 1
+    await anvil.mine(3)
+    async with follower(evm_chain(anvil, odd, [us], confirmations=3), pool) as f:
+        await drain(f)
+    rows = await payments(pool)
+    assert [(r["amount"], r["state"]) for r in rows] == [(2_000_000, "credited")]
+    assert rows[0]["tx_hash"] == receipt["transactionHash"]
+
+
+async def test_more_receivers_than_a_topic_filter_holds_are_matched_locally(
+    anvil: Anvil, usdc: Token, pool: db.Pool
+) -> None:
+    payer, us, them = anvil.accounts[1], anvil.accounts[7], anvil.accounts[8]
+    many = [f"0x{i:040x}" for i in range(1, 300)] + [us]
+    chain = evm_chain(anvil, usdc, many, confirmations=2)
+    mine = await usdc.batch_transfer(payer, [them, us, many[5], them], [1, 3_000_000, 4_000_000, 5])
+    await anvil.mine(2)
+    async with follower(chain, pool, options=evm.Options(topic_limit=10)) as f:
+        assert f.topics is None  # one eth_getLogs for every USDC Transfer, matched in a set
+        await drain(f)
+    rows = await payments(pool)
+    assert [(r["log_index"], r["to_address"], r["state"]) for r in rows] == [
+        (1, us, "credited"),
+        (2, many[5], "credited"),
+    ]
+    assert {r["tx_hash"] for r in rows} == {mine["transactionHash"]}

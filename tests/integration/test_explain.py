@@ -166,3 +166,21 @@ async def test_files_made_on_anvil_with_ledger_state(
         if name == "logs":
             (wrong_line,) = by_tx[wrong["transactionHash"]]["transfers"]
             assert wrong_line["verdict"] == "wrong_token" and wrong_line["amount"] == "9000000"
+
+
+async def test_live_receipt_from_the_node(anvil: Anvil, usdc: Token) -> None:
+    payer, us = anvil.accounts[1], anvil.accounts[7]
+    paid = await usdc.transfer(payer, us, 1_500_000)
+    await anvil.mine(4)
+    env = {
+        "X402_BASE_RPC_URL": anvil.url,
+        "X402_BASE_CHAIN_ID": str(anvil.chain_id),
+        "X402_BASE_USDC_ADDRESS": usdc.address,
+        "X402_BASE_PAYMENT_ADDRESS": us,
+    }
+    report = explain_json("--chain", "base", paid["transactionHash"], **env)
+    ((line,),) = [tx["transfers"] for tx in report["transactions"]]
+    assert (line["verdict"], line["amount"], line["confirmations"]) == ("credit", "1500000", 5)
+    assert "state" not in line  # no database configured: no ledger state claimed
+    code, _, err = explain("--chain", "base", "0x" + "12" * 32, **env)
+    assert code == 1 and "no receipt" in err

@@ -34,7 +34,7 @@ from typing import Any
 import structlog
 
 from watcher import db, errors, ledger, metrics, rpc
-from watcher.chains import evm_reorg
+from watcher.chains import evm_reorg, evm_scan
 from watcher.chains.evm_heads import HeadSubscription
 from watcher.chains.evm_logs import TRANSFER_TOPIC, BloomFilter, Header, parse_header, topic_for
 from watcher.chains.evm_scan import Batch, to_transfers
@@ -42,12 +42,14 @@ from watcher.settings import EvmChain, Settings
 
 log = structlog.get_logger(__name__)
 
+BURST_MAX_FAILURES = 8
+
 
 @dataclass(frozen=True)
 class Options:
     """Tuning knobs; the defaults suit public RPC providers."""
 
-    initial_range: int = 50  # blocks per eth_getLogs when backfilling
+    initial_range: int = 8  # blocks per eth_getLogs when backfilling (grows quickly)
     max_range: int = 5000
     target_logs: int = 5000  # aim for about this many logs per eth_getLogs answer
     topic_limit: int = 100  # more receivers than this: fetch all USDC Transfers, match locally
@@ -64,7 +66,7 @@ class Options:
 @dataclass
 class _State:
     cursor: ledger.Cursor | None = None
-    head: Header | None = None
+    head: int | None = None
     head_seen_at: float = 0.0
     headers: dict[int, Header] = field(default_factory=dict)  # from newHeads, bounded
     poll_next: bool = False  # ask the node for the head even though the websocket is up
@@ -101,6 +103,7 @@ class EvmFollower:
         self.wake = asyncio.Event()
         self.heads = HeadSubscription(chain.name, chain.ws_urls, self._saw_head)
         self.heads.on_connect = self._ws_connected
+        self._ahead: tuple[int, asyncio.Task[Batch]] | None = None  # prefetched next range
 
     # ---- main loop -------------------------------------------------------------------
 
@@ -123,6 +126,8 @@ class EvmFollower:
                 except errors.RpcError as exc:
                     failures += 1
                     log.warning("step_failed", error=str(exc), attempt=failures)
+                    if burst and failures >= BURST_MAX_FAILURES:
+                        raise  # a one-off drain reports the failure instead of waiting forever
                     await _sleep(stop, min(self.opt.max_backoff, 0.1 * 2**failures))
                     continue
                 cur = self.state.cursor
@@ -133,6 +138,7 @@ class EvmFollower:
                 if not more:
                     await self._idle(stop)
         finally:
+            self._drop_ahead()
             if ws_task is not None:
                 ws_task.cancel()
                 await asyncio.gather(ws_task, return_exceptions=True)
@@ -158,9 +164,8 @@ class EvmFollower:
         if len(self.state.headers) > 4 * self.window:
             for n in sorted(self.state.headers)[: -2 * self.window]:
                 del self.state.headers[n]
-        if self.state.head is None or header.number >= self.state.head.number:
-            self.state.head = header
-            self.state.head_seen_at = now
+        # The node's current view, even if lower (a reorg onto a shorter branch).
+        self.state.head, self.state.head_seen_at = header.number, now
         metrics.HEAD_BLOCK.labels(self.name).set(header.number)
         metrics.LAST_BLOCK_TIMESTAMP.labels(self.name).set(time.time())
         self.wake.set()
@@ -168,42 +173,69 @@ class EvmFollower:
     # ---- one converge step -------------------------------------------------------------
 
     async def step(self) -> bool:
-        """Fetch, then commit one transaction. True when more work is waiting right now."""
+        """Fetch, then commit one transaction. True when more work is waiting right now.
+
+        During a backfill the next range is fetched while this one is written.
+        """
         self.wake.clear()
         head = await self._head()
         cursor = self.state.cursor or self._initial_cursor(head)
-        self._gauges(head.number, cursor.num)
-        if cursor.num >= head.number:
+        self._gauges(head, cursor.num)
+        if cursor.num >= head:
             return False  # nothing new (a head that went backwards is no evidence of a reorg)
         try:
-            if cursor.num + 1 <= head.number - self.window:
-                batch = await self._fetch_range(cursor, head)
-            else:
-                batch = await self._fetch_tip(cursor, head)
-        except errors.ReorgDetected as exc:
-            await self._rewind(cursor, exc)
+            batch = await self._fetch(cursor, head)
+        except errors.ReorgDetected:
+            await self._rewind(cursor)
             return True
-        await self._write(batch)
-        return batch.to < head.number
+        if batch.to + 1 <= head - self.window:
+            nxt = ledger.Cursor(batch.to, batch.to_hash, batch.head)
+            self._ahead = (batch.to, asyncio.create_task(self._fetch_range(nxt, head)))
+        try:
+            await self._write(batch)
+        except BaseException:
+            self._drop_ahead()
+            raise
+        return batch.to < head
 
-    async def _head(self) -> Header:
+    async def _fetch(self, cursor: ledger.Cursor, head: int) -> Batch:
+        if self._ahead is not None:
+            after, task = self._ahead
+            self._ahead = None
+            if after == cursor.num:
+                return await task
+            task.cancel()
+        if cursor.num + 1 <= head - self.window:
+            return await self._fetch_range(cursor, head)
+        return await self._fetch_tip(cursor, head)
+
+    def _drop_ahead(self) -> None:
+        if self._ahead is not None:
+            task = self._ahead[1]
+            task.cancel()
+            # Retrieve its outcome so a failure there is not reported as unhandled.
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+            self._ahead = None
+
+    async def _head(self) -> int:
+        """The head block number: pushed by the websocket, else asked of the pool (which
+        compares its endpoints' heads and stops trusting a stale or backwards one)."""
         st = self.state
         fresh = time.monotonic() - st.head_seen_at < self.opt.ws_safety_poll
         if self.heads.connected and st.head is not None and fresh and not st.poll_next:
             return st.head
         st.poll_next = False
-        got = await self.rpc.request("eth_getBlockByNumber", ["latest", False])
-        header = _header_or_error(got, "latest", self.rpc.chain)
-        if st.head is None or header.number >= st.head.number or not self.heads.connected:
-            st.head, st.head_seen_at = header, time.monotonic()
-            metrics.HEAD_BLOCK.labels(self.name).set(header.number)
+        head = await self.rpc.head()
+        if st.head is None or head != st.head or not self.heads.connected:
+            st.head, st.head_seen_at = head, time.monotonic()
+            metrics.HEAD_BLOCK.labels(self.name).set(head)
             metrics.LAST_BLOCK_TIMESTAMP.labels(self.name).set(time.time())
-        return header
+        return head
 
-    def _initial_cursor(self, head: Header) -> ledger.Cursor:
+    def _initial_cursor(self, head: int) -> ledger.Cursor:
         start = self.chain.start_block
         if start is None:
-            start = max(0, head.number - self.opt.default_backfill)
+            start = max(0, head - self.opt.default_backfill)
         log.info("starting_from", block=start)
         self.state.cursor = ledger.Cursor(start - 1, None, None)  # committed after the 1st step
         return self.state.cursor
@@ -215,37 +247,55 @@ class EvmFollower:
         got = await self.rpc.request("eth_getBlockByNumber", [hex(number), False])
         return _header_or_error(got, str(number), self.rpc.chain)
 
-    async def _get_logs(self, where: dict[str, Any]) -> list[dict[str, Any]]:
+    def _logs_call(self, where: dict[str, Any]) -> tuple[str, list[Any]]:
         flt = {**where, "address": self.chain.usdc, "topics": [TRANSFER_TOPIC, None, self.topics]}
-        got = await self.rpc.request("eth_getLogs", [flt])
-        if not isinstance(got, list):
-            raise errors.RpcResponseError("eth_getLogs did not return a list", code=None)
-        return got
+        return "eth_getLogs", [flt]
 
-    async def _fetch_range(self, cursor: ledger.Cursor, head: Header) -> Batch:
-        frm = cursor.num + 1
-        to = min(frm + self.range - 1, head.number - self.window)
-        try:
-            logs, first, last = await asyncio.gather(
-                self._get_logs({"fromBlock": hex(frm), "toBlock": hex(to)}),
-                self.header(frm),
-                self.header(to),
-            )
-        except errors.RangeTooLarge as exc:
-            self._shrink(exc, to - frm + 1)
-            raise
-        if cursor.hash is not None and first.parent_hash != cursor.hash:
-            raise errors.ReorgDetected(f"block {frm} does not extend {cursor.hash}", block=frm)
-        self._adapt(len(logs), to - frm + 1)
-        hashes = {first.number: first.hash, last.number: last.hash}
-        transfers = to_transfers(self, logs, frm, to, hashes, {})
-        headers = [first] if first.number == last.number else [first, last]
-        return Batch(frm, to, last.hash, head.number, headers, transfers, self._seen())
+    async def _headers(self, numbers: Sequence[int]) -> dict[int, Header]:
+        """Headers by number: the websocket's when cached, the rest in one batch."""
+        out = {n: h for n in numbers if (h := self.state.headers.get(n)) is not None}
+        missing = [n for n in numbers if n not in out]
+        got = await self.rpc.batch([("eth_getBlockByNumber", [hex(n), False]) for n in missing])
+        for n, obj in zip(missing, got, strict=True):
+            out[n] = _header_or_error(obj, str(n), self.name)
+        return out
 
-    async def _fetch_tip(self, cursor: ledger.Cursor, head: Header) -> Batch:
+    async def _fetch_range(self, cursor: ledger.Cursor, head: int) -> Batch:
+        """Far below the head: one eth_getLogs over a block range, with the range's end
+        headers in the same batch (same endpoint, same view of the chain)."""
         frm = cursor.num + 1
-        to = min(head.number, frm + self.opt.tip_batch - 1)
-        headers = list(await asyncio.gather(*(self.header(n) for n in range(frm, to + 1))))
+        for _ in range(32):  # each refusal at least halves the range
+            to = min(frm + self.range - 1, head - self.window)
+            calls = [self._logs_call({"fromBlock": hex(frm), "toBlock": hex(to)})]
+            calls += [("eth_getBlockByNumber", [hex(n), False]) for n in sorted({frm, to})]
+            try:
+                logs, *ends = await self.rpc.batch(calls)
+            except errors.RangeTooLarge as exc:
+                if to == frm:
+                    raise
+                self._shrink(exc, to - frm + 1)
+                continue
+            first = _header_or_error(ends[0], str(frm), self.name)
+            last = _header_or_error(ends[-1], str(to), self.name)
+            if cursor.hash is not None and first.parent_hash != cursor.hash:
+                raise errors.ReorgDetected(f"block {frm} does not extend {cursor.hash}", block=frm)
+            logs = _log_list(logs, self.name)
+            self._adapt(len(logs), to - frm + 1)
+            hashes = {first.number: first.hash, last.number: last.hash}
+            transfers = to_transfers(self, logs, frm, to, hashes, {})
+            headers = [first] if first.number == last.number else [first, last]
+            # Every block of a range lies more than the window below the head: confirmed.
+            deep = min(to, head - self.chain.confirmations + 1)
+            return Batch(frm, to, last.hash, head, headers, transfers, self._seen(), deep)
+        raise errors.RpcResponseError(f"{self.name}: eth_getLogs refused every range")
+
+    async def _fetch_tip(self, cursor: ledger.Cursor, head: int) -> Batch:
+        """Near the head: block by block, each header linked to the previous one, logs
+        asked for by block hash so they belong to exactly the block we checked."""
+        frm = cursor.num + 1
+        to = min(head, frm + min(self.opt.tip_batch, self.range) - 1)
+        by_number = await self._headers(range(frm, to + 1))
+        headers = [by_number[n] for n in range(frm, to + 1)]
         prev = cursor.hash
         for h in headers:
             if prev is not None and h.parent_hash != prev:
@@ -255,12 +305,13 @@ class EvmFollower:
                 raise errors.RpcResponseError(f"block {h.number} does not link to {h.number - 1}")
             prev = h.hash
         wanted = [h for h in headers if not self.opt.use_bloom or self.bloom.may_match(h.bloom)]
-        answers = await asyncio.gather(*(self._get_logs({"blockHash": h.hash}) for h in wanted))
-        logs = [lg for answer in answers for lg in answer]
+        answers = await self.rpc.batch([self._logs_call({"blockHash": h.hash}) for h in wanted])
+        logs = [lg for answer in answers for lg in _log_list(answer, self.name)]
+        self._adapt(len(logs), to - frm + 1)
         hashes = {h.number: h.hash for h in headers}
-        times = {h.number: h for h in headers}
-        transfers = to_transfers(self, logs, frm, to, hashes, times)
-        return Batch(frm, to, headers[-1].hash, head.number, headers, transfers, self._seen())
+        transfers = to_transfers(self, logs, frm, to, hashes, by_number)
+        deep = to - self.chain.confirmations + 1  # depth below the last block linked here
+        return Batch(frm, to, headers[-1].hash, head, headers, transfers, self._seen(), deep)
 
     def _seen(self) -> float:
         return self.state.head_seen_at or time.monotonic()
@@ -281,19 +332,13 @@ class EvmFollower:
     # ---- the transaction -----------------------------------------------------------------
 
     async def _write(self, batch: Batch) -> None:
-        conf = self.chain.confirmations
         async with self.pool.acquire() as conn, conn.transaction():
-            await ledger.record(conn, batch.transfers)
-            await conn.execute(db.q("evm_upsert_blocks"), self.name, *batch.block_columns())
-            await conn.execute(db.q("evm_prune_blocks"), self.name, batch.to - 2 * self.window)
-            await ledger.set_cursor(conn, self.name, batch.to, batch.to_hash, head=batch.head)
-            rows = await conn.fetch(db.q("evm_confirmed_ids"), self.name, batch.to - conf + 1)
-            credited = await ledger.credit(conn, [r["id"] for r in rows])
+            credited = await evm_scan.commit(conn, self.chain, batch, keep_blocks=2 * self.window)
         self.state.cursor = ledger.Cursor(batch.to, batch.to_hash, batch.head)
         self._gauges(batch.head, batch.to)
         if credited:
             delay = time.monotonic() - batch.seen_at
-            for _ in credited:
+            for _ in range(len({r["block_number"] for r in credited})):  # once per block
                 metrics.CREDIT_DELAY.labels(self.name).observe(delay)
             log.info("credited", payments=len(credited), cursor=batch.to)
 
@@ -306,10 +351,16 @@ class EvmFollower:
         metrics.CURSOR_BLOCK.labels(self.name).set(cursor)
         metrics.LAG_BLOCKS.labels(self.name).set(max(0, head - cursor))
 
-    async def _rewind(self, cursor: ledger.Cursor, exc: errors.ReorgDetected) -> None:
+    async def _rewind(self, cursor: ledger.Cursor) -> None:
         self.state.headers.clear()
         self.state.cursor = await evm_reorg.rewind(self, cursor)
         self.range = self.opt.initial_range
+
+
+def _log_list(got: object, chain: str) -> list[dict[str, Any]]:
+    if not isinstance(got, list):
+        raise errors.RpcResponseError(f"{chain}: eth_getLogs did not return a list")
+    return got
 
 
 def _header_or_error(got: object, which: str, chain: str) -> Header:

@@ -11,6 +11,7 @@ Transfers (four topics) and anything malformed are not transfers at all.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,7 +21,9 @@ from eth_utils.crypto import keccak
 
 TRANSFER_TOPIC = "0x" + keccak(text="Transfer(address,address,uint256)").hex()
 _PAD = "0x" + "0" * 24  # the 12 zero bytes in front of an address in a topic
-_HEX = frozenset("0123456789abcdef")
+_HEX = {n: re.compile(f"0x[0-9a-f]{{{n - 2}}}") for n in (42, 66, 514)}
+# A 32-byte topic holding an address: 12 zero bytes, then the 20 address bytes.
+_ADDRESS_TOPIC = re.compile(r"0x0{24}[0-9a-f]{40}")
 
 Verdict = Literal["credit", "not_ours", "wrong_token", "zero_value", "below_minimum", "failed_tx"]
 
@@ -61,7 +64,7 @@ def topic_for(address: str) -> str:
 
 
 def _is_hex(text: str, length: int) -> bool:
-    return len(text) == length and text[:2] == "0x" and _HEX.issuperset(text[2:])
+    return _HEX[length].fullmatch(text) is not None
 
 
 def parse_transfer(log: Mapping[str, Any]) -> RawTransfer | None:
@@ -76,9 +79,9 @@ def parse_transfer(log: Mapping[str, Any]) -> RawTransfer | None:
             return None
         src, dst = str(topics[1]).lower(), str(topics[2]).lower()
         data = str(log["data"]).lower()
-        if not (src.startswith(_PAD) and dst.startswith(_PAD)) or not _is_hex(data, 66):
+        if not (_ADDRESS_TOPIC.fullmatch(src) and _ADDRESS_TOPIC.fullmatch(dst)):
             return None
-        if not (_is_hex(src, 66) and _is_hex(dst, 66)):
+        if not _is_hex(data, 66):
             return None
         tx_hash = str(log["transactionHash"]).lower()
         token = str(log["address"]).lower()

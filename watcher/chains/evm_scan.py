@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from watcher import errors, ledger
+import asyncpg
+
+from watcher import db, errors, ledger, metrics
 from watcher.chains.evm_logs import Header, parse_transfer
 from watcher.settings import USDC_UNIT, EvmChain
 
@@ -31,6 +33,7 @@ class Batch:
     headers: Sequence[Header]
     transfers: list[ledger.Transfer]
     seen_at: float  # monotonic time the head that allowed this step was seen
+    deep: int  # transfers in blocks up to this one are confirmed (credit them)
 
     def block_columns(self) -> tuple[list[int], list[str], list[str], list[datetime]]:
         hs = self.headers
@@ -94,3 +97,52 @@ def to_transfers(
 def _usd(units: int) -> str:
     whole, frac = divmod(units, USDC_UNIT)
     return f"{whole}.{frac:06d}".rstrip("0").rstrip(".") if frac else str(whole)
+
+
+async def record_credited(
+    conn: db.Connection, chain: EvmChain, transfers: Sequence[ledger.Transfer]
+) -> list[asyncpg.Record]:
+    """Insert transfers that are already deep enough straight as credited."""
+    if not transfers:
+        return []
+    rows = await conn.fetch(
+        db.q("evm_record_credited"),
+        chain.name,
+        chain.usdc,
+        [t.tx_hash for t in transfers],
+        [t.log_index for t in transfers],
+        [t.block_number for t in transfers],
+        [t.block_hash for t in transfers],
+        [t.block_time for t in transfers],
+        [t.from_address for t in transfers],
+        [t.to_address for t in transfers],
+        [t.amount for t in transfers],
+    )
+    if rows:
+        metrics.PAYMENTS.labels(chain.name, "credited").inc(len(rows))
+        metrics.CREDITED_BASE_UNITS.labels(chain.name).inc(sum(int(r["amount"]) for r in rows))
+    return rows
+
+
+async def commit(
+    conn: db.Connection, chain: EvmChain, batch: Batch, *, keep_blocks: int
+) -> list[asyncpg.Record]:
+    """One step's writes, inside the caller's transaction; returns the rows credited.
+
+    Transfers in blocks up to ``batch.deep`` are confirmed and were verified in
+    this very step, so they are written as credited at once; the others are
+    recorded as observed and credited by a later step once deep enough.
+    """
+    deep = batch.deep
+    now: list[ledger.Transfer] = []
+    later: list[ledger.Transfer] = []
+    for t in batch.transfers:
+        (now if t.state == "observed" and t.block_number <= deep else later).append(t)
+    await ledger.record(conn, later)
+    credited = await record_credited(conn, chain, now)
+    await conn.execute(db.q("evm_upsert_blocks"), chain.name, *batch.block_columns())
+    await conn.execute(db.q("evm_prune_blocks"), chain.name, batch.to - keep_blocks)
+    await ledger.set_cursor(conn, chain.name, batch.to, batch.to_hash, head=batch.head)
+    rows = await conn.fetch(db.q("evm_confirmed_ids"), chain.name, deep)
+    credited += await ledger.credit(conn, [r["id"] for r in rows])
+    return credited
