@@ -32,7 +32,7 @@ from solders.pubkey import Pubkey
 from solders.signature import Signature
 
 from api import paywall
-from api.errors import ApiError, service_unavailable
+from api.errors import DB_ERRORS, ApiError, service_unavailable
 from watcher import db, errors, metrics, rpc
 from watcher.settings import ChainName, Settings
 
@@ -168,7 +168,7 @@ async def issue_token(pool: db.Pool, settings: Settings, payment_id: int) -> dic
         )
         if row is None:
             why = await pool.fetchrow(db.q("api_claim_refusal"), payment_id)
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+    except DB_ERRORS as exc:
         log.warning("claim_db_error", error=repr(exc))
         raise service_unavailable("the database") from exc
     if row is None:

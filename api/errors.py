@@ -19,7 +19,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import asyncpg
 import structlog
+from asyncpg.exceptions import InternalClientError
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -28,6 +30,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = structlog.get_logger(__name__)
+
+# Everything asyncpg (or the socket under it) raises when PostgreSQL is unreachable,
+# restarting or killed our session: all of it is a 503, never a 500 nor a free call.
+# InternalClientError is what a pool connection killed mid-operation can raise.
+DB_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    InternalClientError,
+)
 
 MAX_BODY_BYTES = 16 * 1024  # our largest request (a claim with a signature) is well under 1 KiB
 # Stripe's signed events (an invoice with many lines) run past 16 KiB; they are

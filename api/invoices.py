@@ -26,14 +26,13 @@ import asyncpg
 from solders.keypair import Keypair
 
 from api import chains, claims
-from api.errors import ApiError, service_unavailable
+from api.errors import DB_ERRORS, ApiError, service_unavailable
 from watcher import db, ledger, metrics
 from watcher.settings import USDC_UNIT, ChainName, Settings, usd_to_units
 
 INVOICE_LIFETIME = timedelta(minutes=30)
 AMOUNT_JITTER = 9_999  # at most ~1 cent over the price, never a whole extra call
 INSERT_ATTEMPTS = 3
-_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 def usd(units: int) -> str:
@@ -122,7 +121,7 @@ async def create(pool: db.Pool, settings: Settings, chain: ChainName, units: int
                 )
                 if row is not None:
                     break
-    except _DB_ERRORS as exc:
+    except DB_ERRORS as exc:
         raise service_unavailable("the database") from exc
     if row is None:
         raise ApiError(
@@ -176,7 +175,7 @@ async def status(pool: db.Pool, settings: Settings, invoice_id: UUID) -> dict[st
             pending = await pool.fetchrow(
                 db.q("api_invoice_pending_payment"), invoice_id, ledger.INVOICE_GRACE
             )
-    except _DB_ERRORS as exc:
+    except DB_ERRORS as exc:
         raise service_unavailable("the database") from exc
     if inv is None:
         raise ApiError(

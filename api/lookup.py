@@ -13,11 +13,9 @@ from uuid import UUID
 import asyncpg
 
 from api import chains, claims
-from api.errors import ApiError, service_unavailable
+from api.errors import DB_ERRORS, ApiError, service_unavailable
 from watcher import db, metrics
 from watcher.settings import ChainName, Settings
-
-_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 NEXT_STEP = {
     "credited": "claim a token: POST /x402/generate-token with a signature over claim_message "
@@ -36,7 +34,7 @@ NEXT_STEP = {
 async def payments_for(pool: db.Pool, chain: ChainName, tx_hash: str) -> list[asyncpg.Record]:
     try:
         return list(await pool.fetch(db.q("api_payments_by_tx"), chain, tx_hash))
-    except _DB_ERRORS as exc:
+    except DB_ERRORS as exc:
         raise service_unavailable("the database") from exc
 
 
@@ -159,7 +157,7 @@ async def claim_by_invoice(
     """Claim the payment linked to an invoice, for whoever holds its secret."""
     try:
         inv = await pool.fetchrow(db.q("api_invoice"), invoice_id)
-    except _DB_ERRORS as exc:
+    except DB_ERRORS as exc:
         raise service_unavailable("the database") from exc
     if inv is None or not claims.secret_matches(secret, inv["claim_secret_hash"]):
         # One answer for both: an unknown id and a wrong secret look the same.

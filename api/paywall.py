@@ -34,7 +34,7 @@ from fastapi import APIRouter, Depends, Header, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import chains, entitlements
-from api.errors import ERROR_SCHEMA, ApiError, responses, service_unavailable
+from api.errors import DB_ERRORS, ERROR_SCHEMA, ApiError, responses, service_unavailable
 from watcher import db, metrics
 from watcher.settings import Settings
 
@@ -47,7 +47,6 @@ DB_TIMEOUT_SECONDS = 5.0
 PAYMENT_TIMEOUT_SECONDS = 600  # maxTimeoutSeconds in the x402 body
 _CHARGE_KEY = "x402_charge"
 _SUBSCRIBER_CHARGE_KEY = "subscriber_charge"
-_DB_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 RESPONSES: dict[int | str, dict[str, Any]] = {
     402: {
@@ -130,7 +129,7 @@ async def _ways_to_pay(request: Request) -> dict[str, Any]:
     try:
         async with asyncio.timeout(DB_TIMEOUT_SECONDS), pool.acquire() as conn:
             return await entitlements.how_to_pay(conn, settings)
-    except _DB_ERRORS as exc:  # the 402 still says how; only the tier numbers are missing
+    except DB_ERRORS as exc:  # the 402 still says how; only the tier numbers are missing
         log.warning("paywall_tiers_unavailable", error=repr(exc))
         return entitlements.ways_to_pay(settings, None)
 
@@ -144,7 +143,7 @@ async def _meter_subscriber(request: Request, key: str, cost: int) -> Charge:
             check = await entitlements.consume_subscriber_key(
                 conn, key, cost, route_template(request), grace=grace
             )
-    except _DB_ERRORS as exc:
+    except DB_ERRORS as exc:
         log.warning("paywall_db_error", error=repr(exc))
         raise service_unavailable("metering") from exc
     if check.ok and check.key_id is not None:
@@ -236,7 +235,7 @@ async def _meter(request: Request, token: str, cost: int, key: str | None) -> Ch
             if charge is not None:
                 return charge
             error, message = await _why_refused(pool, digest, cost)
-    except _DB_ERRORS as exc:
+    except DB_ERRORS as exc:
         log.warning("paywall_db_error", error=repr(exc))
         raise service_unavailable("metering") from exc
     raise await _payment_required(request, error, message)
@@ -309,7 +308,7 @@ class RefundOn5xx:
         try:
             async with asyncio.timeout(DB_TIMEOUT_SECONDS):
                 await pool.fetchval(db.q(query), usage_id, status)
-        except _DB_ERRORS as exc:  # the payer loses one unit; never the reverse
+        except DB_ERRORS as exc:  # the payer loses one unit; never the reverse
             log.error("refund_failed", usage_id=usage_id, error=repr(exc))
             return
         metrics.METERED_CALLS.labels("refunded").inc()

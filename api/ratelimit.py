@@ -14,11 +14,10 @@ from __future__ import annotations
 import itertools
 from collections.abc import Awaitable, Callable
 
-import asyncpg
 import structlog
 from fastapi import Request
 
-from api.errors import ApiError, service_unavailable
+from api.errors import DB_ERRORS, ApiError, service_unavailable
 from watcher import db, metrics
 
 log = structlog.get_logger(__name__)
@@ -50,7 +49,7 @@ async def hit(pool: db.Pool, bucket: str, client: str, per_minute: int) -> None:
         row = await pool.fetchrow(db.q("api_rate_hit"), bucket, client)
         if next(_hits) % PRUNE_EVERY == 0:
             await pool.execute(db.q("api_rate_prune"))
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+    except DB_ERRORS as exc:
         log.warning("rate_limit_db_error", error=repr(exc))
         raise service_unavailable("the database") from exc
     assert row is not None

@@ -23,9 +23,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-import asyncpg
 import structlog
 
+from api.errors import DB_ERRORS
 from api.stripe_client import StripeBilling
 from watcher import db, metrics
 from watcher.settings import Settings, is_placeholder
@@ -232,6 +232,16 @@ HANDLERS: dict[str, Applier] = {
 }
 
 
+# Why applying an event can fail: the database, or a signed event of an unexpected shape.
+APPLY_ERRORS: tuple[type[BaseException], ...] = (
+    *DB_ERRORS,
+    AttributeError,
+    KeyError,
+    TypeError,
+    ValueError,
+)
+
+
 def stored_payload(event: Obj) -> dict[str, Any]:
     """The event as we keep it: a payment method reduced to id, type, customer, brand, last4."""
     kept = dict(event)
@@ -271,15 +281,7 @@ async def process_event(pool: db.Pool, event: Obj, prices: Mapping[str, str]) ->
                 outcome = "applied" if changed else "stale"
                 if not changed:
                     await conn.execute(db.q("stripe_set_event_outcome"), event["id"], "stale")
-    except (
-        OSError,
-        asyncpg.PostgresError,
-        asyncpg.InterfaceError,
-        AttributeError,  # a signed event of an unexpected shape
-        KeyError,
-        TypeError,
-        ValueError,
-    ) as exc:
+    except APPLY_ERRORS as exc:
         metrics.STRIPE_WEBHOOKS.labels("failed").inc()
         await _record_failure(pool, event, exc)
         raise
@@ -288,13 +290,13 @@ async def process_event(pool: db.Pool, event: Obj, prices: Mapping[str, str]) ->
     return outcome
 
 
-async def _record_failure(pool: db.Pool, event: Obj, exc: Exception) -> None:
+async def _record_failure(pool: db.Pool, event: Obj, exc: BaseException) -> None:
     log.error("stripe_event_failed", event_id=event.get("id"), error=repr(exc))
     try:
         await pool.execute(
             db.q("stripe_record_failure"), str(event.get("id")), str(event.get("type")), repr(exc)
         )
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as rec_exc:
+    except DB_ERRORS as rec_exc:
         # The database is why we failed; the log line above is all we can keep.
         log.error("stripe_failure_not_recorded", error=repr(rec_exc))
 

@@ -15,12 +15,10 @@ import asyncpg
 from fastapi import APIRouter, Depends, Header, Path, Request
 
 from api import ratelimit
-from api.errors import ApiError, responses, service_unavailable
+from api.errors import DB_ERRORS, ApiError, responses, service_unavailable
 from api.models import MarkRequest
 from watcher import db, ledger, metrics
 from watcher.settings import Settings
-
-_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 async def require_admin(
@@ -68,7 +66,7 @@ async def cleanup(request: Request) -> dict[str, Any]:
     try:
         expired = await pool.fetchval(db.q("api_expire_invoices"), ledger.INVOICE_GRACE)
         await pool.execute(db.q("api_rate_prune"))
-    except _DB_ERRORS as exc:
+    except DB_ERRORS as exc:
         raise service_unavailable("the database") from exc
     return {"invoices_expired": expired}
 
@@ -88,7 +86,7 @@ async def stats(request: Request) -> dict[str, Any]:
                 "endpoints": _rows(await conn.fetch(db.q("api_admin_endpoint_stats"))),
                 "active_tokens": _rows(await conn.fetch(db.q("api_admin_active_tokens")))[0],
             }
-    except _DB_ERRORS as exc:
+    except DB_ERRORS as exc:
         raise service_unavailable("the database") from exc
     return out
 
@@ -139,7 +137,7 @@ async def mark_payment(
                 body.reason,
                 ratelimit.client_id(request),
             )
-    except _DB_ERRORS as exc:
+    except DB_ERRORS as exc:
         raise service_unavailable("the database") from exc
     assert audit is not None
     metrics.PAYMENTS.labels(row["chain"], to_state).inc()

@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from api import entitlements, subscriptions
-from api.errors import ApiError, responses, service_unavailable
+from api.errors import DB_ERRORS, ApiError, responses, service_unavailable
 from api.stripe_client import StripeBilling
 from watcher import db, errors, metrics
 from watcher.settings import Settings, is_placeholder
@@ -29,7 +29,7 @@ log = structlog.get_logger(__name__)
 router = APIRouter(tags=["stripe"])
 
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{2,}$")
-_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+_DB_ERRORS = DB_ERRORS  # the API's one list: a killed session is a 503 here too
 
 
 def problem(status: int, error: str, message: str, fix: str, **extra: Any) -> JSONResponse:
@@ -146,7 +146,7 @@ async def stripe_webhook(request: Request) -> JSONResponse:
         outcome = await subscriptions.process_event(
             request.app.state.pool, event, subscriptions.price_tiers(settings)
         )
-    except (*_DB_ERRORS, AttributeError, KeyError, TypeError, ValueError):
+    except subscriptions.APPLY_ERRORS:
         return problem(
             500,
             "apply_failed",

@@ -9,11 +9,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 from uuid import UUID
 
-import asyncpg
 from fastapi import APIRouter, Depends, Header, Request
 
 from api import chains, invoices, lookup, paywall, ratelimit
-from api.errors import ApiError, responses, service_unavailable
+from api.errors import DB_ERRORS, ApiError, responses, service_unavailable
 from api.invoices import usd
 from api.models import (
     ClaimRequest,
@@ -80,7 +79,7 @@ async def supported_chains(request: Request) -> dict[str, Any]:
     s = _settings(request)
     try:
         status = {r["chain"]: r for r in await _pool(request).fetch(db.q("api_chain_status"))}
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+    except DB_ERRORS as exc:
         raise service_unavailable("the database") from exc
     out = []
     for c in chains.all_chains(s):
@@ -183,7 +182,7 @@ async def token_status(
         row = await _pool(request).fetchrow(
             db.q("api_token_status"), paywall.token_hash(x_payment_token)
         )
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+    except DB_ERRORS as exc:
         raise service_unavailable("the database") from exc
     if row is None:
         raise ApiError(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated
 
+import asyncpg
 from fastapi.responses import JSONResponse
 
 from api import paywall
@@ -121,35 +122,60 @@ async def test_handler_failure_gives_the_unit_back(pool: db.Pool) -> None:
 
 
 async def test_database_trouble_is_503_never_a_free_call(database_url: str) -> None:
-    pool = await db.create_pool(database_url, min_size=1, max_size=2)
+    pool = await db.create_pool(database_url, min_size=2, max_size=2)
     app = app_for(pool)
     async with client(app) as http:
         token = (await buy_token(http, pool))["token"]
+        headers = {"x-payment-token": token}
+        # The server kills every session of the API's pool (failover, restart).
+        killer = await asyncpg.connect(database_url)
+        try:
+            await killer.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        finally:
+            await killer.close()
+        answers = [(await http.get(PAID, headers=headers)).status_code for _ in range(3)]
+        assert set(answers) <= {200, 503}  # a killed session is a 503, never a 500
+        me = (await http.get("/x402/tokens/me", headers=headers)).json()
+        assert me["remaining"] == 10 - answers.count(200)  # every served call was charged
         await pool.close()
-        resp = await http.get(PAID, headers={"x-payment-token": token})
+        resp = await http.get(PAID, headers=headers)
         assert resp.status_code == 503
         assert resp.json()["error"] == "service_unavailable" and "Retry-After" in resp.headers
 
 
-def test_paid_route_declares_402_in_openapi(pool: db.Pool) -> None:
+def test_every_paid_route_declares_402_in_openapi(pool: db.Pool) -> None:
     spec = app_for(pool).openapi()
-    op = spec["paths"][PAID]["get"]
-    assert "402" in op["responses"]
-    assert {p["name"] for p in op["parameters"]} >= {"x-payment-token", "Idempotency-Key"}
+    paid = {
+        (path, method): op
+        for path, ops in spec["paths"].items()
+        for method, op in ops.items()
+        if "Idempotency-Key" in {p["name"] for p in op.get("parameters", [])}
+    }
+    assert set(paid) == {(PAID, "get")}  # grows as paid routes are added
+    for op in paid.values():
+        assert "402" in op["responses"] and "503" in op["responses"]
+        assert "x-payment-token" in {p["name"] for p in op["parameters"]}
 
 
 async def test_idempotency_key_is_bound_to_its_route(pool: db.Pool) -> None:
     app = app_for(pool)
 
-    @app.get("/other/paid")
-    async def other(charge: Annotated[paywall.Charge, paywall.paid()]) -> dict[str, int]:
+    @app.get("/other/{item}")
+    async def other(item: int, charge: Annotated[paywall.Charge, paywall.paid()]) -> dict[str, int]:
         return {"remaining": charge.remaining}
 
     async with client(app) as http:
         token = (await buy_token(http, pool))["token"]
         headers = {"x-payment-token": token, "Idempotency-Key": "once"}
         assert (await http.get(PAID, headers=headers)).status_code == 200
-        reused = await http.get("/other/paid", headers=headers)
+        reused = await http.get("/other/7", headers=headers)
         assert reused.status_code == 422 and reused.json()["error"] == "idempotency_key_reused"
         me = (await http.get("/x402/tokens/me", headers={"x-payment-token": token})).json()
         assert me["remaining"] == 9
+        fresh = await http.get("/other/8", headers={**headers, "Idempotency-Key": "twice"})
+        assert fresh.status_code == 200 and fresh.json()["remaining"] == 8
+    endpoints = await pool.fetch("SELECT endpoint FROM token_usage ORDER BY id")
+    assert [r["endpoint"] for r in endpoints] == [PAID, "/other/{item}"]  # templates, not paths
