@@ -69,7 +69,8 @@ class KeyCheck:
     remaining: int | None = None
     status_code: int = 200
     period_end: datetime | None = None
-    key_id: int | None = None  # 402 when payment would help, 429 when waiting would
+    key_id: int | None = None
+    usage_id: int | None = None  # 402 when payment would help, 429 when waiting would
 
 
 async def consume_subscriber_key(
@@ -94,6 +95,7 @@ async def consume_subscriber_key(
             remaining=row["remaining"],
             period_end=row["period_end"],
             key_id=row["id"],
+            usage_id=row["usage_id"],
         )
     why = await conn.fetchrow(db.q("stripe_explain_subscriber_key"), key_hash, grace)
     return _refusal(why, cost)

@@ -15,8 +15,9 @@
   subscription, ``api/entitlements.py``). The same dependency decides: a
   payment token when one is sent, else a subscriber key, else 402; both are
   metered by one statement each, and every 402 lists both ways to pay
-  (``ways_to_pay``). Subscriber calls have no Idempotency-Key replay and no
-  5xx refund yet: the quota is monthly, not money per call.
+  (``ways_to_pay``). A subscriber call that ends in 5xx is not counted
+  either; subscriber calls have no Idempotency-Key replay (the quota is
+  monthly, not money per call).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ MAX_IDEMPOTENCY_KEY_CHARS = 255
 DB_TIMEOUT_SECONDS = 5.0
 PAYMENT_TIMEOUT_SECONDS = 600  # maxTimeoutSeconds in the x402 body
 _CHARGE_KEY = "x402_charge"
+_SUBSCRIBER_CHARGE_KEY = "subscriber_charge"
 
 RESPONSES: dict[int | str, dict[str, Any]] = {
     402: {
@@ -139,13 +141,14 @@ async def _meter_subscriber(request: Request, key: str, cost: int) -> Charge:
     try:
         async with asyncio.timeout(DB_TIMEOUT_SECONDS), pool.acquire() as conn:
             check = await entitlements.consume_subscriber_key(
-                conn, key, cost, request.url.path, grace=grace
+                conn, key, cost, route_template(request), grace=grace
             )
     except DB_ERRORS as exc:
         log.warning("paywall_db_error", error=repr(exc))
         raise service_unavailable("metering") from exc
     if check.ok and check.key_id is not None:
         metrics.METERED_CALLS.labels("served").inc()
+        request.scope.setdefault("state", {})[_SUBSCRIBER_CHARGE_KEY] = check.usage_id
         return Charge(
             token_id=check.key_id,
             remaining=check.remaining or 0,
@@ -296,13 +299,15 @@ class RefundOn5xx:
             await self._refund(scope, state, status)
 
     async def _refund(self, scope: Scope, state: dict[str, Any], status: int) -> None:
-        usage_id = state.pop(_CHARGE_KEY, None)
+        query, usage_id = "api_refund", state.pop(_CHARGE_KEY, None)
+        if usage_id is None:
+            query, usage_id = "stripe_refund_usage", state.pop(_SUBSCRIBER_CHARGE_KEY, None)
         if usage_id is None:
             return
         pool: db.Pool = scope["app"].state.pool
         try:
             async with asyncio.timeout(DB_TIMEOUT_SECONDS):
-                await pool.fetchval(db.q("api_refund"), usage_id, status)
+                await pool.fetchval(db.q(query), usage_id, status)
         except DB_ERRORS as exc:  # the payer loses one unit; never the reverse
             log.error("refund_failed", usage_id=usage_id, error=repr(exc))
             return

@@ -29,8 +29,8 @@ import httpx
 import stripe
 import structlog
 
-from watcher import errors
-from watcher.settings import Settings
+from watcher import errors, metrics
+from watcher.settings import Settings, is_placeholder
 
 log = structlog.get_logger(__name__)
 
@@ -84,11 +84,13 @@ class CircuitBreaker:
             return
         waited = time.monotonic() - self.opened_at
         if waited < self.cooldown:
+            metrics.STRIPE_CIRCUIT_OPEN.set(1)
             raise errors.BillingUnavailable(
                 "Stripe is failing; payments are paused for a moment, retry shortly",
                 retry_after=self.cooldown - waited,
             )
         self.opened_at = None  # half-open: this call is the trial
+        metrics.STRIPE_CIRCUIT_OPEN.set(0)
 
     def success(self) -> None:
         self.failures = 0
@@ -98,6 +100,7 @@ class CircuitBreaker:
         self.failures += 1
         if self.failures >= self.threshold:
             self.opened_at = time.monotonic()
+            metrics.STRIPE_CIRCUIT_OPEN.set(1)
             log.warning("stripe_breaker_open", failures=self.failures)
 
 
@@ -117,7 +120,8 @@ class StripeBilling:
         breaker_cooldown: float = 30.0,
     ) -> None:
         secret = settings.stripe_secret_key
-        self.configured = secret is not None and bool(secret.get_secret_value())
+        raw = secret.get_secret_value().strip() if secret is not None else ""
+        self.configured = bool(raw) and not is_placeholder(raw)
         self.settings = settings
         self.attempts = attempts
         self.base_delay = base_delay
@@ -125,7 +129,7 @@ class StripeBilling:
         self.breaker = CircuitBreaker(breaker_threshold, breaker_cooldown)
         self._http = _Transported(timeout, transport)
         self._client = stripe.StripeClient(
-            secret.get_secret_value() if secret is not None else "sk_unset",
+            raw or "sk_unset",
             base_addresses={"api": settings.stripe_api_base},
             http_client=self._http,
             max_network_retries=0,  # we retry, with our own policy, below
@@ -135,6 +139,21 @@ class StripeBilling:
         await self._http.close_async()
 
     async def _call(self, what: str, make: Callable[[], Awaitable[T]]) -> T:
+        call = what.split()[0]  # customer, checkout, portal: the metric's small label set
+        try:
+            result = await self._attempts(what, call, make)
+        except errors.BillingUnavailable as exc:
+            outcome = "breaker_open" if exc.retry_after is not None else "unavailable"
+            metrics.STRIPE_API_CALLS.labels(call, outcome).inc()
+            raise
+        except errors.BillingRejected as exc:
+            outcome = "card_declined" if exc.card_error else "rejected"
+            metrics.STRIPE_API_CALLS.labels(call, outcome).inc()
+            raise
+        metrics.STRIPE_API_CALLS.labels(call, "ok").inc()
+        return result
+
+    async def _attempts(self, what: str, call: str, make: Callable[[], Awaitable[T]]) -> T:
         if not self.configured:
             raise errors.BillingUnavailable("Stripe is not configured (STRIPE_SECRET_KEY)")
         self.breaker.check()
@@ -148,6 +167,7 @@ class StripeBilling:
                         f"Stripe did not answer {what} after {attempt} attempts"
                     ) from exc
                 delay = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
+                metrics.STRIPE_API_CALLS.labels(call, "retried").inc()
                 log.warning("stripe_retry", call=what, attempt=attempt, error=type(exc).__name__)
                 await asyncio.sleep(random.uniform(delay / 2, delay))
             except stripe.CardError as exc:
@@ -228,3 +248,13 @@ class StripeBilling:
             ),
         )
         return str(session.url)
+
+    async def list_events(
+        self, *, created_gte: int, starting_after: str | None = None
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """One page (newest first) of Stripe's events since ``created_gte``; and whether more."""
+        params: Any = {"created": {"gte": created_gte}, "limit": 100}
+        if starting_after is not None:
+            params["starting_after"] = starting_after
+        page = await self._call("events list", lambda: self._client.v1.events.list_async(params))
+        return [event.to_dict() for event in page.data], bool(page.has_more)

@@ -23,9 +23,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-import asyncpg
 import structlog
 
+from api.errors import DB_ERRORS
+from api.stripe_client import StripeBilling
 from watcher import db, metrics
 from watcher.settings import Settings, is_placeholder
 
@@ -231,6 +232,16 @@ HANDLERS: dict[str, Applier] = {
 }
 
 
+# Why applying an event can fail: the database, or a signed event of an unexpected shape.
+APPLY_ERRORS: tuple[type[BaseException], ...] = (
+    *DB_ERRORS,
+    AttributeError,
+    KeyError,
+    TypeError,
+    ValueError,
+)
+
+
 def stored_payload(event: Obj) -> dict[str, Any]:
     """The event as we keep it: a payment method reduced to id, type, customer, brand, last4."""
     kept = dict(event)
@@ -270,14 +281,7 @@ async def process_event(pool: db.Pool, event: Obj, prices: Mapping[str, str]) ->
                 outcome = "applied" if changed else "stale"
                 if not changed:
                     await conn.execute(db.q("stripe_set_event_outcome"), event["id"], "stale")
-    except (
-        OSError,
-        asyncpg.PostgresError,
-        asyncpg.InterfaceError,
-        KeyError,
-        TypeError,
-        ValueError,
-    ) as exc:
+    except APPLY_ERRORS as exc:
         metrics.STRIPE_WEBHOOKS.labels("failed").inc()
         await _record_failure(pool, event, exc)
         raise
@@ -286,12 +290,43 @@ async def process_event(pool: db.Pool, event: Obj, prices: Mapping[str, str]) ->
     return outcome
 
 
-async def _record_failure(pool: db.Pool, event: Obj, exc: Exception) -> None:
+async def _record_failure(pool: db.Pool, event: Obj, exc: BaseException) -> None:
     log.error("stripe_event_failed", event_id=event.get("id"), error=repr(exc))
     try:
         await pool.execute(
             db.q("stripe_record_failure"), str(event.get("id")), str(event.get("type")), repr(exc)
         )
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as rec_exc:
+    except DB_ERRORS as rec_exc:
         # The database is why we failed; the log line above is all we can keep.
         log.error("stripe_failure_not_recorded", error=repr(rec_exc))
+
+
+async def reconcile(
+    pool: db.Pool,
+    billing: StripeBilling,
+    prices: Mapping[str, str],
+    *,
+    since: datetime,
+    max_pages: int = 50,
+) -> dict[str, int]:
+    """Fetch Stripe's events since ``since`` and apply the handled ones, oldest first.
+
+    For deliveries Stripe gave up on (or an endpoint that was down for days):
+    each event goes through :func:`process_event`, so one already applied is a
+    duplicate and nothing is applied twice. Returns counts by outcome.
+    """
+    found: list[dict[str, Any]] = []
+    cursor: str | None = None
+    for _ in range(max_pages):  # bounded: 100 events a page
+        page, more = await billing.list_events(
+            created_gte=int(since.timestamp()), starting_after=cursor
+        )
+        found.extend(e for e in page if e.get("type") in HANDLERS)
+        if not more or not page:
+            break
+        cursor = str(page[-1]["id"])
+    counts: dict[str, int] = {}
+    for event in sorted(found, key=lambda e: (int(e["created"]), str(e["id"]))):
+        outcome = await process_event(pool, event, prices)
+        counts[outcome] = counts.get(outcome, 0) + 1
+    return counts

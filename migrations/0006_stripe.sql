@@ -158,6 +158,8 @@ CREATE TABLE subscriber_usage (
     key_id      bigint      NOT NULL REFERENCES subscriber_keys (id),
     endpoint    text        NOT NULL,
     cost        integer     NOT NULL CHECK (cost > 0),
+    refunded    boolean     NOT NULL DEFAULT false,  -- the route answered 5xx: not counted
+    status_code integer,
     created_at  timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX subscriber_usage_key_idx ON subscriber_usage (key_id, created_at);

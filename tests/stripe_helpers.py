@@ -144,18 +144,24 @@ async def localstripe() -> AsyncIterator[str]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://127.0.0.1:{port}"  # it listens on every interface; we only ever use loopback
     try:
         async with httpx.AsyncClient() as http:
-            for _ in range(200):
+            for _ in range(600):  # bounded: 60 s, for a loaded shared machine
+                if proc.poll() is not None:
+                    raise AssertionError(f"localstripe exited with {proc.returncode}")
                 try:
-                    await http.get(url + "/v1/customers", auth=("sk_test_local", ""), timeout=1)
+                    await http.get(url + "/v1/customers", auth=("sk_test_local", ""), timeout=2)
                     break
                 except httpx.TransportError:
                     await asyncio.sleep(0.1)
             else:
-                raise AssertionError("localstripe did not start")
+                raise AssertionError("localstripe did not start within 60 s")
         yield url
     finally:
         proc.terminate()
-        proc.wait(10)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)

@@ -78,6 +78,31 @@ def _add_explain(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.set_defaults(func=_cmd_explain)
 
 
+def _cmd_stripe_sync(args: argparse.Namespace, settings: Settings) -> int:
+    # The API's Stripe modules, loaded only for this command (chain code never imports api/).
+    import json
+    from datetime import UTC, datetime, timedelta
+
+    from api import subscriptions
+    from api.stripe_client import StripeBilling
+
+    async def go() -> dict[str, int]:
+        async with daemon.database(settings) as pool:
+            billing = StripeBilling(settings)
+            try:
+                return await subscriptions.reconcile(
+                    pool,
+                    billing,
+                    subscriptions.price_tiers(settings),
+                    since=datetime.now(UTC) - timedelta(hours=args.hours),
+                )
+            finally:
+                await billing.aclose()
+
+    print(json.dumps(asyncio.run(go()), sort_keys=True))
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="watcher",
@@ -104,6 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=5.0, help="seconds per check (default 5)", metavar="S"
     )
     _add_explain(sub)
+    p = sub.add_parser(
+        "stripe-sync",
+        help="apply Stripe events the webhook missed (idempotent)",
+        description="Fetch Stripe's events of the last HOURS and apply those the webhook "
+        "handles; events already applied are skipped. Prints counts by outcome.",
+    )
+    p.add_argument("--hours", type=int, default=72, help="how far back (Stripe keeps 30 days)")
+    p.set_defaults(func=_cmd_stripe_sync)
     return parser
 
 

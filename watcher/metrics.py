@@ -116,3 +116,15 @@ API_RATE_LIMITED = Counter(
     "watcher_api_rate_limited_total", "429 answers by rate-limit bucket", ["bucket"]
 )
 INVOICES_CREATED = Counter("watcher_invoices_created_total", "Invoices created", ["chain"])
+
+# ---- Stripe rail (api/stripe_client.py) --------------------------------------------------
+
+STRIPE_API_CALLS = Counter(
+    "watcher_stripe_api_requests_total",
+    "Stripe API calls (customer, checkout, portal, events) by outcome "
+    "(ok, retried, unavailable, rejected, card_declined, breaker_open)",
+    ["call", "outcome"],
+)
+STRIPE_CIRCUIT_OPEN = Gauge(
+    "watcher_stripe_circuit_open", "1 while the Stripe circuit breaker refuses calls"
+)

@@ -418,6 +418,26 @@ FROM payments
 WHERE chain = 'solana'
 ORDER BY block_number, tx_hash, log_index;
 
+-- name: evm_record_credited
+-- Transfers already `confirmations` deep in blocks this step verified: written
+-- straight as credited, which spares rewriting every row of a large backfill.
+-- A row seen before as observed or orphaned is credited at this (canonical)
+-- place; credited rows are never touched. Returns the rows credited here.
+INSERT INTO payments AS p (chain, tx_hash, log_index, block_number, block_hash, block_time,
+                           token, from_address, to_address, amount, state, credited_at)
+SELECT $1, t.tx_hash, t.log_index, t.block_number, t.block_hash, t.block_time,
+       $2, t.from_address, t.to_address, t.amount, 'credited', now()
+FROM unnest($3::text[], $4::int[], $5::bigint[], $6::text[], $7::timestamptz[], $8::text[],
+            $9::text[], $10::numeric[])
+     AS t (tx_hash, log_index, block_number, block_hash, block_time, from_address, to_address,
+           amount)
+ON CONFLICT (chain, tx_hash, log_index) DO UPDATE
+    SET state = 'credited', credited_at = now(), block_number = excluded.block_number,
+        block_hash = excluded.block_hash, block_time = excluded.block_time, reason = NULL,
+        orphaned_at = NULL, updated_at = now()
+    WHERE p.state IN ('observed', 'orphaned')
+RETURNING p.id, p.amount, p.block_number;
+
 -- ---- stripe (subscriptions, webhooks, subscriber keys; migration 0006)
 
 -- name: stripe_insert_event
@@ -573,7 +593,8 @@ WITH upd AS (
     SELECT id, $4::text, $2::integer FROM upd
     RETURNING id
 )
-SELECT upd.id, upd.tier, upd.status, upd.remaining, upd.period_end FROM upd, ins;
+SELECT upd.id, upd.tier, upd.status, upd.remaining, upd.period_end, ins.id AS usage_id
+FROM upd, ins;
 
 -- name: stripe_explain_subscriber_key
 -- Why a key was refused (read after the metering UPDATE matched nothing).
@@ -625,26 +646,6 @@ RETURNING id;
 UPDATE subscriber_keys SET revoked_at = now(), revoked_reason = $2
 WHERE id = $1 AND revoked_at IS NULL;
 
--- name: evm_record_credited
--- Transfers already `confirmations` deep in blocks this step verified: written
--- straight as credited, which spares rewriting every row of a large backfill.
--- A row seen before as observed or orphaned is credited at this (canonical)
--- place; credited rows are never touched. Returns the rows credited here.
-INSERT INTO payments AS p (chain, tx_hash, log_index, block_number, block_hash, block_time,
-                           token, from_address, to_address, amount, state, credited_at)
-SELECT $1, t.tx_hash, t.log_index, t.block_number, t.block_hash, t.block_time,
-       $2, t.from_address, t.to_address, t.amount, 'credited', now()
-FROM unnest($3::text[], $4::int[], $5::bigint[], $6::text[], $7::timestamptz[], $8::text[],
-            $9::text[], $10::numeric[])
-     AS t (tx_hash, log_index, block_number, block_hash, block_time, from_address, to_address,
-           amount)
-ON CONFLICT (chain, tx_hash, log_index) DO UPDATE
-    SET state = 'credited', credited_at = now(), block_number = excluded.block_number,
-        block_hash = excluded.block_hash, block_time = excluded.block_time, reason = NULL,
-        orphaned_at = NULL, updated_at = now()
-    WHERE p.state IN ('observed', 'orphaned')
-RETURNING p.id, p.amount, p.block_number;
-
 -- ---------------------------------------------------------------- ops (leader election)
 
 -- name: try_leader_lock
@@ -670,3 +671,28 @@ WHERE l.locktype = 'advisory' AND l.granted
 -- name: server_version
 SHOW server_version;
 
+-- name: stripe_refund_usage
+-- The paid route failed (5xx): the call does not count against the quota, once.
+WITH u AS (
+    UPDATE subscriber_usage SET refunded = true, status_code = $2
+    WHERE id = $1 AND NOT refunded
+    RETURNING key_id, cost
+)
+UPDATE subscriber_keys k SET used = greatest(k.used - u.cost, 0)
+FROM u WHERE k.id = u.key_id
+RETURNING k.used;
+
+-- name: stripe_key_subscription
+-- What a subscriber sees about its own key: subscription, tier, usage this period.
+SELECT k.key_prefix, k.customer_id, s.id AS subscription_id, s.status, s.tier,
+       s.cancel_at_period_end, s.current_period_start, s.current_period_end, s.past_due_since,
+       t.monthly_quota, t.rate_per_minute,
+       (CASE WHEN k.usage_period_start IS NOT DISTINCT FROM s.current_period_start
+             THEN k.used ELSE 0 END) AS used
+FROM subscriber_keys k
+JOIN stripe_subscriptions s ON s.id = k.subscription_id
+LEFT JOIN stripe_tiers t ON t.tier = s.tier
+WHERE k.key_hash = $1 AND k.revoked_at IS NULL;
+
+-- name: stripe_customer_cards
+SELECT brand, last4 FROM stripe_payment_methods WHERE customer_id = $1 ORDER BY updated_at DESC;

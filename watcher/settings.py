@@ -332,6 +332,7 @@ class Settings(BaseSettings):
         out += self._url_problems("x402_solana_rpc_url", ("http", "https"))
         out += self._url_problems("x402_solana_ws_url", ("ws", "wss"))
         out += self._money_problems()
+        out += self._stripe_problems()
         return out
 
     def _placeholder_problems(self) -> list[str]:
@@ -356,6 +357,27 @@ class Settings(BaseSettings):
                     f"{name.upper()}: {redact_url(url)!r} is not a {'/'.join(schemes)} URL; "
                     "give a comma-separated list of full URLs, primary first"
                 )
+        return out
+
+    def _stripe_problems(self) -> list[str]:
+        """A Stripe key without what the rail needs would take money it cannot honour."""
+        key = self._value("stripe_secret_key")
+        if key is None:
+            return []
+        out = []
+        if not key.startswith(("sk_", "rk_")):
+            out.append("STRIPE_SECRET_KEY: not a Stripe secret key (sk_... or rk_...)")
+        if self._value("stripe_webhook_secret") is None:
+            out.append(
+                "STRIPE_WEBHOOK_SECRET: required with STRIPE_SECRET_KEY (subscriptions are "
+                "activated by the webhook); copy the endpoint's signing secret (whsec_...)"
+            )
+        tiers = ("stripe_price_id_pro", "stripe_price_id_team", "stripe_price_id_enterprise")
+        if all(self._value(t) is None for t in tiers):
+            out.append(
+                "STRIPE_PRICE_ID_PRO|TEAM|ENTERPRISE: none set; give the price id (price_...) "
+                "of at least one tier"
+            )
         return out
 
     def _money_problems(self) -> list[str]:

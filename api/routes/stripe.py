@@ -9,6 +9,7 @@ import functools
 import json
 import re
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any, TypeVar, cast
 
 import asyncpg
@@ -19,7 +20,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from api import entitlements, subscriptions
-from api.errors import ApiError, responses, service_unavailable
+from api.errors import DB_ERRORS, ApiError, responses, service_unavailable
 from api.stripe_client import StripeBilling
 from watcher import db, errors, metrics
 from watcher.settings import Settings, is_placeholder
@@ -28,7 +29,7 @@ log = structlog.get_logger(__name__)
 router = APIRouter(tags=["stripe"])
 
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{2,}$")
-_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+_DB_ERRORS = DB_ERRORS  # the API's one list: a killed session is a 503 here too
 
 
 def problem(status: int, error: str, message: str, fix: str, **extra: Any) -> JSONResponse:
@@ -145,7 +146,7 @@ async def stripe_webhook(request: Request) -> JSONResponse:
         outcome = await subscriptions.process_event(
             request.app.state.pool, event, subscriptions.price_tiers(settings)
         )
-    except (*_DB_ERRORS, KeyError, TypeError, ValueError):
+    except subscriptions.APPLY_ERRORS:
         return problem(
             500,
             "apply_failed",
@@ -297,6 +298,46 @@ async def invoices(request: Request, limit: int = 24) -> JSONResponse:
         return customer
     rows = await request.app.state.pool.fetch(db.q("stripe_customer_invoices"), customer, limit)
     return JSONResponse({"invoices": [_invoice(r) for r in rows]})
+
+
+@router.get(
+    "/api/v1/payments/subscription",
+    summary="Your subscription: tier, status, usage this period, cards",
+    responses=responses(401, 503),
+)
+@db_guarded
+async def subscription(request: Request) -> JSONResponse:
+    key = entitlements.bearer_key(request.headers.get("authorization"))
+    pool: db.Pool = request.app.state.pool
+    row = await pool.fetchrow(db.q("stripe_key_subscription"), entitlements.hash_secret(key or ""))
+    if key is None or row is None:
+        return problem(
+            401,
+            "unknown_key",
+            "no live subscriber key in Authorization",
+            "send 'Authorization: Bearer <subscriber key>'",
+        )
+    cards = await pool.fetch(db.q("stripe_customer_cards"), row["customer_id"])
+    return JSONResponse(
+        {
+            "key_prefix": row["key_prefix"],
+            "subscription": row["subscription_id"],
+            "tier": row["tier"],
+            "status": row["status"],
+            "cancel_at_period_end": row["cancel_at_period_end"],
+            "current_period_end": _iso(row["current_period_end"]),
+            "past_due_since": _iso(row["past_due_since"]),
+            "used": row["used"],
+            "monthly_quota": row["monthly_quota"],
+            "remaining": max(0, (row["monthly_quota"] or 0) - row["used"]),
+            "rate_per_minute": row["rate_per_minute"],
+            "cards": [{"brand": c["brand"], "last4": c["last4"]} for c in cards],
+        }
+    )
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
 
 
 @router.get("/api/v1/payments/success", summary="Where Checkout sends the buyer back")

@@ -204,6 +204,9 @@ async def test_unreachable_stripe_gives_502_then_the_breaker_opens(rig_factory: 
     )
     assert shut.status_code == 503 and int(shut.headers["Retry-After"]) >= 1
     assert len(rig.seam.calls("/v1/customers")) == 2 * rig.billing.attempts  # not even tried
+    scraped = (await rig.client.get("/metrics")).text
+    assert "watcher_stripe_circuit_open 1.0" in scraped
+    assert 'watcher_stripe_api_requests_total{call="customer",outcome="breaker_open"}' in scraped
 
 
 async def test_bad_checkout_input_is_a_clear_4xx(rig_factory: Any) -> None:

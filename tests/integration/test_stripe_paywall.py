@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Annotated
 
 import httpx
 import pytest
 
-from api import entitlements
+from api import entitlements, paywall
+from api.app import create_app
 from tests import api_support
 from tests import stripe_helpers as sh
 from watcher import db
@@ -182,3 +184,45 @@ async def test_database_down_is_503_not_500(database_url: str) -> None:
     assert (invoices.status_code, invoices.json()["error"]) == (503, "service_unavailable")
     assert claim.headers["Retry-After"] == "5"
     assert webhook.status_code == 500  # Stripe retries; nothing was applied
+
+
+async def test_failed_route_does_not_count_against_the_quota(pool: db.Pool) -> None:
+    app = create_app(sh.settings(), pool)
+
+    @app.get("/broken/raises")
+    async def raises(charge: Annotated[paywall.Charge, paywall.paid()]) -> None:
+        raise RuntimeError("handler bug")
+
+    async with (
+        api_support.serve(app) as url,
+        httpx.AsyncClient(base_url=url, timeout=30) as client,
+    ):
+        key = await subscribe(client, pool)
+        broken = await client.get("/broken/raises", headers={"Authorization": f"Bearer {key}"})
+        assert broken.status_code == 500
+        served = await call(client, key)
+    assert served.json()["remaining"] == 2500 - 1  # only the served call counts
+    rows = await pool.fetch("SELECT refunded, status_code FROM subscriber_usage ORDER BY id")
+    assert [tuple(r) for r in rows] == [(True, 500), (False, None)]
+
+
+async def test_subscriber_sees_tier_usage_and_cards(http: httpx.AsyncClient, pool: db.Pool) -> None:
+    key = await subscribe(http, pool)
+    pm = {
+        "id": "pm_test_seen",
+        "object": "payment_method",
+        "type": "card",
+        "customer": CUS,
+        "card": {"brand": "mastercard", "last4": "4444", "exp_year": 2031},
+    }
+    await send(http, "payment_method.attached", pm, 1)
+    await call(http, key)
+    await call(http, key)
+    r = await http.get("/api/v1/payments/subscription", headers={"Authorization": f"Bearer {key}"})
+    assert r.status_code == 200, r.text
+    me = r.json()
+    assert (me["tier"], me["status"], me["used"], me["remaining"]) == ("pro", "active", 2, 2498)
+    assert me["cards"] == [{"brand": "mastercard", "last4": "4444"}]
+    assert me["key_prefix"] == key[:10] and key not in r.text
+    anon = await http.get("/api/v1/payments/subscription")
+    assert (anon.status_code, anon.json()["error"]) == (401, "unknown_key")

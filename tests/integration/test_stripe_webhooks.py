@@ -368,3 +368,55 @@ async def test_claim_refusals_are_clear(api: Served) -> None:
     for body, code in cases:
         r = await client.post("/api/v1/payments/claim", json=body)
         assert r.status_code == code and r.json()["message"] and r.json()["fix"]
+
+
+async def test_older_api_version_shapes_are_read(api: Served) -> None:
+    """Before 2025-03-31 the period sat on the subscription and invoices named it directly."""
+    client, pool = api
+    legacy = sh.subscription(SUB, CUS, "active")
+    item = legacy["items"]["data"][0]
+    legacy["current_period_start"] = item.pop("current_period_start")
+    legacy["current_period_end"] = item.pop("current_period_end")
+    await ok(client, sh.event("customer.subscription.created", legacy, sh.T0))
+    row = await sub_row(pool)
+    assert row["current_period_end"] is not None and row["tier"] == "pro"
+    inv = sh.invoice("in_test_legacy", CUS, SUB, "open", paid=False)
+    del inv["parent"]
+    inv["subscription"] = SUB
+    await ok(client, sh.event("invoice.payment_failed", inv, sh.T0 + 5))
+    assert (await sub_row(pool))["status"] == "past_due"
+    assert (
+        await pool.fetchval(
+            "SELECT subscription_id FROM stripe_invoices WHERE id = 'in_test_legacy'"
+        )
+        == SUB
+    )
+
+
+async def test_racing_claims_mint_exactly_one_key(api: Served) -> None:
+    client, pool = api
+    cid, claim = await start_checkout(pool)
+    session = {
+        "id": "cs_test_race",
+        "object": "checkout.session",
+        "client_reference_id": cid,
+        "customer": CUS,
+        "subscription": SUB,
+    }
+    await ok(client, sh.event("checkout.session.completed", session, sh.T0))
+    active = sh.subscription(SUB, CUS, "active")
+    await ok(client, sh.event("customer.subscription.created", active, sh.T0))
+    answers = await asyncio.gather(
+        *(client.post("/api/v1/payments/claim", json={"claim_secret": claim}) for _ in range(8))
+    )
+    assert sorted(r.status_code for r in answers) == [201] + [409] * 7
+    assert await pool.fetchval("SELECT count(*) FROM subscriber_keys") == 1
+
+
+async def test_signed_but_malformed_event_is_500_and_recorded(api: Served) -> None:
+    client, pool = api
+    broken = {"id": SUB, "object": "subscription", "status": "active"}  # no customer, no items
+    r = await sh.deliver(client, sh.event("customer.subscription.updated", broken, sh.T0))
+    assert (r.status_code, r.json()["error"]) == (500, "apply_failed")
+    assert await pool.fetchval("SELECT count(*) FROM stripe_events") == 0
+    assert "KeyError" in await pool.fetchval("SELECT error FROM stripe_event_failures")
