@@ -73,6 +73,7 @@ async def lead(
     """
     key = lock_key(chain)
     metrics.FOLLOWER_RUNNING.labels(chain=chain).set(0)
+    progress.forget(chain)  # readiness counts only steps taken after this start
     failures = 0
     try:
         while not stop.is_set():
