@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from tests.anvil import Anvil, Token, artifact, calldata, deploy_token
 from tests.evmkit import cursor, drain, evm_chain, follower, payments
 from watcher import db
@@ -115,3 +117,20 @@ async def test_more_receivers_than_a_topic_filter_holds_are_matched_locally(
         (2, many[5], "credited"),
     ]
     assert {r["tx_hash"] for r in rows} == {mine["transactionHash"]}
+
+
+async def test_until_block_waits_for_that_block_then_returns(
+    anvil: Anvil, usdc: Token, pool: db.Pool
+) -> None:
+    payer, us = anvil.accounts[1], anvil.accounts[7]
+    target = await anvil.block_number() + 3
+    chain = evm_chain(anvil, usdc, [us], confirmations=2)
+    async with follower(chain, pool, options=evm.Options(poll_interval=0.02)) as f:
+        task = asyncio.create_task(f.run(asyncio.Event(), until_block=target))
+        await usdc.transfer(payer, us, 1_000_000)
+        await asyncio.sleep(0.2)
+        assert not task.done()  # the chain has not reached the block yet
+        await anvil.mine(3)
+        await asyncio.wait_for(task, 30)
+    assert await cursor(pool) >= target
+    assert [r["state"] for r in await payments(pool)] == ["credited"]

@@ -59,7 +59,7 @@ class Options:
 
     initial_range: int = 8  # blocks per eth_getLogs when backfilling (grows quickly)
     max_range: int = 5000
-    target_logs: int = 5000  # aim for about this many logs per eth_getLogs answer
+    target_logs: int = 20000  # aim for about this many logs per eth_getLogs answer
     topic_limit: int = 100  # more receivers than this: fetch all USDC Transfers, match locally
     window_margin: int = 16  # blocks walked one by one = confirmations + margin
     tip_batch: int = 32  # blocks per step near the head
