@@ -134,16 +134,14 @@ async def pending_migrations(conn: Connection) -> list[str]:
     return [m.version for m in list_migrations() if m.version not in done]
 
 
-async def _init_connection(conn: Connection) -> None:
-    # Sessions run in UTC so timestamps print the same on every host.
-    await conn.execute(q("session_utc"))
-
-
 async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, **kw: Any) -> Pool:
     """An asyncpg pool; connection failures become DatabaseError naming the cause."""
     try:
+        # UTC as a startup parameter, not a SET: the pool's reset on release (RESET ALL)
+        # would undo a SET, while a startup parameter is the session's own default.
+        settings = {"timezone": "UTC", **kw.pop("server_settings", {})}
         pool = await asyncpg.create_pool(
-            dsn, min_size=min_size, max_size=max_size, init=_init_connection, **kw
+            dsn, min_size=min_size, max_size=max_size, server_settings=settings, **kw
         )
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise errors.DatabaseError(f"cannot connect to PostgreSQL: {exc}") from exc

@@ -109,7 +109,9 @@ def configure(level: str = "info", fmt: Literal["auto", "json", "console"] = "au
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        cache_logger_on_first_use=True,
+        # Not cached: a later configure() (tests, capture_logs) must reach every logger, and
+        # we log per step or request, never per transfer, so the saving would not show.
+        cache_logger_on_first_use=False,
     )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(

@@ -31,9 +31,6 @@ SELECT 1;
 -- name: schema_migrations_exists
 SELECT to_regclass('schema_migrations') IS NOT NULL;
 
--- name: session_utc
-SET TIME ZONE 'UTC';
-
 -- ---------------------------------------------------------------- ledger (both chain families)
 
 -- name: record_transfers

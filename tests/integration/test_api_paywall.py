@@ -28,7 +28,8 @@ def assert_payment_body(body: dict[str, object], error: str) -> None:
     assert base["scheme"] == "exact" and base["maxAmountRequired"] == "100000"
     assert base["payTo"].lower() == "0x" + "ab" * 20 and base["resource"].endswith(PAID)
     assert {"description", "mimeType", "maxTimeoutSeconds", "asset"} <= set(base)
-    assert body["invoice"]["url"].endswith("/x402/invoices")  # type: ignore[index]
+    invoice = body["invoice"]
+    assert isinstance(invoice, dict) and invoice["url"].endswith("/x402/invoices")
 
 
 async def test_200_concurrent_calls_on_a_10_call_token(pool: db.Pool) -> None:

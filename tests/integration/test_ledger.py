@@ -92,3 +92,10 @@ async def test_reference_keys_and_memo_are_kept(pool: db.Pool) -> None:
         await ledger.record(conn, [sol])
         got = await conn.fetchrow("SELECT memo, reference_keys FROM payments")
         assert got["memo"] == "order 7" and got["reference_keys"] == ["Ref1", "Ref2"]
+
+
+async def test_sessions_stay_in_utc_after_the_pool_resets_them(pool: db.Pool) -> None:
+    for _ in range(3):  # each release runs the pool's reset; the next acquire must still be UTC
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SHOW TimeZone") == "UTC"
+            await conn.execute("SET TIME ZONE 'Asia/Tokyo'")
