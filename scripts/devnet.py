@@ -10,7 +10,8 @@ Starts, on 127.0.0.1 only:
     a funded payer (``scripts/solana_node.py``);
   * ``watcher run``: the embedded PostgreSQL, both followers and the API.
 
-Then writes ``<data-dir>/devnet.json`` (what ``scripts/pay.py`` needs) and waits
+Then writes ``<data-dir>/devnet.json`` (what ``scripts/pay.py`` needs) and
+``<data-dir>/watcher.env`` (the watcher's variables, e.g. for ``watcher doctor``), and waits
 for Ctrl-C / SIGTERM, which stops everything. Each start begins a fresh chain, so
 the ledger (the embedded database under the data dir) is started fresh too.
 """
@@ -193,6 +194,10 @@ async def main(args: argparse.Namespace) -> int:
         }
         state = args.data_dir / "devnet.json"
         state.write_text(json.dumps(info, indent=2))
+        # The watcher's configuration, for `env $(cat .devnet/watcher.env) watcher doctor`.
+        (args.data_dir / "watcher.env").write_text(
+            "".join(f"{k}={v}\n" for k, v in env.items() if k.startswith(("X402_", "WATCHER_")))
+        )
         print(
             f"devnet up: API {api}/docs, metrics :{args.metrics_port}, "
             f"anvil {anvil.url} (USDC {usdc.address}), solana {sol['rpc_url']}",

@@ -60,6 +60,7 @@ class Methods:
             "getGenesisHash": lambda p: self.chain.blocks[min(self.chain.blocks)].blockhash,
             "getSlot": self.get_slot,
             "getBlockHeight": self.get_slot,
+            "getBlockTime": self.get_block_time,
             "getLatestBlockhash": self.get_latest_blockhash,
             "isBlockhashValid": self.is_blockhash_valid,
             "sendTransaction": self.send_transaction,
@@ -88,6 +89,14 @@ class Methods:
 
     def get_slot(self, params: list[Any]) -> int:
         return self.chain.bound(_commitment(_cfg(params, 0)))
+
+    def get_block_time(self, params: list[Any]) -> int:
+        """Unix time of a slot's block; like a real node, an error for a slot with none."""
+        slot = params[0] if params and isinstance(params[0], int) else None
+        block = self.chain.blocks.get(slot) if slot is not None else None
+        if block is None:
+            raise RpcFault(-32004, f"Block not available for slot {slot}")
+        return block.block_time
 
     def get_latest_blockhash(self, params: list[Any]) -> dict[str, Any]:
         c = _commitment(_cfg(params, 0))

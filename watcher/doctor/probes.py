@@ -152,15 +152,25 @@ async def evm_usdc(
 
 
 async def ws_endpoint(chain: str, url: str, chain_id: int | None, seconds: float) -> list[Check]:
-    """The websocket endpoint accepts a connection and answers a JSON-RPC call on it."""
+    """The websocket endpoint accepts a connection and answers on it: ``eth_chainId`` on EVM,
+    a ``slotSubscribe`` on Solana (its PubSub socket serves subscriptions only)."""
     name = f"{chain} {redact_url(url)}"
-    method = "eth_chainId" if chain_id is not None else "getVersion"
+    method = "eth_chainId" if chain_id is not None else "slotSubscribe"
     started = time.monotonic()
     try:
         async with connect(url, open_timeout=seconds, close_timeout=1) as ws:
             await ws.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": []}))
-            answer = json.loads(await ws.recv())
-    except (OSError, ValueError, websockets.WebSocketException) as exc:
+            async with asyncio.timeout(seconds):
+                answer = json.loads(await ws.recv())
+            if chain_id is None and isinstance(answer, dict) and "result" in answer:
+                unsub = {
+                    "jsonrpc": "2.0",
+                    "id": 2,
+                    "method": "slotUnsubscribe",
+                    "params": [answer["result"]],
+                }
+                await ws.send(json.dumps(unsub))
+    except (OSError, ValueError, TimeoutError, websockets.WebSocketException) as exc:
         fix = "heads arrive by polling meanwhile (slower); check the ws URL and its key"
         return [Check("rpc", name, "fail", f"websocket: {_short(exc)}", fix)]
     latency = time.monotonic() - started
