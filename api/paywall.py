@@ -29,10 +29,10 @@ from typing import Annotated, Any
 
 import asyncpg
 import structlog
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, Header, Request, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api import chains, entitlements
+from api import chains, entitlements, x402_settle, x402_standard
 from api.errors import ERROR_SCHEMA, ApiError, responses, service_unavailable
 from watcher import db, metrics
 from watcher.settings import Settings
@@ -89,7 +89,7 @@ def payment_required_body(request: Request, error: str, message: str) -> dict[st
             "payTo": c.pay_to_display,
             "maxTimeoutSeconds": PAYMENT_TIMEOUT_SECONDS,
             "asset": c.asset_display,
-            "extra": {"name": "USD Coin", "decimals": 6},
+            "extra": {**x402_standard.eip712_extra(settings), "decimals": 6},
         }
         for c in chains.all_chains(settings)
         if c.enabled
@@ -111,7 +111,31 @@ async def _payment_required(request: Request, error: str, message: str) -> ApiEr
     metrics.METERED_CALLS.labels("refused").inc()
     body = payment_required_body(request, error, message)
     body.update(await _ways_to_pay(request))
-    return ApiError(402, body.pop("error"), body.pop("message"), body.pop("fix"), **body)
+    v2 = x402_standard.payment_required_header(request, error)  # x402 v2 clients read this
+    headers = {x402_standard.PAYMENT_REQUIRED: v2} if v2 else {}
+    return ApiError(
+        402, body.pop("error"), body.pop("message"), body.pop("fix"), headers=headers, **body
+    )
+
+
+async def _pay_x402(request: Request, response: Response, v2: str | None, v1: str | None) -> Charge:
+    """A standard x402 payment header: verify, settle, then serve once (api/x402_settle.py)."""
+    version, header = (2, v2) if v2 else (1, v1 or "")
+    try:
+        verified = x402_standard.verify(request, header, version)
+        settled = await x402_settle.settle_payment(request, verified)
+    except x402_standard.Refused as exc:
+        raise await _payment_required(request, exc.reason, exc.message) from exc
+    response.headers.update(settled.headers)
+    metrics.METERED_CALLS.labels("served").inc()
+    return Charge(
+        token_id=settled.authorization_id,
+        remaining=0,
+        expires_at=datetime.now(UTC),
+        usage_id=None,
+        replayed=False,
+        via="x402-exact",
+    )
 
 
 async def _ways_to_pay(request: Request) -> dict[str, Any]:
@@ -225,12 +249,19 @@ def paid(cost: int = 1) -> Any:
 
     async def dependency(
         request: Request,
+        response: Response,
         x_payment_token: Annotated[str | None, Header(alias=TOKEN_HEADER)] = None,
         idempotency_key: Annotated[
             str | None, Header(alias="Idempotency-Key", max_length=MAX_IDEMPOTENCY_KEY_CHARS)
         ] = None,
         authorization: Annotated[str | None, Header()] = None,
+        payment_signature: Annotated[
+            str | None, Header(alias=x402_standard.PAYMENT_SIGNATURE)
+        ] = None,
+        x_payment: Annotated[str | None, Header(alias=x402_standard.X_PAYMENT)] = None,
     ) -> Charge:
+        if payment_signature or x_payment:  # a standard x402 client paying this call
+            return await _pay_x402(request, response, payment_signature, x_payment)
         # The one decision: a payment token if sent, else a subscriber key, else 402.
         if not x_payment_token:
             key = entitlements.bearer_key(authorization)

@@ -116,3 +116,11 @@ API_RATE_LIMITED = Counter(
     "watcher_api_rate_limited_total", "429 answers by rate-limit bucket", ["bucket"]
 )
 INVOICES_CREATED = Counter("watcher_invoices_created_total", "Invoices created", ["chain"])
+
+# ---- standard x402 (exact, EIP-3009) ------------------------------------------------
+
+X402_SETTLEMENTS = Counter(
+    "watcher_x402_settlements_total",
+    "x402 authorizations by outcome (settled, refused, failed, unfunded, unknown)",
+    ["chain", "outcome"],
+)

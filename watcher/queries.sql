@@ -634,3 +634,47 @@ WHERE l.locktype = 'advisory' AND l.granted
 
 -- name: server_version
 SHOW server_version;
+
+-- ---------------------------------------------------------------- x402 standard (exact, EIP-3009)
+
+-- name: x402_claim_authorization
+-- Claim the nonce before settling: no row back means it was used before (or a
+-- concurrent request with the same authorization got here first).
+INSERT INTO x402_authorizations (chain, asset, payer, pay_to, amount, nonce, valid_after,
+                                 valid_before, signature, x402_version, resource, settled_by)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+ON CONFLICT (chain, asset, payer, nonce) DO NOTHING
+RETURNING id;
+
+-- name: x402_mark_settling
+-- The transaction hash is known (signed) before it is broadcast: a credit that
+-- races our receipt still finds its authorization.
+UPDATE x402_authorizations SET status = 'settling', tx_hash = $2, updated_at = now()
+WHERE id = $1 AND status IN ('verified', 'settling');
+
+-- name: x402_mark_settled
+-- Settled: the call is served. A payment already credited for this transfer
+-- (the follower was faster than our receipt) is linked and marked claimed.
+WITH a AS (
+    SELECT * FROM x402_authorizations WHERE id = $1 FOR UPDATE
+), p AS (
+    UPDATE payments SET state = 'claimed', updated_at = now(),
+        reason = 'x402 authorization ' || $1 || ': the call was served at settlement'
+    FROM a
+    WHERE payments.chain = a.chain AND payments.tx_hash = $2 AND payments.state = 'credited'
+      AND payments.from_address = a.payer AND payments.to_address = a.pay_to
+      AND payments.token = a.asset AND payments.amount = a.amount
+    RETURNING payments.id
+)
+UPDATE x402_authorizations x
+SET status = 'settled', tx_hash = $2, error = NULL, updated_at = now(),
+    payment_id = coalesce(x.payment_id, (SELECT id FROM p LIMIT 1))
+WHERE x.id = $1 AND x.status IN ('verified', 'settling')
+RETURNING x.id;
+
+-- name: x402_mark_failed
+UPDATE x402_authorizations SET status = 'failed', error = $2, updated_at = now()
+WHERE id = $1 AND status IN ('verified', 'settling');
+
+-- name: x402_authorization
+SELECT * FROM x402_authorizations WHERE id = $1;
