@@ -63,6 +63,7 @@ async def settle_payment(request: Request, verified: Verified) -> Settled:
         chain.name, chain.rpc_urls, chain_id=chain.chain_id, timeout=RPC_TIMEOUT_SECONDS
     )
     try:
+        await _check_unused(request, verified)
         await _check_balance(pool, verified)
         key = settings.relayer_key()
         if key is not None:
@@ -114,6 +115,14 @@ def _relayer_lock(request: Request, chain: str) -> asyncio.Lock:
     return locks.setdefault(chain, asyncio.Lock())
 
 
+async def _check_unused(request: Request, verified: Verified) -> None:
+    a, c = verified.auth, verified.offer.chain
+    if await _db(request, "x402_nonce_seen", c.name, c.asset, a.payer, "0x" + a.nonce.hex()):
+        raise Refused(
+            evm_errors.ERR_NONCE_ALREADY_USED, "this authorization's nonce was already used"
+        )
+
+
 async def _check_balance(pool: rpc.RpcPool, verified: Verified) -> None:
     data = "0x" + (_BALANCE_OF + abi_encode(["address"], [verified.auth.payer])).hex()
     call = {"to": verified.offer.chain.asset, "data": data}
@@ -142,6 +151,9 @@ async def _by_relayer(
     except (settle.SettlementUnknown, errors.RpcError) as exc:
         await _fail(request, verified, auth_id, f"not confirmed: {exc}")
         raise service_unavailable("settlement (the transaction was not confirmed in time)") from exc
+    except Exception as exc:  # a bug must not leave the nonce claimed as 'verified' forever
+        await _fail(request, verified, auth_id, f"settlement crashed: {exc!r}")
+        raise
     tx_hash = str(receipt["transactionHash"]).lower()
     if receipt.get("status") != "0x1":
         await _fail(request, verified, auth_id, f"transaction {tx_hash} reverted")

@@ -678,3 +678,7 @@ WHERE id = $1 AND status IN ('verified', 'settling');
 
 -- name: x402_authorization
 SELECT * FROM x402_authorizations WHERE id = $1;
+
+-- name: x402_nonce_seen
+-- A fast refusal for a replay before any RPC call; the INSERT above is the real guard.
+SELECT id FROM x402_authorizations WHERE chain = $1 AND asset = $2 AND payer = $3 AND nonce = $4;

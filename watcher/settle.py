@@ -32,6 +32,7 @@ import httpx
 from eth_abi.abi import encode as abi_encode
 from eth_account import Account
 from eth_utils.abi import function_signature_to_4byte_selector
+from eth_utils.address import to_checksum_address
 from x402.schemas import SettleResponse, VerifyResponse
 
 from watcher import errors, rpc
@@ -164,7 +165,7 @@ class Relayer:
                 "type": 2,
                 "chainId": self._chain_id,
                 "nonce": int(count, 16),
-                "to": prepared.call["to"],
+                "to": to_checksum_address(prepared.call["to"]),  # eth-account insists
                 "data": prepared.call["data"],
                 "value": 0,
                 "gas": prepared.gas,

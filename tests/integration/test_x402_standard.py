@@ -1,0 +1,245 @@
+"""Standard x402 (`exact`, EIP-3009) end to end: the x402 package's own client pays our paid
+route on anvil, our relayer settles, the EVM follower credits the settlement once."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from eth_account import Account
+from x402.http.clients.httpx import x402AsyncTransport
+
+from api.app import create_app
+from tests.anvil import Anvil, start_anvil
+from tests.api_support import serve
+from tests.evmkit import drain, follower, payments
+from tests.x402kit import (
+    BASE_CHAIN_ID,
+    PRICE,
+    ROUTE,
+    World,
+    decode_header,
+    make_world,
+    paying_client,
+    v1_header,
+    v2_header,
+)
+from watcher import db
+
+
+@pytest.fixture
+async def base_anvil() -> AsyncIterator[Anvil]:
+    node = await start_anvil(chain_id=BASE_CHAIN_ID)
+    try:
+        yield node
+    finally:
+        await node.close()
+
+
+@pytest.fixture
+async def world(base_anvil: Anvil) -> World:
+    return await make_world(base_anvil)
+
+
+async def authorizations(pool: db.Pool) -> list[dict[str, Any]]:
+    async with pool.acquire() as conn:
+        return [dict(r) for r in await conn.fetch("SELECT * FROM x402_authorizations ORDER BY id")]
+
+
+async def balances(world: World) -> tuple[int, int]:
+    return (
+        await world.token.balance_of(world.payer.address.lower()),
+        await world.token.balance_of(world.receiver),
+    )
+
+
+async def credit_once(world: World, pool: db.Pool) -> list[dict[str, Any]]:
+    """Run the follower past the confirmations twice; return the payment rows."""
+    chain = world.chain(confirmations=2)
+    async with follower(chain, pool) as f:
+        await world.node.mine(3)
+        await drain(f)
+        await drain(f)
+    return await payments(pool)
+
+
+async def test_v2_client_pays_402_then_200_and_the_follower_credits_it_once(
+    world: World, pool: db.Pool
+) -> None:
+    app = create_app(world.settings, pool)
+    async with serve(app) as url:
+        async with httpx.AsyncClient(base_url=url) as plain:
+            first = await plain.get(ROUTE)
+        assert first.status_code == 402
+        required = decode_header(first.headers["PAYMENT-REQUIRED"])
+        (offer,) = required["accepts"]
+        assert required["x402Version"] == 2 and required["resource"]["url"].endswith(ROUTE)
+        assert offer["scheme"] == "exact" and offer["network"] == f"eip155:{BASE_CHAIN_ID}"
+        assert (offer["amount"], offer["payTo"].lower()) == (str(PRICE), world.receiver)
+        assert offer["asset"].lower() == world.token.address
+        assert offer["extra"] == {"name": "USD Coin", "version": "2"}
+        assert offer["maxTimeoutSeconds"] > 0
+        assert first.json()["invoice"]  # the older ways to pay are still listed
+
+        transport = x402AsyncTransport(paying_client(world.payer, world.token.address))
+        async with httpx.AsyncClient(base_url=url, transport=transport) as paying:
+            paid = await paying.get(ROUTE)
+    assert paid.status_code == 200, paid.text
+    assert paid.json()["result"] == "paid content"
+    settled = decode_header(paid.headers["PAYMENT-RESPONSE"])
+    assert settled["success"] is True and settled["network"] == f"eip155:{BASE_CHAIN_ID}"
+    assert settled["payer"].lower() == world.payer.address.lower()
+    assert await balances(world) == (9 * PRICE, PRICE)
+
+    rows = await credit_once(world, pool)
+    (payment,) = rows
+    assert (payment["tx_hash"], payment["amount"]) == (settled["transaction"], PRICE)
+    assert payment["state"] == "claimed"  # served at settlement: never claimable again
+    (auth,) = await authorizations(pool)
+    assert (auth["status"], auth["payment_id"], auth["x402_version"]) == (
+        "settled",
+        payment["id"],
+        2,
+    )
+    assert auth["tx_hash"] == settled["transaction"]
+
+
+async def test_v1_client_pays_with_x_payment_and_gets_x_payment_response(
+    world: World, pool: db.Pool
+) -> None:
+    app = create_app(world.settings, pool)
+    async with serve(app) as url, httpx.AsyncClient(base_url=url) as http:
+        body = (await http.get(ROUTE)).json()
+        assert body["x402Version"] == 1
+        base = next(a for a in body["accepts"] if a["network"] == "base")
+        assert base["maxAmountRequired"] == str(PRICE) and base["mimeType"]
+        assert base["resource"].endswith(ROUTE) and base["description"]
+        assert base["extra"]["name"] == "USD Coin" and base["extra"]["version"] == "2"
+        header = await v1_header(http, world)
+        paid = await http.get(ROUTE, headers=header)
+    assert paid.status_code == 200, paid.text
+    settled = decode_header(paid.headers["X-PAYMENT-RESPONSE"])
+    assert settled["success"] is True and settled["network"] == "base"
+    (payment,) = await credit_once(world, pool)
+    assert (payment["tx_hash"], payment["state"]) == (settled["transaction"], "claimed")
+    (auth,) = await authorizations(pool)
+    assert (auth["status"], auth["payment_id"], auth["x402_version"]) == (
+        "settled",
+        payment["id"],
+        1,
+    )
+
+
+@pytest.mark.parametrize(
+    ("sign_over", "reason"),
+    [
+        ({"amount": str(PRICE // 2)}, "invalid_exact_evm_payload_authorization_value_mismatch"),
+        (
+            {"pay_to": "0x000000000000000000000000000000000000dEaD"},
+            "invalid_exact_evm_payload_recipient_mismatch",
+        ),
+        ({"max_timeout_seconds": 1}, "invalid_exact_evm_payload_authorization_valid_before"),
+        ({"extra": {"name": "USD Coin", "version": "1"}}, "invalid_exact_evm_payload_signature"),
+    ],
+    ids=["wrong-amount", "wrong-recipient", "expired-window", "wrong-domain"],
+)
+async def test_bad_authorizations_are_refused_with_the_spec_reason_and_nothing_moves(
+    world: World, pool: db.Pool, sign_over: dict[str, Any], reason: str
+) -> None:
+    app = create_app(world.settings, pool)
+    async with serve(app) as url, httpx.AsyncClient(base_url=url) as http:
+        header = await v2_header(http, world, **sign_over)
+        resp = await http.get(ROUTE, headers=header)
+    assert resp.status_code == 402
+    assert resp.json()["error"] == reason
+    assert decode_header(resp.headers["PAYMENT-REQUIRED"])["error"] == reason
+    assert "paid content" not in resp.text
+    assert await balances(world) == (10 * PRICE, 0)
+    assert await authorizations(pool) == []
+
+
+async def test_a_tampered_signature_is_refused(world: World, pool: db.Pool) -> None:
+    app = create_app(world.settings, pool)
+    async with serve(app) as url, httpx.AsyncClient(base_url=url) as http:
+        ((name, value),) = (await v2_header(http, world)).items()
+        payload = decode_header(value)
+        sig = bytearray.fromhex(payload["payload"]["signature"][2:])
+        sig[5] ^= 0xFF
+        payload["payload"]["signature"] = "0x" + sig.hex()
+        forged = {name: _encode(payload)}
+        resp = await http.get(ROUTE, headers=forged)
+    assert resp.status_code == 402
+    assert resp.json()["error"] == "invalid_exact_evm_payload_signature"
+    assert await balances(world) == (10 * PRICE, 0)
+    assert await authorizations(pool) == []
+
+
+async def test_a_replayed_header_is_refused_and_settled_once(world: World, pool: db.Pool) -> None:
+    app = create_app(world.settings, pool)
+    async with serve(app) as url, httpx.AsyncClient(base_url=url) as http:
+        header = await v2_header(http, world)
+        first = await http.get(ROUTE, headers=header)
+        again = await http.get(ROUTE, headers=header)
+    assert first.status_code == 200
+    assert again.status_code == 402
+    assert again.json()["error"] == "invalid_exact_evm_nonce_already_used"
+    assert await balances(world) == (9 * PRICE, PRICE)
+    assert [a["status"] for a in await authorizations(pool)] == ["settled"]
+
+
+async def test_two_concurrent_requests_with_one_authorization_serve_once(
+    world: World, pool: db.Pool
+) -> None:
+    app = create_app(world.settings, pool)
+    async with serve(app) as url, httpx.AsyncClient(base_url=url) as http:
+        header = await v2_header(http, world)
+        answers = await asyncio.gather(*(http.get(ROUTE, headers=header) for _ in range(2)))
+    codes = sorted(r.status_code for r in answers)
+    assert codes == [200, 402]
+    refused = next(r for r in answers if r.status_code == 402)
+    assert refused.json()["error"] in {
+        "invalid_exact_evm_nonce_already_used",
+        "invalid_exact_evm_transaction_simulation_failed",  # the twin's simulation saw it used
+    }
+    assert await balances(world) == (9 * PRICE, PRICE)
+    assert [a["status"] for a in await authorizations(pool)] == ["settled"]
+    (payment,) = await credit_once(world, pool)
+    assert payment["state"] == "claimed"
+
+
+async def test_unfunded_relayer_is_a_clear_503_and_nothing_is_charged(
+    base_anvil: Anvil, pool: db.Pool
+) -> None:
+    world = await make_world(base_anvil, fund_relayer=False)
+    app = create_app(world.settings, pool)
+    async with serve(app) as url, httpx.AsyncClient(base_url=url) as http:
+        header = await v2_header(http, world)
+        resp = await http.get(ROUTE, headers=header)
+    assert resp.status_code == 503
+    body = resp.json()
+    assert body["error"] == "relayer_unfunded"
+    assert world.relayer.address in body["message"] and "gas" in body["message"]
+    assert "nothing was charged" in body["fix"]
+    assert await balances(world) == (10 * PRICE, 0)
+    assert await authorizations(pool) == []  # the nonce is not burnt: the payer may retry
+
+
+async def test_a_payer_without_the_money_is_refused(base_anvil: Anvil, pool: db.Pool) -> None:
+    world = await make_world(base_anvil)
+    app = create_app(world.settings, pool)
+    broke = Account.create()  # holds no USDC
+    async with serve(app) as url, httpx.AsyncClient(base_url=url) as http:
+        header = await v2_header(http, world, broke)
+        resp = await http.get(ROUTE, headers=header)
+    assert resp.status_code == 402
+    assert resp.json()["error"] == "invalid_exact_evm_insufficient_balance"
+    assert await authorizations(pool) == []
+
+
+def _encode(payload: dict[str, Any]) -> str:
+    return base64.b64encode(json.dumps(payload).encode()).decode()
