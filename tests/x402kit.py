@@ -135,3 +135,40 @@ async def v1_header(http: httpx.AsyncClient, world: World) -> dict[str, str]:
     client = paying_client(world.payer, world.token.address)
     payload = await client.create_payment_payload(required)
     return x402HTTPClient(client).encode_payment_signature_header(payload)
+
+
+def facilitator_app(node: Anvil, key: str) -> Any:
+    """A facilitator built from the x402 package's own parts (x402Facilitator, the exact EVM
+    scheme, FacilitatorWeb3Signer), served by the test on loopback."""
+    from fastapi import FastAPI
+    from x402 import x402Facilitator
+    from x402.mechanisms.evm.exact.register import register_exact_evm_facilitator
+    from x402.mechanisms.evm.signers import FacilitatorWeb3Signer
+    from x402.schemas import PaymentPayload
+
+    facilitator = x402Facilitator()
+    signer = FacilitatorWeb3Signer(private_key=key, rpc_url=node.url)
+    register_exact_evm_facilitator(facilitator, signer, networks=f"eip155:{BASE_CHAIN_ID}")
+    app = FastAPI()
+    calls: list[str] = []
+    app.state.calls = calls
+
+    def parse(body: dict[str, Any]) -> tuple[PaymentPayload, PaymentRequirements]:
+        return (
+            PaymentPayload.model_validate(body["paymentPayload"]),
+            PaymentRequirements.model_validate(body["paymentRequirements"]),
+        )
+
+    @app.post("/verify")
+    async def verify(body: dict[str, Any]) -> dict[str, Any]:
+        calls.append("verify")
+        result = await facilitator.verify(*parse(body))
+        return result.model_dump(by_alias=True, exclude_none=True)
+
+    @app.post("/settle")
+    async def settle(body: dict[str, Any]) -> dict[str, Any]:
+        calls.append("settle")
+        result = await facilitator.settle(*parse(body))
+        return result.model_dump(by_alias=True, exclude_none=True)
+
+    return app

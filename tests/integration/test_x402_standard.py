@@ -24,6 +24,7 @@ from tests.x402kit import (
     ROUTE,
     World,
     decode_header,
+    facilitator_app,
     make_world,
     paying_client,
     v1_header,
@@ -243,3 +244,54 @@ async def test_a_payer_without_the_money_is_refused(base_anvil: Anvil, pool: db.
 
 def _encode(payload: dict[str, Any]) -> str:
     return base64.b64encode(json.dumps(payload).encode()).decode()
+
+
+async def test_a_settlement_reorged_out_is_recorded_and_never_counted_as_paid(
+    world: World, pool: db.Pool
+) -> None:
+    app = create_app(world.settings, pool)
+    async with serve(app) as url, httpx.AsyncClient(base_url=url) as http:
+        header = await v2_header(http, world)
+        paid = await http.get(ROUTE, headers=header)
+    assert paid.status_code == 200
+    tx_hash = decode_header(paid.headers["PAYMENT-RESPONSE"])["transaction"]
+    await world.node.mine(1)
+    async with follower(world.chain(confirmations=5), pool) as f:
+        await drain(f)
+        (row,) = await payments(pool)
+        assert row["state"] == "observed"
+        await world.node.rpc("anvil_reorg", 2, [])  # the settlement's block is replaced
+        assert await world.node.rpc("eth_getTransactionReceipt", tx_hash) is None
+        await world.node.mine(6)
+        await drain(f)
+        await drain(f)
+    (row,) = await payments(pool)
+    assert row["state"] == "orphaned" and row["credited_at"] is None
+    (auth,) = await authorizations(pool)
+    assert auth["status"] == "reorged" and auth["payment_id"] is None
+    assert "left the canonical chain" in auth["error"]
+    assert await balances(world) == (10 * PRICE, 0)
+
+
+async def test_settling_through_a_configured_facilitator(base_anvil: Anvil, pool: db.Pool) -> None:
+    world = await make_world(base_anvil)
+    facilitator = facilitator_app(base_anvil, world.relayer.key.hex())
+    async with serve(facilitator) as facilitator_url:
+        settings = world.settings.model_copy(
+            update={"x402_relayer_private_key": None, "x402_facilitator_url": facilitator_url}
+        )
+        app = create_app(settings, pool)
+        async with serve(app) as url, httpx.AsyncClient(base_url=url) as http:
+            header = await v2_header(http, world)
+            paid = await http.get(ROUTE, headers=header)
+            again = await http.get(ROUTE, headers=header)
+    assert paid.status_code == 200, paid.text
+    assert facilitator.state.calls == ["verify", "settle"]  # the replay never reached it
+    assert again.json()["error"] == "invalid_exact_evm_nonce_already_used"
+    settled = decode_header(paid.headers["PAYMENT-RESPONSE"])
+    assert await balances(world) == (9 * PRICE, PRICE)
+    (payment,) = await credit_once(world, pool)
+    (auth,) = await authorizations(pool)
+    assert (auth["settled_by"], auth["status"]) == ("facilitator", "settled")
+    assert (auth["tx_hash"], auth["payment_id"]) == (settled["transaction"], payment["id"])
+    assert payment["state"] == "claimed"
