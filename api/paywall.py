@@ -17,6 +17,10 @@
   metered by one statement each, and every 402 lists both ways to pay
   (``ways_to_pay``). Subscriber calls have no Idempotency-Key replay and no
   5xx refund yet: the quota is monthly, not money per call.
+* Standard x402 clients: every 402 also carries the v2 ``PAYMENT-REQUIRED``
+  header; a ``PAYMENT-SIGNATURE`` / ``X-PAYMENT`` header is verified and
+  settled once before the call is served (``api/x402_standard.py``,
+  ``api/x402_settle.py``, docs/x402.md).
 """
 
 from __future__ import annotations

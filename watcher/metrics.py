@@ -121,6 +121,6 @@ INVOICES_CREATED = Counter("watcher_invoices_created_total", "Invoices created",
 
 X402_SETTLEMENTS = Counter(
     "watcher_x402_settlements_total",
-    "x402 authorizations by outcome (settled, refused, failed, unfunded, unknown)",
+    "x402 authorization settlements by outcome (settled, failed, unfunded, unknown)",
     ["chain", "outcome"],
 )

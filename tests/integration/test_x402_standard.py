@@ -295,3 +295,36 @@ async def test_settling_through_a_configured_facilitator(base_anvil: Anvil, pool
     assert (auth["settled_by"], auth["status"]) == ("facilitator", "settled")
     assert (auth["tx_hash"], auth["payment_id"]) == (settled["transaction"], payment["id"])
     assert payment["state"] == "claimed"
+
+
+async def test_garbage_payment_headers_are_a_402_saying_why(world: World, pool: db.Pool) -> None:
+    app = create_app(world.settings, pool)
+    v1_in_v2 = _encode({"x402Version": 1, "scheme": "exact", "network": "base", "payload": {}})
+    cases = [
+        ({"PAYMENT-SIGNATURE": "not base64 at all!"}, "invalid_payload"),
+        ({"X-PAYMENT": _encode({"x402Version": 1})}, "invalid_payload"),
+        ({"PAYMENT-SIGNATURE": v1_in_v2}, "invalid_payload"),
+        ({"PAYMENT-SIGNATURE": "A" * 10_000}, "invalid_payload"),
+    ]
+    async with serve(app) as url, httpx.AsyncClient(base_url=url) as http:
+        for headers, reason in cases:
+            resp = await http.get(ROUTE, headers=headers)
+            assert resp.status_code == 402, headers
+            assert resp.json()["error"] == reason
+            assert resp.json()["fix"]
+    assert await authorizations(pool) == []
+
+
+async def test_without_a_relayer_or_facilitator_no_v2_offer_is_made(
+    world: World, pool: db.Pool
+) -> None:
+    settings = world.settings.model_copy(update={"x402_relayer_private_key": None})
+    app = create_app(settings, pool)
+    async with serve(app) as url, httpx.AsyncClient(base_url=url) as http:
+        resp = await http.get(ROUTE)
+        header = await v1_header(http, world)
+        paid = await http.get(ROUTE, headers=header)
+    assert resp.status_code == 402 and "PAYMENT-REQUIRED" not in resp.headers
+    assert resp.json()["x402Version"] == 1  # the manual ways to pay are still there
+    assert paid.status_code == 402 and paid.json()["error"] == "invalid_network"
+    assert await balances(world) == (10 * PRICE, 0)
