@@ -59,11 +59,15 @@ async def settle_payment(request: Request, verified: Verified) -> Settled:
     if name == "solana":  # offers() lists EVM chains only; Solana `exact` is not built yet
         raise Refused("invalid_network", "x402 exact on solana is not offered here")
     chain = settings.evm_chain(name)
+    await _check_unused(request, verified)  # a replay costs one indexed read, no RPC client
     pool = rpc.RpcPool(
-        chain.name, chain.rpc_urls, chain_id=chain.chain_id, timeout=RPC_TIMEOUT_SECONDS
+        chain.name,
+        chain.rpc_urls,
+        chain_id=chain.chain_id,
+        timeout=RPC_TIMEOUT_SECONDS,
+        transport=settle.http_transport(),
     )
     try:
-        await _check_unused(request, verified)
         await _check_balance(pool, verified)
         key = settings.relayer_key()
         if key is not None:

@@ -23,11 +23,14 @@ Errors (all :class:`errors.WatcherError`)::
 from __future__ import annotations
 
 import asyncio
+import functools
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import certifi
 import httpx
 from eth_abi.abi import encode as abi_encode
 from eth_account import Account
@@ -52,6 +55,18 @@ TWA_SIGNATURE = f"transferWithAuthorization({','.join(TWA_TYPES)})"
 _TWA_SELECTOR = function_signature_to_4byte_selector(TWA_SIGNATURE)
 GAS_HEADROOM = 1.25  # estimates are exact on a quiet chain; state can move before inclusion
 RECEIPT_POLL_SECONDS = 0.2
+
+
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """One TLS context for every settlement client: building one costs tens of ms, and a
+    payer waits on each settlement."""
+    return ssl.create_default_context(cafile=certifi.where())
+
+
+def http_transport() -> httpx.AsyncHTTPTransport:
+    """A fresh connection pool that reuses :func:`tls_context` (the caller closes it)."""
+    return httpx.AsyncHTTPTransport(verify=tls_context())
 
 
 class SettlementError(errors.WatcherError):
@@ -198,7 +213,7 @@ class Facilitator:
         self, url: str, *, timeout: float = 30.0, transport: httpx.AsyncBaseTransport | None = None
     ) -> None:
         self._url = url.rstrip("/")
-        self._client = httpx.AsyncClient(timeout=timeout, transport=transport)
+        self._client = httpx.AsyncClient(timeout=timeout, transport=transport or http_transport())
 
     async def aclose(self) -> None:
         await self._client.aclose()
