@@ -6,18 +6,21 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
 import pytest
 from eth_account import Account
+from starlette.requests import Request
+from starlette.responses import Response
 from x402.http.clients.httpx import x402AsyncTransport
 
 from api.app import create_app
 from tests.anvil import Anvil, start_anvil
 from tests.api_support import serve
 from tests.evmkit import drain, follower, payments
+from tests.faultproxy import FaultProxy
 from tests.x402kit import (
     BASE_CHAIN_ID,
     PRICE,
@@ -328,3 +331,66 @@ async def test_without_a_relayer_or_facilitator_no_v2_offer_is_made(
     assert resp.json()["x402Version"] == 1  # the manual ways to pay are still there
     assert paid.status_code == 402 and paid.json()["error"] == "invalid_network"
     assert await balances(world) == (10 * PRICE, 0)
+
+
+class FrontRunningProxy(FaultProxy):
+    """Runs ``before_send`` once, just before our relayer's transaction reaches anvil."""
+
+    before_send: Callable[[], Awaitable[None]] | None = None
+
+    async def _http(self, request: Request) -> Response:
+        call = json.loads(await request.body() or b"{}")
+        if isinstance(call, dict) and call.get("method") == "eth_sendRawTransaction":
+            hook, self.before_send = self.before_send, None
+            if hook is not None:
+                await hook()
+        return await super()._http(request)
+
+
+async def test_a_settlement_that_reverts_is_failed_and_not_served(
+    base_anvil: Anvil, pool: db.Pool
+) -> None:
+    proxy = await FrontRunningProxy(base_anvil.url, base_anvil.ws_url).start()
+    try:
+        world = await make_world(base_anvil, x402_base_rpc_url=proxy.url)
+        payer = world.payer.address.lower()
+
+        async def payer_empties_the_wallet() -> None:  # after our simulation, before our send
+            await base_anvil.rpc("anvil_impersonateAccount", payer)
+            await base_anvil.rpc("anvil_setBalance", payer, hex(10**17))
+            await world.token.transfer(payer, "0x" + "77" * 20, 10 * PRICE)
+
+        proxy.before_send = payer_empties_the_wallet
+        app = create_app(world.settings, pool)
+        async with serve(app) as url, httpx.AsyncClient(base_url=url) as http:
+            header = await v2_header(http, world)
+            resp = await http.get(ROUTE, headers=header)
+    finally:
+        await proxy.stop()
+    assert resp.status_code == 402, resp.text
+    assert resp.json()["error"] == "transaction_failed"
+    assert "paid content" not in resp.text
+    (auth,) = await authorizations(pool)
+    assert auth["status"] == "failed" and "reverted" in auth["error"]
+    assert await world.token.balance_of(world.receiver) == 0
+
+
+async def test_a_settlement_reorged_out_after_credit_is_flagged_reorged(
+    world: World, pool: db.Pool
+) -> None:
+    app = create_app(world.settings, pool)
+    async with serve(app) as url, httpx.AsyncClient(base_url=url) as http:
+        paid = await http.get(ROUTE, headers=await v2_header(http, world))
+    assert paid.status_code == 200
+    await world.node.mine(2)
+    async with follower(world.chain(confirmations=2), pool) as f:
+        await drain(f)
+        (row,) = await payments(pool)
+        assert row["state"] == "claimed"
+        await world.node.rpc("anvil_reorg", 4, [])  # deeper than the confirmations
+        await world.node.mine(1)
+        await drain(f)
+    (row,) = await payments(pool)
+    assert row["reorged_after_credit"] is True
+    (auth,) = await authorizations(pool)
+    assert auth["status"] == "reorged" and "left the canonical chain" in auth["error"]
