@@ -43,11 +43,12 @@ CREATE TABLE x402_authorizations (
 CREATE INDEX x402_authorizations_tx_idx ON x402_authorizations (chain, tx_hash);
 CREATE INDEX x402_authorizations_status_idx ON x402_authorizations (status, created_at);
 
--- A payment being credited that is the Transfer of a settled authorization:
--- link it, and mark it claimed (the call was served at settlement).
+-- A payment being credited that is the Transfer of an authorization we settled:
+-- link it, and when the call was served (settled), mark it claimed.
 CREATE FUNCTION x402_link_credit() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     auth_id bigint;
+    auth_status text;
 BEGIN
     IF NEW.state = 'credited' AND NEW.chain <> 'solana' THEN
         UPDATE x402_authorizations a
@@ -58,8 +59,11 @@ BEGIN
           AND a.pay_to = NEW.to_address AND a.asset = NEW.token AND a.amount = NEW.amount
           AND a.status IN ('settling', 'settled', 'reorged')
           AND (a.payment_id IS NULL OR a.payment_id = NEW.id)
-        RETURNING a.id INTO auth_id;
-        IF auth_id IS NOT NULL THEN
+        RETURNING a.id, a.status INTO auth_id, auth_status;
+        -- Only a served call consumes the payment. Still 'settling' (our receipt is on its
+        -- way, or the API died before serving): linked, but left credited; marking it
+        -- settled claims it, and if that never happens the payer can claim it as usual.
+        IF auth_id IS NOT NULL AND auth_status = 'settled' THEN
             NEW.state := 'claimed';
             NEW.reason := 'x402 authorization ' || auth_id || ': the call was served at settlement';
         END IF;

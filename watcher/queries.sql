@@ -653,24 +653,27 @@ UPDATE x402_authorizations SET status = 'settling', tx_hash = $2, updated_at = n
 WHERE id = $1 AND status IN ('verified', 'settling');
 
 -- name: x402_mark_settled
--- Settled: the call is served. A payment already credited for this transfer
--- (the follower was faster than our receipt) is linked and marked claimed.
-WITH a AS (
-    SELECT * FROM x402_authorizations WHERE id = $1 FOR UPDATE
+-- Settled: the call is served. A payment already credited for this transfer (the
+-- follower was faster than our receipt) is linked and marked claimed. No row back:
+-- not ours to serve (already failed, or the payer claimed that payment for a token).
+WITH x AS (
+    UPDATE x402_authorizations a
+    SET status = 'settled', tx_hash = $2, error = NULL, updated_at = now(),
+        payment_id = coalesce(a.payment_id, (
+            SELECT p.id FROM payments p
+            WHERE p.chain = a.chain AND p.tx_hash = $2 AND p.state = 'credited'
+              AND p.from_address = a.payer AND p.to_address = a.pay_to
+              AND p.token = a.asset AND p.amount = a.amount
+            LIMIT 1))
+    WHERE a.id = $1 AND a.status IN ('verified', 'settling')
+    RETURNING a.id, a.payment_id
 ), p AS (
     UPDATE payments SET state = 'claimed', updated_at = now(),
-        reason = 'x402 authorization ' || $1 || ': the call was served at settlement'
-    FROM a
-    WHERE payments.chain = a.chain AND payments.tx_hash = $2 AND payments.state = 'credited'
-      AND payments.from_address = a.payer AND payments.to_address = a.pay_to
-      AND payments.token = a.asset AND payments.amount = a.amount
+        reason = 'x402 authorization ' || x.id || ': the call was served at settlement'
+    FROM x WHERE payments.id = x.payment_id AND payments.state = 'credited'
     RETURNING payments.id
 )
-UPDATE x402_authorizations x
-SET status = 'settled', tx_hash = $2, error = NULL, updated_at = now(),
-    payment_id = coalesce(x.payment_id, (SELECT id FROM p LIMIT 1))
-WHERE x.id = $1 AND x.status IN ('verified', 'settling')
-RETURNING x.id;
+SELECT x.id FROM x WHERE x.payment_id IS NULL OR EXISTS (SELECT 1 FROM p);
 
 -- name: x402_mark_failed
 UPDATE x402_authorizations SET status = 'failed', error = $2, updated_at = now()
