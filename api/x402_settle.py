@@ -115,7 +115,11 @@ def _settled(verified: Verified, tx_hash: str, authorization_id: int) -> Settled
 
 
 def _relayer_lock(request: Request, chain: str) -> asyncio.Lock:
-    locks: dict[str, asyncio.Lock] = request.app.state.__dict__.setdefault("x402_relayer_locks", {})
+    """One lock per app and chain: the relayer's account nonces are taken in order."""
+    state = request.app.state
+    if not hasattr(state, "x402_relayer_locks"):
+        state.x402_relayer_locks = {}
+    locks: dict[str, asyncio.Lock] = state.x402_relayer_locks
     return locks.setdefault(chain, asyncio.Lock())
 
 

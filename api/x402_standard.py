@@ -34,7 +34,13 @@ from x402.http import utils as x402_http
 from x402.mechanisms.evm import constants as evm_errors
 from x402.mechanisms.evm.eip712 import hash_eip3009_authorization
 from x402.mechanisms.evm.types import ExactEIP3009Authorization, ExactEIP3009Payload
-from x402.schemas import PaymentPayload, PaymentRequired, PaymentRequirements, ResourceInfo
+from x402.schemas import (
+    PaymentPayload,
+    PaymentRequired,
+    PaymentRequirements,
+    ResourceInfo,
+    SettleResponse,
+)
 from x402.schemas.v1 import PaymentPayloadV1
 
 from api import chains
@@ -302,7 +308,7 @@ def _check_signature(settings: Settings, offer: Offer, auth: settle.Authorizatio
         )
 
 
-def response_header(version: int, settled: Any) -> dict[str, str]:
+def response_header(version: int, settled: SettleResponse) -> dict[str, str]:
     """``PAYMENT-RESPONSE`` (v2) or ``X-PAYMENT-RESPONSE`` (v1) for a SettleResponse."""
     name = PAYMENT_RESPONSE if version == 2 else X_PAYMENT_RESPONSE
     return {name: x402_http.encode_payment_response_header(settled)}
