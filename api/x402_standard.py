@@ -244,11 +244,11 @@ def _authorization(payload: Any) -> settle.Authorization:
             nonce=nonce,
             signature=sig,
         )
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, AttributeError) as exc:  # wrong JSON types included
         raise Refused(
             "invalid_payload", f"the exact EVM authorization is malformed ({exc})"
         ) from exc
-    if not 0 <= auth.value < 2**256 or not 0 <= auth.valid_after < 2**256:
+    if not all(0 <= n < 2**256 for n in (auth.value, auth.valid_after, auth.valid_before)):
         raise Refused("invalid_payload", "authorization numbers must fit in uint256")
     return auth
 

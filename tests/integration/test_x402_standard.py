@@ -303,11 +303,24 @@ async def test_settling_through_a_configured_facilitator(base_anvil: Anvil, pool
 async def test_garbage_payment_headers_are_a_402_saying_why(world: World, pool: db.Pool) -> None:
     app = create_app(world.settings, pool)
     v1_in_v2 = _encode({"x402Version": 1, "scheme": "exact", "network": "base", "payload": {}})
+    auth = {
+        "from": world.payer.address,
+        "to": world.receiver,
+        "value": str(PRICE),
+        "validAfter": "0",
+        "validBefore": str(2**300),
+        "nonce": "0x" + "11" * 32,
+    }
+    v1 = {"x402Version": 1, "scheme": "exact", "network": "base"}
+    wrong_types = {**v1, "payload": {"authorization": {**auth, "nonce": 5}, "signature": 7}}
+    too_big = {**v1, "payload": {"authorization": auth, "signature": "0x" + "22" * 65}}
     cases = [
         ({"PAYMENT-SIGNATURE": "not base64 at all!"}, "invalid_payload"),
         ({"X-PAYMENT": _encode({"x402Version": 1})}, "invalid_payload"),
         ({"PAYMENT-SIGNATURE": v1_in_v2}, "invalid_payload"),
         ({"PAYMENT-SIGNATURE": "A" * 10_000}, "invalid_payload"),
+        ({"X-PAYMENT": _encode(wrong_types)}, "invalid_payload"),
+        ({"X-PAYMENT": _encode(too_big)}, "invalid_payload"),
     ]
     async with serve(app) as url, httpx.AsyncClient(base_url=url) as http:
         for headers, reason in cases:
