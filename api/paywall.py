@@ -129,7 +129,9 @@ async def _pay_x402(request: Request, response: Response, v2: str | None, v1: st
         verified = x402_standard.verify(request, header, version)
         settled = await x402_settle.settle_payment(request, verified)
     except x402_standard.Refused as exc:
-        raise await _payment_required(request, exc.reason, exc.message) from exc
+        refusal = await _payment_required(request, exc.reason, exc.message)
+        refusal.headers.update(exc.headers)
+        raise refusal from exc
     response.headers.update(settled.headers)
     metrics.METERED_CALLS.labels("served").inc()
     return Charge(

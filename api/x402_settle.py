@@ -114,6 +114,20 @@ def _settled(verified: Verified, tx_hash: str, authorization_id: int) -> Settled
     )
 
 
+def _failed(verified: Verified, reason: str, message: str, tx_hash: str = "") -> Refused:
+    """A settlement refusal that also carries the spec's PAYMENT-RESPONSE with success false."""
+    response = SettleResponse(
+        success=False,
+        error_reason=reason,
+        error_message=message,
+        transaction=tx_hash,
+        network=verified.requirements_json["network"],
+        payer=verified.auth.payer,
+    )
+    headers = x402_standard.response_header(verified.version, response)
+    return Refused(reason, message, headers)
+
+
 def _relayer_lock(request: Request, chain: str) -> asyncio.Lock:
     """One lock per app and chain: the relayer's account nonces are taken in order."""
     state = request.app.state
@@ -165,7 +179,12 @@ async def _by_relayer(
     tx_hash = str(receipt["transactionHash"]).lower()
     if receipt.get("status") != "0x1":
         await _fail(request, verified, auth_id, f"transaction {tx_hash} reverted")
-        raise Refused(evm_errors.ERR_TRANSACTION_FAILED, f"the settlement {tx_hash} reverted")
+        raise _failed(
+            verified,
+            evm_errors.ERR_TRANSACTION_FAILED,
+            f"the settlement {tx_hash} reverted",
+            tx_hash,
+        )
     await _mark_settled(request, auth_id, tx_hash)
     return auth_id, tx_hash
 
@@ -195,7 +214,8 @@ async def _by_facilitator(request: Request, verified: Verified) -> tuple[int, st
         await facilitator.aclose()
     if not done.success or not done.transaction:
         await _fail(request, verified, auth_id, done.error_reason or "facilitator settle failed")
-        raise Refused(done.error_reason or evm_errors.ERR_TRANSACTION_FAILED, "settlement failed")
+        reason = done.error_reason or evm_errors.ERR_TRANSACTION_FAILED
+        raise _failed(verified, reason, done.error_message or "the facilitator could not settle")
     tx_hash = done.transaction.lower()
     await _mark_settled(request, auth_id, tx_hash)
     return auth_id, tx_hash

@@ -61,10 +61,11 @@ _HALF_N = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0
 class Refused(Exception):
     """An x402 payment we will not settle: ``reason`` is the spec's error code."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: str, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
+        self.headers = headers or {}  # a failed settlement's PAYMENT-RESPONSE (success false)
 
 
 @dataclass(frozen=True, slots=True)

@@ -383,6 +383,9 @@ async def test_a_settlement_that_reverts_is_failed_and_not_served(
     assert resp.status_code == 402, resp.text
     assert resp.json()["error"] == "transaction_failed"
     assert "paid content" not in resp.text
+    failed = decode_header(resp.headers["PAYMENT-RESPONSE"])
+    assert failed["success"] is False and failed["errorReason"] == "transaction_failed"
+    assert failed["transaction"].startswith("0x")
     (auth,) = await authorizations(pool)
     assert auth["status"] == "failed" and "reverted" in auth["error"]
     assert await world.token.balance_of(world.receiver) == 0
