@@ -69,18 +69,7 @@ async def settle_payment(request: Request, verified: Verified) -> Settled:
     )
     try:
         await _check_balance(pool, verified)
-        key = settings.relayer_key()
-        if key is not None:
-            relayer = settle.Relayer(
-                key,
-                pool,
-                chain.chain_id,
-                receipt_timeout=settings.x402_settle_timeout_seconds,
-                lock=_relayer_lock(request, chain.name),
-            )
-            auth_id, tx_hash = await _by_relayer(request, verified, relayer)
-        else:
-            auth_id, tx_hash = await _by_facilitator(request, verified)
+        auth_id, tx_hash = await _settle_with(request, verified, pool)
     except settle.RelayerUnfunded as exc:
         metrics.X402_SETTLEMENTS.labels(chain.name, "unfunded").inc()
         log.error("x402_relayer_unfunded", chain=chain.name, problem=str(exc))
@@ -98,6 +87,22 @@ async def settle_payment(request: Request, verified: Verified) -> Settled:
         await pool.aclose()
     metrics.X402_SETTLEMENTS.labels(chain.name, "settled").inc()
     return _settled(verified, tx_hash, auth_id)
+
+
+async def _settle_with(request: Request, verified: Verified, pool: rpc.RpcPool) -> tuple[int, str]:
+    """Our relayer when its key is configured, else the facilitator."""
+    settings: Settings = request.app.state.settings
+    key = settings.relayer_key()
+    if key is None:
+        return await _by_facilitator(request, verified)
+    relayer = settle.Relayer(
+        key,
+        pool,
+        verified.offer.chain.chain_id or 0,
+        receipt_timeout=settings.x402_settle_timeout_seconds,
+        lock=_relayer_lock(request, verified.offer.chain.name),
+    )
+    return await _by_relayer(request, verified, relayer)
 
 
 def _settled(verified: Verified, tx_hash: str, authorization_id: int) -> Settled:
