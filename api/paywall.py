@@ -8,6 +8,10 @@
   and rolled back, never charged twice).
 * :class:`RefundOn5xx` (ASGI middleware) gives the unit back when the handler
   raises or answers 5xx; the key is released so a retry is charged normally.
+* Standard x402 clients: every 402 also carries the v2 ``PAYMENT-REQUIRED``
+  header; a ``PAYMENT-SIGNATURE`` / ``X-PAYMENT`` header is verified and
+  settled once before the call is served (``api/x402_standard.py``,
+  ``api/x402_settle.py``, docs/x402.md).
 * Missing, unknown, expired or exhausted token: 402 with the x402 v1 body
   (what to pay, where) plus our invoice endpoint. Database trouble: 503,
   never a free call.
@@ -17,10 +21,6 @@
   metered by one statement each, and every 402 lists both ways to pay
   (``ways_to_pay``). Subscriber calls have no Idempotency-Key replay and no
   5xx refund yet: the quota is monthly, not money per call.
-* Standard x402 clients: every 402 also carries the v2 ``PAYMENT-REQUIRED``
-  header; a ``PAYMENT-SIGNATURE`` / ``X-PAYMENT`` header is verified and
-  settled once before the call is served (``api/x402_standard.py``,
-  ``api/x402_settle.py``, docs/x402.md).
 """
 
 from __future__ import annotations

@@ -343,11 +343,11 @@ class Settings(BaseSettings):
             out.append("X402_SOLANA_USDC_MINT: not 32 bytes of base58")
         out += self._url_problems("x402_solana_rpc_url", ("http", "https"))
         out += self._url_problems("x402_solana_ws_url", ("ws", "wss"))
-        out += self._money_problems()
         key = self.relayer_key()
         if key is not None and not re.fullmatch(r"(0x)?[0-9a-fA-F]{64}", key):
             out.append("X402_RELAYER_PRIVATE_KEY: not 32 bytes of hex; export the key as 0x...")
         out += self._url_problems("x402_facilitator_url", ("http", "https"))
+        out += self._money_problems()
         return out
 
     def _placeholder_problems(self) -> list[str]:
