@@ -8,6 +8,10 @@
   and rolled back, never charged twice).
 * :class:`RefundOn5xx` (ASGI middleware) gives the unit back when the handler
   raises or answers 5xx; the key is released so a retry is charged normally.
+* Standard x402 clients: every 402 also carries the v2 ``PAYMENT-REQUIRED``
+  header; a ``PAYMENT-SIGNATURE`` / ``X-PAYMENT`` header is verified and
+  settled once before the call is served (``api/x402_standard.py``,
+  ``api/x402_settle.py``, docs/x402.md).
 * Missing, unknown, expired or exhausted token: 402 with the x402 v1 body
   (what to pay, where) plus our invoice endpoint. Database trouble: 503,
   never a free call.
@@ -30,10 +34,10 @@ from typing import Annotated, Any
 
 import asyncpg
 import structlog
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, Header, Request, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api import chains, entitlements
+from api import chains, entitlements, x402_settle, x402_standard
 from api.errors import DB_ERRORS, ERROR_SCHEMA, ApiError, responses, service_unavailable
 from watcher import db, metrics
 from watcher.settings import Settings
@@ -98,7 +102,9 @@ def payment_required_body(request: Request, error: str, message: str) -> dict[st
             "maxTimeoutSeconds": PAYMENT_TIMEOUT_SECONDS,
             "asset": c.asset_display,
             # EVM: the USDC EIP-712 domain an x402 client signs against; Solana: none needed.
-            "extra": {"name": "USD Coin", "version": "2"} if c.name != "solana" else {},
+            "extra": {**x402_standard.eip712_extra(settings), "decimals": 6}
+            if c.name != "solana"
+            else {"decimals": 6},
         }
         for c in chains.all_chains(settings)
         if c.enabled
@@ -120,7 +126,33 @@ async def _payment_required(request: Request, error: str, message: str) -> ApiEr
     metrics.METERED_CALLS.labels("refused").inc()
     body = payment_required_body(request, error, message)
     body.update(await _ways_to_pay(request))
-    return ApiError(402, body.pop("error"), body.pop("message"), body.pop("fix"), **body)
+    v2 = x402_standard.payment_required_header(request, error)  # x402 v2 clients read this
+    headers = {x402_standard.PAYMENT_REQUIRED: v2} if v2 else {}
+    return ApiError(
+        402, body.pop("error"), body.pop("message"), body.pop("fix"), headers=headers, **body
+    )
+
+
+async def _pay_x402(request: Request, response: Response, v2: str | None, v1: str | None) -> Charge:
+    """A standard x402 payment header: verify, settle, then serve once (api/x402_settle.py)."""
+    version, header = (2, v2) if v2 else (1, v1 or "")
+    try:
+        verified = x402_standard.verify(request, header, version)
+        settled = await x402_settle.settle_payment(request, verified)
+    except x402_standard.Refused as exc:
+        refusal = await _payment_required(request, exc.reason, exc.message)
+        refusal.headers.update(exc.headers)
+        raise refusal from exc
+    response.headers.update(settled.headers)
+    metrics.METERED_CALLS.labels("served").inc()
+    return Charge(
+        token_id=settled.authorization_id,
+        remaining=0,
+        expires_at=datetime.now(UTC),
+        usage_id=None,
+        replayed=False,
+        via="x402-exact",
+    )
 
 
 async def _ways_to_pay(request: Request) -> dict[str, Any]:
@@ -246,12 +278,19 @@ def paid(cost: int = 1) -> Any:
 
     async def dependency(
         request: Request,
+        response: Response,
         x_payment_token: Annotated[str | None, Header(alias=TOKEN_HEADER)] = None,
         idempotency_key: Annotated[
             str | None, Header(alias="Idempotency-Key", max_length=MAX_IDEMPOTENCY_KEY_CHARS)
         ] = None,
         authorization: Annotated[str | None, Header()] = None,
+        payment_signature: Annotated[
+            str | None, Header(alias=x402_standard.PAYMENT_SIGNATURE)
+        ] = None,
+        x_payment: Annotated[str | None, Header(alias=x402_standard.X_PAYMENT)] = None,
     ) -> Charge:
+        if payment_signature or x_payment:  # a standard x402 client paying this call
+            return await _pay_x402(request, response, payment_signature, x_payment)
         # The one decision: a payment token if sent, else a subscriber key, else 402.
         if not x_payment_token:
             key = entitlements.bearer_key(authorization)

@@ -128,3 +128,11 @@ STRIPE_API_CALLS = Counter(
 STRIPE_CIRCUIT_OPEN = Gauge(
     "watcher_stripe_circuit_open", "1 while the Stripe circuit breaker refuses calls"
 )
+
+# ---- standard x402 (exact, EIP-3009) ------------------------------------------------
+
+X402_SETTLEMENTS = Counter(
+    "watcher_x402_settlements_total",
+    "x402 authorization settlements by outcome (settled, failed, unfunded, unknown)",
+    ["chain", "outcome"],
+)

@@ -693,3 +693,54 @@ WHERE k.key_hash = $1 AND k.revoked_at IS NULL;
 
 -- name: stripe_customer_cards
 SELECT brand, last4 FROM stripe_payment_methods WHERE customer_id = $1 ORDER BY updated_at DESC;
+
+-- ---------------------------------------------------------------- x402 standard (exact, EIP-3009)
+
+-- name: x402_claim_authorization
+-- Claim the nonce before settling: no row back means it was used before (or a
+-- concurrent request with the same authorization got here first).
+INSERT INTO x402_authorizations (chain, asset, payer, pay_to, amount, nonce, valid_after,
+                                 valid_before, signature, x402_version, resource, settled_by)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+ON CONFLICT (chain, asset, payer, nonce) DO NOTHING
+RETURNING id;
+
+-- name: x402_mark_settling
+-- The transaction hash is known (signed) before it is broadcast: a credit that
+-- races our receipt still finds its authorization.
+UPDATE x402_authorizations SET status = 'settling', tx_hash = $2, updated_at = now()
+WHERE id = $1 AND status IN ('verified', 'settling');
+
+-- name: x402_mark_settled
+-- Settled: the call is served. A payment already credited for this transfer (the
+-- follower was faster than our receipt) is linked and marked claimed. No row back:
+-- not ours to serve (already failed, or the payer claimed that payment for a token).
+WITH x AS (
+    UPDATE x402_authorizations a
+    SET status = 'settled', tx_hash = $2, error = NULL, updated_at = now(),
+        payment_id = coalesce(a.payment_id, (
+            SELECT p.id FROM payments p
+            WHERE p.chain = a.chain AND p.tx_hash = $2 AND p.state = 'credited'
+              AND p.from_address = a.payer AND p.to_address = a.pay_to
+              AND p.token = a.asset AND p.amount = a.amount
+            LIMIT 1))
+    WHERE a.id = $1 AND a.status IN ('verified', 'settling')
+    RETURNING a.id, a.payment_id
+), p AS (
+    UPDATE payments SET state = 'claimed', updated_at = now(),
+        reason = 'x402 authorization ' || x.id || ': the call was served at settlement'
+    FROM x WHERE payments.id = x.payment_id AND payments.state = 'credited'
+    RETURNING payments.id
+)
+SELECT x.id FROM x WHERE x.payment_id IS NULL OR EXISTS (SELECT 1 FROM p);
+
+-- name: x402_mark_failed
+UPDATE x402_authorizations SET status = 'failed', error = $2, updated_at = now()
+WHERE id = $1 AND status IN ('verified', 'settling');
+
+-- name: x402_authorization
+SELECT * FROM x402_authorizations WHERE id = $1;
+
+-- name: x402_nonce_seen
+-- A fast refusal for a replay before any RPC call; the INSERT above is the real guard.
+SELECT id FROM x402_authorizations WHERE chain = $1 AND asset = $2 AND payer = $3 AND nonce = $4;

@@ -233,6 +233,14 @@ class Settings(BaseSettings):
     stripe_portal_return_url: str = "http://127.0.0.1:8000/"
     stripe_past_due_grace_hours: int = Field(default=72, ge=0, le=24 * 60)
 
+    # Standard x402 (`exact`, EIP-3009; api/x402_standard.py, watcher/settle.py): settle
+    # with our relayer key, or forward to a facilitator; neither set = not offered.
+    x402_relayer_private_key: SecretStr | None = None
+    x402_facilitator_url: str | None = None
+    x402_usdc_eip712_name: str = "USD Coin"  # USDC's EIP-712 domain on Base and Ethereum
+    x402_usdc_eip712_version: str = "2"
+    x402_settle_timeout_seconds: float = Field(default=60.0, gt=0, le=600)
+
     # Optional error reporting (watcher/sentry.py); unset = off.
     sentry_dsn: SecretStr | None = None
 
@@ -289,6 +297,10 @@ class Settings(BaseSettings):
     def price_per_call_units(self) -> int:
         return usd_to_units(self.x402_price_per_call)
 
+    def relayer_key(self) -> str | None:
+        """The x402 relayer's private key, or None while unset or a placeholder."""
+        return self._value("x402_relayer_private_key")
+
     def admin_key(self) -> str | None:
         """The admin key, or None while it is unset or a placeholder (admin routes stay shut)."""
         if self.x402_admin_key is None:
@@ -331,6 +343,10 @@ class Settings(BaseSettings):
             out.append("X402_SOLANA_USDC_MINT: not 32 bytes of base58")
         out += self._url_problems("x402_solana_rpc_url", ("http", "https"))
         out += self._url_problems("x402_solana_ws_url", ("ws", "wss"))
+        key = self.relayer_key()
+        if key is not None and not re.fullmatch(r"(0x)?[0-9a-fA-F]{64}", key):
+            out.append("X402_RELAYER_PRIVATE_KEY: not 32 bytes of hex; export the key as 0x...")
+        out += self._url_problems("x402_facilitator_url", ("http", "https"))
         out += self._money_problems()
         out += self._stripe_problems()
         return out

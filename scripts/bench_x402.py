@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""Benchmark standard x402 on anvil: the x402 client pays our paid route; prints one JSON line.
+
+For each call: the 402, the client's EIP-3009 signature, then the paid request,
+which verifies, claims the nonce, settles with the relayer (anvil automines)
+and serves. Reported: p50/p99 of the paid request (verify + settle + serve),
+p50 of the whole round trip (402 + sign + paid), and the refusal of a replayed
+header (no RPC settlement: a database check).
+
+PostgreSQL: the embedded server in a temporary directory.
+
+    .venv/bin/python scripts/bench_x402.py [--calls 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from api.app import create_app
+from tests.anvil import start_anvil
+from tests.api_support import serve
+from tests.x402kit import BASE_CHAIN_ID, PRICE, ROUTE, make_world, v2_header
+from watcher import db
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 2)
+
+
+async def bench(dsn: str, calls: int) -> dict[str, Any]:
+    pool = await db.create_pool(dsn)
+    node = await start_anvil(chain_id=BASE_CHAIN_ID)
+    try:
+        async with pool.acquire() as c:
+            await db.migrate(c)
+        world = await make_world(node)
+        await world.token.mint(world.payer.address.lower(), calls * PRICE)
+        paid_s: list[float] = []
+        round_s: list[float] = []
+        app = create_app(world.settings, pool)
+        async with serve(app) as url, httpx.AsyncClient(base_url=url) as http:
+            plain_s = []
+            for _ in range(min(calls, 50)):
+                t0 = time.perf_counter()
+                resp = await http.get(ROUTE)
+                plain_s.append(time.perf_counter() - t0)
+            for _ in range(calls):
+                start = time.perf_counter()
+                header = await v2_header(http, world)
+                t0 = time.perf_counter()
+                resp = await http.get(ROUTE, headers=header)
+                end = time.perf_counter()
+                assert resp.status_code == 200, resp.text
+                paid_s.append(end - t0)
+                round_s.append(end - start)
+            replay_s = []
+            for _ in range(min(calls, 50)):
+                t0 = time.perf_counter()
+                resp = await http.get(ROUTE, headers=header)
+                replay_s.append(time.perf_counter() - t0)
+                assert resp.status_code == 402
+        return {
+            "bench": "x402_exact_anvil",
+            "calls": calls,
+            "paid_p50_ms": pct(paid_s, 0.5),
+            "paid_p99_ms": pct(paid_s, 0.99),
+            "round_trip_p50_ms": pct(round_s, 0.5),
+            "replay_refusal_p50_ms": pct(replay_s, 0.5),
+            "plain_402_p50_ms": pct(plain_s, 0.5),
+            "paid_mean_ms": round(statistics.mean(paid_s) * 1000, 2),
+        }
+    finally:
+        await node.close()
+        await pool.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--calls", type=int, default=50)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp, db.EmbeddedPostgres(Path(tmp)) as dsn:
+        result = asyncio.run(bench(dsn, args.calls))
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

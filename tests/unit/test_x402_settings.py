@@ -1,0 +1,44 @@
+"""Settings for standard x402: the relayer key and facilitator URL are checked at start."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from watcher import errors
+from watcher.settings import load_settings
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for key in list(os.environ):
+        if key.startswith(("X402_", "STRIPE_", "WATCHER_")) or key == "DATABASE_URL":
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)  # no stray .env
+
+
+def test_off_by_default() -> None:
+    s = load_settings()
+    assert s.relayer_key() is None and s.x402_facilitator_url is None
+
+
+def test_a_relayer_key_is_read_and_never_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    key = "0x" + "4c" * 32
+    monkeypatch.setenv("X402_RELAYER_PRIVATE_KEY", key)
+    s = load_settings()
+    assert s.relayer_key() == key
+    assert key not in repr(s) and key not in str(s.model_dump())
+
+
+def test_a_malformed_relayer_key_and_facilitator_url_are_refused_in_one_message(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("X402_RELAYER_PRIVATE_KEY", "0x1234")
+    monkeypatch.setenv("X402_FACILITATOR_URL", "ftp://facilitator.example")
+    with pytest.raises(errors.ConfigError) as info:
+        load_settings()
+    text = str(info.value)
+    assert "X402_RELAYER_PRIVATE_KEY" in text and "0x1234" not in text
+    assert "X402_FACILITATOR_URL" in text
