@@ -76,6 +76,14 @@ CREATE TRIGGER payments_x402_link_credit
     FOR EACH ROW WHEN (NEW.state = 'credited' AND OLD.state IS DISTINCT FROM 'credited')
     EXECUTE FUNCTION x402_link_credit();
 
+-- The EVM follower inserts transfers that are already deep enough straight as
+-- credited (a backfill after downtime): those must be linked just the same, or a
+-- served call's transfer would stay claimable for a token as well.
+CREATE TRIGGER payments_x402_link_credit_insert
+    BEFORE INSERT ON payments
+    FOR EACH ROW WHEN (NEW.state = 'credited')
+    EXECUTE FUNCTION x402_link_credit();
+
 -- The settlement's payment left the canonical chain: never counted as paid.
 CREATE FUNCTION x402_mark_reorged() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
