@@ -32,7 +32,9 @@ CREATE TABLE x402_authorizations (
                    CHECK (status IN ('verified', 'settling', 'settled', 'failed', 'reorged')),
     error          text,                           -- why failed / reorged
     tx_hash        text         CHECK (tx_hash ~ '^0x[0-9a-f]{64}$'),
-    payment_id     bigint       UNIQUE REFERENCES payments (id),
+    -- Deferred: the link is written by a BEFORE INSERT trigger on payments, before the
+    -- payment row itself exists; the reference is checked at commit.
+    payment_id     bigint       UNIQUE REFERENCES payments (id) DEFERRABLE INITIALLY DEFERRED,
     created_at     timestamptz  NOT NULL DEFAULT now(),
     updated_at     timestamptz  NOT NULL DEFAULT now(),
     -- EIP-3009 nonces are per authorizer per token contract: the contract refuses a
