@@ -21,7 +21,6 @@ from typing import Any
 
 import asyncpg
 import structlog
-from asyncpg.exceptions import InternalClientError
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -29,17 +28,17 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from watcher import db
+
 log = structlog.get_logger(__name__)
 
 # Everything asyncpg (or the socket under it) raises when PostgreSQL is unreachable,
-# restarting or killed our session: all of it is a 503, never a 500 nor a free call.
-# InternalClientError is what a pool connection killed mid-operation can raise.
+# restarting or killed our session, and any other database error on a payer's path:
+# all of it is a 503, never a 500 nor a free call.
 DB_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
+    *db.TRANSIENT_ERRORS,
     TimeoutError,
     asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-    InternalClientError,
 )
 
 MAX_BODY_BYTES = 16 * 1024  # our largest request (a claim with a signature) is well under 1 KiB

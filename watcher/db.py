@@ -39,6 +39,19 @@ _NAME = re.compile(r"^--\s*name:\s*([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
 _MIGRATION = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 Pool = asyncpg.Pool
+
+# What a lost, restarting or failing-over database (or a session killed under us) raises.
+# A step that meets one rolled back whole: the followers retry it instead of crashing.
+# InternalClientError is what asyncpg raises on a pooled connection killed mid-operation.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
+)
 if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 
@@ -52,8 +53,12 @@ async def _credited(pool: db.Pool) -> list[tuple[str, int]]:
 
 async def _wait_credited(pool: db.Pool, n: int, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
-    while len(await _credited(pool)) < n:
-        assert time.monotonic() < deadline, f"only {len(await _credited(pool))} of {n} credited"
+    seen = 0
+    while seen < n:
+        assert time.monotonic() < deadline, f"only {seen} of {n} credited"
+        # Our own pooled session may have been killed by the test: read again.
+        with contextlib.suppress(*db.TRANSIENT_ERRORS):
+            seen = len(await _credited(pool))
         await asyncio.sleep(0.05)
 
 

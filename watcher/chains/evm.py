@@ -31,7 +31,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import asyncpg
 import structlog
 
 from watcher import db, errors, ledger, metrics, progress, rpc
@@ -45,12 +44,6 @@ log = structlog.get_logger(__name__)
 
 BURST_MAX_FAILURES = 8
 # The database went away (restart, failover, network): retry the step, do not crash.
-_DB_TRANSIENT = (
-    asyncpg.PostgresConnectionError,
-    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, cannot connect now
-    asyncpg.InterfaceError,
-    OSError,
-)
 
 
 @dataclass(frozen=True)
@@ -384,7 +377,7 @@ class EvmFollower:
                     return
                 async with conn.transaction():
                     yield conn
-        except _DB_TRANSIENT as exc:
+        except db.TRANSIENT_ERRORS as exc:
             raise errors.DatabaseError(f"{self.name}: database unavailable: {exc!r}") from exc
 
     async def _load_cursor(self) -> None:

@@ -37,7 +37,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import asyncpg
 import structlog
 from solders.pubkey import Pubkey
 from solders.token.associated import get_associated_token_address
@@ -55,7 +54,12 @@ CHAIN = "solana"
 # Solana error codes meaning "this endpoint cannot answer right now": try the next one.
 ROTATE_CODES = (-32004, -32005, -32014, -32016)
 # A step that loses a race with another watcher is rolled back and simply retried.
-DB_TRANSIENT = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+# A pass that fails on these rolled back whole: retry it, do not crash.
+RETRIED: tuple[type[BaseException], ...] = (
+    errors.RpcError,
+    solana_tx.MalformedTransaction,
+    *db.TRANSIENT_ERRORS,
+)
 PENDING_CACHE = 10_000  # confirmed-only transactions kept in memory between passes
 TX_CONFIG = {"encoding": "jsonParsed", "maxSupportedTransactionVersion": 0}
 
@@ -357,7 +361,7 @@ class SolanaFollower:
                 self._wake.clear()
                 try:
                     stats = await self.sync_once()
-                except (errors.RpcError, solana_tx.MalformedTransaction, *DB_TRANSIENT) as exc:
+                except RETRIED as exc:
                     log.warning("solana_pass_failed", error=str(exc), retry_in=backoff)
                     await solana_ws.wait_for_wake(stop, None, backoff)
                     backoff = min(10.0, backoff * 2)
