@@ -43,7 +43,6 @@ from watcher.settings import EvmChain, Settings
 log = structlog.get_logger(__name__)
 
 BURST_MAX_FAILURES = 8
-# The database went away (restart, failover, network): retry the step, do not crash.
 
 
 @dataclass(frozen=True)
