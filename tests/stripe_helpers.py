@@ -11,7 +11,6 @@ import hashlib
 import hmac
 import itertools
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from typing import Any
 import httpx
 
 from api.app import create_app
+from tests.anvil import free_port
 from tests.api_support import serve
 from watcher import db
 from watcher.settings import Settings
@@ -108,13 +108,6 @@ def invoice(inv_id: str, customer: str, sub_id: str, status: str, *, paid: bool)
         "invoice_pdf": f"https://pay.stripe.test/invoice/{inv_id}/pdf",
         "parent": {"subscription_details": {"subscription": sub_id}},
     }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @asynccontextmanager
