@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import secrets
 from collections.abc import AsyncIterator, Iterator, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -31,6 +32,15 @@ SOLANA_OWNER = str(Keypair().pubkey())
 ADMIN_KEY = secrets.token_urlsafe(32)
 BASE_USDC = CANONICAL_USDC["base"].lower()
 SOLANA_MINT = CANONICAL_USDC["solana"]
+
+
+async def fresh_rate_window(needed_seconds: float = 20.0) -> None:
+    """Rate limits count per wall-clock minute. A test that counts up to a limit starts
+    early enough in a minute that the window cannot roll over under it (waits < 20 s)."""
+    now = datetime.now(UTC)
+    left = 60 - (now.second + now.microsecond / 1_000_000)
+    if left < needed_seconds:
+        await asyncio.sleep(left + 0.1)
 
 
 def make_settings(**over: Any) -> Settings:

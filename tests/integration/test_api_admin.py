@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from eth_account import Account
 
-from tests.api_support import ADMIN_KEY, app_for, buy_token, client, record_payment
+from tests.api_support import (
+    ADMIN_KEY,
+    app_for,
+    buy_token,
+    client,
+    fresh_rate_window,
+    record_payment,
+)
 from watcher import db
 
 ADMIN = {"x-admin-key": ADMIN_KEY}
@@ -32,6 +39,7 @@ async def test_admin_is_shut_without_a_real_key(pool: db.Pool) -> None:
 
 
 async def test_admin_stats_cleanup_and_audited_marks(pool: db.Pool) -> None:
+    await fresh_rate_window()
     payer = Account.create().address.lower()
     stuck, _ = await record_payment(pool, from_address=payer, amount=2_000_000, credit=False)
     async with client(app_for(pool)) as http:
@@ -80,6 +88,7 @@ async def test_admin_stats_cleanup_and_audited_marks(pool: db.Pool) -> None:
 
 
 async def test_rate_limit_is_per_client_and_shared(pool: db.Pool) -> None:
+    await fresh_rate_window()
     body = {"chain": "base", "tx_hash": "0x" + "11" * 32}
     async with client(app_for(pool)) as one, client(app_for(pool)) as other_process:
         codes = [(await one.post("/x402/verify-payment", json=body)).status_code for _ in range(3)]

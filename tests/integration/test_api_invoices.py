@@ -16,6 +16,7 @@ from tests.api_support import (
     app_for,
     client,
     follow_receipt,
+    fresh_rate_window,
     record_payment,
 )
 from watcher import db, ledger
@@ -97,6 +98,7 @@ async def test_invoice_follows_a_credit_written_from_an_anvil_receipt(
 
 
 async def test_open_evm_invoice_amounts_are_unique(pool: db.Pool) -> None:
+    await fresh_rate_window()
     app = app_for(pool)
     payers = [client(app, host=f"10.0.0.{i}") for i in range(10)]  # 10 invoices/min each
     body = {"chain": "base", "requests": 10}

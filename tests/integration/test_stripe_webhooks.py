@@ -13,6 +13,7 @@ import pytest
 
 from api import entitlements
 from tests import stripe_helpers as sh
+from tests.api_support import fresh_rate_window
 from watcher import db
 
 CUS, SUB = "cus_TestLife0001", "sub_TestLife0001"
@@ -294,6 +295,7 @@ async def test_upgrade_changes_tier_and_quota_at_once(api: Served) -> None:
 
 
 async def test_concurrent_calls_never_overdraw(api: Served) -> None:
+    await fresh_rate_window()
     client, pool = api
     cid, claim = await start_checkout(pool)
     session = {
