@@ -1,7 +1,8 @@
 """A whole local payment stack in one command (``make devnet``).
 
     python scripts/devnet.py [--data-dir .devnet] [--api-port 8000] [--anvil-port 8545]
-                             [--solana-port 8899] [--metrics-port 9102] [--confirmations 2]
+                             [--solana-port 8899] [--solana-ws-port 8900]
+                             [--metrics-port 9102] [--confirmations 2]
 
 Starts, on 127.0.0.1 only:
   * anvil (npm ``@foundry-rs/anvil``) mining a block a second, with the 6-decimal
@@ -50,12 +51,19 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--metrics-port", type=int, default=9102)
     p.add_argument("--anvil-port", type=int, default=8545)
     p.add_argument("--solana-port", type=int, default=8899)
+    p.add_argument(
+        "--solana-ws-port", type=int, default=None, help="default: the Solana HTTP port + 1"
+    )
     p.add_argument("--confirmations", type=int, default=2, help="EVM blocks before credit")
     return p.parse_args()
 
 
+def _tail(path: Path, limit: int = 2000) -> str:
+    return path.read_text(errors="replace")[-limit:] if path.exists() else ""
+
+
 async def start_solana(
-    port: int, owner: str, log: Path
+    port: int, ws_port: int, owner: str, log: Path
 ) -> tuple[subprocess.Popen[str], dict[str, Any]]:
     """The local Solana node; returns the process and the JSON line it prints."""
     proc = subprocess.Popen(
@@ -64,6 +72,8 @@ async def start_solana(
             str(ROOT / "scripts" / "solana_node.py"),
             "--port",
             str(port),
+            "--ws-port",
+            str(ws_port),
             "--owner",
             owner,
             "--finality-depth",
@@ -78,7 +88,8 @@ async def start_solana(
     while time.monotonic() < deadline:
         line = await asyncio.to_thread(proc.stdout.readline)
         if not line:
-            raise RuntimeError(f"solana node exited ({proc.poll()}); see {log}")
+            tail = await asyncio.to_thread(_tail, log)
+            raise RuntimeError(f"solana node exited ({proc.wait()}); {log}:\n{tail}")
         if line.startswith("{"):
             info: dict[str, Any] = json.loads(line)
             return proc, info
@@ -162,7 +173,10 @@ async def main(args: argparse.Namespace) -> int:
         await usdc.mint(payer, 1_000_000 * 10**6)
         owner = Keypair()
         sol_proc, sol = await start_solana(
-            args.solana_port, str(owner.pubkey()), args.data_dir / "solana_node.log"
+            args.solana_port,
+            args.solana_ws_port if args.solana_ws_port is not None else args.solana_port + 1,
+            str(owner.pubkey()),
+            args.data_dir / "solana_node.log",
         )
         admin_key = secrets.token_urlsafe(32)
         env = watcher_env(args, anvil, usdc.address, merchant, str(owner.pubkey()), sol, admin_key)

@@ -24,6 +24,8 @@ def test_devnet_pays_claims_and_spends_on_base_and_solana(tmp_path: Path) -> Non
         "--metrics-port": free_port(),
         "--anvil-port": free_port(),
         "--solana-port": free_port(),
+        # Reserved too: the default (HTTP port + 1) may belong to another process.
+        "--solana-ws-port": free_port(),
     }
     cmd = [sys.executable, str(ROOT / "scripts" / "devnet.py"), "--data-dir", str(data)]
     for flag, port in ports.items():
