@@ -64,6 +64,7 @@ class Methods:
             "getLatestBlockhash": self.get_latest_blockhash,
             "isBlockhashValid": self.is_blockhash_valid,
             "sendTransaction": self.send_transaction,
+            "simulateTransaction": self.simulate_transaction,
             "getSignaturesForAddress": self.get_signatures_for_address,
             "getTransaction": self.get_transaction,
             "getSignatureStatuses": self.get_signature_statuses,
@@ -114,7 +115,8 @@ class Methods:
         valid = isinstance(params[0], str) and params[0] in self.chain.recent_blockhashes()
         return {"context": self._ctx(c), "value": valid}
 
-    def send_transaction(self, params: list[Any]) -> str:
+    def _transaction(self, params: list[Any]) -> tuple[Any, dict[str, Any]]:
+        """The transaction in params[0] (base58 by default, or base64) and the config."""
         if not params or not isinstance(params[0], str):
             raise _invalid("Invalid params: missing transaction")
         cfg = _cfg(params, 1)
@@ -130,11 +132,23 @@ class Methods:
                 raise _invalid(f"Invalid params: unsupported encoding: {encoding}")
             from solders.transaction import VersionedTransaction
 
-            tx = VersionedTransaction.from_bytes(raw)
+            return VersionedTransaction.from_bytes(raw), cfg
         except (ValueError, TypeError) as exc:
             raise _invalid(
                 f"failed to deserialize solana_transaction::versioned::VersionedTransaction: {exc}"
             ) from exc
+
+    def simulate_transaction(self, params: list[Any]) -> dict[str, Any]:
+        tx, cfg = self._transaction(params)
+        if cfg.get("replaceRecentBlockhash") and cfg.get("sigVerify"):
+            raise _invalid("Invalid params: sigVerify may not be used with replaceRecentBlockhash")
+        value = self.chain.simulate(tx)
+        value.update(accounts=None, innerInstructions=None, returnData=None)
+        value["replacementBlockhash"] = None
+        return {"context": self._ctx("confirmed"), "value": value}
+
+    def send_transaction(self, params: list[Any]) -> str:
+        tx, cfg = self._transaction(params)
         try:
             return self.chain.submit(tx, preflight=not cfg.get("skipPreflight", False))
         except chain.SendError as exc:
