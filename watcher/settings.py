@@ -15,6 +15,7 @@ bytes of base58) are refused in every mode because money would go astray.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -36,6 +37,8 @@ CANONICAL_USDC = {
     "base": "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913",
     "solana": "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v",
 }
+# CAIP-2 id of Solana mainnet (the first 32 characters of its genesis hash), as x402 names it.
+SOLANA_MAINNET_CAIP2 = "solana:5eykt4UsFv8P8NJdTREpY1vzqKqZKvdp"
 
 EvmChainName = Literal["base", "ethereum"]
 ChainName = Literal["base", "ethereum", "solana"]
@@ -75,6 +78,27 @@ def b58decode(value: str) -> bytes:
     body = num.to_bytes((num.bit_length() + 7) // 8, "big") if num else b""
     pad = len(value) - len(value.lstrip("1"))
     return b"\x00" * pad + body
+
+
+def parse_solana_keypair(text: str) -> bytes:
+    """A 64-byte Solana keypair from base58 or a JSON array of ints; ValueError otherwise."""
+    text = text.strip()
+    if text.startswith("["):
+        try:
+            raw = bytes(json.loads(text))
+        except (ValueError, TypeError) as exc:
+            raise ValueError("not a JSON array of 64 byte values") from exc
+    else:
+        raw = b58decode(text)
+    if len(raw) != 64:
+        raise ValueError(f"{len(raw)} bytes, a keypair is 64")
+    from solders.keypair import Keypair
+
+    try:
+        Keypair.from_bytes(raw)
+    except ValueError as exc:
+        raise ValueError("the public half does not match the secret half") from exc
+    return raw
 
 
 def is_solana_pubkey(value: str) -> bool:
@@ -240,6 +264,11 @@ class Settings(BaseSettings):
     x402_usdc_eip712_name: str = "USD Coin"  # USDC's EIP-712 domain on Base and Ethereum
     x402_usdc_eip712_version: str = "2"
     x402_settle_timeout_seconds: float = Field(default=60.0, gt=0, le=600)
+    # Standard x402 on Solana (`exact`, api/x402_svm.py): the payer signs a TransferChecked
+    # to our token account and we co-sign as fee payer with this key; unset = not offered.
+    x402_solana_fee_payer_private_key: SecretStr | None = None
+    x402_solana_network: str = SOLANA_MAINNET_CAIP2  # CAIP-2, as x402 clients name it
+    x402_solana_max_priority_fee_lamports: int = Field(default=50_000, ge=0, le=10**9)
 
     # Optional error reporting (watcher/sentry.py); unset = off.
     sentry_dsn: SecretStr | None = None
@@ -301,6 +330,11 @@ class Settings(BaseSettings):
         """The x402 relayer's private key, or None while unset or a placeholder."""
         return self._value("x402_relayer_private_key")
 
+    def solana_fee_payer_secret(self) -> bytes | None:
+        """The Solana fee payer's 64-byte keypair (secret then public), or None while unset."""
+        text = self._value("x402_solana_fee_payer_private_key")
+        return None if text is None else parse_solana_keypair(text)
+
     def admin_key(self) -> str | None:
         """The admin key, or None while it is unset or a placeholder (admin routes stay shut)."""
         if self.x402_admin_key is None:
@@ -347,6 +381,7 @@ class Settings(BaseSettings):
         if key is not None and not re.fullmatch(r"(0x)?[0-9a-fA-F]{64}", key):
             out.append("X402_RELAYER_PRIVATE_KEY: not 32 bytes of hex; export the key as 0x...")
         out += self._url_problems("x402_facilitator_url", ("http", "https"))
+        out += self._solana_x402_problems()
         out += self._money_problems()
         out += self._stripe_problems()
         return out
@@ -393,6 +428,22 @@ class Settings(BaseSettings):
             out.append(
                 "STRIPE_PRICE_ID_PRO|TEAM|ENTERPRISE: none set; give the price id (price_...) "
                 "of at least one tier"
+            )
+        return out
+
+    def _solana_x402_problems(self) -> list[str]:
+        out = []
+        try:
+            self.solana_fee_payer_secret()
+        except ValueError as exc:
+            out.append(
+                f"X402_SOLANA_FEE_PAYER_PRIVATE_KEY: {exc}; give the keypair as base58 "
+                "(64 bytes, as wallets export it) or as the JSON array of solana-keygen"
+            )
+        if not re.fullmatch(r"solana:[1-9A-HJ-NP-Za-km-z]{32}", self.x402_solana_network):
+            out.append(
+                f"X402_SOLANA_NETWORK: {self.x402_solana_network!r} is not a CAIP-2 Solana "
+                f"network; mainnet is {SOLANA_MAINNET_CAIP2}"
             )
         return out
 
