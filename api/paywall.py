@@ -37,7 +37,7 @@ import structlog
 from fastapi import APIRouter, Depends, Header, Request, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api import chains, entitlements, x402_settle, x402_standard
+from api import chains, entitlements, x402_settle, x402_standard, x402_svm
 from api.errors import DB_ERRORS, ERROR_SCHEMA, ApiError, responses, service_unavailable
 from watcher import db, metrics
 from watcher.settings import Settings
@@ -90,10 +90,14 @@ def payment_required_body(request: Request, error: str, message: str) -> dict[st
     """The x402 v1 ``accepts`` list for this resource, plus how to buy a token here."""
     settings: Settings = request.app.state.settings
     price = settings.price_per_call_units
+    fee_payer = x402_standard.solana_fee_payer(settings)
+    solana_extra = {"decimals": 6, **({"feePayer": fee_payer} if fee_payer else {})}
     accepts = [
         {
             "scheme": "exact",
-            "network": chains.X402_NETWORK[c.name],
+            "network": chains.X402_NETWORK[c.name]
+            if c.name != "solana"
+            else x402_standard.solana_v1_network(settings) or "solana",
             "maxAmountRequired": str(price),
             "resource": str(request.url),
             "description": f"one call to {request.url.path} (${settings.x402_price_per_call})",
@@ -101,10 +105,11 @@ def payment_required_body(request: Request, error: str, message: str) -> dict[st
             "payTo": c.pay_to_display,
             "maxTimeoutSeconds": PAYMENT_TIMEOUT_SECONDS,
             "asset": c.asset_display,
-            # EVM: the USDC EIP-712 domain an x402 client signs against; Solana: none needed.
+            # EVM: the USDC EIP-712 domain an x402 client signs against; Solana: our fee
+            # payer, when we settle x402 transactions there (api/x402_svm.py).
             "extra": {**x402_standard.eip712_extra(settings), "decimals": 6}
             if c.name != "solana"
-            else {"decimals": 6},
+            else solana_extra,
         }
         for c in chains.all_chains(settings)
         if c.enabled
@@ -136,9 +141,14 @@ async def _payment_required(request: Request, error: str, message: str) -> ApiEr
 async def _pay_x402(request: Request, response: Response, v2: str | None, v1: str | None) -> Charge:
     """A standard x402 payment header: verify, settle, then serve once (api/x402_settle.py)."""
     version, header = (2, v2) if v2 else (1, v1 or "")
+    settings: Settings = request.app.state.settings
     try:
-        verified = x402_standard.verify(request, header, version)
-        settled = await x402_settle.settle_payment(request, verified)
+        matched = x402_standard.match(request, header, version)
+        if matched.offer.chain.name == "solana":
+            settled = await x402_svm.settle(request, x402_svm.verify(settings, matched))
+        else:
+            verified = x402_standard.verify(request, matched)
+            settled = await x402_settle.settle_payment(request, verified)
     except x402_standard.Refused as exc:
         refusal = await _payment_required(request, exc.reason, exc.message)
         refusal.headers.update(exc.headers)

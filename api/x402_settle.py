@@ -56,8 +56,8 @@ async def settle_payment(request: Request, verified: Verified) -> Settled:
     """Check funds, claim the nonce, settle; raises Refused (402) or ApiError (503)."""
     settings: Settings = request.app.state.settings
     name = verified.offer.chain.name
-    if name == "solana":  # offers() lists EVM chains only; Solana `exact` is not built yet
-        raise Refused("invalid_network", "x402 exact on solana is not offered here")
+    if name == "solana":  # the paywall sends Solana payments to api/x402_svm.py
+        raise Refused("invalid_network", "x402 exact on solana is settled by api.x402_svm")
     chain = settings.evm_chain(name)
     await _check_unused(request, verified)  # a replay costs one indexed read, no RPC client
     pool = rpc.RpcPool(
@@ -144,7 +144,7 @@ def _relayer_lock(request: Request, chain: str) -> asyncio.Lock:
 
 async def _check_unused(request: Request, verified: Verified) -> None:
     a, c = verified.auth, verified.offer.chain
-    if await _db(request, "x402_nonce_seen", c.name, c.asset, a.payer, "0x" + a.nonce.hex()):
+    if await db_value(request, "x402_nonce_seen", c.name, c.asset, a.payer, "0x" + a.nonce.hex()):
         raise Refused(
             evm_errors.ERR_NONCE_ALREADY_USED, "this authorization's nonce was already used"
         )
@@ -171,7 +171,7 @@ async def _by_relayer(
     auth_id = await _claim(request, verified, "relayer")
 
     async def on_hash(tx_hash: str) -> None:
-        await _db(request, "x402_mark_settling", auth_id, tx_hash)
+        await db_value(request, "x402_mark_settling", auth_id, tx_hash)
 
     try:
         receipt = await relayer.submit(prepared, on_hash)
@@ -228,7 +228,7 @@ async def _by_facilitator(request: Request, verified: Verified) -> tuple[int, st
 
 async def _claim(request: Request, verified: Verified, settled_by: str) -> int:
     a = verified.auth
-    auth_id = await _db(
+    auth_id = await db_value(
         request,
         "x402_claim_authorization",
         verified.offer.chain.name,
@@ -252,19 +252,20 @@ async def _claim(request: Request, verified: Verified, settled_by: str) -> int:
 
 
 async def _mark_settled(request: Request, auth_id: int, tx_hash: str) -> None:
-    if await _db(request, "x402_mark_settled", auth_id, tx_hash) is None:
+    if await db_value(request, "x402_mark_settled", auth_id, tx_hash) is None:
         raise service_unavailable("settlement bookkeeping")  # not ours to serve any more
 
 
 async def _fail(request: Request, verified: Verified, auth_id: int, why: str) -> None:
     metrics.X402_SETTLEMENTS.labels(verified.offer.chain.name, "failed").inc()
     try:
-        await _db(request, "x402_mark_failed", auth_id, why[:500])
+        await db_value(request, "x402_mark_failed", auth_id, why[:500])
     except ApiError:
         log.error("x402_mark_failed_lost", authorization_id=auth_id, why=why)
 
 
-async def _db(request: Request, query: str, *args: Any) -> Any:
+async def db_value(request: Request, query: str, *args: Any) -> Any:
+    """One named query's first value, within 5 s; a database failure is a 503."""
     pool: db.Pool = request.app.state.pool
     try:
         async with asyncio.timeout(5.0):

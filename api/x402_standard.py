@@ -29,11 +29,13 @@ from eth_keys.datatypes import Signature
 from eth_keys.exceptions import BadSignature
 from eth_utils.exceptions import ValidationError as EthValidationError
 from fastapi import Request
+from solders.keypair import Keypair
 from x402.http import constants as x402_headers
 from x402.http import utils as x402_http
 from x402.mechanisms.evm import constants as evm_errors
 from x402.mechanisms.evm.eip712 import hash_eip3009_authorization
 from x402.mechanisms.evm.types import ExactEIP3009Authorization, ExactEIP3009Payload
+from x402.mechanisms.svm import constants as svm_constants
 from x402.schemas import (
     PaymentPayload,
     PaymentRequired,
@@ -74,10 +76,7 @@ class Offer:
 
     chain: chains.ChainInfo
     requirements: PaymentRequirements  # v2 shape; v1 is derived from it
-
-    @property
-    def v1_network(self) -> str:
-        return chains.X402_NETWORK[self.chain.name]
+    v1_network: str | None  # the v1 name of the network; None: offered to v2 clients only
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +94,21 @@ def settlement_configured(settings: Settings) -> bool:
     return settings.relayer_key() is not None or bool(settings.x402_facilitator_url)
 
 
+def solana_fee_payer(settings: Settings) -> str | None:
+    """Our fee payer's address when Solana `exact` can be settled (key, owner and RPC set)."""
+    secret = settings.solana_fee_payer_secret()
+    sol = settings.solana
+    if secret is None or sol.owner is None or not sol.rpc_urls:
+        return None
+    return str(Keypair.from_bytes(secret).pubkey())
+
+
+def solana_v1_network(settings: Settings) -> str | None:
+    """The x402 v1 name of our Solana network (``solana``, ``solana-devnet``...), if it has one."""
+    names = {v2: v1 for v1, v2 in svm_constants.V1_TO_V2_NETWORK_MAP.items()}
+    return names.get(settings.x402_solana_network)
+
+
 def eip712_extra(settings: Settings) -> dict[str, Any]:
     """The token's EIP-712 domain name and version, as x402 clients read them from ``extra``."""
     return {
@@ -104,11 +118,10 @@ def eip712_extra(settings: Settings) -> dict[str, Any]:
 
 
 def offers(settings: Settings) -> list[Offer]:
-    """The EVM chains we can settle an authorization on (an RPC URL and a way to settle)."""
-    if not settlement_configured(settings):
-        return []
+    """What an x402 client can pay with: the EVM chains we can settle an authorization on
+    (an RPC URL and a relayer or facilitator), then Solana when our fee payer is set."""
     out = []
-    for info in chains.all_chains(settings):
+    for info in chains.all_chains(settings) if settlement_configured(settings) else []:
         if info.name == "solana" or not info.enabled or info.pay_to_display is None:
             continue
         if not settings.evm_chain(info.name).rpc_urls:
@@ -122,7 +135,20 @@ def offers(settings: Settings) -> list[Offer]:
             max_timeout_seconds=MAX_TIMEOUT_SECONDS,
             extra=eip712_extra(settings),
         )
-        out.append(Offer(chain=info, requirements=req))
+        out.append(Offer(info, req, chains.X402_NETWORK[info.name]))
+    fee_payer = solana_fee_payer(settings)
+    if fee_payer is not None:
+        info = chains.chain_info(settings, "solana")
+        req = PaymentRequirements(
+            scheme="exact",
+            network=settings.x402_solana_network,
+            asset=info.asset,
+            amount=str(settings.price_per_call_units),
+            pay_to=info.pay_to or "",
+            max_timeout_seconds=MAX_TIMEOUT_SECONDS,
+            extra={"feePayer": fee_payer},
+        )
+        out.append(Offer(info, req, solana_v1_network(settings)))
     return out
 
 
@@ -164,11 +190,29 @@ def payment_required_header(request: Request, error: str | None) -> str | None:
 # ---- checking a payment header ----------------------------------------------------
 
 
-def verify(request: Request, header: str, version: int) -> Verified:
-    """Decode and check a payment header offline; raises :class:`Refused`."""
+@dataclass(frozen=True, slots=True)
+class Matched:
+    """A payment header decoded and matched to one of our offers, not yet checked."""
+
+    version: int
+    offer: Offer
+    payload: dict[str, Any]  # the whole decoded header
+    requirements_json: dict[str, Any]  # what we asked, in the payload's protocol version
+
+
+def match(request: Request, header: str, version: int) -> Matched:
+    """Decode a payment header and find the offer it pays; raises :class:`Refused`."""
     settings: Settings = request.app.state.settings
     data = _decode(header, version)
     offer, requirements_json = _match(request, settings, data, version)
+    return Matched(version, offer, data, requirements_json)
+
+
+def verify(request: Request, matched: Matched) -> Verified:
+    """Check an EVM authorization offline; raises :class:`Refused`."""
+    settings: Settings = request.app.state.settings
+    version, offer, data = matched.version, matched.offer, matched.payload
+    requirements_json = matched.requirements_json
     auth = _authorization(data.get("payload"))
     _check_terms(offer, auth)
     _check_signature(settings, offer, auth)
@@ -216,11 +260,19 @@ def _match(
     if version == 1:
         return offer, v1_requirements(request, offer, settings)
     ours = offer.requirements
-    if (accepted.asset.lower(), accepted.pay_to.lower(), accepted.amount) != (
-        ours.asset.lower(),
-        ours.pay_to.lower(),
-        ours.amount,
-    ):
+    if offer.chain.name == "solana":  # base58 is case-sensitive
+        theirs = (accepted.asset, accepted.pay_to, accepted.amount)
+        mine = (ours.asset, ours.pay_to, ours.amount)
+        theirs_fee_payer = (accepted.extra or {}).get("feePayer")
+        if theirs_fee_payer != ours.extra["feePayer"]:
+            raise Refused(
+                svm_constants.ERR_FEE_PAYER_NOT_MANAGED,
+                f"the fee payer {theirs_fee_payer!r} is not ours; pay the 402 again",
+            )
+    else:
+        theirs = (accepted.asset.lower(), accepted.pay_to.lower(), accepted.amount)
+        mine = (ours.asset.lower(), ours.pay_to.lower(), ours.amount)
+    if theirs != mine:
         raise Refused(
             "invalid_payment_requirements",
             "the accepted requirements are not the ones this server offers; pay the 402 again",

@@ -744,3 +744,51 @@ SELECT * FROM x402_authorizations WHERE id = $1;
 -- name: x402_nonce_seen
 -- A fast refusal for a replay before any RPC call; the INSERT above is the real guard.
 SELECT id FROM x402_authorizations WHERE chain = $1 AND asset = $2 AND payer = $3 AND nonce = $4;
+
+-- ---------------------------------------------------------------- x402 standard on Solana (exact)
+
+-- name: x402_svm_nonce_seen
+-- A fast refusal for a replay before any RPC call; the INSERT below is the real guard.
+SELECT id FROM x402_solana_settlements
+WHERE (mint = $1 AND payer = $2 AND nonce = $3) OR message_hash = $4
+LIMIT 1;
+
+-- name: x402_svm_claim
+-- Claim the nonce, message and transaction id before broadcasting: no row back means
+-- a replay, or a concurrent request with the same transaction got here first.
+INSERT INTO x402_solana_settlements (network, mint, payer, source, pay_to, destination, amount,
+                                     nonce, message_hash, signature, fee_payer, x402_version,
+                                     resource)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+ON CONFLICT DO NOTHING
+RETURNING id;
+
+-- name: x402_svm_mark_settled
+-- Confirmed without error: the call is served. A payment already credited for it
+-- (the follower saw `finalized` first) is linked and marked claimed. No row back:
+-- not ours to serve any more (failed meanwhile, or that payment was claimed for a token).
+WITH x AS (
+    UPDATE x402_solana_settlements s
+    SET status = 'settled', error = NULL, updated_at = now(),
+        payment_id = coalesce(s.payment_id, (
+            SELECT p.id FROM payments p
+            WHERE p.chain = 'solana' AND p.tx_hash = s.signature AND p.state = 'credited'
+              AND p.token_account = s.destination AND p.to_address = s.pay_to
+              AND p.token = s.mint AND p.amount = s.amount
+            LIMIT 1))
+    WHERE s.id = $1 AND s.status = 'settling'
+    RETURNING s.id, s.payment_id
+), p AS (
+    UPDATE payments SET state = 'claimed', updated_at = now(),
+        reason = 'x402 solana settlement ' || x.id || ': the call was served at settlement'
+    FROM x WHERE payments.id = x.payment_id AND payments.state = 'credited'
+    RETURNING payments.id
+)
+SELECT x.id FROM x WHERE x.payment_id IS NULL OR EXISTS (SELECT 1 FROM p);
+
+-- name: x402_svm_mark_failed
+UPDATE x402_solana_settlements SET status = 'failed', error = $2, updated_at = now()
+WHERE id = $1 AND status = 'settling';
+
+-- name: x402_svm_settlement
+SELECT * FROM x402_solana_settlements WHERE id = $1;
