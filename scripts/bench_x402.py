@@ -7,9 +7,13 @@ and serves. Reported: p50/p99 of the paid request (verify + settle + serve),
 p50 of the whole round trip (402 + sign + paid), and the refusal of a replayed
 header (no RPC settlement: a database check).
 
+With ``--chain solana`` the same on the local LiteSVM node: the payer's signed
+TransferChecked (built as the x402 SVM client builds it), which we check,
+co-sign as fee payer, simulate, claim, send and await at ``confirmed``.
+
 PostgreSQL: the embedded server in a temporary directory.
 
-    .venv/bin/python scripts/bench_x402.py [--calls 50]
+    .venv/bin/python scripts/bench_x402.py [--calls 50] [--chain base|solana]
 """
 
 from __future__ import annotations
@@ -88,12 +92,68 @@ async def bench(dsn: str, calls: int) -> dict[str, Any]:
         await pool.close()
 
 
+async def bench_solana(dsn: str, calls: int) -> dict[str, Any]:
+    from solders.keypair import Keypair
+
+    from tests.integration.solana.conftest import World as NodeWorld
+    from tests.solana_node import Bank, SolanaNode
+    from tests.x402svmkit import make_world as make_svm_world
+    from tests.x402svmkit import payment_tx, solana_offer, v2_header_for
+
+    pool = await db.create_pool(dsn)
+    node = await SolanaNode(finality_depth=2).start()
+    try:
+        async with pool.acquire() as c:
+            await db.migrate(c)
+        bank = Bank(node.chain)
+        usdc = bank.create_mint(6)
+        alice = bank.wallet()
+        bank.mint_to(usdc, alice.pubkey(), (calls + 1) * PRICE)
+        world = make_svm_world(NodeWorld(node, bank, usdc, alice, Keypair()), fee_payer_sol=10)
+        app = create_app(world.settings, pool)
+        paid_s: list[float] = []
+        async with serve(app) as url, httpx.AsyncClient(base_url=url) as http:
+            plain_s = []
+            for _ in range(min(calls, 50)):
+                t0 = time.perf_counter()
+                resp = await http.get(ROUTE)
+                plain_s.append(time.perf_counter() - t0)
+            offer = await solana_offer(http)
+            for _ in range(calls):
+                header = v2_header_for(offer, payment_tx(world))
+                t0 = time.perf_counter()
+                resp = await http.get(ROUTE, headers=header)
+                paid_s.append(time.perf_counter() - t0)
+                assert resp.status_code == 200, resp.text
+            replay_s = []
+            for _ in range(min(calls, 50)):
+                t0 = time.perf_counter()
+                resp = await http.get(ROUTE, headers=header)
+                replay_s.append(time.perf_counter() - t0)
+                assert resp.status_code == 402
+        assert world.balance(world.owner) == calls * PRICE
+        return {
+            "bench": "x402_exact_solana_litesvm",
+            "calls": calls,
+            "paid_p50_ms": pct(paid_s, 0.5),
+            "paid_p99_ms": pct(paid_s, 0.99),
+            "replay_refusal_p50_ms": pct(replay_s, 0.5),
+            "plain_402_p50_ms": pct(plain_s, 0.5),
+            "paid_mean_ms": round(statistics.mean(paid_s) * 1000, 2),
+        }
+    finally:
+        await node.close()
+        await pool.close()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--calls", type=int, default=50)
+    parser.add_argument("--chain", choices=("base", "solana"), default="base")
     args = parser.parse_args()
+    run = bench_solana if args.chain == "solana" else bench
     with tempfile.TemporaryDirectory() as tmp, db.EmbeddedPostgres(Path(tmp)) as dsn:
-        result = asyncio.run(bench(dsn, args.calls))
+        result = asyncio.run(run(dsn, args.calls))
     print(json.dumps(result))
     return 0
 

@@ -63,6 +63,10 @@ async def examine(
         add("rpc", name, probes.ws_endpoint("solana", url, None, seconds))
     if sol.rpc_urls:
         add("contracts", "solana USDC mint", probes.solana_accounts(sol, seconds, transport))
+    fee_payer = _solana_fee_payer(settings)
+    if sol.rpc_urls and fee_payer is not None:
+        name = "solana x402 fee payer"
+        add("contracts", name, probes.solana_fee_payer(sol, fee_payer, seconds, transport))
     # The embedded server may need initdb on a cold start: give it longer.
     pending.append(
         probes.guarded("database", "PostgreSQL", probes.database(settings, seconds), 6 * seconds)
@@ -72,6 +76,19 @@ async def examine(
     for found in await asyncio.gather(*pending):
         rows += found
     return rows
+
+
+def _solana_fee_payer(settings: Settings) -> str | None:
+    """The fee payer's address; None when unset or unreadable (the settings rows say why)."""
+    try:
+        secret = settings.solana_fee_payer_secret()
+    except ValueError:
+        return None
+    if secret is None:
+        return None
+    from solders.keypair import Keypair
+
+    return str(Keypair.from_bytes(secret).pubkey())
 
 
 def run_cli(*, as_json: bool, seconds: float = DEFAULT_SECONDS) -> int:

@@ -239,6 +239,34 @@ async def solana_accounts(
         await pool.aclose()
 
 
+# A settlement costs 5000 lamports a signature (two) plus a capped priority fee, and the fee
+# payer must stay rent-exempt (890 880 lamports for a plain account).
+FEE_PAYER_FLOOR = 890_880 + 10_000
+FEE_PAYER_COMFORT = 10_000_000  # 0.01 SOL: about a thousand settlements
+
+
+async def solana_fee_payer(
+    chain: SolanaChain, fee_payer: str, seconds: float, transport: httpx.AsyncBaseTransport | None
+) -> list[Check]:
+    """The x402 fee payer (X402_SOLANA_FEE_PAYER_PRIVATE_KEY) holds SOL for settlements."""
+    pool = rpc.RpcPool(
+        "solana", chain.rpc_urls, timeout=seconds, transport=transport, kind="solana"
+    )
+    try:
+        answer = await pool.request("getBalance", [fee_payer, {"commitment": "confirmed"}])
+    finally:
+        await pool.aclose()
+    lamports = int(answer["value"])
+    name = "solana x402 fee payer"
+    shown = f"{fee_payer}: {lamports / 1e9:.6f} SOL"
+    fix = f"send SOL to {fee_payer}; x402 payers get 503 fee_payer_unfunded until then"
+    if lamports < FEE_PAYER_FLOOR:
+        return [Check("contracts", name, "fail", shown, fix)]
+    if lamports < FEE_PAYER_COMFORT:
+        return [Check("contracts", name, "warn", shown, f"below 0.01 SOL: {fix}")]
+    return [Check("contracts", name, "ok", shown)]
+
+
 def associated_token_account(owner: str, token_program: str, mint: str) -> str:
     """The owner's associated token account for ``mint`` (the address wallets pay into)."""
     from solders.pubkey import Pubkey

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from solders.keypair import Keypair
+
 from tests.integration.solana.conftest import World
 from tests.solana_node import SolanaNode
 from watcher.doctor import probes
@@ -26,3 +28,19 @@ async def test_endpoint_reports_the_finalized_head_and_its_age(world: World) -> 
     checks = await probes.solana_endpoint(chain, world.node.url, 5, None)
     head = next(c for c in checks if c.name.startswith("solana http"))
     assert "finalized slot" in head.value and "time unknown" not in head.value, head
+
+
+async def test_x402_fee_payer_balance_is_judged(world: World) -> None:
+    chain = SolanaChain(
+        rpc_urls=(world.node.url,),
+        ws_urls=(),
+        usdc_mint=str(world.usdc),
+        owner=str(world.merchant.pubkey()),
+        commitment="finalized",
+    )
+    rich, empty = world.bank.wallet(1), Keypair()
+    (ok,) = await probes.solana_fee_payer(chain, str(rich.pubkey()), 5, None)
+    assert ok.status == "ok" and "1.000000 SOL" in ok.value, ok
+    (dry,) = await probes.solana_fee_payer(chain, str(empty.pubkey()), 5, None)
+    assert dry.status == "fail" and str(empty.pubkey()) in dry.fix, dry
+    assert "fee_payer_unfunded" in dry.fix
