@@ -90,7 +90,10 @@ def payment_required_body(request: Request, error: str, message: str) -> dict[st
     """The x402 v1 ``accepts`` list for this resource, plus how to buy a token here."""
     settings: Settings = request.app.state.settings
     price = settings.price_per_call_units
+    # Our fee payer only where a v1 client can pay with it: a network with a v1 name.
     fee_payer = x402_standard.solana_fee_payer(settings)
+    if x402_standard.solana_v1_network(settings) is None:
+        fee_payer = None
     solana_extra = {"decimals": 6, **({"feePayer": fee_payer} if fee_payer else {})}
     accepts = [
         {
@@ -144,7 +147,8 @@ async def _pay_x402(request: Request, response: Response, v2: str | None, v1: st
     settings: Settings = request.app.state.settings
     try:
         matched = x402_standard.match(request, header, version)
-        if matched.offer.chain.name == "solana":
+        via = "x402-exact" if matched.offer.chain.name != "solana" else "x402-exact-solana"
+        if via == "x402-exact-solana":
             settled = await x402_svm.settle(request, x402_svm.verify(settings, matched))
         else:
             verified = x402_standard.verify(request, matched)
@@ -161,7 +165,7 @@ async def _pay_x402(request: Request, response: Response, v2: str | None, v1: st
         expires_at=datetime.now(UTC),
         usage_id=None,
         replayed=False,
-        via="x402-exact",
+        via=via,  # token_id is then the x402_authorizations or x402_solana_settlements id
     )
 
 

@@ -9,8 +9,8 @@ naming the x402 reason:
 * it decodes, has no address lookup tables and exactly two signers: our fee
   payer first, then the payer;
 * the instructions are SetComputeUnitLimit, SetComputeUnitPrice,
-  TransferChecked, then at most three Memo or Lighthouse instructions, with
-  at most one memo (its text is the nonce);
+  TransferChecked, then at most one memo (its text is the nonce); the
+  Lighthouse assertions the spec also allows are refused (see ``_optional``);
 * the priority fee (units x price) stays under our cap, so a payer cannot
   make us pay more in fees than the call earns;
 * our fee payer appears in no instruction: it pays the fee and nothing else;
@@ -20,10 +20,12 @@ naming the x402 reason:
 
 Then :func:`settle`: the nonce and message are not known, our fee payer can
 pay, we co-sign and simulate; the settlement row is claimed (unique per
-mint, payer and nonce, and per message) before the transaction is
-broadcast; the call is served once the transaction is ``confirmed`` without
-error. The Solana follower credits the transfer at ``finalized``, and the
-triggers of ``migrations/0009_x402_solana.sql`` link it to the settlement.
+mint, payer and nonce, and per message; one in flight per source token
+account, none for a source whose payment failed on chain within the hour)
+before the transaction is broadcast; the call is served once the
+transaction is ``confirmed`` without error. The Solana follower credits the
+transfer at ``finalized``, and the triggers of
+``migrations/0009_x402_solana.sql`` link it to the settlement.
 """
 
 from __future__ import annotations
@@ -33,8 +35,9 @@ import base64
 import binascii
 import hashlib
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from fastapi import Request
@@ -48,10 +51,10 @@ from x402.mechanisms.svm.utils import derive_ata
 from x402.schemas import SettleResponse
 
 from api import x402_settle, x402_standard
-from api.errors import ApiError, service_unavailable
+from api.errors import DB_ERRORS, ApiError, service_unavailable
 from api.x402_settle import Settled
 from api.x402_standard import Matched, Refused
-from watcher import errors, metrics, rpc
+from watcher import db, errors, metrics, rpc
 from watcher import settle as evm_settle
 from watcher.settings import USDC_DECIMALS, Settings
 
@@ -63,7 +66,6 @@ TOKEN_PROGRAMS = (
     Pubkey.from_string(svm.TOKEN_2022_PROGRAM_ADDRESS),
 )
 MEMO = Pubkey.from_string(svm.MEMO_PROGRAM_ADDRESS)
-LIGHTHOUSE = Pubkey.from_string(svm.LIGHTHOUSE_PROGRAM_ADDRESS)
 OPTIONAL_REASONS = (
     svm.ERR_UNKNOWN_FOURTH_INSTRUCTION,
     svm.ERR_UNKNOWN_FIFTH_INSTRUCTION,
@@ -73,6 +75,9 @@ OPTIONAL_REASONS = (
 ERR_AMOUNT_MISMATCH = "invalid_exact_svm_payload_amount_mismatch"
 ERR_SIGNATURE = "invalid_exact_svm_payload_signature"
 ERR_FEE_PAYER_UNFUNDED = "fee_payer_unfunded"
+ERR_SOURCE_REFUSED = "invalid_exact_svm_payload_source_failed_recently"
+ERR_SETTLEMENT_PENDING = svm.ERR_SETTLEMENT_PENDING
+T = TypeVar("T")
 
 MAX_TRANSACTION_BYTES = 1232  # a Solana packet
 LAMPORTS_PER_SIGNATURE = 5_000
@@ -134,7 +139,7 @@ def verify(settings: Settings, matched: Matched) -> SvmVerified:
         raise Refused(
             svm.ERR_INVALID_INSTRUCTION_COUNT,
             f"{len(ixs)} instructions; expected compute limit, compute price, "
-            "TransferChecked and at most three memo or Lighthouse instructions",
+            "TransferChecked and at most one memo",
         )
     priority_fee = _priority_fee(settings, keys, ixs[0], ixs[1])
     memo = _optional(keys, ixs[3:])
@@ -203,16 +208,16 @@ def _priority_fee(
 
 
 def _optional(keys: list[Pubkey], ixs: list[CompiledInstruction]) -> str | None:
-    """The memo text among the trailing instructions (None without one)."""
+    """The memo text among the trailing instructions (None without one).
+
+    Lighthouse instructions, which the spec allows, are refused: they assert on state
+    (a slot, a clock) and can pass our simulation yet fail on chain, our fee spent.
+    """
     memos = []
     for n, ix in enumerate(ixs):
-        program = _program(keys, ix)
-        if program == MEMO:
-            memos.append(bytes(ix.data))
-        elif program != LIGHTHOUSE:
-            raise Refused(
-                OPTIONAL_REASONS[n], f"instruction {n + 4} is neither memo nor Lighthouse"
-            )
+        if _program(keys, ix) != MEMO:
+            raise Refused(OPTIONAL_REASONS[n], f"instruction {n + 4} is not a memo")
+        memos.append(bytes(ix.data))
     if len(memos) > 1:
         raise Refused(svm.ERR_MEMO_COUNT, "at most one memo (the payment's nonce)")
     if not memos:
@@ -283,7 +288,7 @@ async def settle(request: Request, verified: SvmVerified) -> Settled:
     )
     try:
         await _check_funds(pool, str(signed.message.account_keys[0]), verified.fee)
-        await _simulate(pool, signed, verified)
+        await _simulate(pool, signed)
         settlement_id = await _claim(request, verified, signed)
         await _broadcast(request, pool, signed, verified, settlement_id)
     except FeePayerUnfunded as exc:
@@ -296,7 +301,7 @@ async def settle(request: Request, verified: SvmVerified) -> Settled:
             "the operator must fund the Solana fee payer; retry later (nothing was charged)",
             headers={"Retry-After": "60"},
         ) from exc
-    except errors.RpcError as exc:
+    except errors.RpcError as exc:  # before the claim: nothing sent, nothing charged
         metrics.X402_SETTLEMENTS.labels("solana", "unknown").inc()
         raise service_unavailable("the solana RPC node (x402 settlement)") from exc
     finally:
@@ -338,7 +343,7 @@ async def _check_funds(pool: rpc.RpcPool, fee_payer: str, fee: int) -> None:
         )
 
 
-async def _simulate(pool: rpc.RpcPool, signed: VersionedTransaction, v: SvmVerified) -> None:
+async def _simulate(pool: rpc.RpcPool, signed: VersionedTransaction) -> None:
     config = {"encoding": "base64", "sigVerify": True, "commitment": "confirmed"}
     result = await pool.request("simulateTransaction", [_b64(signed), config])
     value = result.get("value") or {}
@@ -350,10 +355,9 @@ async def _simulate(pool: rpc.RpcPool, signed: VersionedTransaction, v: SvmVerif
 
 
 async def _claim(request: Request, v: SvmVerified, signed: VersionedTransaction) -> int:
+    """Claim the settlement row, one in flight per source token account."""
     t, m = v.transfer, v.matched
-    settlement_id = await x402_settle.db_value(
-        request,
-        "x402_svm_claim",
+    args = (
         m.offer.requirements.network,
         t.mint,
         t.payer,
@@ -368,6 +372,28 @@ async def _claim(request: Request, v: SvmVerified, signed: VersionedTransaction)
         m.version,
         str(request.url),
     )
+
+    async def claim(conn: db.Connection) -> tuple[str | None, int | None]:
+        async with conn.transaction():
+            await conn.execute(db.q("x402_svm_lock_source"), t.source)
+            busy = await conn.fetchval(db.q("x402_svm_source_busy"), t.source)
+            if busy is not None:
+                return busy, None
+            return None, await conn.fetchval(db.q("x402_svm_claim"), *args)
+
+    busy, settlement_id = await _in_db(request, claim)
+    if busy == "settling":
+        raise Refused(
+            ERR_SETTLEMENT_PENDING,
+            f"another payment from token account {t.source} is being settled; "
+            "pay again in a few seconds",
+        )
+    if busy == "failed_on_chain":
+        raise Refused(
+            ERR_SOURCE_REFUSED,
+            f"a payment from token account {t.source} failed on chain within the hour; "
+            "pay from another account or later",
+        )
     if settlement_id is None:
         raise Refused(svm.ERR_DUPLICATE_SETTLEMENT, "this payment's nonce was already used")
     return int(settlement_id)
@@ -380,66 +406,145 @@ async def _broadcast(
     v: SvmVerified,
     settlement_id: int,
 ) -> None:
-    """Send, then poll until confirmed; resend while the blockhash lives."""
+    """Send, then poll until confirmed; resend while the blockhash lives.
+
+    Only what is certain becomes ``failed``: a refusal by the node's preflight, an error
+    on chain, a blockhash that expired with the transaction nowhere. Anything else
+    (no answer in time, the RPC node failing while we poll) leaves the row
+    ``settling`` and is a 503: never served, and if the transfer lands anyway it is
+    an ordinary credited payment the payer can claim.
+    """
     settings: Settings = request.app.state.settings
     signature, raw = str(signed.signatures[0]), _b64(signed)
+    send_config = {"encoding": "base64", "preflightCommitment": "confirmed", "maxRetries": 0}
     try:
-        await pool.request(
-            "sendTransaction",
-            [raw, {"encoding": "base64", "preflightCommitment": "confirmed", "maxRetries": 0}],
+        await pool.request("sendTransaction", [raw, send_config])
+    except errors.RpcResponseError as exc:
+        if "already been processed" not in str(exc):  # a retried send finds the first one
+            await _fail(request, settlement_id, f"refused by the node: {exc}")
+            raise _failed(v, svm.ERR_TRANSACTION_FAILED, f"the node refused it: {exc}") from exc
+    except errors.RpcError as exc:
+        log.warning("x402_svm_send_uncertain", signature=signature, error=str(exc))
+    try:
+        outcome, status = await _await_status(
+            pool, signed, raw, settings.x402_settle_timeout_seconds
         )
-    except errors.RpcResponseError as exc:  # refused by preflight: it never left the node
-        await _fail(request, settlement_id, f"refused by the node: {exc}")
-        raise _failed(v, svm.ERR_TRANSACTION_FAILED, f"the node refused it: {exc}") from exc
-    except errors.RpcError:
-        log.warning("x402_svm_send_uncertain", signature=signature)  # may still land: poll
-    try:
-        status = await _await_status(pool, signed, raw, settings.x402_settle_timeout_seconds)
-    except Exception as exc:  # the row must not stay 'settling' on a bug or cancellation
-        await _fail(request, settlement_id, f"not confirmed: {exc!r}")
-        raise
-    if status is None:
-        await _fail(request, settlement_id, "not confirmed in time")
-        raise service_unavailable("settlement (the transaction was not confirmed in time)")
-    if status.get("err") is not None:
-        await _fail(request, settlement_id, f"transaction {signature} failed: {status['err']}")
+    except errors.RpcError as exc:
+        log.warning("x402_svm_status_unknown", signature=signature, error=str(exc))
+        outcome, status = "pending", None
+    if outcome == "pending":
+        metrics.X402_SETTLEMENTS.labels("solana", "unknown").inc()
+        raise _pending(v, signature)
+    if outcome == "expired":
+        await _fail(request, settlement_id, f"blockhash expired; {signature} never landed")
         raise _failed(
             v,
             svm.ERR_TRANSACTION_FAILED,
-            f"the settlement {signature} failed: {status['err']}",
+            "the transaction expired before it landed; nothing was charged, pay again",
             signature,
         )
-    if await x402_settle.db_value(request, "x402_svm_mark_settled", settlement_id) is None:
+    err = (status or {}).get("err")
+    if err is not None:
+        await _fail(request, settlement_id, f"{signature} failed on chain: {err}", on_chain=True)
+        raise _failed(
+            v, svm.ERR_TRANSACTION_FAILED, f"the settlement {signature} failed: {err}", signature
+        )
+    if not await _in_db(request, lambda conn: mark_settled(conn, settlement_id)):
+        await _fail(request, settlement_id, "its payment was claimed for an access token first")
         raise service_unavailable("settlement bookkeeping")  # not ours to serve any more
+
+
+async def mark_settled(conn: db.Connection, settlement_id: int) -> bool:
+    """``settling`` -> ``settled`` with the follower's payment, if any, consumed; False
+    (and nothing changed) when the call must not be served: the row is no longer
+    ``settling``, or its payment was already claimed for an access token."""
+    try:
+        async with conn.transaction():
+            row = await conn.fetchrow(db.q("x402_svm_begin_settled"), settlement_id)
+            if row is None:
+                return False
+            payment = await conn.fetchrow(
+                db.q("x402_svm_settled_payment"),
+                row["payment_id"],
+                row["signature"],
+                row["destination"],
+                row["pay_to"],
+                row["mint"],
+                row["amount"],
+            )
+            if payment is None or payment["state"] in ("observed", "orphaned"):
+                return True  # the follower's credit will find a settled row and claim it
+            if payment["state"] == "credited":
+                query = db.q("x402_svm_claim_payment")
+                if await conn.fetchval(query, settlement_id, payment["id"]) is not None:
+                    return True
+            raise NotOurs  # rolls the transaction back
+    except NotOurs:
+        return False
+
+
+class NotOurs(Exception):
+    """The settlement's payment was consumed elsewhere: roll back, do not serve."""
 
 
 async def _await_status(
     pool: rpc.RpcPool, signed: VersionedTransaction, raw: str, seconds: float
-) -> dict[str, Any] | None:
-    """The signature's status once confirmed; None when it expired or time ran out."""
+) -> tuple[str, dict[str, Any] | None]:
+    """``confirmed`` with its status (``err`` set when it failed on chain), ``expired``
+    (the blockhash is too old and the transaction is nowhere), or ``pending``."""
     signature = str(signed.signatures[0])
     blockhash = str(signed.message.recent_blockhash)
     deadline = time.monotonic() + seconds
     last_send = time.monotonic()
-    while time.monotonic() < deadline:
-        result = await pool.request(
-            "getSignatureStatuses", [[signature], {"searchTransactionHistory": False}]
-        )
-        status = (result.get("value") or [None])[0]
+    while True:
+        status = await _status(pool, signature, history=False)
         if status and status.get("confirmationStatus") in ("confirmed", "finalized"):
-            return dict(status)
+            return "confirmed", status
+        if time.monotonic() >= deadline:
+            return "pending", None
         if status is None and time.monotonic() - last_send >= REBROADCAST_SECONDS:
-            alive = await pool.request("isBlockhashValid", [blockhash, {"commitment": "confirmed"}])
+            alive = await pool.request("isBlockhashValid", [blockhash, {"commitment": "processed"}])
             if not alive.get("value"):
-                return None  # expired: it can no longer land
-            last_send = time.monotonic()
-            send_config = {"encoding": "base64", "skipPreflight": True, "maxRetries": 0}
-            try:
-                await pool.request("sendTransaction", [raw, send_config])
-            except errors.RpcError as exc:
-                log.info("x402_svm_rebroadcast_failed", signature=signature, error=str(exc))
+                if await _status(pool, signature, history=True) is None:
+                    return "expired", None  # too old to land, and it did not
+            else:
+                last_send = time.monotonic()
+                again = {"encoding": "base64", "skipPreflight": True, "maxRetries": 0}
+                try:
+                    await pool.request("sendTransaction", [raw, again])
+                except errors.RpcError as exc:
+                    log.info("x402_svm_rebroadcast_failed", signature=signature, error=str(exc))
         await asyncio.sleep(POLL_SECONDS)
-    return None
+
+
+async def _status(pool: rpc.RpcPool, signature: str, *, history: bool) -> dict[str, Any] | None:
+    config = {"searchTransactionHistory": history}
+    result = await pool.request("getSignatureStatuses", [[signature], config])
+    status = (result.get("value") or [None])[0]
+    return dict(status) if isinstance(status, dict) else None
+
+
+def _pending(v: SvmVerified, signature: str) -> ApiError:
+    """No certain answer in time: 503 with the signature; the call was not served."""
+    response = SettleResponse(
+        success=False,
+        error_reason=ERR_SETTLEMENT_PENDING,
+        error_message="not confirmed in time; if it lands it is a payment you can claim",
+        transaction=signature,
+        network=v.matched.requirements_json["network"],
+        payer=v.transfer.payer,
+    )
+    return ApiError(
+        503,
+        ERR_SETTLEMENT_PENDING,
+        f"the settlement {signature} was not confirmed in time; the call was not served",
+        "if the transfer lands, claim it for an access token with POST /x402/generate-token "
+        "(the payment is yours); otherwise pay again",
+        headers={
+            **x402_standard.response_header(v.matched.version, response),
+            "Retry-After": "30",
+        },
+    )
 
 
 def _failed(v: SvmVerified, reason: str, message: str, signature: str = "") -> Refused:
@@ -455,9 +560,22 @@ def _failed(v: SvmVerified, reason: str, message: str, signature: str = "") -> R
     return Refused(reason, message, x402_standard.response_header(v.matched.version, response))
 
 
-async def _fail(request: Request, settlement_id: int, why: str) -> None:
+async def _fail(request: Request, settlement_id: int, why: str, *, on_chain: bool = False) -> None:
     metrics.X402_SETTLEMENTS.labels("solana", "failed").inc()
     try:
-        await x402_settle.db_value(request, "x402_svm_mark_failed", settlement_id, why[:500])
+        await x402_settle.db_value(
+            request, "x402_svm_mark_failed", settlement_id, why[:500], on_chain
+        )
     except ApiError:
         log.error("x402_svm_mark_failed_lost", settlement_id=settlement_id, why=why)
+
+
+async def _in_db(request: Request, work: Callable[[db.Connection], Awaitable[T]]) -> T:
+    """Run ``work`` on one pooled connection within 5 s; a database failure is a 503."""
+    pool: db.Pool = request.app.state.pool
+    try:
+        async with asyncio.timeout(5.0), pool.acquire() as conn:
+            return await work(conn)
+    except DB_ERRORS as exc:
+        log.warning("x402_svm_db_error", error=repr(exc))
+        raise service_unavailable("the payment database") from exc

@@ -16,6 +16,9 @@
 --      -> settled (confirmed without error: the call was served) | failed (never served)
 --      settled -> reorged (the transaction was dropped with its fork: never counted as
 --                          paid; the served call is a loss to review)
+-- A row left 'settling' was never served: the API could not tell in time whether the
+-- transaction landed (it answered 503). If it lands, the follower's credit is linked
+-- but stays an ordinary credited payment the payer can still claim for a token.
 
 CREATE TABLE x402_solana_settlements (
     id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -36,6 +39,7 @@ CREATE TABLE x402_solana_settlements (
     status        text         NOT NULL DEFAULT 'settling'
                   CHECK (status IN ('settling', 'settled', 'failed', 'reorged')),
     error         text,
+    failed_on_chain boolean    NOT NULL DEFAULT false,  -- landed with an error: we paid the fee
     payment_id    bigint       UNIQUE REFERENCES payments (id) DEFERRABLE INITIALLY DEFERRED,
     created_at    timestamptz  NOT NULL DEFAULT now(),
     updated_at    timestamptz  NOT NULL DEFAULT now(),
@@ -44,6 +48,10 @@ CREATE TABLE x402_solana_settlements (
     CONSTRAINT x402_solana_nonce_uq UNIQUE (mint, payer, nonce)
 );
 CREATE INDEX x402_solana_settlements_status_idx ON x402_solana_settlements (status, created_at);
+-- One settlement in flight per source token account (api/x402_svm.py claims under an
+-- advisory lock): concurrent payments from one balance cannot all pass simulation and
+-- then fail on chain at our expense.
+CREATE INDEX x402_solana_settlements_source_idx ON x402_solana_settlements (source, created_at);
 
 -- The payment being credited is the transfer of a settlement we broadcast: link it,
 -- and when the call was served, mark it claimed. Matched on the transaction id, our
@@ -82,13 +90,14 @@ CREATE TRIGGER payments_x402_solana_link_credit_insert
     FOR EACH ROW WHEN (NEW.chain = 'solana' AND NEW.state = 'credited')
     EXECUTE FUNCTION x402_solana_link_credit();
 
--- The settlement's transaction was dropped with its fork: never counted as paid.
+-- A served settlement's transaction was dropped with its fork: never counted as paid.
+-- A row still 'settling' is the API's to decide (it may yet confirm on the new fork).
 CREATE FUNCTION x402_solana_mark_reorged() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     UPDATE x402_solana_settlements s
     SET status = 'reorged', updated_at = now(),
         error = 'settlement transaction was dropped with its fork (payment ' || NEW.id || ')'
-    WHERE s.signature = NEW.tx_hash AND s.status IN ('settling', 'settled');
+    WHERE s.signature = NEW.tx_hash AND s.status = 'settled';
     RETURN NEW;
 END $$;
 

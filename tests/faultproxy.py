@@ -14,6 +14,9 @@ Faults (set the attributes while it runs):
   with a suggested range), in single calls and in batches.
 * ``drop_websockets()`` closes every subscriber's socket; ``refuse_websockets``
   turns new ones away.
+* ``intercept``: an async function given each single JSON-RPC call (and the
+  proxy); what it returns (a Response) is answered instead, None lets the call
+  through. For faults no flag covers: lying, swallowing, answering twice.
 
 It is real HTTP on a real socket (uvicorn + starlette) so the watcher's own
 client, timeouts and reconnect logic are what get exercised.
@@ -26,6 +29,7 @@ import collections
 import contextlib
 import json
 import random
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -51,6 +55,8 @@ class FaultProxy:
         self.max_log_span: int | None = None
         self.range_refusals = 0
         self.refuse_websockets = False
+        self.intercept: Callable[[dict[str, Any], FaultProxy], Awaitable[Response | None]] | None
+        self.intercept = None
         self.requests: collections.Counter[str] = collections.Counter()
         self.faults_served = 0
         self.port = free_port()
@@ -116,6 +122,10 @@ class FaultProxy:
         if self.fault is not None and self._rng.random() < self.fault_rate:
             self.faults_served += 1
             return await self._faulty(self.fault)
+        if self.intercept is not None and isinstance(call, dict):
+            replaced = await self.intercept(call, self)
+            if replaced is not None:
+                return replaced
         if self.head_lag and method in ("eth_blockNumber", "eth_getBlockByNumber"):
             return Response(json.dumps(await self._stale(call)), media_type="application/json")
         upstream = await self._client.post(
@@ -170,6 +180,11 @@ class FaultProxy:
             params[0] = hex(old)
         answer = await self._upstream("eth_getBlockByNumber", params)
         return {**answer, "id": call.get("id")}
+
+    async def forward(self, call: dict[str, Any]) -> dict[str, Any]:
+        """Send one call upstream as is; its JSON answer (for an ``intercept``)."""
+        data: dict[str, Any] = (await self._client.post(self.upstream_http, json=call)).json()
+        return data
 
     async def _upstream(self, method: str, params: list[Any]) -> dict[str, Any]:
         body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}

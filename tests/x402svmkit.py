@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from solders.address_lookup_table_account import AddressLookupTableAccount
 from solders.compute_budget import set_compute_unit_limit, set_compute_unit_price
 from solders.hash import Hash
-from solders.instruction import Instruction
+from solders.instruction import AccountMeta, Instruction
 from solders.keypair import Keypair
 from solders.message import MessageV0, to_bytes_versioned
 from solders.pubkey import Pubkey
@@ -184,6 +185,9 @@ def payment_tx(
     extra: tuple[Instruction, ...] = (),
     blockhash: Hash | None = None,
     signer: Keypair | None = None,
+    decimals: int = 6,
+    memo_signers: tuple[Pubkey, ...] = (),
+    lookup_table: bool = False,
 ) -> VersionedTransaction:
     """What an x402 client sends: compute budget, TransferChecked and a memo, signed by the
     payer, with our fee payer's signature slot empty. Each keyword bends one rule."""
@@ -197,17 +201,23 @@ def payment_tx(
         bank.ata(to_owner or world.owner, mint),
         authority.pubkey(),
         amount,
-        6,
+        decimals,
     )
     ixs = [set_compute_unit_limit(units), set_compute_unit_price(micro_lamports), transfer]
     if memo is not None:
         if memo == b"":  # a fresh nonce, as the x402 client makes
             memo = os.urandom(16).hex().encode()
         world.memos.append(memo)
-        ixs.append(Instruction(MEMO, memo, []))
+        ixs.append(Instruction(MEMO, memo, [AccountMeta(k, True, False) for k in memo_signers]))
     ixs.extend(extra)
+    # A lookup table holding our token account moves it out of the message's own keys.
+    tables = (
+        [AddressLookupTableAccount(Keypair().pubkey(), [bank.ata(to_owner or world.owner, mint)])]
+        if lookup_table
+        else []
+    )
     message = MessageV0.try_compile(
-        fee_payer or world.fee_payer.pubkey(), ixs, [], blockhash or world.blockhash()
+        fee_payer or world.fee_payer.pubkey(), ixs, tables, blockhash or world.blockhash()
     )
     their_sig = (signer or authority).sign_message(to_bytes_versioned(message))
     slots = [Signature.default()] * message.header.num_required_signatures

@@ -753,6 +753,19 @@ SELECT id FROM x402_solana_settlements
 WHERE (mint = $1 AND payer = $2 AND nonce = $3) OR message_hash = $4
 LIMIT 1;
 
+-- name: x402_svm_lock_source
+-- Taken in the claiming transaction: one claim at a time per source token account.
+SELECT pg_advisory_xact_lock(hashtextextended('x402-svm:' || $1, 0));
+
+-- name: x402_svm_source_busy
+-- Why this source may not pay now: a settlement in flight (its blockhash still young),
+-- or one that failed on chain within the hour (we paid its fee).
+SELECT CASE WHEN bool_or(status = 'settling' AND created_at > now() - interval '2 minutes')
+            THEN 'settling'
+            WHEN bool_or(failed_on_chain AND updated_at > now() - interval '1 hour')
+            THEN 'failed_on_chain' END
+FROM x402_solana_settlements WHERE source = $1 AND created_at > now() - interval '1 hour';
+
 -- name: x402_svm_claim
 -- Claim the nonce, message and transaction id before broadcasting: no row back means
 -- a replay, or a concurrent request with the same transaction got here first.
@@ -763,31 +776,39 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
 ON CONFLICT DO NOTHING
 RETURNING id;
 
--- name: x402_svm_mark_settled
--- Confirmed without error: the call is served. A payment already credited for it
--- (the follower saw `finalized` first) is linked and marked claimed. No row back:
--- not ours to serve any more (failed meanwhile, or that payment was claimed for a token).
-WITH x AS (
-    UPDATE x402_solana_settlements s
-    SET status = 'settled', error = NULL, updated_at = now(),
-        payment_id = coalesce(s.payment_id, (
-            SELECT p.id FROM payments p
-            WHERE p.chain = 'solana' AND p.tx_hash = s.signature AND p.state = 'credited'
-              AND p.token_account = s.destination AND p.to_address = s.pay_to
-              AND p.token = s.mint AND p.amount = s.amount
-            LIMIT 1))
-    WHERE s.id = $1 AND s.status = 'settling'
-    RETURNING s.id, s.payment_id
-), p AS (
+-- name: x402_svm_begin_settled
+-- Confirmed without error: take the row to 'settled' (its lock held to commit). No row
+-- back: not ours to serve any more (failed meanwhile).
+UPDATE x402_solana_settlements SET status = 'settled', error = NULL, updated_at = now()
+WHERE id = $1 AND status = 'settling'
+RETURNING payment_id, signature, destination, pay_to, mint, amount;
+
+-- name: x402_svm_settled_payment
+-- The follower's row for the settlement, read after the settlement's lock (a fresh
+-- snapshot: a credit committed meanwhile is seen), locked until commit.
+SELECT id, state FROM payments
+WHERE id = $1
+   OR (chain = 'solana' AND tx_hash = $2 AND token_account = $3 AND to_address = $4
+       AND token = $5 AND amount = $6)
+ORDER BY (id = $1) DESC NULLS LAST
+LIMIT 1
+FOR UPDATE;
+
+-- name: x402_svm_claim_payment
+-- The call is served: the credited payment is consumed, never claimable for a token.
+WITH p AS (
     UPDATE payments SET state = 'claimed', updated_at = now(),
-        reason = 'x402 solana settlement ' || x.id || ': the call was served at settlement'
-    FROM x WHERE payments.id = x.payment_id AND payments.state = 'credited'
-    RETURNING payments.id
+        reason = 'x402 solana settlement ' || $1::bigint || ': the call was served at settlement'
+    WHERE id = $2 AND state = 'credited'
+    RETURNING id
 )
-SELECT x.id FROM x WHERE x.payment_id IS NULL OR EXISTS (SELECT 1 FROM p);
+UPDATE x402_solana_settlements SET payment_id = $2
+WHERE id = $1::bigint AND EXISTS (SELECT 1 FROM p)
+RETURNING id;
 
 -- name: x402_svm_mark_failed
-UPDATE x402_solana_settlements SET status = 'failed', error = $2, updated_at = now()
+UPDATE x402_solana_settlements
+SET status = 'failed', error = $2, failed_on_chain = $3, updated_at = now()
 WHERE id = $1 AND status = 'settling';
 
 -- name: x402_svm_settlement
