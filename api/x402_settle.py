@@ -19,6 +19,7 @@ No database connection is held across an RPC call.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -252,8 +253,60 @@ async def _claim(request: Request, verified: Verified, settled_by: str) -> int:
 
 
 async def _mark_settled(request: Request, auth_id: int, tx_hash: str) -> None:
-    if await db_value(request, "x402_mark_settled", auth_id, tx_hash) is None:
+    pool: db.Pool = request.app.state.pool
+    try:
+        async with asyncio.timeout(5.0), pool.acquire() as conn:
+            served = await mark_settled(conn, auth_id, tx_hash)
+    except _DB_ERRORS as exc:
+        log.warning("x402_db_error", query="mark_settled", error=repr(exc))
+        raise service_unavailable("the payment database") from exc
+    if not served:  # failed meanwhile, or its payment was claimed for a token first
+        await db_value(request, "x402_mark_failed", auth_id, "not served: payment consumed")
         raise service_unavailable("settlement bookkeeping")  # not ours to serve any more
+
+
+async def mark_settled(conn: db.Connection, auth_id: int, tx_hash: str) -> bool:
+    """``settled`` with the follower's payment, if any, consumed (see :func:`settle_row`)."""
+    return await settle_row(
+        conn,
+        ("x402_begin_settled", "x402_settled_payment", "x402_claim_payment"),
+        (auth_id, tx_hash),
+        lambda r: (r["payment_id"], r["chain"], tx_hash, r["payer"], r["pay_to"], r["asset"]),
+        auth_id,
+    )
+
+
+async def settle_row(
+    conn: db.Connection,
+    queries: tuple[str, str, str],
+    begin_args: tuple[Any, ...],
+    payment_key: Callable[[asyncpg.Record], tuple[Any, ...]],
+    row_id: int,
+) -> bool:
+    """One transaction: mark the row settled (``queries[0]``, its lock held), re-read the
+    follower's payment under lock in a fresh snapshot (``queries[1]`` with
+    ``payment_key(row)`` and the amount), and consume it if credited (``queries[2]``).
+    False, with everything rolled back, when the call must not be served: the row was no
+    longer open, or its payment was already claimed for an access token. A payment not
+    credited yet (or none) is left to the link trigger, which finds the row settled."""
+    try:
+        async with conn.transaction():
+            row = await conn.fetchrow(db.q(queries[0]), *begin_args)
+            if row is None:
+                return False
+            payment = await conn.fetchrow(db.q(queries[1]), *payment_key(row), row["amount"])
+            if payment is None or payment["state"] not in ("credited", "claimed"):
+                return True
+            claim = db.q(queries[2])
+            if payment["state"] == "credited" and await conn.fetchval(claim, row_id, payment["id"]):
+                return True
+            raise _Consumed  # rolls the transaction back
+    except _Consumed:
+        return False
+
+
+class _Consumed(Exception):
+    """The payment was consumed elsewhere: roll back, do not serve."""
 
 
 async def _fail(request: Request, verified: Verified, auth_id: int, why: str) -> None:

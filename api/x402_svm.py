@@ -458,33 +458,13 @@ async def mark_settled(conn: db.Connection, settlement_id: int) -> bool:
     """``settling`` -> ``settled`` with the follower's payment, if any, consumed; False
     (and nothing changed) when the call must not be served: the row is no longer
     ``settling``, or its payment was already claimed for an access token."""
-    try:
-        async with conn.transaction():
-            row = await conn.fetchrow(db.q("x402_svm_begin_settled"), settlement_id)
-            if row is None:
-                return False
-            payment = await conn.fetchrow(
-                db.q("x402_svm_settled_payment"),
-                row["payment_id"],
-                row["signature"],
-                row["destination"],
-                row["pay_to"],
-                row["mint"],
-                row["amount"],
-            )
-            if payment is None or payment["state"] in ("observed", "orphaned"):
-                return True  # the follower's credit will find a settled row and claim it
-            if payment["state"] == "credited":
-                query = db.q("x402_svm_claim_payment")
-                if await conn.fetchval(query, settlement_id, payment["id"]) is not None:
-                    return True
-            raise NotOurs  # rolls the transaction back
-    except NotOurs:
-        return False
-
-
-class NotOurs(Exception):
-    """The settlement's payment was consumed elsewhere: roll back, do not serve."""
+    return await x402_settle.settle_row(
+        conn,
+        ("x402_svm_begin_settled", "x402_svm_settled_payment", "x402_svm_claim_payment"),
+        (settlement_id,),
+        lambda r: (r["payment_id"], r["signature"], r["destination"], r["pay_to"], r["mint"]),
+        settlement_id,
+    )
 
 
 async def _await_status(

@@ -711,28 +711,36 @@ RETURNING id;
 UPDATE x402_authorizations SET status = 'settling', tx_hash = $2, updated_at = now()
 WHERE id = $1 AND status IN ('verified', 'settling');
 
--- name: x402_mark_settled
--- Settled: the call is served. A payment already credited for this transfer (the
--- follower was faster than our receipt) is linked and marked claimed. No row back:
--- not ours to serve (already failed, or the payer claimed that payment for a token).
-WITH x AS (
-    UPDATE x402_authorizations a
-    SET status = 'settled', tx_hash = $2, error = NULL, updated_at = now(),
-        payment_id = coalesce(a.payment_id, (
-            SELECT p.id FROM payments p
-            WHERE p.chain = a.chain AND p.tx_hash = $2 AND p.state = 'credited'
-              AND p.from_address = a.payer AND p.to_address = a.pay_to
-              AND p.token = a.asset AND p.amount = a.amount
-            LIMIT 1))
-    WHERE a.id = $1 AND a.status IN ('verified', 'settling')
-    RETURNING a.id, a.payment_id
-), p AS (
+-- name: x402_begin_settled
+-- Settled: take the row to 'settled' (its lock held to commit); the payment is then
+-- re-read and consumed in the same transaction (api/x402_settle.py mark_settled). No
+-- row back: not ours to serve any more (already failed).
+UPDATE x402_authorizations SET status = 'settled', tx_hash = $2, error = NULL, updated_at = now()
+WHERE id = $1 AND status IN ('verified', 'settling')
+RETURNING payment_id, chain, payer, pay_to, asset, amount;
+
+-- name: x402_settled_payment
+-- The follower's row for the settlement, read after the authorization's lock (a fresh
+-- snapshot: a credit committed meanwhile is seen), locked until commit.
+SELECT id, state FROM payments
+WHERE id = $1
+   OR (chain = $2 AND tx_hash = $3 AND from_address = $4 AND to_address = $5
+       AND token = $6 AND amount = $7)
+ORDER BY (id = $1) DESC NULLS LAST
+LIMIT 1
+FOR UPDATE;
+
+-- name: x402_claim_payment
+-- The call is served: the credited payment is consumed, never claimable for a token.
+WITH p AS (
     UPDATE payments SET state = 'claimed', updated_at = now(),
-        reason = 'x402 authorization ' || x.id || ': the call was served at settlement'
-    FROM x WHERE payments.id = x.payment_id AND payments.state = 'credited'
-    RETURNING payments.id
+        reason = 'x402 authorization ' || $1::bigint || ': the call was served at settlement'
+    WHERE id = $2 AND state = 'credited'
+    RETURNING id
 )
-SELECT x.id FROM x WHERE x.payment_id IS NULL OR EXISTS (SELECT 1 FROM p);
+UPDATE x402_authorizations SET payment_id = $2
+WHERE id = $1::bigint AND EXISTS (SELECT 1 FROM p)
+RETURNING id;
 
 -- name: x402_mark_failed
 UPDATE x402_authorizations SET status = 'failed', error = $2, updated_at = now()

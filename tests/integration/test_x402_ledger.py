@@ -6,6 +6,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
+from api import x402_settle
 from watcher import db, ledger
 
 PAYER = "0x" + "cc" * 20
@@ -46,10 +47,15 @@ async def authorization(pool: db.Pool, status: str, tx_hash: str) -> int:
     )
     await pool.execute(db.q("x402_mark_settling"), auth_id, tx_hash)
     if status == "settled":
-        assert await pool.fetchval(db.q("x402_mark_settled"), auth_id, tx_hash) == auth_id
+        assert await settled(pool, auth_id, tx_hash) is True
     elif status == "failed":
         await pool.execute(db.q("x402_mark_failed"), auth_id, "reverted")
     return auth_id
+
+
+async def settled(pool: db.Pool, auth_id: int, tx_hash: str) -> bool:
+    async with pool.acquire() as conn:
+        return await x402_settle.mark_settled(conn, auth_id, tx_hash)
 
 
 async def credit(pool: db.Pool, tx_hash: str) -> dict[str, Any]:
@@ -79,7 +85,7 @@ async def test_credited_while_settling_is_linked_and_claimed_only_once_served(
     payment = await credit(pool, tx)  # the follower beat our receipt
     assert payment["state"] == "credited"  # not served yet: still the payer's to claim
     assert (await auth_row(pool, auth_id))["payment_id"] == payment["id"]
-    assert await pool.fetchval(db.q("x402_mark_settled"), auth_id, tx) == auth_id
+    assert await settled(pool, auth_id, tx) is True
     state = await pool.fetchval("SELECT state FROM payments WHERE id = $1", payment["id"])
     assert state == "claimed"
 
@@ -91,7 +97,7 @@ async def test_a_failed_settlement_mined_anyway_stays_the_payers_payment(pool: d
     assert payment["state"] == "credited"  # claimable with the payer's signature
     row = await auth_row(pool, auth_id)
     assert (row["status"], row["payment_id"]) == ("failed", None)
-    assert await pool.fetchval(db.q("x402_mark_settled"), auth_id, tx) is None
+    assert await settled(pool, auth_id, tx) is False
 
 
 async def test_one_nonce_one_row(pool: db.Pool) -> None:
@@ -114,3 +120,15 @@ async def test_a_served_settlement_first_seen_already_deep_is_consumed_too(pool:
     payment = await pool.fetchrow("SELECT state, reason FROM payments WHERE id = $1", row["id"])
     assert payment["state"] == "claimed" and f"authorization {auth_id}" in payment["reason"]
     assert (await auth_row(pool, auth_id))["payment_id"] == row["id"]
+
+
+async def test_a_payment_claimed_for_a_token_before_settling_is_never_also_served(
+    pool: db.Pool,
+) -> None:
+    tx = "0x" + secrets.token_hex(32)
+    auth_id = await authorization(pool, "settling", tx)
+    payment = await credit(pool, tx)  # the follower beat our receipt; left credited
+    await pool.execute("UPDATE payments SET state = 'claimed' WHERE id = $1", payment["id"])
+    assert await settled(pool, auth_id, tx) is False  # the payer took a token instead
+    row = await auth_row(pool, auth_id)
+    assert row["status"] == "settling"  # rolled back; the API marks it failed, serves nothing
