@@ -45,6 +45,19 @@ def pct(values: list[float], q: float) -> float:
     return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 2)
 
 
+async def timed_gets(
+    http: httpx.AsyncClient, n: int, status: int, headers: dict[str, str] | None = None
+) -> list[float]:
+    """Seconds for each of ``n`` GETs of the paid route, each answered with ``status``."""
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        resp = await http.get(ROUTE, headers=headers)
+        out.append(time.perf_counter() - t0)
+        assert resp.status_code == status, resp.text
+    return out
+
+
 async def bench(dsn: str, calls: int) -> dict[str, Any]:
     pool = await db.create_pool(dsn)
     node = await start_anvil(chain_id=BASE_CHAIN_ID)
@@ -57,11 +70,7 @@ async def bench(dsn: str, calls: int) -> dict[str, Any]:
         round_s: list[float] = []
         app = create_app(world.settings, pool)
         async with serve(app) as url, httpx.AsyncClient(base_url=url) as http:
-            plain_s = []
-            for _ in range(min(calls, 50)):
-                t0 = time.perf_counter()
-                resp = await http.get(ROUTE)
-                plain_s.append(time.perf_counter() - t0)
+            plain_s = await timed_gets(http, min(calls, 50), 402)
             for _ in range(calls):
                 start = time.perf_counter()
                 header = await v2_header(http, world)
@@ -71,12 +80,7 @@ async def bench(dsn: str, calls: int) -> dict[str, Any]:
                 assert resp.status_code == 200, resp.text
                 paid_s.append(end - t0)
                 round_s.append(end - start)
-            replay_s = []
-            for _ in range(min(calls, 50)):
-                t0 = time.perf_counter()
-                resp = await http.get(ROUTE, headers=header)
-                replay_s.append(time.perf_counter() - t0)
-                assert resp.status_code == 402
+            replay_s = await timed_gets(http, min(calls, 50), 402, header)
         return {
             "bench": "x402_exact_anvil",
             "calls": calls,
@@ -113,11 +117,7 @@ async def bench_solana(dsn: str, calls: int) -> dict[str, Any]:
         app = create_app(world.settings, pool)
         paid_s: list[float] = []
         async with serve(app) as url, httpx.AsyncClient(base_url=url) as http:
-            plain_s = []
-            for _ in range(min(calls, 50)):
-                t0 = time.perf_counter()
-                resp = await http.get(ROUTE)
-                plain_s.append(time.perf_counter() - t0)
+            plain_s = await timed_gets(http, min(calls, 50), 402)
             offer = await solana_offer(http)
             for _ in range(calls):
                 header = v2_header_for(offer, payment_tx(world))
@@ -125,12 +125,7 @@ async def bench_solana(dsn: str, calls: int) -> dict[str, Any]:
                 resp = await http.get(ROUTE, headers=header)
                 paid_s.append(time.perf_counter() - t0)
                 assert resp.status_code == 200, resp.text
-            replay_s = []
-            for _ in range(min(calls, 50)):
-                t0 = time.perf_counter()
-                resp = await http.get(ROUTE, headers=header)
-                replay_s.append(time.perf_counter() - t0)
-                assert resp.status_code == 402
+            replay_s = await timed_gets(http, min(calls, 50), 402, header)
         assert world.balance(world.owner) == calls * PRICE
         return {
             "bench": "x402_exact_solana_litesvm",

@@ -10,6 +10,16 @@ from watcher.doctor import probes
 from watcher.settings import SolanaChain
 
 
+def solana_chain(world: World) -> SolanaChain:
+    return SolanaChain(
+        rpc_urls=(world.node.url,),
+        ws_urls=(),
+        usdc_mint=str(world.usdc),
+        owner=str(world.merchant.pubkey()),
+        commitment="finalized",
+    )
+
+
 async def test_websocket_is_checked_with_a_subscription(solana: SolanaNode) -> None:
     # A Solana PubSub socket serves subscriptions only; a getVersion there gets no answer.
     (check,) = await probes.ws_endpoint("solana", solana.ws_url, None, 5)
@@ -18,26 +28,14 @@ async def test_websocket_is_checked_with_a_subscription(solana: SolanaNode) -> N
 
 
 async def test_endpoint_reports_the_finalized_head_and_its_age(world: World) -> None:
-    chain = SolanaChain(
-        rpc_urls=(world.node.url,),
-        ws_urls=(),
-        usdc_mint=str(world.usdc),
-        owner=str(world.merchant.pubkey()),
-        commitment="finalized",
-    )
+    chain = solana_chain(world)
     checks = await probes.solana_endpoint(chain, world.node.url, 5, None)
     head = next(c for c in checks if c.name.startswith("solana http"))
     assert "finalized slot" in head.value and "time unknown" not in head.value, head
 
 
 async def test_x402_fee_payer_balance_is_judged(world: World) -> None:
-    chain = SolanaChain(
-        rpc_urls=(world.node.url,),
-        ws_urls=(),
-        usdc_mint=str(world.usdc),
-        owner=str(world.merchant.pubkey()),
-        commitment="finalized",
-    )
+    chain = solana_chain(world)
     rich, empty = world.bank.wallet(1), Keypair()
     (ok,) = await probes.solana_fee_payer(chain, str(rich.pubkey()), 5, None)
     assert ok.status == "ok" and "1.000000 SOL" in ok.value, ok
