@@ -41,6 +41,13 @@ GRACE_SECONDS = 8.0
 READY_WARN_SECONDS = 60.0
 DB_CHECK_SECONDS = 15.0
 DB_CHECK_TIMEOUT_SECONDS = 5.0
+# A failed ping, whatever shape it takes. db.TRANSIENT_ERRORS has InternalClientError (a
+# pooled session killed mid-ping): missing it, the check task died and db_up stayed 1.
+DB_CHECK_ERRORS: tuple[type[BaseException], ...] = (
+    TimeoutError,
+    asyncpg.PostgresError,
+    *db.TRANSIENT_ERRORS,
+)
 
 
 @dataclass(frozen=True)
@@ -239,7 +246,7 @@ async def db_health(pool: db.Pool, stop: asyncio.Event, every: float = DB_CHECK_
             async with asyncio.timeout(DB_CHECK_TIMEOUT_SECONDS):
                 await pool.fetchval(db.q("ping"))
             up = 1
-        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except DB_CHECK_ERRORS as exc:
             up = 0
             log.warning("db_check_failed", error=type(exc).__name__)
         metrics.DB_UP.set(up)

@@ -172,6 +172,9 @@ async def test_an_anvil_whose_head_goes_backwards_is_demoted(
     await asyncio.gather(a.mine(10), b.mine(10))
     pool = RpcPool(chain(), [a.url, b.url], chain_id=8453, policy=POLICY)
     try:
+        # The head probe round runs here, in the foreground; a first request would start
+        # it in the background, racing the revert below (a stale 10 re-trusts a).
+        assert await pool.head() == 10
         assert await pool.request("eth_blockNumber") == "0xa"
         assert await a.rpc("evm_revert", snapshot) is True
         assert await pool.request("eth_blockNumber") == "0x0"  # passed on, and noted
