@@ -353,3 +353,34 @@ async def test_two_keys_on_one_host_get_distinct_labels(make_pool: Pools) -> Non
         assert [s.label for s in pool.status()] == ["http://a", "http://a#2"]
     finally:
         await pool.aclose()
+
+
+async def test_a_probe_answer_older_than_a_head_seen_meanwhile_is_not_applied(
+    make_pool: Pools,
+) -> None:
+    net = Network(a=Node(head=100), b=Node(head=100))
+    pool = make_pool(net, "a", "b")
+    await pool.probe_heads()
+    gate, held = asyncio.Event(), []
+
+    async def hold_one_probe(body: Any) -> httpx.Response | None:
+        if body.get("method") == "eth_blockNumber" and not held:
+            held.append(net["a"].head)  # the head as it was when asked
+            await gate.wait()
+            return httpx.Response(
+                200, json={"jsonrpc": "2.0", "id": body["id"], "result": hex(held[0])}
+            )
+        return None
+
+    net["a"].fault = hold_one_probe
+    probe = asyncio.create_task(pool.probe_heads())
+    for _ in range(200):  # bounded: until the probe is waiting on a's answer
+        if held:
+            break
+        await asyncio.sleep(0.01)
+    net["a"].head = 98  # a goes backwards; a request sees it first
+    assert await pool.request("eth_blockNumber") == "0x62"
+    assert by_label(pool, "a").demoted == "head went backwards to 98 after 100"
+    gate.set()
+    await probe  # the probe's answer (100) was asked before the 98 was seen
+    assert by_label(pool, "a").demoted == "head went backwards to 98 after 100"

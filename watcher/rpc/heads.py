@@ -64,7 +64,10 @@ class Heads:
         heads = {ep: h for ep, h in zip(targets, answers, strict=True) if h is not None}
         best = max(heads.values(), default=None)
         for ep, value in heads.items():
-            ep.note_head(value, time.monotonic())
+            # A head that passed through a request while we waited is newer than ours: an
+            # old answer must not overwrite it (and re-trust a node that went backwards).
+            if ep.head_at <= now:
+                ep.note_head(value, time.monotonic())
             self.judge(ep, best)
         return heads
 
