@@ -420,7 +420,9 @@ async def _broadcast(
     try:
         await pool.request("sendTransaction", [raw, send_config])
     except errors.RpcResponseError as exc:
-        if "already been processed" not in str(exc):  # a retried send finds the first one
+        # "already processed": a retried send found the first one. Otherwise a refusal,
+        # unless an earlier attempt the pool retried got it out through another node.
+        if "already been processed" not in str(exc) and not await _seen(pool, signature):
             await _fail(request, settlement_id, f"refused by the node: {exc}")
             raise _failed(v, svm.ERR_TRANSACTION_FAILED, f"the node refused it: {exc}") from exc
     except errors.RpcError as exc:
@@ -495,6 +497,15 @@ async def _await_status(
                 except errors.RpcError as exc:
                     log.info("x402_svm_rebroadcast_failed", signature=signature, error=str(exc))
         await asyncio.sleep(POLL_SECONDS)
+
+
+async def _seen(pool: rpc.RpcPool, signature: str) -> bool:
+    """Whether any node we ask knows the transaction; unknown (the RPC failing) counts as
+    seen: the caller then waits for a certain answer instead of declaring a failure."""
+    try:
+        return await _status(pool, signature, history=True) is not None
+    except errors.RpcError:
+        return True
 
 
 async def _status(pool: rpc.RpcPool, signature: str, *, history: bool) -> dict[str, Any] | None:

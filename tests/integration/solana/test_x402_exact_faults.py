@@ -306,3 +306,28 @@ async def test_payments_from_one_source_at_once_never_fail_on_chain_at_our_expen
     rows = await settlements(pool)
     assert [r["status"] for r in rows] == ["settled"]  # nothing failed on chain
     assert x402.balance(x402.owner) == PRICE and x402.balance(bob.pubkey()) == 0
+
+
+async def test_a_preflight_refusal_is_a_failure_that_does_not_block_the_source(
+    world: NodeWorld, pool: db.Pool, proxy: FaultProxy
+) -> None:
+    x402 = via_proxy(world, proxy)
+    poor = world.bank.wallet(1)
+    world.bank.create_ata(poor.pubkey(), world.usdc)
+
+    async def lying_simulation(call: dict[str, Any], p: FaultProxy) -> Response | None:
+        if call.get("method") == "simulateTransaction":  # our check passes; preflight does not
+            return answer(call, {"context": {"slot": 1}, "value": {"err": None, "logs": []}})
+        return None
+
+    proxy.intercept = lying_simulation
+    resp = await pay(x402, pool, payer=poor)
+    assert resp.status_code == 402, resp.text
+    assert resp.json()["error"] == "transaction_failed" and "refused" in resp.json()["message"]
+    (row,) = await settlements(pool)
+    assert (row["status"], row["failed_on_chain"]) == ("failed", False)
+    assert row["signature"] not in world.node.chain.by_sig  # it never went out
+    world.bank.mint_to(world.usdc, poor.pubkey(), PRICE)  # now funded: not refused
+    proxy.intercept = None
+    again = await pay(x402, pool, payer=poor)
+    assert again.status_code == 200, again.text
