@@ -121,17 +121,14 @@ def _settled(verified: Verified, tx_hash: str, authorization_id: int) -> Settled
 
 
 def _failed(verified: Verified, reason: str, message: str, tx_hash: str = "") -> Refused:
-    """A settlement refusal that also carries the spec's PAYMENT-RESPONSE with success false."""
-    response = SettleResponse(
-        success=False,
-        error_reason=reason,
-        error_message=message,
-        transaction=tx_hash,
-        network=verified.requirements_json["network"],
-        payer=verified.auth.payer,
+    return x402_standard.failure(
+        verified.version,
+        verified.requirements_json,
+        verified.auth.payer,
+        reason,
+        message,
+        tx_hash,
     )
-    headers = x402_standard.response_header(verified.version, response)
-    return Refused(reason, message, headers)
 
 
 def _relayer_lock(request: Request, chain: str) -> asyncio.Lock:

@@ -29,7 +29,6 @@ from eth_keys.datatypes import Signature
 from eth_keys.exceptions import BadSignature
 from eth_utils.exceptions import ValidationError as EthValidationError
 from fastapi import Request
-from solders.keypair import Keypair
 from x402.http import constants as x402_headers
 from x402.http import utils as x402_http
 from x402.mechanisms.evm import constants as evm_errors
@@ -96,11 +95,10 @@ def settlement_configured(settings: Settings) -> bool:
 
 def solana_fee_payer(settings: Settings) -> str | None:
     """Our fee payer's address when Solana `exact` can be settled (key, owner and RPC set)."""
-    secret = settings.solana_fee_payer_secret()
     sol = settings.solana
-    if secret is None or sol.owner is None or not sol.rpc_urls:
+    if sol.owner is None or not sol.rpc_urls:
         return None
-    return str(Keypair.from_bytes(secret).pubkey())
+    return settings.solana_fee_payer_address()
 
 
 def solana_v1_network(settings: Settings) -> str | None:
@@ -359,6 +357,26 @@ def _check_signature(settings: Settings, offer: Offer, auth: settle.Authorizatio
             evm_errors.ERR_INVALID_SIGNATURE,
             "the signature is not the payer's over this authorization and USDC domain",
         )
+
+
+def failure(
+    version: int,
+    requirements_json: dict[str, Any],
+    payer: str,
+    reason: str,
+    message: str,
+    transaction: str = "",
+) -> Refused:
+    """A settlement refusal carrying the spec's PAYMENT-RESPONSE with success false."""
+    response = SettleResponse(
+        success=False,
+        error_reason=reason,
+        error_message=message,
+        transaction=transaction,
+        network=requirements_json["network"],
+        payer=payer,
+    )
+    return Refused(reason, message, response_header(version, response))
 
 
 def response_header(version: int, settled: SettleResponse) -> dict[str, str]:

@@ -517,38 +517,23 @@ async def _status(pool: rpc.RpcPool, signature: str, *, history: bool) -> dict[s
 
 def _pending(v: SvmVerified, signature: str) -> ApiError:
     """No certain answer in time: 503 with the signature; the call was not served."""
-    response = SettleResponse(
-        success=False,
-        error_reason=ERR_SETTLEMENT_PENDING,
-        error_message="not confirmed in time; if it lands it is a payment you can claim",
-        transaction=signature,
-        network=v.matched.requirements_json["network"],
-        payer=v.transfer.payer,
-    )
+    why = "not confirmed in time; if it lands it is a payment you can claim"
+    pending = _failed(v, ERR_SETTLEMENT_PENDING, why, signature)
     return ApiError(
         503,
         ERR_SETTLEMENT_PENDING,
         f"the settlement {signature} was not confirmed in time; the call was not served",
         "if the transfer lands, claim it for an access token with POST /x402/generate-token "
         "(the payment is yours); otherwise pay again",
-        headers={
-            **x402_standard.response_header(v.matched.version, response),
-            "Retry-After": "30",
-        },
+        headers={**pending.headers, "Retry-After": "30"},
     )
 
 
 def _failed(v: SvmVerified, reason: str, message: str, signature: str = "") -> Refused:
-    """A settlement refusal carrying the spec's PAYMENT-RESPONSE with success false."""
-    response = SettleResponse(
-        success=False,
-        error_reason=reason,
-        error_message=message,
-        transaction=signature,
-        network=v.matched.requirements_json["network"],
-        payer=v.transfer.payer,
+    m = v.matched
+    return x402_standard.failure(
+        m.version, m.requirements_json, v.transfer.payer, reason, message, signature
     )
-    return Refused(reason, message, x402_standard.response_header(v.matched.version, response))
 
 
 async def _fail(request: Request, settlement_id: int, why: str, *, on_chain: bool = False) -> None:

@@ -45,6 +45,22 @@ def pct(values: list[float], q: float) -> float:
     return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 2)
 
 
+def figures(
+    name: str, paid_s: list[float], replay_s: list[float], plain_s: list[float], **extra: Any
+) -> dict[str, Any]:
+    """The printed line: paid calls against the plain 402 and the replay refusal."""
+    return {
+        "bench": name,
+        "calls": len(paid_s),
+        "paid_p50_ms": pct(paid_s, 0.5),
+        "paid_p99_ms": pct(paid_s, 0.99),
+        **extra,
+        "replay_refusal_p50_ms": pct(replay_s, 0.5),
+        "plain_402_p50_ms": pct(plain_s, 0.5),
+        "paid_mean_ms": round(statistics.mean(paid_s) * 1000, 2),
+    }
+
+
 async def timed_gets(
     http: httpx.AsyncClient, n: int, status: int, headers: dict[str, str] | None = None
 ) -> list[float]:
@@ -81,16 +97,9 @@ async def bench(dsn: str, calls: int) -> dict[str, Any]:
                 paid_s.append(end - t0)
                 round_s.append(end - start)
             replay_s = await timed_gets(http, min(calls, 50), 402, header)
-        return {
-            "bench": "x402_exact_anvil",
-            "calls": calls,
-            "paid_p50_ms": pct(paid_s, 0.5),
-            "paid_p99_ms": pct(paid_s, 0.99),
-            "round_trip_p50_ms": pct(round_s, 0.5),
-            "replay_refusal_p50_ms": pct(replay_s, 0.5),
-            "plain_402_p50_ms": pct(plain_s, 0.5),
-            "paid_mean_ms": round(statistics.mean(paid_s) * 1000, 2),
-        }
+        return figures(
+            "x402_exact_anvil", paid_s, replay_s, plain_s, round_trip_p50_ms=pct(round_s, 0.5)
+        )
     finally:
         await node.close()
         await pool.close()
@@ -127,15 +136,7 @@ async def bench_solana(dsn: str, calls: int) -> dict[str, Any]:
                 assert resp.status_code == 200, resp.text
             replay_s = await timed_gets(http, min(calls, 50), 402, header)
         assert world.balance(world.owner) == calls * PRICE
-        return {
-            "bench": "x402_exact_solana_litesvm",
-            "calls": calls,
-            "paid_p50_ms": pct(paid_s, 0.5),
-            "paid_p99_ms": pct(paid_s, 0.99),
-            "replay_refusal_p50_ms": pct(replay_s, 0.5),
-            "plain_402_p50_ms": pct(plain_s, 0.5),
-            "paid_mean_ms": round(statistics.mean(paid_s) * 1000, 2),
-        }
+        return figures("x402_exact_solana_litesvm", paid_s, replay_s, plain_s)
     finally:
         await node.close()
         await pool.close()

@@ -15,6 +15,7 @@ bytes of base58) are refused in every mode because money would go astray.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -99,6 +100,14 @@ def parse_solana_keypair(text: str) -> bytes:
     except ValueError as exc:
         raise ValueError("the public half does not match the secret half") from exc
     return raw
+
+
+@functools.lru_cache(maxsize=8)
+def _keypair_address(text: str) -> str:
+    """The public half of a keypair, base58 (cached: every 402 names our fee payer)."""
+    from solders.keypair import Keypair
+
+    return str(Keypair.from_bytes(parse_solana_keypair(text)).pubkey())
 
 
 def is_solana_pubkey(value: str) -> bool:
@@ -334,6 +343,11 @@ class Settings(BaseSettings):
         """The Solana fee payer's 64-byte keypair (secret then public), or None while unset."""
         text = self._value("x402_solana_fee_payer_private_key")
         return None if text is None else parse_solana_keypair(text)
+
+    def solana_fee_payer_address(self) -> str | None:
+        """The fee payer's public key (base58), or None while unset; ValueError if malformed."""
+        text = self._value("x402_solana_fee_payer_private_key")
+        return None if text is None else _keypair_address(text)
 
     def admin_key(self) -> str | None:
         """The admin key, or None while it is unset or a placeholder (admin routes stay shut)."""

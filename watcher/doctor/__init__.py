@@ -81,14 +81,9 @@ async def examine(
 def _solana_fee_payer(settings: Settings) -> str | None:
     """The fee payer's address; None when unset or unreadable (the settings rows say why)."""
     try:
-        secret = settings.solana_fee_payer_secret()
+        return settings.solana_fee_payer_address()
     except ValueError:
         return None
-    if secret is None:
-        return None
-    from solders.keypair import Keypair
-
-    return str(Keypair.from_bytes(secret).pubkey())
 
 
 def run_cli(*, as_json: bool, seconds: float = DEFAULT_SECONDS) -> int:
