@@ -3,13 +3,40 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.anvil import Anvil, Token, deploy_token, start_anvil
 from tests.pg import SessionPostgres
 from watcher import db
+
+_OWN_BASETEMP = pytest.StashKey[Path]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Give this run a temp root of its own.
+
+    pytest's default root (``/tmp/pytest-of-<user>``) is shared by every run on
+    the machine and keeps only the three newest ``pytest-N`` folders: a second
+    suite started meanwhile deletes the session PostgreSQL of a running one.
+    A fresh directory per run (unless ``--basetemp`` was given) cannot be
+    reclaimed by anybody else; it is removed when the run ends.
+    """
+    if config.option.basetemp is None and not hasattr(config, "workerinput"):
+        root = Path(tempfile.mkdtemp(prefix=f"watcher-tests-{os.getpid()}-"))
+        config.option.basetemp = str(root)
+        config.stash[_OWN_BASETEMP] = root
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    root = config.stash.get(_OWN_BASETEMP, None)
+    if root is not None:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
