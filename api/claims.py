@@ -189,7 +189,22 @@ async def issue_token(pool: db.Pool, settings: Settings, payment_id: int) -> dic
     }
 
 
+def reorged_refusal() -> ApiError:
+    """A credited payment whose block left the canonical chain buys nothing (yet)."""
+    return ApiError(
+        409,
+        "payment_reorged",
+        "this payment's block left the canonical chain after it was credited; it buys nothing "
+        "until the same transfer is included again and confirmed",
+        "ask POST /x402/verify-payment again later; if the transaction never lands again, pay "
+        "again",
+        headers={"Retry-After": "60"},
+    )
+
+
 def _refusal(why: asyncpg.Record | None, price: int) -> ApiError:
+    if why is not None and why["reorged_after_credit"]:
+        return reorged_refusal()
     if why is not None and why["token_id"] is not None:
         return already_claimed(why["token_id"], "this payment")
     if why is not None and why["state"] == "credited":

@@ -2,8 +2,10 @@
 
 * EVM: the amount identifies the invoice. It is ``requests x price`` plus a
   few micro-dollars (1 to ``AMOUNT_JITTER`` base units, never below the
-  price and always less than one more call), unique among the chain's open
-  invoices thanks to a partial unique index.
+  price and always less than one more call). An amount is held from the
+  invoice's creation until ``ledger.INVOICE_AMOUNT_HOLD`` after it expires
+  (least recently used amounts first), so a late payment cannot pay someone
+  else's invoice; when all are held the answer is 503 ``no_free_amount``.
 * Solana: a fresh reference key (a random ed25519 public key nobody holds)
   goes into the Solana Pay URL; the wallet adds it to the transfer and the
   follower records it in ``payments.reference_keys``.
@@ -91,7 +93,7 @@ async def create(pool: db.Pool, settings: Settings, chain: ChainName, units: int
     secret = secrets.token_urlsafe(32)
     requests = units // settings.price_per_call_units
     jitter = min(AMOUNT_JITTER, settings.price_per_call_units - 1)
-    row = None
+    row, wait = None, None
     try:
         await pool.execute(db.q("api_expire_invoices"), ledger.INVOICE_GRACE)
         if chain == "solana":
@@ -118,25 +120,37 @@ async def create(pool: db.Pool, settings: Settings, chain: ChainName, units: int
                     claims.hash_secret(secret),
                     INVOICE_LIFETIME,
                     jitter,
+                    ledger.INVOICE_AMOUNT_HOLD,
                 )
                 if row is not None:
                     break
+            if row is None:
+                wait = await pool.fetchval(db.q("api_next_free_amount"), chain, units, jitter)
     except DB_ERRORS as exc:
         raise service_unavailable("the database") from exc
     if row is None:
-        raise ApiError(
-            503,
-            "no_free_amount",
-            f"too many open invoices on {chain} right now",
-            "retry in a minute or pay on another chain",
-            headers={"Retry-After": "60"},
-        )
+        raise _no_free_amount(chain, requests, wait)
     metrics.INVOICES_CREATED.labels(chain).inc()
     return {
         **_public(settings, row),
         "claim_secret": secret,
         "note": "keep claim_secret: it is shown once and claims the token after payment",
     }
+
+
+def _no_free_amount(chain: str, requests: int, wait: int | None) -> ApiError:
+    """Every amount for this many calls is held by a recent invoice (capacity: docs/api.md)."""
+    retry = max(1, min(wait or 60, 3600))
+    return ApiError(
+        503,
+        "no_free_amount",
+        f"every invoice amount for {requests} calls on {chain} is held by a recent invoice "
+        "(an amount stays reserved for 24 hours after its invoice expires, so a late payment "
+        "can never pay someone else's invoice)",
+        f"retry after {retry} s, ask for another number of calls, pay on a chain with "
+        "reference keys (Solana), or pay per call with x402",
+        headers={"Retry-After": str(retry)},
+    )
 
 
 def _public(settings: Settings, row: asyncpg.Record) -> dict[str, Any]:
@@ -167,7 +181,7 @@ def _public(settings: Settings, row: asyncpg.Record) -> dict[str, Any]:
 
 
 async def status(pool: db.Pool, settings: Settings, invoice_id: UUID) -> dict[str, Any]:
-    """open | paid (k of n confirmations) | credited | expired | claimed."""
+    """open | paid (k of n confirmations) | credited | expired | claimed | reorged."""
     try:
         inv = await pool.fetchrow(db.q("api_invoice"), invoice_id)
         pending = None
@@ -199,6 +213,11 @@ async def status(pool: db.Pool, settings: Settings, invoice_id: UUID) -> dict[st
             "payment_id": inv["payment_id"],
         }
         out["requests"] = int(inv["paid_amount"]) // settings.price_per_call_units
+        if inv["reorged_after_credit"]:
+            # Paid, then the payment's block left the canonical chain: it pays nothing now.
+            state = "reorged"
+            out["payment"]["reason"] = inv["payment_reason"]
+            out["token_suspended"] = inv["token_id"] is not None
     out["status"] = state
     out["token_id"] = inv["token_id"]
     return out

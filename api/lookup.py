@@ -24,6 +24,9 @@ NEXT_STEP = {
     "claimed": "a token was already issued for this payment; use it",
     "orphaned": "the block holding this transfer left the canonical chain; it will be "
     "credited if the transfer is mined again, else pay again",
+    "reorged": "this payment was credited, then its block left the canonical chain: it buys "
+    "nothing, and a token it bought is suspended, until the same transfer is mined again and "
+    "confirmed (then ask again)",
     "below_minimum": "the amount is below the minimum payment; it buys no calls",
     "not_ours": "this transfer does not count here (invalidated or not to our address)",
     "not_found": "not seen yet: check the chain and hash, wait for the transaction to be "
@@ -38,7 +41,11 @@ async def payments_for(pool: db.Pool, chain: ChainName, tx_hash: str) -> list[as
         raise service_unavailable("the database") from exc
 
 
-def _public_state(state: str) -> str:
+def _public_state(row: asyncpg.Record) -> str:
+    """The state a payer sees: a credited payment off the canonical chain is 'reorged'."""
+    state: str = row["state"]
+    if state in ("credited", "claimed") and row["reorged_after_credit"]:
+        return "reorged"
     return "pending" if state == "observed" else state
 
 
@@ -48,7 +55,7 @@ def describe(settings: Settings, row: asyncpg.Record) -> dict[str, Any]:
     out: dict[str, Any] = {
         "payment_id": row["id"],
         "log_index": row["log_index"],
-        "status": _public_state(row["state"]),
+        "status": _public_state(row),
         "from": row["from_address"],
         "amount": str(row["amount"]),
         "requests": int(row["amount"]) // settings.price_per_call_units,
@@ -66,7 +73,13 @@ def describe(settings: Settings, row: asyncpg.Record) -> dict[str, Any]:
     elif row["state"] == "observed":
         out["confirmations"] = {"commitment": info.commitment}
     if row["reorged_after_credit"]:
-        out["warning"] = "the block of this credited payment later left the canonical chain"
+        out["warning"] = (
+            "the block of this credited payment later left the canonical chain: it buys "
+            "nothing, and its token is suspended, until the transfer is included again and "
+            "confirmed"
+        )
+        if row["relanded_at"] is not None:
+            out["warning"] += f" (seen again in block {row['block_number']}, not yet confirmed)"
     return out
 
 
@@ -75,7 +88,7 @@ def verify(
 ) -> dict[str, Any]:
     """The answer to POST /x402/verify-payment."""
     payments = [describe(settings, r) for r in rows]
-    order = ["credited", "pending", "claimed", "orphaned", "below_minimum", "not_ours"]
+    order = ["credited", "pending", "claimed", "reorged", "orphaned", "below_minimum", "not_ours"]
     states = {p["status"] for p in payments}
     status = next((s for s in order if s in states), "not_found")
     metrics.PAYMENT_VERIFICATIONS.labels(status).inc()
@@ -93,6 +106,8 @@ def verify(
 
 def _refusal(settings: Settings, rows: list[asyncpg.Record]) -> ApiError:
     """Why none of these payments (all from the signer) can be claimed now."""
+    if any(r["reorged_after_credit"] for r in rows):
+        return claims.reorged_refusal()
     by_state = {r["state"]: r for r in rows}
     if "claimed" in by_state:
         return claims.already_claimed(by_state["claimed"]["token_id"], "this payment")
@@ -144,7 +159,7 @@ async def claim_by_signature(
             claim_message=claims.claim_message(chain, normalised),
         )
     mine = [r for r in rows if r["from_address"] == signer]
-    claimable = [r for r in mine if r["state"] == "credited"]
+    claimable = [r for r in mine if r["state"] == "credited" and not r["reorged_after_credit"]]
     if not claimable:
         raise _refusal(settings, mine)
     metrics.PAYMENT_VERIFICATIONS.labels("claimed").inc()

@@ -50,6 +50,11 @@ MAX_IDEMPOTENCY_KEY_CHARS = 255
 DB_TIMEOUT_SECONDS = 5.0
 PAYMENT_TIMEOUT_SECONDS = 600  # maxTimeoutSeconds in the x402 body
 _CHARGE_KEY = "x402_charge"
+SUSPENDED_MESSAGE = (
+    "this payment token is suspended: the payment that bought it left the canonical chain "
+    "after it was credited (a reorg); calls resume once the same transfer is included again "
+    "and confirmed"
+)
 _SUBSCRIBER_CHARGE_KEY = "subscriber_charge"
 
 RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -222,6 +227,8 @@ async def _why_refused(pool: db.Pool, digest: bytes, cost: int) -> tuple[str, st
         return "invalid_token", "this payment token is unknown"
     if not row["alive"]:
         return "token_expired", f"this payment token expired at {row['expires_at'].isoformat()}"
+    if row["suspended_reason"] is not None:
+        return f"token_suspended_{row['suspended_reason']}", SUSPENDED_MESSAGE
     return "token_exhausted", f"this payment token has {row['remaining']} calls left; needs {cost}"
 
 

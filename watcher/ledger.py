@@ -24,6 +24,10 @@ RecordState = Literal["observed", "below_minimum", "not_ours"]
 # A payment that arrives this long after its invoice expired still pays it
 # (the same window cleanup_expired_x402_payments() waits before expiring).
 INVOICE_GRACE = timedelta(hours=1)
+# An EVM invoice's amount stays held this long after the invoice expires, so a late
+# (or second) payment for it can never pay another invoice; a payment that could be
+# meant for two invoices within this window matches neither (docs/api.md).
+INVOICE_AMOUNT_HOLD = timedelta(hours=24)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +49,13 @@ class Transfer:
     reference_keys: tuple[str, ...] = ()
     state: RecordState = "observed"
     reason: str | None = None
+    # The transfer's identity within its transaction, which survives a reorg that
+    # re-includes the transaction elsewhere (migration 0010). EVM: see
+    # ``evm_scan.to_transfers``; None means the position (Solana's account index).
+    transfer_key: str | None = None
+
+    def key(self) -> str:
+        return self.transfer_key if self.transfer_key is not None else str(self.log_index)
 
 
 async def record(conn: db.Connection, transfers: Sequence[Transfer]) -> list[asyncpg.Record]:
@@ -70,6 +81,7 @@ async def record(conn: db.Connection, transfers: Sequence[Transfer]) -> list[asy
                     t.reason,
                     t.memo,
                     ",".join(t.reference_keys),
+                    t.key(),
                 )
                 for t in transfers
             ),
@@ -105,7 +117,7 @@ async def link_invoices(conn: db.Connection, ids: Sequence[int]) -> list[asyncpg
     """Mark the invoices these credited payments pay as credited; returns (invoice, payment)."""
     if not ids:
         return []
-    return await conn.fetch(db.q("link_invoices"), list(ids), INVOICE_GRACE)
+    return await conn.fetch(db.q("link_invoices"), list(ids), INVOICE_GRACE, INVOICE_AMOUNT_HOLD)
 
 
 async def orphan(conn: db.Connection, ids: Sequence[int], reason: str) -> list[asyncpg.Record]:
@@ -118,15 +130,33 @@ async def orphan(conn: db.Connection, ids: Sequence[int], reason: str) -> list[a
     return rows
 
 
+# What a token whose payment left the canonical chain says when refused (402).
+SUSPENDED_REORGED = "payment_reorged"
+
+
 async def flag_reorged_credits(
     conn: db.Connection, ids: Sequence[int], reason: str
 ) -> list[asyncpg.Record]:
-    """Credited payments whose block was reorged out: flagged and counted, never deleted."""
+    """Credited payments whose block was reorged out: flagged and counted, never deleted.
+
+    Until the transfer re-lands and is confirmed again, the payment cannot be
+    claimed and the token it bought (if any) is suspended.
+    """
     if not ids:
         return []
-    rows = await conn.fetch(db.q("flag_reorged_credits"), list(ids), reason)
+    rows = await conn.fetch(db.q("flag_reorged_credits"), list(ids), reason, SUSPENDED_REORGED)
     for r in rows:
         metrics.CREDITED_REORGED.labels(r["chain"]).inc()
+    return rows
+
+
+async def clear_reorg_flags(conn: db.Connection, ids: Sequence[int]) -> list[asyncpg.Record]:
+    """Flagged payments confirmed again at their new place: claimable, tokens served again."""
+    if not ids:
+        return []
+    rows = await conn.fetch(db.q("clear_reorg_flags"), list(ids))
+    for r in rows:
+        metrics.CREDITED_RELANDED.labels(r["chain"]).inc()
     return rows
 
 

@@ -58,6 +58,11 @@ CREDITED_REORGED = Counter(
     "Credited payments whose block later left the canonical chain (flagged, never deleted)",
     ["chain"],
 )
+CREDITED_RELANDED = Counter(
+    "watcher_credited_relanded_total",
+    "Flagged payments whose transfer was included again and confirmed (flag cleared)",
+    ["chain"],
+)
 CREDIT_DELAY = Histogram(
     "watcher_credit_delay_seconds",
     "Time from seeing the confirming block (or finalization) to committing the credit",

@@ -34,35 +34,57 @@ SELECT to_regclass('schema_migrations') IS NOT NULL;
 -- ---------------------------------------------------------------- ledger (both chain families)
 
 -- name: record_transfers
--- Insert transfers seen on chain, one row per (chain, tx_hash, log_index).
--- A row seen again is left alone, except an orphaned (or still observed) row
--- that reappears in another block: it is observed again at its new place.
--- Credited rows are never touched here. Returns the rows inserted or revived.
-INSERT INTO payments AS p (chain, tx_hash, log_index, block_number, block_hash, block_time,
-                           token, from_address, to_address, token_account, amount, state,
-                           reason, memo, reference_keys)
-SELECT t.chain, t.tx_hash, t.log_index, t.block_number, t.block_hash, t.block_time,
-       t.token, t.from_address, t.to_address, t.token_account, t.amount, t.state,
-       t.reason, t.memo, r.reference_keys
-FROM unnest($1::text[], $2::text[], $3::int[], $4::bigint[], $5::text[], $6::timestamptz[],
-            $7::text[], $8::text[], $9::text[], $10::text[], $11::numeric[], $12::text[],
-            $13::text[], $14::text[], $15::text[])
-     AS t (chain, tx_hash, log_index, block_number, block_hash, block_time, token,
-           from_address, to_address, token_account, amount, state, reason, memo, refs_csv)
-CROSS JOIN LATERAL (SELECT CASE WHEN t.refs_csv IS NULL OR t.refs_csv = '' THEN '{}'::text[]
-                                ELSE string_to_array(t.refs_csv, ',') END AS reference_keys) r
-ON CONFLICT (chain, tx_hash, log_index) DO UPDATE
-    SET block_number = excluded.block_number,
-        block_hash = excluded.block_hash,
-        block_time = excluded.block_time,
-        state = CASE WHEN excluded.state = 'below_minimum' THEN 'below_minimum' ELSE 'observed' END,
-        reason = excluded.reason,
-        orphaned_at = NULL,
-        updated_at = now()
-    WHERE p.state = 'orphaned'
-       OR (p.state IN ('observed', 'below_minimum')
-           AND p.block_hash IS DISTINCT FROM excluded.block_hash)
-RETURNING p.id, p.chain, p.state, p.amount;
+-- Insert transfers seen on chain, one row per (chain, tx_hash, transfer_key): the
+-- transfer's identity, which survives a reorg that re-includes its transaction at
+-- another block or log index (migration 0010). A row seen again is left alone,
+-- except:
+--   * an orphaned (or still observed) row that reappears in another block: it is
+--     observed again at its new place;
+--   * a credited row seen in a block other than the one it was credited in, or one
+--     flagged reorged_after_credit seen again: it keeps its state (and the token it
+--     bought), records the new place and stays flagged until that place is confirmed
+--     (evm_relanded_ids, ledger.clear_reorg_flags).
+-- Returns the rows inserted or revived as observed / below_minimum (never credited ones).
+WITH up AS (
+    INSERT INTO payments AS p (chain, tx_hash, log_index, transfer_key, block_number,
+                               block_hash, block_time, token, from_address, to_address,
+                               token_account, amount, state, reason, memo, reference_keys)
+    SELECT t.chain, t.tx_hash, t.log_index, t.transfer_key, t.block_number, t.block_hash,
+           t.block_time, t.token, t.from_address, t.to_address, t.token_account, t.amount,
+           t.state, t.reason, t.memo, r.reference_keys
+    FROM unnest($1::text[], $2::text[], $3::int[], $4::bigint[], $5::text[], $6::timestamptz[],
+                $7::text[], $8::text[], $9::text[], $10::text[], $11::numeric[], $12::text[],
+                $13::text[], $14::text[], $15::text[], $16::text[])
+         AS t (chain, tx_hash, log_index, block_number, block_hash, block_time, token,
+               from_address, to_address, token_account, amount, state, reason, memo, refs_csv,
+               transfer_key)
+    CROSS JOIN LATERAL (SELECT CASE WHEN t.refs_csv IS NULL OR t.refs_csv = '' THEN '{}'::text[]
+                                    ELSE string_to_array(t.refs_csv, ',') END AS reference_keys) r
+    ON CONFLICT (chain, tx_hash, transfer_key) DO UPDATE
+        SET log_index = excluded.log_index,
+            block_number = excluded.block_number,
+            block_hash = excluded.block_hash,
+            block_time = excluded.block_time,
+            state = CASE WHEN p.state IN ('credited', 'claimed') THEN p.state
+                         WHEN excluded.state = 'below_minimum' THEN 'below_minimum'
+                         ELSE 'observed' END,
+            reason = CASE WHEN p.state IN ('credited', 'claimed')
+                          THEN 're-included in block ' || excluded.block_number
+                               || ' after a reorg: suspended until it is confirmed there'
+                          ELSE excluded.reason END,
+            reorged_after_credit = p.reorged_after_credit OR p.state IN ('credited', 'claimed'),
+            relanded_at = CASE WHEN p.state IN ('credited', 'claimed') THEN now()
+                               ELSE p.relanded_at END,
+            orphaned_at = NULL,
+            updated_at = now()
+        WHERE p.state = 'orphaned'
+           OR (p.state IN ('observed', 'below_minimum')
+               AND p.block_hash IS DISTINCT FROM excluded.block_hash)
+           OR (p.state IN ('credited', 'claimed')
+               AND (p.reorged_after_credit OR p.block_hash IS DISTINCT FROM excluded.block_hash))
+    RETURNING p.id, p.chain, p.state, p.amount
+)
+SELECT id, chain, state, amount FROM up WHERE state NOT IN ('credited', 'claimed');
 
 -- name: credit_payments
 -- observed -> credited for the given ids (only rows still observed).
@@ -79,11 +101,41 @@ WHERE id = ANY($1::bigint[]) AND state = 'observed'
 RETURNING id, chain, amount;
 
 -- name: flag_reorged_credits
--- A credited payment whose block left the canonical chain: flag, never delete.
-UPDATE payments
-SET reorged_after_credit = true, updated_at = now(), reason = $2
-WHERE id = ANY($1::bigint[]) AND state IN ('credited', 'claimed') AND NOT reorged_after_credit
-RETURNING id, chain, amount, tx_hash;
+-- A credited payment whose block left the canonical chain: flag, never delete, and
+-- suspend the token it bought (metering refuses it) until the transfer re-lands and
+-- is confirmed. A row flagged before and re-landed since (relanded_at) whose new block
+-- is gone too is flagged again.
+WITH p AS (
+    UPDATE payments
+    SET reorged_after_credit = true, relanded_at = NULL, updated_at = now(), reason = $2
+    WHERE id = ANY($1::bigint[]) AND state IN ('credited', 'claimed')
+      AND (NOT reorged_after_credit OR relanded_at IS NOT NULL)
+    RETURNING id, chain, amount, tx_hash
+), t AS (
+    UPDATE access_tokens a SET suspended_reason = $3
+    FROM p WHERE a.payment_id = p.id
+    RETURNING a.id, a.payment_id
+)
+SELECT p.id, p.chain, p.amount, p.tx_hash, t.id AS token_id
+FROM p LEFT JOIN t ON t.payment_id = p.id;
+
+-- name: clear_reorg_flags
+-- A flagged payment re-landed and is now confirmed at its new place: the flag goes,
+-- and the token it bought is served again.
+WITH p AS (
+    UPDATE payments
+    SET reorged_after_credit = false, updated_at = now(),
+        reason = 're-included in block ' || block_number || ' after a reorg, confirmed there'
+    WHERE id = ANY($1::bigint[]) AND reorged_after_credit AND relanded_at IS NOT NULL
+      AND state IN ('credited', 'claimed')
+    RETURNING id, chain, amount, tx_hash, block_number
+), t AS (
+    UPDATE access_tokens a SET suspended_reason = NULL
+    FROM p WHERE a.payment_id = p.id
+    RETURNING a.id, a.payment_id
+)
+SELECT p.id, p.chain, p.amount, p.tx_hash, p.block_number, t.id AS token_id
+FROM p LEFT JOIN t ON t.payment_id = p.id;
 
 -- name: get_cursor
 SELECT num, hash, head FROM cursors WHERE chain = $1 AND stream = $2;
@@ -123,6 +175,14 @@ WITH credited AS (
     WHERE c.chain <> 'solana' AND i.status IN ('open', 'expired')
       AND c.paid_at >= date_trunc('second', i.created_at)
       AND c.paid_at <= i.expires_at + $2::interval
+      -- In doubt, neither: another invoice with this amount could still be what the
+      -- payer meant (paid late, or paid twice, within the amount hold $3). The hold
+      -- makes this impossible for amounts handed out since 0011; it guards the rest.
+      AND NOT EXISTS (SELECT 1 FROM invoices o
+                      WHERE o.chain = i.chain AND o.amount = i.amount AND o.id <> i.id
+                        AND o.reference IS NULL
+                        AND o.created_at <= c.paid_at
+                        AND o.expires_at + $3::interval >= c.paid_at)
     UNION ALL
     SELECT c.id, i.id, i.created_at
     FROM credited c
@@ -158,7 +218,7 @@ FROM cursors GROUP BY chain;
 -- name: api_payments_by_tx
 SELECT p.id, p.chain, p.tx_hash, p.log_index, p.block_number, p.from_address, p.to_address,
        p.token, p.amount, p.state, p.reason, p.invoice_id, p.reorged_after_credit,
-       t.id AS token_id,
+       p.relanded_at, t.id AS token_id,
        (SELECT max(c.head) FROM cursors c WHERE c.chain = p.chain) AS head
 FROM payments p
 LEFT JOIN access_tokens t ON t.payment_id = p.id
@@ -174,6 +234,7 @@ ORDER BY p.log_index;
 WITH p AS (
     SELECT id, chain, tx_hash, from_address, amount, invoice_id
     FROM payments WHERE id = $2 AND state = 'credited' AND amount >= $3
+      AND NOT reorged_after_credit  -- off the canonical chain: buys nothing (yet)
     FOR UPDATE  -- racing claims and admin marks wait, then see the new state
 ), t AS (
     INSERT INTO access_tokens (token_hash, payment_id, invoice_id, payer, requests_total,
@@ -194,7 +255,7 @@ SELECT t.id, t.requests_total, t.remaining, t.expires_at, p.chain, p.tx_hash
 FROM t JOIN p ON p.id = t.payment_id;
 
 -- name: api_claim_refusal
-SELECT p.state, p.amount, t.id AS token_id
+SELECT p.state, p.amount, p.reorged_after_credit, p.relanded_at, t.id AS token_id
 FROM payments p LEFT JOIN access_tokens t ON t.payment_id = p.id
 WHERE p.id = $1;
 
@@ -202,17 +263,35 @@ WHERE p.id = $1;
 SELECT cleanup_expired_x402_payments($1::interval);
 
 -- name: api_insert_evm_invoice
--- A unique amount among the chain's open invoices: base + k micro-units for a
--- free k in [1, $8]; the partial unique index settles races (retry on none).
-INSERT INTO invoices (chain, pay_to, token, amount, requests, claim_secret_hash, expires_at)
-SELECT $1, $2, $3, $4::numeric + k, $5, $6, now() + $7::interval
-FROM generate_series(1, $8::int) AS k
-WHERE NOT EXISTS (SELECT 1 FROM invoices i
-                  WHERE i.chain = $1 AND i.status = 'open' AND i.amount = $4::numeric + k)
-ORDER BY random()
-LIMIT 1
-ON CONFLICT (chain, amount) WHERE status = 'open' AND chain <> 'solana' DO NOTHING
+-- A free amount: base + k micro-units for k in [1, $8], not held by another invoice
+-- (invoice_amounts, migration 0011), the least recently used first. The hold runs
+-- to the invoice's expiry plus $9. Two requests picking the same amount: the row
+-- lock makes the second see it held, nothing is inserted, and the caller picks again.
+WITH pick AS (
+    SELECT gen_random_uuid() AS id, $4::numeric + k AS amount
+    FROM generate_series(1, $8::int) AS k
+    LEFT JOIN invoice_amounts r ON r.chain = $1 AND r.amount = $4::numeric + k
+    WHERE r.reserved_until IS NULL OR r.reserved_until <= now()
+    ORDER BY r.reserved_until NULLS FIRST, random()
+    LIMIT 1
+), held AS (
+    INSERT INTO invoice_amounts AS r (chain, amount, invoice_id, reserved_until)
+    SELECT $1, pick.amount, pick.id, now() + $7::interval + $9::interval FROM pick
+    ON CONFLICT (chain, amount) DO UPDATE
+        SET invoice_id = excluded.invoice_id, reserved_until = excluded.reserved_until
+        WHERE r.reserved_until <= now()
+    RETURNING r.invoice_id, r.amount
+)
+INSERT INTO invoices (id, chain, pay_to, token, amount, requests, claim_secret_hash, expires_at)
+SELECT held.invoice_id, $1, $2, $3, held.amount, $5, $6, now() + $7::interval
+FROM held
 RETURNING id, chain, pay_to, token, amount, requests, reference, status, created_at, expires_at;
+
+-- name: api_next_free_amount
+-- When every amount is held: how long until the first one is free again (seconds).
+SELECT greatest(1, ceil(extract(epoch FROM min(reserved_until) - now())))::int
+FROM invoice_amounts
+WHERE chain = $1 AND amount > $2::numeric AND amount <= $2::numeric + $3::int;
 
 -- name: api_insert_solana_invoice
 INSERT INTO invoices (chain, pay_to, token, amount, requests, reference, claim_secret_hash,
@@ -224,7 +303,7 @@ RETURNING id, chain, pay_to, token, amount, requests, reference, status, created
 SELECT i.id, i.chain, i.pay_to, i.token, i.amount, i.requests, i.reference, i.status,
        i.claim_secret_hash, i.created_at, i.expires_at, now() AS now,
        p.id AS payment_id, p.tx_hash, p.amount AS paid_amount, p.from_address, p.state AS payment_state,
-       t.id AS token_id
+       p.reorged_after_credit, p.reason AS payment_reason, t.id AS token_id, t.suspended_reason
 FROM invoices i
 LEFT JOIN payments p ON p.invoice_id = i.id
 LEFT JOIN access_tokens t ON t.invoice_id = i.id
@@ -252,6 +331,7 @@ LIMIT 1;
 WITH t AS (
     UPDATE access_tokens SET remaining = remaining - $2
     WHERE token_hash = $1 AND remaining >= $2 AND expires_at > now()
+      AND suspended_reason IS NULL
     RETURNING id, remaining, expires_at
 ), u AS (
     INSERT INTO token_usage (token_id, endpoint, cost)
@@ -267,6 +347,7 @@ SELECT t.id AS token_id, t.remaining, t.expires_at, u.id AS usage_id FROM t, u;
 WITH t AS (
     UPDATE access_tokens SET remaining = remaining - $2
     WHERE token_hash = $1 AND remaining >= $2 AND expires_at > now()
+      AND suspended_reason IS NULL
     RETURNING id, remaining, expires_at
 ), u AS (
     INSERT INTO token_usage (token_id, endpoint, cost, idempotency_key)
@@ -282,7 +363,7 @@ FROM t LEFT JOIN u ON true;
 SELECT a.id AS token_id, a.remaining, a.expires_at, u.id AS usage_id, u.endpoint
 FROM access_tokens a
 JOIN token_usage u ON u.token_id = a.id AND u.idempotency_key = $2 AND NOT u.refunded
-WHERE a.token_hash = $1 AND a.expires_at > now();
+WHERE a.token_hash = $1 AND a.expires_at > now() AND a.suspended_reason IS NULL;
 
 -- name: api_refund
 -- The handler failed (5xx): give the unit back, once. The key is released so
@@ -297,7 +378,8 @@ FROM u WHERE a.id = u.token_id
 RETURNING a.remaining;
 
 -- name: api_token_status
-SELECT id, requests_total, remaining, created_at, expires_at, expires_at > now() AS alive
+SELECT id, requests_total, remaining, created_at, expires_at, expires_at > now() AS alive,
+       suspended_reason
 FROM access_tokens WHERE token_hash = $1;
 
 -- name: api_rate_hit
@@ -418,22 +500,55 @@ ORDER BY block_number, tx_hash, log_index;
 -- name: evm_record_credited
 -- Transfers already `confirmations` deep in blocks this step verified: written
 -- straight as credited, which spares rewriting every row of a large backfill.
--- A row seen before as observed or orphaned is credited at this (canonical)
--- place; credited rows are never touched. Returns the rows credited here.
-INSERT INTO payments AS p (chain, tx_hash, log_index, block_number, block_hash, block_time,
-                           token, from_address, to_address, amount, state, credited_at)
-SELECT $1, t.tx_hash, t.log_index, t.block_number, t.block_hash, t.block_time,
-       $2, t.from_address, t.to_address, t.amount, 'credited', now()
-FROM unnest($3::text[], $4::int[], $5::bigint[], $6::text[], $7::timestamptz[], $8::text[],
-            $9::text[], $10::numeric[])
-     AS t (tx_hash, log_index, block_number, block_hash, block_time, from_address, to_address,
-           amount)
-ON CONFLICT (chain, tx_hash, log_index) DO UPDATE
-    SET state = 'credited', credited_at = now(), block_number = excluded.block_number,
-        block_hash = excluded.block_hash, block_time = excluded.block_time, reason = NULL,
-        orphaned_at = NULL, updated_at = now()
-    WHERE p.state IN ('observed', 'orphaned')
-RETURNING p.id, p.amount, p.block_number;
+-- A row seen before as observed or orphaned is credited at this (canonical) place.
+-- A credited row seen at another place, or flagged reorged_after_credit, keeps its
+-- state and moves here (relanded_at; the flag is cleared by the same step's
+-- evm_relanded_ids). Returns only the rows credited here for the first time.
+WITH up AS (
+    INSERT INTO payments AS p (chain, tx_hash, log_index, transfer_key, block_number,
+                               block_hash, block_time, token, from_address, to_address, amount,
+                               state, credited_at)
+    SELECT $1, t.tx_hash, t.log_index, t.transfer_key, t.block_number, t.block_hash,
+           t.block_time, $2, t.from_address, t.to_address, t.amount, 'credited', now()
+    FROM unnest($3::text[], $4::int[], $5::bigint[], $6::text[], $7::timestamptz[], $8::text[],
+                $9::text[], $10::numeric[], $11::text[])
+         AS t (tx_hash, log_index, block_number, block_hash, block_time, from_address,
+               to_address, amount, transfer_key)
+    ON CONFLICT (chain, tx_hash, transfer_key) DO UPDATE
+        SET state = CASE WHEN p.state IN ('credited', 'claimed') THEN p.state
+                         ELSE 'credited' END,
+            credited_at = CASE WHEN p.state IN ('credited', 'claimed') THEN p.credited_at
+                               ELSE now() END,
+            log_index = excluded.log_index,
+            block_number = excluded.block_number,
+            block_hash = excluded.block_hash,
+            block_time = excluded.block_time,
+            reason = CASE WHEN p.state IN ('credited', 'claimed')
+                          THEN 're-included in block ' || excluded.block_number
+                               || ' after a reorg: suspended until it is confirmed there'
+                          END,
+            reorged_after_credit = p.reorged_after_credit OR p.state IN ('credited', 'claimed'),
+            relanded_at = CASE WHEN p.state IN ('credited', 'claimed') THEN now()
+                               ELSE p.relanded_at END,
+            orphaned_at = NULL,
+            updated_at = now()
+        WHERE p.state IN ('observed', 'orphaned')
+           OR (p.state IN ('credited', 'claimed')
+               AND (p.reorged_after_credit OR p.block_hash IS DISTINCT FROM excluded.block_hash))
+    RETURNING p.id, p.amount, p.block_number, p.relanded_at
+)
+SELECT id, amount, block_number FROM up WHERE relanded_at IS NULL;
+
+-- name: evm_relanded_ids
+-- Flagged payments seen again on the canonical chain, now deep enough at their new
+-- place and not contradicted by the canonical window (as evm_confirmed_ids).
+SELECT p.id FROM payments p
+WHERE p.chain = $1 AND p.reorged_after_credit AND p.relanded_at IS NOT NULL
+  AND p.block_number <= $2 AND p.state IN ('credited', 'claimed')
+  AND NOT EXISTS (SELECT 1 FROM chain_blocks b
+                  WHERE b.chain = p.chain AND b.num = p.block_number
+                    AND b.hash IS DISTINCT FROM p.block_hash)
+ORDER BY p.id;
 
 -- ---- stripe (subscriptions, webhooks, subscriber keys; migration 0006)
 

@@ -197,6 +197,7 @@ async def token_status(
         "remaining": row["remaining"],
         "created_at": row["created_at"],
         "expires_at": row["expires_at"],
-        "active": bool(row["alive"]) and row["remaining"] > 0,
+        "active": bool(row["alive"]) and row["remaining"] > 0 and not row["suspended_reason"],
         "expired": not row["alive"],
+        "suspended": row["suspended_reason"],
     }

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
 import asyncpg
+import structlog
 
 from watcher import db, errors, ledger, metrics
 from watcher.chains.evm_logs import Header, parse_header, parse_transfer
 from watcher.settings import USDC_UNIT, EvmChain
+
+log = structlog.get_logger(__name__)
 
 
 class Matcher(Protocol):
@@ -61,6 +65,11 @@ def to_transfers(
     """
     usdc, receivers, min_units, name = m.chain.usdc, m.receivers, m.min_units, m.chain.name
     out: list[ledger.Transfer] = []
+    # A transfer's identity: (from, to, amount) and how many identical transfers came
+    # before it in the same transaction. Unlike the log index it survives the
+    # transaction being re-mined elsewhere (docs/evm.md, "Reorgs"). A transaction's
+    # logs all come in one answer (a step covers whole blocks).
+    seen: dict[tuple[str, str, str, int], list[int]] = {}
     for lg in logs:
         raw = parse_transfer(lg)
         if raw is None:
@@ -75,6 +84,9 @@ def to_transfers(
             continue
         below = raw.amount < min_units
         header = headers.get(n)
+        ident = (raw.tx_hash, raw.from_address, raw.to_address, raw.amount)
+        same = seen.setdefault(ident, [])
+        same.append(len(out))
         out.append(
             ledger.Transfer(
                 chain=name,
@@ -89,8 +101,16 @@ def to_transfers(
                 block_time=raw.block_time or (header.time if header else None),
                 state="below_minimum" if below else "observed",
                 reason=f"below the minimum payment of {_usd(min_units)} USDC" if below else None,
+                transfer_key=f"{raw.from_address}:{raw.to_address}:{raw.amount}:0",
             )
         )
+    for same in seen.values():
+        if len(same) > 1:  # identical transfers in one transaction: number them in log order
+            same.sort(key=lambda i: out[i].log_index)
+            for nth, i in enumerate(same):
+                t = out[i]
+                key = f"{t.from_address}:{t.to_address}:{t.amount}:{nth}"
+                out[i] = dataclasses.replace(t, transfer_key=key)
     return out
 
 
@@ -117,6 +137,7 @@ async def record_credited(
         [t.from_address for t in transfers],
         [t.to_address for t in transfers],
         [t.amount for t in transfers],
+        [t.key() for t in transfers],
     )
     if rows:
         metrics.PAYMENTS.labels(chain.name, "credited").inc(len(rows))
@@ -147,6 +168,14 @@ async def commit(
     await ledger.set_cursor(conn, chain.name, batch.to, batch.to_hash, head=batch.head)
     rows = await conn.fetch(db.q("evm_confirmed_ids"), chain.name, deep)
     credited += await ledger.credit(conn, [r["id"] for r in rows])
+    # Credited payments a reorg took away and this chain re-included: confirmed again.
+    relanded = await conn.fetch(db.q("evm_relanded_ids"), chain.name, deep)
+    cleared = await ledger.clear_reorg_flags(conn, [r["id"] for r in relanded])
+    if cleared:
+        log.warning(
+            "credited_payment_relanded",
+            payments=[(r["tx_hash"], r["block_number"], str(r["amount"])) for r in cleared],
+        )
     return credited
 
 
