@@ -191,7 +191,12 @@ async def annotate_from_db(report: Report, dsn: str) -> None:
                 row = rows.get(t.log_index)
                 t.state = "not_recorded" if row is None else row["state"]
                 if row is not None and row["reorged_after_credit"]:
-                    t.state += " (reorged after credit)"
+                    # Off the canonical chain since it was credited: buys nothing for now.
+                    t.state += (
+                        " (reorged after credit: re-included, suspended until confirmed)"
+                        if row["relanded_at"] is not None
+                        else " (reorged after credit: not claimable, its token suspended)"
+                    )
                 if head is not None and t.block_number is not None and t.confirmations is None:
                     t.confirmations = max(0, head - t.block_number + 1)
     finally:

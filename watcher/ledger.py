@@ -121,7 +121,7 @@ async def link_invoices(conn: db.Connection, ids: Sequence[int]) -> list[asyncpg
 
 
 async def orphan(conn: db.Connection, ids: Sequence[int], reason: str) -> list[asyncpg.Record]:
-    """observed -> orphaned, with the reason ``watcher explain`` will show."""
+    """observed / below_minimum -> orphaned, with the reason ``watcher explain`` will show."""
     if not ids:
         return []
     rows = await conn.fetch(db.q("orphan_payments"), list(ids), reason)

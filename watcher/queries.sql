@@ -94,10 +94,11 @@ WHERE id = ANY($1::bigint[]) AND state = 'observed'
 RETURNING id, chain, amount, block_number, invoice_id;
 
 -- name: orphan_payments
--- observed -> orphaned (block left the canonical chain or never finalized).
+-- observed (or below_minimum) -> orphaned: the block left the canonical chain or never
+-- finalized. A re-scan that finds the transfer again records it afresh at its new place.
 UPDATE payments
 SET state = 'orphaned', orphaned_at = now(), updated_at = now(), reason = $2
-WHERE id = ANY($1::bigint[]) AND state = 'observed'
+WHERE id = ANY($1::bigint[]) AND state IN ('observed', 'below_minimum')
 RETURNING id, chain, amount;
 
 -- name: flag_reorged_credits
@@ -471,7 +472,8 @@ ORDER BY p.id;
 -- name: evm_payments_above
 -- Payments in blocks above a fork point, by state: what a reorg takes away.
 SELECT id, state, block_number, block_hash FROM payments
-WHERE chain = $1 AND block_number > $2 AND state IN ('observed', 'credited', 'claimed');
+WHERE chain = $1 AND block_number > $2
+  AND state IN ('observed', 'below_minimum', 'credited', 'claimed');
 
 -- ---------------------------------------------------------------- solana
 

@@ -3,8 +3,8 @@
 Called when the next block does not extend the cursor. The fork point is the
 newest stored window block whose hash the node still reports. Above it:
 
-* observed payments become ``orphaned`` (the re-scan revives any that the new
-  branch includes again, at their new block);
+* observed (and below-minimum) payments become ``orphaned`` (the re-scan revives
+  any that the new branch includes again, at their new block);
 * credited payments whose block hash the node no longer reports are flagged
   ``reorged_after_credit``, logged at error and counted, never deleted;
 * the window and the cursor go back to the fork point, in one transaction.
@@ -68,7 +68,7 @@ async def rewind(f: EvmFollower, cursor: ledger.Cursor) -> ledger.Cursor:
     credited = [r for r in above if r["state"] in ("credited", "claimed")]
     canon = await _canonical(f, sorted({r["block_number"] for r in credited}))
     lost = [r["id"] for r in credited if canon[r["block_number"]] != r["block_hash"]]
-    observed = [r["id"] for r in above if r["state"] == "observed"]
+    observed = [r["id"] for r in above if r["state"] in ("observed", "below_minimum")]
     reason = f"block reorged out (fork at {fork}, depth {depth})"
     async with f.connection(transaction=True) as conn:
         await ledger.orphan(conn, observed, reason)
