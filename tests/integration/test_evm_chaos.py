@@ -125,7 +125,7 @@ async def test_ledger_equals_the_canonical_chain_after_chaos(
         await s.fund(10**12, settle_blocks=0)
     await anvil.mine(16)  # funding stays below every reorg
     proxy = await FaultProxy(anvil.url, anvil.ws_url, seed=SEED).start()
-    proxy.fault, proxy.fault_rate = "500", 0.05
+    proxy.fault, proxy.fault_rate = "500", 0.15
     sent: dict[int, list[tuple[str, str]]] = {i: [] for i in range(SIGNERS)}
     proc: subprocess.Popen[str] | None = None
     kills = reorgs = deep = 0
