@@ -160,7 +160,7 @@ async def test_history_from_before_a_handover_is_not_ours(
     assert json.loads(capsys.readouterr().out)["credit_total"] == "0"
 
 
-async def test_modern_answers_show_the_owner_then(world: World, pool: db.Pool) -> None:
+async def test_modern_answers_show_the_owner_then(world: World, pool: db.Pool, capsys: Any) -> None:
     bank, merchant, chain, usdc = world.bank, world.merchant.pubkey(), world.node.chain, world.usdc
     attacker = bank.wallet()
     acct, deposits, _ = handed_over_account(world, attacker)
@@ -172,3 +172,14 @@ async def test_modern_answers_show_the_owner_then(world: World, pool: db.Pool) -
     assert {s: got[s]["state"] for s in deposits} == {s: "not_ours" for s in deposits}
     assert got[after]["state"] == "credited"
     await f.rpc.aclose()
+    # explain reads the owner then from the answer, not the owner today (us)
+    env = {
+        "X402_SOLANA_RPC_URL": world.node.url,
+        "X402_SOLANA_PAYMENT_ADDRESS": str(merchant),
+        "X402_SOLANA_USDC_MINT": str(usdc),
+    }
+    argv = ["explain", "--chain", "solana", "--json", deposits[0]]
+    assert await asyncio.to_thread(_main_with_env, env, argv) == 0
+    doc = json.loads(capsys.readouterr().out)
+    (t,) = [t for t in doc["transactions"][0]["transfers"] if t["amount"] == "4000000"]
+    assert (t["verdict"], t["to"]) == ("not_ours", str(attacker.pubkey()))
