@@ -202,6 +202,8 @@ class SolanaChain(BaseModel):
     usdc_mint: str
     owner: str | None
     commitment: Literal["finalized", "confirmed"]
+    # Token accounts the operator lists besides the owner's associated one (issue 11, item 10)
+    token_accounts: tuple[str, ...] = ()
 
     @property
     def enabled(self) -> bool:
@@ -248,6 +250,7 @@ class Settings(BaseSettings):
     x402_solana_ws_url: str | None = None
     x402_solana_usdc_mint: str = CANONICAL_USDC["solana"]
     x402_solana_commitment: Literal["finalized", "confirmed"] = "finalized"
+    x402_solana_token_accounts: str | None = None  # comma-separated, besides the ATA
 
     x402_min_payment_usd: Decimal = Decimal("0.10")
     x402_price_per_call: Decimal = Decimal("0.10")
@@ -325,6 +328,7 @@ class Settings(BaseSettings):
             usdc_mint=self.x402_solana_usdc_mint,
             owner=self._value("x402_solana_payment_address"),
             commitment=self.x402_solana_commitment,
+            token_accounts=tuple(dict.fromkeys(_split(self._value("x402_solana_token_accounts")))),
         )
 
     @property
@@ -389,6 +393,17 @@ class Settings(BaseSettings):
             )
         if not is_solana_pubkey(self.x402_solana_usdc_mint):
             out.append("X402_SOLANA_USDC_MINT: not 32 bytes of base58")
+        for acct in _split(self._value("x402_solana_token_accounts")):
+            if not is_solana_pubkey(acct):
+                out.append(
+                    f"X402_SOLANA_TOKEN_ACCOUNTS: {acct!r} is not a Solana public key; list "
+                    "token account addresses (base58), comma-separated"
+                )
+            elif acct == owner:
+                out.append(
+                    "X402_SOLANA_TOKEN_ACCOUNTS: lists the wallet itself; list its USDC token "
+                    "accounts (the associated one is always followed)"
+                )
         out += self._url_problems("x402_solana_rpc_url", ("http", "https"))
         out += self._url_problems("x402_solana_ws_url", ("ws", "wss"))
         key = self.relayer_key()

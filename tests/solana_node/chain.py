@@ -101,6 +101,8 @@ class Chain:
         self.token_accounts: set[str] = set()
         self.airdrops: dict[str, int] = {}
         self.listeners: list[Listener] = []
+        # getTransaction renders token balances without ``owner``, as old answers do
+        self.old_balances = False
         self._new_block(0, 0)
 
     # ---- slots -------------------------------------------------------------

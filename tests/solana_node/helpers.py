@@ -86,6 +86,14 @@ def transfer_checked_ix(
     )
 
 
+def set_account_owner_ix(account: Pubkey, owner: Pubkey, new_owner: Pubkey) -> Instruction:
+    """SetAuthority(AccountOwner): hand a token account to another wallet."""
+    return _token_ix(
+        bytes([6, 2, 1]) + bytes(new_owner),
+        [AccountMeta(account, False, True), AccountMeta(owner, True, False)],
+    )
+
+
 def create_ata_ix(
     payer: Pubkey, owner: Pubkey, mint: Pubkey, idempotent: bool = False
 ) -> Instruction:
@@ -248,21 +256,33 @@ class Bank:
 
     def token_account(self, owner: Pubkey, mint: Pubkey) -> Pubkey:
         """A second, non-associated token account of ``owner`` for ``mint``."""
-        acct = Keypair()
+        return self.token_accounts(owner, mint, 1)[0]
+
+    def token_accounts(self, owner: Pubkey, mint: Pubkey, n: int) -> list[Pubkey]:
+        """``n`` non-associated token accounts of ``owner`` (what anyone may open for us),
+        four to a transaction."""
         rent = self.chain.svm.minimum_balance_for_rent_exemption(165)
-        self.send(
-            [
-                create_account(
-                    CreateAccountParams(
-                        from_pubkey=self.payer.pubkey(),
-                        to_pubkey=acct.pubkey(),
-                        lamports=rent,
-                        space=165,
-                        owner=TOKEN_PROGRAM_ID,
+        out: list[Pubkey] = []
+        while len(out) < n:
+            accts = [Keypair() for _ in range(min(4, n - len(out)))]
+            ixs: list[Instruction] = []
+            for acct in accts:
+                ixs.append(
+                    create_account(
+                        CreateAccountParams(
+                            from_pubkey=self.payer.pubkey(),
+                            to_pubkey=acct.pubkey(),
+                            lamports=rent,
+                            space=165,
+                            owner=TOKEN_PROGRAM_ID,
+                        )
                     )
-                ),
-                initialize_account_ix(acct.pubkey(), mint, owner),
-            ],
-            [acct],
-        )
-        return acct.pubkey()
+                )
+                ixs.append(initialize_account_ix(acct.pubkey(), mint, owner))
+            self.send(ixs, accts)
+            out += [a.pubkey() for a in accts]
+        return out
+
+    def hand_over(self, account: Pubkey, owner: Keypair, new_owner: Pubkey) -> str:
+        """``owner`` gives its token account to ``new_owner`` (SetAuthority AccountOwner)."""
+        return self.send([set_account_owner_ix(account, owner.pubkey(), new_owner)], [owner])

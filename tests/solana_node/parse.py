@@ -132,6 +132,16 @@ def _token(data: bytes, accounts: list[str]) -> tuple[str, dict[str, Any]]:
         info = {"account": accounts[0], "mint": accounts[1], "amount": str(_u64(data, 1))}
         _signers(info, 2, accounts, "authority", "multisigAuthority")
         return "burn", info
+    if tag == 6:
+        _need(accounts, 2)
+        kinds = ("mintTokens", "freezeAccount", "accountOwner", "closeAccount")
+        if len(data) < 3 or data[1] >= len(kinds):
+            raise NotParsable("setAuthority")
+        new, _ = _coption_key(data, 2)
+        info = {"account" if data[1] >= 2 else "mint": accounts[0], "authorityType": kinds[data[1]]}
+        info["newAuthority"] = new
+        _signers(info, 1, accounts, "authority", "multisigAuthority")
+        return "setAuthority", info
     if tag == 9:
         _need(accounts, 3)
         info = {"account": accounts[0], "destination": accounts[1]}

@@ -60,7 +60,15 @@ def _inner(rec: chain.TxRecord, parsed: bool) -> list[dict[str, Any]]:
     return out
 
 
-def _meta(rec: chain.TxRecord, parsed: bool) -> dict[str, Any]:
+def _old(balances: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Token balances as nodes rendered them before they carried ``owner`` (and ``programId``)."""
+    return [{k: v for k, v in b.items() if k not in ("owner", "programId")} for b in balances]
+
+
+def _meta(rec: chain.TxRecord, parsed: bool, old_balances: bool = False) -> dict[str, Any]:
+    pre, post = rec.pre_tokens, rec.post_tokens
+    if old_balances:
+        pre, post = _old(pre), _old(post)
     return {
         "computeUnitsConsumed": rec.units,
         "err": rec.err,
@@ -68,9 +76,9 @@ def _meta(rec: chain.TxRecord, parsed: bool) -> dict[str, Any]:
         "innerInstructions": _inner(rec, parsed),
         "logMessages": rec.logs,
         "postBalances": rec.post_balances,
-        "postTokenBalances": rec.post_tokens,
+        "postTokenBalances": post,
         "preBalances": rec.pre_balances,
-        "preTokenBalances": rec.pre_tokens,
+        "preTokenBalances": pre,
         "rewards": [],
         "status": {"Ok": None} if rec.err is None else {"Err": rec.err},
     }
@@ -88,8 +96,11 @@ def _lookups(rec: chain.TxRecord) -> list[dict[str, Any]]:
     ]
 
 
-def transaction(rec: chain.TxRecord, encoding: str, max_version: int | None) -> dict[str, Any]:
-    """A getTransaction result."""
+def transaction(
+    rec: chain.TxRecord, encoding: str, max_version: int | None, *, old_balances: bool = False
+) -> dict[str, Any]:
+    """A getTransaction result (``old_balances``: in the format of before token balances
+    named their owner; no recording of a successful old-format transfer is at hand)."""
     version = _version(rec)
     if version == 0 and max_version is None:
         raise UnsupportedVersion(version)
@@ -137,7 +148,7 @@ def transaction(rec: chain.TxRecord, encoding: str, max_version: int | None) -> 
         if version == 0:
             message["addressTableLookups"] = _lookups(rec)
         tx = {"message": message, "signatures": [str(s) for s in rec.tx.signatures]}
-    meta = _meta(rec, parsed)
+    meta = _meta(rec, parsed, old_balances)
     if max_version is not None and not parsed:  # jsonParsed shows them in accountKeys instead
         static = len(msg.account_keys)
         loaded = rec.keys[static:]

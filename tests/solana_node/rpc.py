@@ -70,6 +70,7 @@ class Methods:
             "getSignatureStatuses": self.get_signature_statuses,
             "getTokenAccountsByOwner": self.get_token_accounts_by_owner,
             "getAccountInfo": self.get_account_info,
+            "getMultipleAccounts": self.get_multiple_accounts,
             "getBalance": self.get_balance,
             "requestAirdrop": self.request_airdrop,
             "getMinimumBalanceForRentExemption": self.rent_exemption,
@@ -203,7 +204,12 @@ class Methods:
         if rec is None:
             return None
         try:
-            return render.transaction(rec, encoding, cfg.get("maxSupportedTransactionVersion"))
+            return render.transaction(
+                rec,
+                encoding,
+                cfg.get("maxSupportedTransactionVersion"),
+                old_balances=self.chain.old_balances,
+            )
         except render.UnsupportedVersion as exc:
             raise RpcFault(
                 -32015,
@@ -263,6 +269,19 @@ class Methods:
         if acct is not None:
             value = render.account(acct, cfg.get("encoding", "binary"), self.chain)
         return {"context": self._ctx(_commitment(cfg)), "value": value}
+
+    def get_multiple_accounts(self, params: list[Any]) -> dict[str, Any]:
+        if not params or not isinstance(params[0], list):
+            raise _invalid("Invalid params: expected an array of addresses")
+        if len(params[0]) > 100:
+            raise _invalid("Too many inputs provided; max 100")
+        cfg = _cfg(params, 1)
+        values = []
+        for i in range(len(params[0])):
+            acct = self.chain.account_at(_pubkey(params[0], i), _commitment(cfg))
+            encoding = cfg.get("encoding", "base64")
+            values.append(None if acct is None else render.account(acct, encoding, self.chain))
+        return {"context": self._ctx(_commitment(cfg)), "value": values}
 
     def get_balance(self, params: list[Any]) -> dict[str, Any]:
         key = _pubkey(params)

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +37,7 @@ class Faults:
     ws_refuse: bool = False  # refuse new websocket connections
     fail_after: int | None = None  # once this many requests were served, fail every request
     requests: int = 0  # counter, for tests that want to see traffic
+    calls: Counter[str] = field(default_factory=Counter)  # JSON-RPC calls by method
 
     def take(self, method: str | None) -> str | None:
         """The failure to apply to this request, if any."""
@@ -165,6 +167,7 @@ class Endpoint:
         if not isinstance(req, dict) or not isinstance(req.get("method"), str):
             return _error(None, -32600, "Invalid request")
         rid = req.get("id")
+        self.faults.calls[req["method"]] += 1
         if fault == "rpc_error":
             return _error(rid, -32005, "Node is behind by 42 slots", {"numSlotsBehind": 42})
         try:

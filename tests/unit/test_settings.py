@@ -121,6 +121,19 @@ def test_production_accepts_a_good_config(monkeypatch: pytest.MonkeyPatch) -> No
     assert s.solana.owner == OWNER
 
 
+def test_solana_token_accounts_are_validated(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("X402_SOLANA_PAYMENT_ADDRESS", OWNER)
+    extra = "Efc6bp3wVC2iQpewxRmKdZM8vzt9DCFFhL7EiHYNGunv"
+    monkeypatch.setenv("X402_SOLANA_TOKEN_ACCOUNTS", f" {extra}, {extra} ")
+    assert load_settings().solana.token_accounts == (extra,)
+    monkeypatch.setenv("X402_SOLANA_TOKEN_ACCOUNTS", f"{extra},not-a-key,{OWNER}")
+    with pytest.raises(errors.ConfigError) as info:
+        load_settings()
+    (bad, wallet) = info.value.problems
+    assert bad.startswith("X402_SOLANA_TOKEN_ACCOUNTS: 'not-a-key' is not a Solana public key")
+    assert "lists the wallet itself" in wallet
+
+
 def test_type_errors_name_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WATCHER_API_PORT", "eighty")
     monkeypatch.setenv("X402_BASE_CONFIRMATIONS", "0")

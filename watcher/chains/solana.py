@@ -5,8 +5,16 @@ our USDC token accounts in successful transactions). This module finds those
 transactions and moves them through the ledger:
 
 * **Watched accounts**: the owner's associated token account for the USDC
-  mint (derived, so payments that create it are seen) plus every token account
-  ``getTokenAccountsByOwner`` reports for owner + mint, refreshed periodically.
+  mint (derived, so payments that create it are seen), the accounts listed in
+  ``X402_SOLANA_TOKEN_ACCOUNTS``, and every account that already has credited
+  payments (so money that arrived elsewhere before is not dropped). Never
+  every account ``getTokenAccountsByOwner`` reports: anyone can create token
+  accounts owned by us, and the cost of a pass must not grow with them
+  (``watcher doctor`` lists the ones ignored). Accounts sync concurrently,
+  ``ACCOUNT_CONCURRENCY`` at a time.
+* **Ownership** (:mod:`solana_owners`): a balance counts only if the account
+  was ours when it moved; the owner after each account's cursor is kept in
+  ``solana_account_owners`` for answers whose balances do not name it.
 * **Discovery** (:mod:`solana_history`): ``getSignaturesForAddress`` per
   account at ``confirmed``, newest first, paginated with ``before`` down to
   ``until`` = the cursor, checked to join the cursor without a gap. The
@@ -34,15 +42,12 @@ import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from solders.pubkey import Pubkey
-from solders.token.associated import get_associated_token_address
 
 from watcher import db, errors, ledger, metrics, progress, rpc
-from watcher.chains import solana_history, solana_tx, solana_ws
+from watcher.chains import solana_accounts, solana_history, solana_tx, solana_ws
 from watcher.settings import Settings, SolanaChain
 
 if TYPE_CHECKING:
@@ -62,6 +67,20 @@ RETRIED: tuple[type[BaseException], ...] = (
 )
 PENDING_CACHE = 10_000  # confirmed-only transactions kept in memory between passes
 TX_CONFIG = {"encoding": "jsonParsed", "maxSupportedTransactionVersion": 0}
+ACCOUNT_CONCURRENCY = 4  # watched accounts synced at once (each: listing, then its batches)
+
+
+associated_token_account = solana_accounts.associated_token_account  # scripts/pay.py uses it
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """One listed signature as read: final or not, what it pays the account, owner after."""
+
+    entry: dict[str, Any]
+    final: bool
+    found: list[ledger.Transfer]
+    owner: str | None
 
 
 @dataclass
@@ -73,10 +92,6 @@ class PassStats:
     credited: int = 0
     orphaned: int = 0
     pending: int = 0  # confirmed, not yet finalized
-
-
-def associated_token_account(owner: str, mint: str) -> str:
-    return str(get_associated_token_address(Pubkey.from_string(owner), Pubkey.from_string(mint)))
 
 
 class SolanaFollower:
@@ -109,8 +124,9 @@ class SolanaFollower:
         self.batch_size = batch_size
         self.max_pages = max_pages
         self.credit_at = chain.commitment  # "finalized" unless the operator chose otherwise
-        self.ata = associated_token_account(self.owner, self.mint)
-        self.accounts: list[str] = [self.ata]
+        self.ata = solana_accounts.associated_token_account(self.owner, self.mint)
+        self.listed = tuple(a for a in chain.token_accounts if a != self.ata)
+        self.accounts: list[str] = [self.ata, *self.listed]
         self._accounts_at = -1e9
         self._wake = asyncio.Event()
         self._accounts_changed = asyncio.Event()
@@ -120,23 +136,15 @@ class SolanaFollower:
     # ---- accounts ---------------------------------------------------------------------
 
     async def refresh_accounts(self) -> list[str]:
-        """ATA + every token account of owner and mint the node knows."""
-        res = await self.rpc.request(
-            "getTokenAccountsByOwner",
-            [
-                self.owner,
-                {"mint": self.mint},
-                {"encoding": "jsonParsed", "commitment": "confirmed"},
-            ],
-        )
-        found = [self.ata]
-        for item in (res or {}).get("value") or []:
-            info = (((item.get("account") or {}).get("data") or {}).get("parsed") or {}).get(
-                "info"
-            ) or {}
-            ours = info.get("owner") == self.owner and info.get("mint") == self.mint
-            if ours and item["pubkey"] not in found:
-                found.append(str(item["pubkey"]))
+        """The watched set: ATA + operator-listed + accounts with credited history.
+
+        Never what ``getTokenAccountsByOwner`` returns: anyone can open token accounts
+        in our name, and following each would cost us a round trip per pass. One
+        ``getMultipleAccounts`` says which watched accounts are not (or no longer) our
+        USDC accounts today; they stay followed (their history is judged per transaction).
+        """
+        found = await solana_accounts.watched(self.pool, self.ata, self.listed)
+        await solana_accounts.check_today(self.rpc, found, self.owner, self.mint)
         if found != self.accounts:
             log.info("solana_accounts", accounts=found)
             self.accounts = found
@@ -144,22 +152,23 @@ class SolanaFollower:
         self._accounts_at = time.monotonic()
         return found
 
-    @property
-    def known_owners(self) -> dict[str, str]:
-        return {a: self.owner for a in self.accounts}
-
     # ---- one pass -------------------------------------------------------------------
 
     async def sync_once(self) -> PassStats:
-        """One pass: discovery on every watched account, then orphan detection."""
+        """One pass: discovery on every watched account (concurrently, bounded), then orphans."""
         stats = PassStats()
         if time.monotonic() - self._accounts_at >= self.accounts_refresh:
             await self.refresh_accounts()
         head = int(await self.rpc.request("getSlot", [{"commitment": "confirmed"}]))
         metrics.HEAD_BLOCK.labels(CHAIN).set(head)
         metrics.LAST_BLOCK_TIMESTAMP.labels(CHAIN).set(time.time())
-        for account in list(self.accounts):
-            await self._sync_account(account, head, stats)
+        bound = asyncio.Semaphore(ACCOUNT_CONCURRENCY)
+
+        async def one(account: str) -> None:
+            async with bound:
+                await self._sync_account(account, head, stats)
+
+        await solana_ws.gather_or_cancel([one(a) for a in self.accounts])
         await self._settle(stats)
         return stats
 
@@ -170,7 +179,10 @@ class SolanaFollower:
     async def _sync_account(self, account: str, head: int, stats: PassStats) -> None:
         async with self.pool.acquire() as conn:
             cursor = await ledger.get_cursor(conn, CHAIN, stream=account)
+            known = await conn.fetchrow(db.q("solana_get_account_owner"), account)
         until = cursor.hash if cursor else None
+        # Who owned the account after the cursor's transaction, as its history said.
+        owner = str(known["owner"]) if known is not None and known["owner"] else None
         listed = await solana_history.new_signatures(
             self.rpc, account, until, page_limit=self.page_limit, max_pages=self.max_pages
         )
@@ -195,11 +207,17 @@ class SolanaFollower:
                     self._pending.pop(e["signature"], None)
                 elif tx is not None and len(self._pending) < PENDING_CACHE:
                     self._pending[e["signature"]] = tx
-            views = [
+            views: list[View] = []
+            mn = self.min_units
+            for e, tx, f in zip(batch, txs, finals, strict=True):
                 # not readable at that commitment yet: not final, retried next pass
-                (e, tx, f and (tx is not None or e.get("err") is not None))
-                for e, tx, f in zip(batch, txs, finals, strict=True)
-            ]
+                final = f and (tx is not None or e.get("err") is not None)
+                found, owner = (
+                    solana_accounts.transfers(tx, account, owner, self.owner, self.mint, mn)
+                    if tx
+                    else ([], owner)
+                )
+                views.append(View(e, final, found, owner))
             advancing = await self._commit(account, views, head, advancing, stats)
 
     async def _fetch(self, entry: dict[str, Any], final: bool) -> solana_tx.TxView | None:
@@ -211,67 +229,41 @@ class SolanaFollower:
         )
         if answer is None:
             return None
-        return solana_tx.view(answer, self.known_owners)
-
-    def _transfers(self, tx: solana_tx.TxView) -> list[ledger.Transfer]:
-        out = []
-        for p in solana_tx.payments(tx, self.owner, self.mint):
-            below = p.amount < self.min_units
-            out.append(
-                ledger.Transfer(
-                    chain=CHAIN,
-                    tx_hash=p.signature,
-                    log_index=p.account_index,
-                    block_number=p.slot,
-                    block_hash=None,
-                    token=p.mint,
-                    to_address=p.owner,
-                    amount=p.amount,
-                    from_address=p.payer,
-                    block_time=datetime.fromtimestamp(p.block_time, UTC)
-                    if p.block_time is not None
-                    else None,
-                    token_account=p.token_account,
-                    memo=p.memo,
-                    reference_keys=p.references,
-                    state="below_minimum" if below else "observed",
-                    reason=f"{p.amount} base units is below the minimum {self.min_units}"
-                    if below
-                    else None,
-                )
-            )
-        return out
+        return solana_tx.view(answer)
 
     async def _commit(
         self,
         account: str,
-        views: Sequence[tuple[dict[str, Any], solana_tx.TxView | None, bool]],
+        views: Sequence[View],
         head: int,
         advancing: bool,
         stats: PassStats,
     ) -> bool:
-        """One DB transaction: record, credit what is final, move the cursor."""
+        """One DB transaction: record, credit what is final, move the cursor (and owner)."""
         transfers: list[ledger.Transfer] = []
         final_payments: dict[tuple[str, int], tuple[str | None, int]] = {}
         final_sigs: list[str] = []
-        new_cursor: tuple[int, str] | None = None
-        for entry, tx, final in views:
-            found = self._transfers(tx) if tx is not None else []
-            transfers += found
-            if final:
-                final_sigs.append(entry["signature"])
-                for t in found:
-                    final_payments[(t.tx_hash, t.log_index)] = (t.token_account, t.amount)
+        new_cursor: View | None = None
+        for v in views:
+            advancing = advancing and v.final
+            if advancing:
+                new_cursor = v
+            # A "not ours" verdict is recorded only where the owner walk is exact (the
+            # contiguous finalized prefix): elsewhere it is judged again when final.
+            transfers += [t for t in v.found if t.state != "not_ours" or advancing]
+            if v.final:
+                final_sigs.append(v.entry["signature"])
+                for t in v.found:
+                    if t.state == "observed":
+                        final_payments[(t.tx_hash, t.log_index)] = (t.token_account, t.amount)
             else:
                 stats.pending += 1
-            advancing = advancing and final
-            if advancing:
-                new_cursor = (int(entry["slot"]), str(entry["signature"]))
         if not transfers and not final_sigs and new_cursor is None:
             return advancing
         async with self.pool.acquire() as conn, conn.transaction():
             stats.observed += len(await ledger.record(conn, transfers))
             rows = await conn.fetch(db.q("solana_open_rows_for"), final_sigs) if final_sigs else []
+            rows = [r for r in rows if r["token_account"] == account]  # others: their own pass
             good = []
             for r in rows:
                 now_pays = final_payments.get((r["tx_hash"], r["log_index"]))
@@ -287,8 +279,10 @@ class SolanaFollower:
             credited = await ledger.credit(conn, good)
             stats.credited += len(credited)
             if new_cursor is not None:
-                await ledger.set_cursor(
-                    conn, CHAIN, new_cursor[0], new_cursor[1], stream=account, head=head
+                slot, sig = int(new_cursor.entry["slot"]), str(new_cursor.entry["signature"])
+                await ledger.set_cursor(conn, CHAIN, slot, sig, stream=account, head=head)
+                await conn.execute(
+                    db.q("solana_set_account_owner"), account, new_cursor.owner, slot, sig
                 )
         now = time.monotonic()
         credited_ids = {c["id"] for c in credited}
@@ -298,8 +292,8 @@ class SolanaFollower:
             if seen is not None and sig in credited_sigs:
                 metrics.CREDIT_DELAY.labels(CHAIN).observe(now - seen)
         if new_cursor is not None:
-            metrics.CURSOR_BLOCK.labels(CHAIN).set(new_cursor[0])
-            metrics.LAG_BLOCKS.labels(CHAIN).set(max(0, head - new_cursor[0]))
+            metrics.CURSOR_BLOCK.labels(CHAIN).set(int(new_cursor.entry["slot"]))
+            metrics.LAG_BLOCKS.labels(CHAIN).set(max(0, head - int(new_cursor.entry["slot"])))
         return advancing
 
     async def _settle(self, stats: PassStats, limit: int = 256) -> None:

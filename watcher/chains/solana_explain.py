@@ -12,11 +12,15 @@ JSON-RPC envelope) and returns the same JSON shape as the EVM explain::
 
 Verdicts, checked in this order: ``failed_tx`` (``meta.err`` set; the
 transfers shown are the instructions that did not happen), ``wrong_token``
-(another mint), ``not_ours`` (the receiving account's owner is not the
-receiver), ``zero_value``, ``below_minimum``, ``credit``. Amounts are balance
-deltas, the same rule the follower applies. With ``DATABASE_URL`` set, each
-transfer also gets the ledger's ``state`` (``not_recorded`` when absent), as
-the EVM explain does.
+(another mint), ``not_ours`` (the account was not the receiver's when its
+balance moved, or changed hands in this very transaction),
+``owner_unknown`` (an old answer whose balances name no owner: only the
+account's history tells, which the follower walks and explain does not; the
+ledger state and reason say what the follower decided), ``zero_value``,
+``below_minimum``, ``credit``. Amounts are balance deltas, the same rule the
+follower applies; the owner is never taken from today's state of the account.
+With ``DATABASE_URL`` set, each transfer also gets the ledger's ``state``
+(``not_recorded`` when absent) and ``reason``, as the EVM explain does.
 """
 
 from __future__ import annotations
@@ -24,14 +28,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
 from watcher import db
-from watcher.chains import solana_tx
+from watcher.chains import solana_owners, solana_tx
 from watcher.settings import Settings, is_solana_pubkey
 
 
@@ -48,13 +52,21 @@ def _row(
     }
 
 
-def _verdict(
-    token: str, owner: str | None, amount: int, receivers: Collection[str], want: str, mn: int
-) -> str:
+def _ownership(tx: solana_tx.TxView, c: solana_tx.BalanceChange, receivers: Collection[str]) -> str:
+    """``ours``, ``not_ours`` or ``owner_unknown`` for a change, from the transaction alone."""
+    if c.delta <= 0:
+        return "ours" if c.owner in receivers else "not_ours"  # nothing to credit either way
+    if any(solana_owners.judge(tx, c, r, None).ours for r in receivers):
+        return "ours"
+    handover = any(e.account == c.account and e.kind == "set_owner" for e in tx.owner_events)
+    return "owner_unknown" if c.owner is None and not handover else "not_ours"
+
+
+def _verdict(token: str, ownership: str, amount: int, want: str, mn: int) -> str:
     if token != want:
         return "wrong_token"
-    if owner not in receivers:
-        return "not_ours"
+    if ownership != "ours":
+        return ownership
     if amount <= 0:
         return "zero_value"
     if amount < mn:
@@ -88,7 +100,7 @@ def explain_one(
         if c.delta <= 0:
             continue
         listed.add(c.account)
-        verdict = _verdict(c.mint, c.owner, c.delta, receivers, token, min_units)
+        verdict = _verdict(c.mint, _ownership(tx, c, receivers), c.delta, token, min_units)
         rows.append(_row(c.account_index, c.mint, tx.payer_for(c.mint), c.owner, c.delta, verdict))
     for t in tx.transfers:  # zero-value transfers move nothing but are worth showing
         dest = by_account.get(t.destination)
@@ -104,12 +116,9 @@ def explain(
     receivers: Collection[str],
     token: str,
     min_units: int,
-    known_owners: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The explain document for getTransaction answers (bare or enveloped)."""
-    txs = [
-        explain_one(solana_tx.view(a, known_owners), receivers, token, min_units) for a in answers
-    ]
+    txs = [explain_one(solana_tx.view(a), receivers, token, min_units) for a in answers]
     total = sum(int(t["amount"]) for tx in txs for t in tx["transfers"] if t["verdict"] == "credit")
     return {"chain": "solana", "transactions": txs, "credit_total": str(total)}
 
@@ -137,26 +146,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
-async def _fetch(
-    settings: Settings, signature: str, receivers: Sequence[str], token: str
-) -> tuple[Any, dict[str, str]]:
-    """The transaction (at confirmed) and the receivers' token accounts for ``token``."""
+async def _fetch(settings: Settings, signature: str) -> Any:
+    """The transaction at confirmed (its owners come from itself, never from today's state)."""
     from watcher.chains import solana
 
     client = solana.rpc_pool(settings.solana)
     try:
-        owners: dict[str, str] = {}
-        for receiver in receivers:
-            res = await client.request(
-                "getTokenAccountsByOwner",
-                [receiver, {"mint": token}, {"encoding": "jsonParsed", "commitment": "confirmed"}],
-            )
-            for item in (res or {}).get("value") or []:
-                owners[str(item["pubkey"])] = receiver
-        answer = await client.request(
+        return await client.request(
             "getTransaction", [signature, {**solana.TX_CONFIG, "commitment": "confirmed"}]
         )
-        return answer, owners
     finally:
         await client.aclose()
 
@@ -180,9 +178,6 @@ async def explain_solana(args: argparse.Namespace, settings: Settings) -> tuple[
         return f"watcher explain: --token {token!r} is not a Solana public key", 2
     if not args.tx and not args.from_file:
         return "watcher explain: give a SIGNATURE or --from-file PATH", 2
-    from watcher.chains import solana
-
-    owners = {solana.associated_token_account(r, token): r for r in receivers}
     answers: list[Any] = []
     try:
         if args.from_file:
@@ -195,17 +190,12 @@ async def explain_solana(args: argparse.Namespace, settings: Settings) -> tuple[
         elif args.tx:
             if not settings.solana.rpc_urls:
                 return "watcher explain: set X402_SOLANA_RPC_URL to fetch a signature", 2
-            answer, more = await _fetch(settings, args.tx, receivers, token)
+            answer = await _fetch(settings, args.tx)
             if answer is None:
                 return f"watcher explain: {args.tx}: unknown to the node (at confirmed)", 1
             answers.append(answer)
-            owners.update(more)
         doc = explain(
-            answers,
-            receivers=receivers,
-            token=token,
-            min_units=settings.min_payment_units,
-            known_owners=owners,
+            answers, receivers=receivers, token=token, min_units=settings.min_payment_units
         )
     except (OSError, ValueError) as exc:  # MalformedTransaction and JSON errors are ValueErrors
         return f"watcher explain: {exc}", 2
@@ -232,6 +222,8 @@ async def annotate_from_db(doc: dict[str, Any], dsn: str) -> str | None:
             for t in tx["transfers"]:
                 row = rows.get(t["log_index"])
                 t["state"] = "not_recorded" if row is None else row["state"]
+                if row is not None and row["reason"]:
+                    t["reason"] = row["reason"]
     finally:
         await conn.close()
     return None
@@ -253,5 +245,7 @@ def render_text(doc: dict[str, Any]) -> str:
                 f"{t['token']}  {t['from']} -> {t['to']}"
                 + (f"  [{t['state']}]" if "state" in t else "")
             )
+            if "reason" in t:
+                lines.append(f"       {t['reason']}")
     lines.append(f"credit total: {doc['credit_total']} base units")
     return "\n".join(lines)

@@ -10,16 +10,17 @@ routes USDC in and out of the same account).
 
 Pure functions, no I/O: the follower, ``watcher explain`` and the unit tests
 share them. Works on ``jsonParsed`` and ``json`` encodings, legacy and v0
-transactions, and old answers whose token balances carry no ``owner`` (the
-caller passes the owners it knows, e.g. from ``getTokenAccountsByOwner``).
+transactions, and old answers whose token balances carry no ``owner``: such an
+owner stays unknown here (today's owner says nothing about a past transaction);
+:mod:`solana_owners` decides from the account's history who owned it then.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from watcher.chains import solana_owners
 from watcher.settings import b58decode
 
 TOKEN_PROGRAMS = frozenset(
@@ -43,9 +44,17 @@ class BalanceChange:
     account_index: int
     account: str
     mint: str
-    owner: str | None
+    pre_owner: str | None  # None: not a token account before, or the answer does not say
+    post_owner: str | None
     pre: int
     post: int
+    in_pre: bool = True  # a token account before the transaction (else created in it)
+    in_post: bool = True  # still one after (else closed in it)
+
+    @property
+    def owner(self) -> str | None:
+        """The owner the answer shows (after, else before); None in the old format."""
+        return self.post_owner or self.pre_owner
 
     @property
     def delta(self) -> int:
@@ -78,6 +87,10 @@ class TxView:
     transfers: tuple[TransferIx, ...]
     memo: str | None
     signers: frozenset[str] = field(default_factory=frozenset)
+    owner_events: tuple[solana_owners.OwnerEvent, ...] = ()
+
+    def change_of(self, account: str) -> BalanceChange | None:
+        return next((c for c in self.changes if c.account == account), None)
 
     def payer_for(self, mint: str) -> str | None:
         """The owner whose balance of ``mint`` went down the most (None if none did)."""
@@ -146,14 +159,11 @@ def _keys(result: dict[str, Any]) -> tuple[list[str], set[str]]:
     return keys, signers
 
 
-def _balances(
-    entries: Any, keys: list[str], known_owners: Mapping[str, str]
-) -> dict[int, tuple[str, str | None, int]]:
+def _balances(entries: Any, keys: list[str]) -> dict[int, tuple[str, str | None, int]]:
     out: dict[int, tuple[str, str | None, int]] = {}
     for e in entries or []:
         idx = int(e["accountIndex"])
-        account = keys[idx] if idx < len(keys) else ""
-        owner = e.get("owner") or known_owners.get(account)
+        owner = e.get("owner")  # absent in old answers: unknown, never guessed
         out[idx] = (
             str(e["mint"]),
             str(owner) if owner else None,
@@ -162,35 +172,41 @@ def _balances(
     return out
 
 
-def balance_changes(
-    result: dict[str, Any], known_owners: Mapping[str, str] | None = None
-) -> list[BalanceChange]:
+def balance_changes(result: dict[str, Any]) -> list[BalanceChange]:
     """Per token account: pre and post balance (0 when created or closed in the transaction)."""
     keys, _ = _keys(result)
-    owners = known_owners or {}
-    pre = _balances(result["meta"].get("preTokenBalances"), keys, owners)
-    post = _balances(result["meta"].get("postTokenBalances"), keys, owners)
+    pre = _balances(result["meta"].get("preTokenBalances"), keys)
+    post = _balances(result["meta"].get("postTokenBalances"), keys)
     out = []
     for idx in sorted(set(pre) | set(post)):
-        mint, owner, _ = post.get(idx) or pre[idx]
-        owner = owner or (pre.get(idx) or (mint, None, 0))[1]
+        mint = (post.get(idx) or pre[idx])[0]
         out.append(
             BalanceChange(
                 account_index=idx,
                 account=keys[idx] if idx < len(keys) else "",
                 mint=mint,
-                owner=owner,
+                pre_owner=pre[idx][1] if idx in pre else None,
+                post_owner=post[idx][1] if idx in post else None,
                 pre=pre[idx][2] if idx in pre else 0,
                 post=post[idx][2] if idx in post else 0,
+                in_pre=idx in pre,
+                in_post=idx in post,
             )
         )
     return out
 
 
 def _instructions(result: dict[str, Any]) -> list[dict[str, Any]]:
-    out = list(result["transaction"]["message"].get("instructions") or [])
+    """Outer instructions, each followed by its inner ones: the order they executed in."""
+    inner: dict[int, list[dict[str, Any]]] = {}
     for group in result["meta"].get("innerInstructions") or []:
-        out.extend(group.get("instructions") or [])
+        inner.setdefault(int(group.get("index", 0)), []).extend(group.get("instructions") or [])
+    out: list[dict[str, Any]] = []
+    for i, ix in enumerate(result["transaction"]["message"].get("instructions") or []):
+        out.append(ix)
+        out.extend(inner.pop(i, []))
+    for rest in inner.values():  # an index past the outer list: keep it, order unknown
+        out.extend(rest)
     return out
 
 
@@ -251,7 +267,7 @@ def _memo(ix: dict[str, Any], keys: list[str]) -> str | None:
         return None
 
 
-def view(answer: Any, known_owners: Mapping[str, str] | None = None) -> TxView:
+def view(answer: Any) -> TxView:
     """Read a getTransaction answer (bare or enveloped) into a :class:`TxView`."""
     result = unwrap(answer)
     try:
@@ -268,34 +284,44 @@ def view(answer: Any, known_owners: Mapping[str, str] | None = None) -> TxView:
             failed=err is not None,
             error=err,
             account_keys=tuple(keys),
-            changes=tuple(balance_changes(result, known_owners)),
+            changes=tuple(balance_changes(result)),
             transfers=transfers,
             memo="; ".join(memos) if memos else None,
             signers=frozenset(signers),
+            owner_events=tuple(
+                e for ix in ixs if (e := solana_owners.owner_event(ix, keys)) is not None
+            ),
         )
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise MalformedTransaction(f"unreadable getTransaction result: {exc!r}") from exc
 
 
-def payments(tx: TxView, owner: str, mint: str) -> list[Payment]:
-    """The payments to ``owner`` in ``mint`` (empty for a failed transaction)."""
-    if tx.failed:
-        return []
-    payer = tx.payer_for(mint)
+def payments(tx: TxView, owner: str, mint: str, before: str | None = None) -> list[Payment]:
+    """The payments to ``owner`` in ``mint`` (empty for a failed transaction).
+
+    A balance counts only if the account was ``owner``'s when it moved
+    (:func:`solana_owners.judge`); ``before`` is who owned the accounts before the
+    transaction as far as their history says (None: unknown).
+    """
     return [
-        Payment(
-            signature=tx.signature,
-            slot=tx.slot,
-            block_time=tx.block_time,
-            account_index=c.account_index,
-            token_account=c.account,
-            mint=c.mint,
-            owner=owner,
-            payer=payer,
-            amount=c.delta,
-            memo=tx.memo,
-            references=tx.references_for(c.account),
-        )
+        payment(tx, c, owner)
         for c in tx.changes
-        if c.mint == mint and c.owner == owner and c.delta > 0
+        if c.mint == mint and c.delta > 0 and solana_owners.judge(tx, c, owner, before).ours
     ]
+
+
+def payment(tx: TxView, c: BalanceChange, owner: str) -> Payment:
+    """The increase of ``c`` as a payment to ``owner`` (the caller judged it ours)."""
+    return Payment(
+        signature=tx.signature,
+        slot=tx.slot,
+        block_time=tx.block_time,
+        account_index=c.account_index,
+        token_account=c.account,
+        mint=c.mint,
+        owner=owner,
+        payer=tx.payer_for(c.mint),
+        amount=c.delta,
+        memo=tx.memo,
+        references=tx.references_for(c.account),
+    )

@@ -20,7 +20,7 @@ from collections.abc import Awaitable
 import httpx
 from pydantic import ValidationError
 
-from watcher.doctor import config, probes, report, stripe_probe
+from watcher.doctor import config, probes, report, solana_accounts, stripe_probe
 from watcher.doctor.report import Check
 from watcher.settings import Settings, redact_url
 
@@ -75,6 +75,10 @@ async def examine(
         add("stripe", "Stripe API", stripe_probe.stripe_rows(settings, seconds, stripe_api_base))
     for found in await asyncio.gather(*pending):
         rows += found
+    if sol.rpc_urls and sol.owner:
+        # After the others: it may open the embedded database the database probe used.
+        probe = solana_accounts.token_account_rows(settings, seconds, transport)
+        rows += await probes.guarded("contracts", "solana token accounts", probe, 6 * seconds)
     return rows
 
 
