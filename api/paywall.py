@@ -39,7 +39,7 @@ import structlog
 from fastapi import APIRouter, Depends, Header, Request, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api import chains, entitlements, idempotency, x402_settle, x402_standard, x402_svm
+from api import chains, entitlements, idempotency, text, x402_settle, x402_standard, x402_svm
 from api.errors import DB_ERRORS, ERROR_SCHEMA, ApiError, responses, service_unavailable
 from watcher import db, metrics
 from watcher.settings import Settings
@@ -285,6 +285,15 @@ def paid(cost: int = 1) -> Any:
         ] = None,
         x_payment: Annotated[str | None, Header(alias=x402_standard.X_PAYMENT)] = None,
     ) -> Charge:
+        # The path is stored with an x402 settlement (its resource URL): a %00 in a path
+        # parameter is a 400 here, before any query or payment, not a database error.
+        if text.problem(request.url.path) is not None:
+            raise ApiError(
+                400,
+                "invalid_path",
+                "the path contains a NUL character",
+                "remove the %00 from the path",
+            )
         if payment_signature or x_payment:  # a standard x402 client paying this call
             return await _pay_x402(request, response, cost, payment_signature, x_payment)
         # The one decision: a payment token if sent, else a subscriber key, else 402.
