@@ -332,18 +332,23 @@ class RefundOn5xx:
             await self.app(scope, receive, send)
             return
         state: dict[str, Any] = scope.setdefault("state", {})
-        status = 0
+        status, delivered = 0, False
 
         async def watch(message: Message) -> None:
-            nonlocal status
+            nonlocal status, delivered
             if message["type"] == "http.response.start":
                 status = message["status"]
             await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                delivered = True
 
         try:
             await self.app(scope, receive, watch)
         except Exception:
-            await self._refund(scope, state, 500)
+            # A failure after the whole answer went out (a background task) refunds
+            # nothing: the client was served, and a refund would make the call free.
+            if not delivered or status >= 500:
+                await self._refund(scope, state, 500)
             raise
         if status >= 500:
             await self._refund(scope, state, status)

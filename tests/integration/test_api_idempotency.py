@@ -11,6 +11,7 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.background import BackgroundTask
 
 from api import paywall
 from tests.api_support import ADMIN_KEY, app_for, buy_token, serve
@@ -72,6 +73,15 @@ def add_routes(app: FastAPI, rig: Rig) -> None:
                 yield f"chunk {n}\n".encode()
 
         return StreamingResponse(chunks(), media_type="text/plain")
+
+    @app.get("/after")
+    async def after(charge: Paid) -> JSONResponse:
+        rig.runs.append("after")
+
+        def fails_later() -> None:
+            raise RuntimeError("a background task failing after the answer went out")
+
+        return JSONResponse({"run": len(rig.runs)}, background=BackgroundTask(fails_later))
 
     @app.get("/large")
     async def large(charge: Paid) -> JSONResponse:
@@ -237,3 +247,15 @@ async def test_cleanup_drops_the_answers_of_expired_keys(rig: Rig) -> None:
         "SELECT idempotency_key, response_body IS NOT NULL AS kept FROM token_usage ORDER BY id"
     )
     assert [(r["idempotency_key"], r["kept"]) for r in rows] == [(None, False), ("new", True)]
+
+
+async def test_a_failure_after_the_answer_went_out_refunds_nothing(rig: Rig) -> None:
+    # The server drops the connection after such a failure: no keep-alive for this one.
+    headers = {**rig.headers("order-12"), "connection": "close"}
+    served = await rig.http.get("/after", headers=headers)
+    assert served.status_code == 200 and served.json() == {"run": 1}
+    assert await rig.remaining() == 9  # served in full: charged
+    replay = await rig.http.get("/after", headers=headers)
+    assert replay.headers["idempotent-replayed"] == "true" and replay.json() == {"run": 1}
+    assert rig.runs == ["after"]
+    assert await rig.pool.fetchval("SELECT count(*) FROM token_usage WHERE refunded") == 0
