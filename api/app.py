@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from api import errors, paywall
+from api import errors, idempotency, paywall
 from api.routes import admin, health, x402
 from api.routes import stripe as stripe_routes
 from watcher import __version__, db
@@ -26,6 +26,8 @@ def create_app(settings: Settings, pool: db.Pool) -> FastAPI:
     app.include_router(paywall.router)
     if stripe_routes.enabled(settings):  # the card rail is off until Stripe is configured
         app.include_router(stripe_routes.router)
+    app.add_middleware(idempotency.StoreAnswers)
     app.add_middleware(paywall.RefundOn5xx)
+    app.add_exception_handler(idempotency.Replay, idempotency.replay_handler)
     errors.install(app)
     return app

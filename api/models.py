@@ -1,4 +1,7 @@
-"""Request bodies of the x402 routes: strict, bounded, documented in OpenAPI."""
+"""Request bodies of the x402 routes: strict, bounded, documented in OpenAPI.
+
+Every string field is :data:`api.text.SafeStr`: a NUL or a lone surrogate is a 422
+naming the field, never a database error (503) on the way to SQL."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from api.chains import ChainParam
+from api.text import SafeStr
 
 _STRICT = ConfigDict(extra="forbid")
 
@@ -36,7 +40,7 @@ class VerifyRequest(BaseModel):
     model_config = _STRICT
 
     chain: ChainParam
-    tx_hash: str = Field(
+    tx_hash: SafeStr = Field(
         min_length=1,
         max_length=200,
         description="EVM: 0x + 64 hex digits (any case); Solana: the signature",
@@ -49,10 +53,10 @@ class ClaimRequest(BaseModel):
     model_config = _STRICT
 
     invoice_id: UUID | None = None
-    claim_secret: str | None = Field(default=None, min_length=1, max_length=200)
+    claim_secret: SafeStr | None = Field(default=None, min_length=1, max_length=200)
     chain: ChainParam | None = None
-    tx_hash: str | None = Field(default=None, min_length=1, max_length=200)
-    signature: str | None = Field(
+    tx_hash: SafeStr | None = Field(default=None, min_length=1, max_length=200)
+    signature: SafeStr | None = Field(
         default=None,
         min_length=1,
         max_length=4096,
@@ -85,7 +89,7 @@ class MarkRequest(BaseModel):
     model_config = _STRICT
 
     action: Literal["settle", "invalidate"]
-    reason: str = Field(min_length=1, max_length=500)
+    reason: SafeStr = Field(min_length=1, max_length=500)
 
 
 # ---- responses (documented in OpenAPI; routes return dicts validated against these) ------
@@ -126,7 +130,7 @@ class Invoice(BaseModel):
     expires_at: datetime
     late_payments_until: datetime
     status: str | None = Field(default=None, description="open|paid|credited|expired|claimed")
-    claim_secret: str | None = Field(default=None, description="only when created; shown once")
+    claim_secret: SafeStr | None = Field(default=None, description="only when created; shown once")
     reference: str | None = None
     solana_pay_url: str | None = None
     commitment: str | None = None

@@ -3,11 +3,13 @@
 * The token travels in ``x-payment-token``; the server knows only its SHA-256.
 * One statement decrements ``remaining`` only when enough is left and the
   token is alive, and records the usage row: concurrent calls never overdraw.
-* ``Idempotency-Key``: a retry of a call already charged under that key is
-  served free (a racing twin with the same key is caught by the unique index
-  and rolled back, never charged twice).
+* ``Idempotency-Key`` (``api/idempotency.py``): a retry of the same request
+  gets the stored answer without running the handler; another request under
+  the key is 422, one still running 409. A retry is safe, never free.
 * :class:`RefundOn5xx` (ASGI middleware) gives the unit back when the handler
   raises or answers 5xx; the key is released so a retry is charged normally.
+* A route's price (``paid(cost)``) is its price on every rail: token units,
+  subscriber quota, and the amount the x402 offers ask and verify.
 * Standard x402 clients: every 402 also carries the v2 ``PAYMENT-REQUIRED``
   header; a ``PAYMENT-SIGNATURE`` / ``X-PAYMENT`` header is verified and
   settled once before the call is served (``api/x402_standard.py``,
@@ -37,7 +39,7 @@ import structlog
 from fastapi import APIRouter, Depends, Header, Request, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api import chains, entitlements, x402_settle, x402_standard, x402_svm
+from api import chains, entitlements, idempotency, text, x402_settle, x402_standard, x402_svm
 from api.errors import DB_ERRORS, ERROR_SCHEMA, ApiError, responses, service_unavailable
 from watcher import db, metrics
 from watcher.settings import Settings
@@ -46,7 +48,6 @@ log = structlog.get_logger(__name__)
 
 TOKEN_HEADER = "x-payment-token"
 MAX_TOKEN_CHARS = 128
-MAX_IDEMPOTENCY_KEY_CHARS = 255
 DB_TIMEOUT_SECONDS = 5.0
 PAYMENT_TIMEOUT_SECONDS = 600  # maxTimeoutSeconds in the x402 body
 _CHARGE_KEY = "x402_charge"
@@ -73,8 +74,7 @@ class Charge:
     token_id: int
     remaining: int
     expires_at: datetime
-    usage_id: int | None  # None for a free replay (and for subscriber calls)
-    replayed: bool
+    usage_id: int | None  # None for subscriber and x402 calls
     via: str = "x402"  # or "subscription": token_id is then the subscriber key's id
     tier: str | None = None
 
@@ -91,10 +91,13 @@ def route_template(request: Request) -> str:
     return path if isinstance(path, str) else request.url.path
 
 
-def payment_required_body(request: Request, error: str, message: str) -> dict[str, Any]:
-    """The x402 v1 ``accepts`` list for this resource, plus how to buy a token here."""
+def payment_required_body(
+    request: Request, error: str, message: str, cost: int = 1
+) -> dict[str, Any]:
+    """The x402 v1 ``accepts`` list for this resource (``cost`` calls' price), plus how to
+    buy a token here."""
     settings: Settings = request.app.state.settings
-    price = settings.price_per_call_units
+    price = settings.price_per_call_units * cost
     # Our fee payer only where a v1 client can pay with it: a network with a v1 name.
     fee_payer = x402_standard.solana_fee_payer(settings)
     if x402_standard.solana_v1_network(settings) is None:
@@ -108,7 +111,7 @@ def payment_required_body(request: Request, error: str, message: str) -> dict[st
             else x402_standard.solana_v1_network(settings) or "solana",
             "maxAmountRequired": str(price),
             "resource": str(request.url),
-            "description": f"one call to {request.url.path} (${settings.x402_price_per_call})",
+            "description": x402_standard.describe(request, settings, cost),
             "mimeType": "application/json",
             "payTo": c.pay_to_display,
             "maxTimeoutSeconds": PAYMENT_TIMEOUT_SECONDS,
@@ -134,24 +137,27 @@ def payment_required_body(request: Request, error: str, message: str) -> dict[st
     }
 
 
-async def _payment_required(request: Request, error: str, message: str) -> ApiError:
+async def _payment_required(request: Request, error: str, message: str, cost: int) -> ApiError:
     metrics.PAYMENT_REQUIRED.labels(route_template(request)).inc()
     metrics.METERED_CALLS.labels("refused").inc()
-    body = payment_required_body(request, error, message)
+    body = payment_required_body(request, error, message, cost)
     body.update(await _ways_to_pay(request))
-    v2 = x402_standard.payment_required_header(request, error)  # x402 v2 clients read this
+    v2 = x402_standard.payment_required_header(request, error, cost)  # x402 v2 clients read this
     headers = {x402_standard.PAYMENT_REQUIRED: v2} if v2 else {}
     return ApiError(
         402, body.pop("error"), body.pop("message"), body.pop("fix"), headers=headers, **body
     )
 
 
-async def _pay_x402(request: Request, response: Response, v2: str | None, v1: str | None) -> Charge:
-    """A standard x402 payment header: verify, settle, then serve once (api/x402_settle.py)."""
+async def _pay_x402(
+    request: Request, response: Response, cost: int, v2: str | None, v1: str | None
+) -> Charge:
+    """A standard x402 payment header for ``cost`` calls' price: verify, settle, then
+    serve once (api/x402_settle.py)."""
     version, header = (2, v2) if v2 else (1, v1 or "")
     settings: Settings = request.app.state.settings
     try:
-        matched = x402_standard.match(request, header, version)
+        matched = x402_standard.match(request, header, version, cost)
         via = "x402-exact" if matched.offer.chain.name != "solana" else "x402-exact-solana"
         if via == "x402-exact-solana":
             settled = await x402_svm.settle(request, x402_svm.verify(settings, matched))
@@ -159,7 +165,7 @@ async def _pay_x402(request: Request, response: Response, v2: str | None, v1: st
             verified = x402_standard.verify(request, matched)
             settled = await x402_settle.settle_payment(request, verified)
     except x402_standard.Refused as exc:
-        refusal = await _payment_required(request, exc.reason, exc.message)
+        refusal = await _payment_required(request, exc.reason, exc.message, cost)
         refusal.headers.update(exc.headers)
         raise refusal from exc
     response.headers.update(settled.headers)
@@ -169,7 +175,6 @@ async def _pay_x402(request: Request, response: Response, v2: str | None, v1: st
         remaining=0,
         expires_at=datetime.now(UTC),
         usage_id=None,
-        replayed=False,
         via=via,  # token_id is then the x402_authorizations or x402_solana_settlements id
     )
 
@@ -205,7 +210,6 @@ async def _meter_subscriber(request: Request, key: str, cost: int) -> Charge:
             remaining=check.remaining or 0,
             expires_at=check.period_end or datetime.now(UTC),
             usage_id=None,
-            replayed=False,
             via="subscription",
             tier=check.tier,
         )
@@ -218,7 +222,7 @@ async def _meter_subscriber(request: Request, key: str, cost: int) -> Charge:
             "wait for the next minute or upgrade the tier",
             headers={"Retry-After": str(60 - datetime.now(UTC).second)},
         )
-    raise await _payment_required(request, f"subscription_{check.reason}", check.detail)
+    raise await _payment_required(request, f"subscription_{check.reason}", check.detail, cost)
 
 
 async def _why_refused(pool: db.Pool, digest: bytes, cost: int) -> tuple[str, str]:
@@ -232,7 +236,7 @@ async def _why_refused(pool: db.Pool, digest: bytes, cost: int) -> tuple[str, st
     return "token_exhausted", f"this payment token has {row['remaining']} calls left; needs {cost}"
 
 
-def _charge_from(row: asyncpg.Record | None, *, replayed: bool) -> Charge | None:
+def _charge_from(row: asyncpg.Record | None) -> Charge | None:
     if row is None:
         return None
     return Charge(
@@ -240,58 +244,38 @@ def _charge_from(row: asyncpg.Record | None, *, replayed: bool) -> Charge | None
         remaining=row["remaining"],
         expires_at=row["expires_at"],
         usage_id=row["usage_id"],
-        replayed=replayed,
     )
 
 
-class _TwinWon(Exception):
-    """A concurrent call with the same Idempotency-Key was charged first."""
-
-
 async def _charge(
-    pool: db.Pool, digest: bytes, cost: int, endpoint: str, key: str | None
+    pool: db.Pool,
+    digest: bytes,
+    cost: int,
+    endpoint: str,
+    keyed: tuple[str, bytes] | None,
 ) -> Charge | None:
-    if key is None:
-        row = await pool.fetchrow(db.q("api_meter"), digest, cost, endpoint)
-        return _charge_from(row, replayed=False)
-    replay = await pool.fetchrow(db.q("api_meter_replay"), digest, key)
-    if replay is not None:
-        return _replayed(replay, endpoint)
-    try:
-        async with pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(db.q("api_meter_keyed"), digest, cost, endpoint, key)
-            if row is not None and row["usage_id"] is None:
-                raise _TwinWon  # roll our decrement back: the twin's charge covers this call
-            return _charge_from(row, replayed=False)
-    except _TwinWon:
-        replay = await pool.fetchrow(db.q("api_meter_replay"), digest, key)
-        return None if replay is None else _replayed(replay, endpoint)
-
-
-def _replayed(row: asyncpg.Record, endpoint: str) -> Charge | None:
-    if row["endpoint"] != endpoint:  # a key buys a retry of the same call, not another route
-        raise ApiError(
-            422,
-            "idempotency_key_reused",
-            f"this Idempotency-Key was already used for {row['endpoint']}",
-            "use a fresh Idempotency-Key for every distinct call",
-        )
-    return _charge_from(row, replayed=True)
+    if keyed is None:
+        return _charge_from(await pool.fetchrow(db.q("api_meter"), digest, cost, endpoint))
+    key, request_hash = keyed
+    async with pool.acquire() as conn:
+        row = await idempotency.charge(conn, digest, cost, endpoint, key, request_hash)
+    return _charge_from(row)
 
 
 async def _meter(request: Request, token: str, cost: int, key: str | None) -> Charge:
     pool: db.Pool = request.app.state.pool
     digest = token_hash(token)
+    keyed = None if key is None else (key, await idempotency.fingerprint(request))
     try:
         async with asyncio.timeout(DB_TIMEOUT_SECONDS):
-            charge = await _charge(pool, digest, cost, route_template(request), key)
+            charge = await _charge(pool, digest, cost, route_template(request), keyed)
             if charge is not None:
                 return charge
             error, message = await _why_refused(pool, digest, cost)
     except DB_ERRORS as exc:
         log.warning("paywall_db_error", error=repr(exc))
         raise service_unavailable("metering") from exc
-    raise await _payment_required(request, error, message)
+    raise await _payment_required(request, error, message, cost)
 
 
 def paid(cost: int = 1) -> Any:
@@ -301,31 +285,44 @@ def paid(cost: int = 1) -> Any:
         request: Request,
         response: Response,
         x_payment_token: Annotated[str | None, Header(alias=TOKEN_HEADER)] = None,
-        idempotency_key: Annotated[
-            str | None, Header(alias="Idempotency-Key", max_length=MAX_IDEMPOTENCY_KEY_CHARS)
-        ] = None,
+        idempotency_key: Annotated[str | None, Header(alias=idempotency.HEADER)] = None,
         authorization: Annotated[str | None, Header()] = None,
         payment_signature: Annotated[
             str | None, Header(alias=x402_standard.PAYMENT_SIGNATURE)
         ] = None,
         x_payment: Annotated[str | None, Header(alias=x402_standard.X_PAYMENT)] = None,
     ) -> Charge:
+        # The path is stored with an x402 settlement (its resource URL): a %00 in a path
+        # parameter is a 400 here, before any query or payment, not a database error.
+        if text.problem(request.url.path) is not None:
+            raise ApiError(
+                400,
+                "invalid_path",
+                "the path contains a NUL character",
+                "remove the %00 from the path",
+            )
         if payment_signature or x_payment:  # a standard x402 client paying this call
-            return await _pay_x402(request, response, payment_signature, x_payment)
+            return await _pay_x402(request, response, cost, payment_signature, x_payment)
         # The one decision: a payment token if sent, else a subscriber key, else 402.
         if not x_payment_token:
             key = entitlements.bearer_key(authorization)
             if key is not None:
                 return await _meter_subscriber(request, key, cost)
             raise await _payment_required(
-                request, "payment_required", "this route costs a paid call"
+                request, "payment_required", f"this route costs {cost} paid call(s)", cost
             )
         if len(x_payment_token) > MAX_TOKEN_CHARS:
-            raise await _payment_required(request, "invalid_token", "this payment token is unknown")
+            raise await _payment_required(
+                request, "invalid_token", "this payment token is unknown", cost
+            )
+        if idempotency_key is not None:  # checked before any query (a NUL is a 400)
+            idempotency.check_key(idempotency_key)
         charge = await _meter(request, x_payment_token, cost, idempotency_key)
-        if charge.usage_id is not None and not charge.replayed:
-            request.scope.setdefault("state", {})[_CHARGE_KEY] = charge.usage_id
-        metrics.METERED_CALLS.labels("replayed" if charge.replayed else "served").inc()
+        state = request.scope.setdefault("state", {})
+        state[_CHARGE_KEY] = charge.usage_id
+        if idempotency_key is not None:  # idempotency.StoreAnswers keeps the answer
+            state[idempotency.STATE_KEY] = charge.usage_id
+        metrics.METERED_CALLS.labels("served").inc()
         return charge
 
     return Depends(dependency)
@@ -342,18 +339,23 @@ class RefundOn5xx:
             await self.app(scope, receive, send)
             return
         state: dict[str, Any] = scope.setdefault("state", {})
-        status = 0
+        status, delivered = 0, False
 
         async def watch(message: Message) -> None:
-            nonlocal status
+            nonlocal status, delivered
             if message["type"] == "http.response.start":
                 status = message["status"]
             await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                delivered = True
 
         try:
             await self.app(scope, receive, watch)
         except Exception:
-            await self._refund(scope, state, 500)
+            # A failure after the whole answer went out (a background task) refunds
+            # nothing: the client was served, and a refund would make the call free.
+            if not delivered or status >= 500:
+                await self._refund(scope, state, 500)
             raise
         if status >= 500:
             await self._refund(scope, state, status)
@@ -387,7 +389,6 @@ async def example_paid(charge: Annotated[Charge, paid()]) -> dict[str, Any]:
         "result": "paid content",
         "remaining": charge.remaining,
         "expires_at": charge.expires_at.isoformat(),
-        "replayed": charge.replayed,
     }
 
 

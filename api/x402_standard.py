@@ -115,9 +115,18 @@ def eip712_extra(settings: Settings) -> dict[str, Any]:
     }
 
 
-def offers(settings: Settings) -> list[Offer]:
-    """What an x402 client can pay with: the EVM chains we can settle an authorization on
-    (an RPC URL and a relayer or facilitator), then Solana when our fee payer is set."""
+def describe(request: Request, settings: Settings, cost: int) -> str:
+    """The offer's description: how many calls, where, for how much."""
+    usd = settings.x402_price_per_call * cost
+    calls = "one call" if cost == 1 else f"{cost} calls"
+    return f"{calls} to {request.url.path} (${usd})"
+
+
+def offers(settings: Settings, cost: int = 1) -> list[Offer]:
+    """What an x402 client can pay with for a route costing ``cost`` calls: the EVM chains
+    we can settle an authorization on (an RPC URL and a relayer or facilitator), then
+    Solana when our fee payer is set. The amount is the route's price, on every rail."""
+    price = str(settings.price_per_call_units * cost)
     out = []
     for info in chains.all_chains(settings) if settlement_configured(settings) else []:
         if info.name == "solana" or not info.enabled or info.pay_to_display is None:
@@ -128,7 +137,7 @@ def offers(settings: Settings) -> list[Offer]:
             scheme="exact",
             network=f"eip155:{info.chain_id}",
             asset=info.asset_display,
-            amount=str(settings.price_per_call_units),
+            amount=price,
             pay_to=info.pay_to_display,
             max_timeout_seconds=MAX_TIMEOUT_SECONDS,
             extra=eip712_extra(settings),
@@ -141,7 +150,7 @@ def offers(settings: Settings) -> list[Offer]:
             scheme="exact",
             network=settings.x402_solana_network,
             asset=info.asset,
-            amount=str(settings.price_per_call_units),
+            amount=price,
             pay_to=info.pay_to or "",
             max_timeout_seconds=MAX_TIMEOUT_SECONDS,
             extra={"feePayer": fee_payer},
@@ -150,14 +159,16 @@ def offers(settings: Settings) -> list[Offer]:
     return out
 
 
-def v1_requirements(request: Request, offer: Offer, settings: Settings) -> dict[str, Any]:
+def v1_requirements(
+    request: Request, offer: Offer, settings: Settings, cost: int
+) -> dict[str, Any]:
     req = offer.requirements
     return {
         "scheme": req.scheme,
         "network": offer.v1_network,
         "maxAmountRequired": req.amount,
         "resource": str(request.url),
-        "description": f"one call to {request.url.path} (${settings.x402_price_per_call})",
+        "description": describe(request, settings, cost),
         "mimeType": "application/json",
         "payTo": req.pay_to,
         "maxTimeoutSeconds": req.max_timeout_seconds,
@@ -166,10 +177,11 @@ def v1_requirements(request: Request, offer: Offer, settings: Settings) -> dict[
     }
 
 
-def payment_required_header(request: Request, error: str | None) -> str | None:
-    """The v2 ``PAYMENT-REQUIRED`` header value (base64 JSON), or None when nothing is offered."""
+def payment_required_header(request: Request, error: str | None, cost: int = 1) -> str | None:
+    """The v2 ``PAYMENT-REQUIRED`` header value (base64 JSON) for a route costing ``cost``
+    calls, or None when nothing is offered."""
     settings: Settings = request.app.state.settings
-    accepts = [o.requirements for o in offers(settings)]
+    accepts = [o.requirements for o in offers(settings, cost)]
     if not accepts:
         return None
     required = PaymentRequired(
@@ -177,7 +189,7 @@ def payment_required_header(request: Request, error: str | None) -> str | None:
         error=error,
         resource=ResourceInfo(
             url=str(request.url),
-            description=f"one call to {request.url.path}",
+            description=describe(request, settings, cost),
             mime_type="application/json",
         ),
         accepts=accepts,
@@ -198,11 +210,12 @@ class Matched:
     requirements_json: dict[str, Any]  # what we asked, in the payload's protocol version
 
 
-def match(request: Request, header: str, version: int) -> Matched:
-    """Decode a payment header and find the offer it pays; raises :class:`Refused`."""
+def match(request: Request, header: str, version: int, cost: int = 1) -> Matched:
+    """Decode a payment header and find the offer (for ``cost`` calls) it pays; raises
+    :class:`Refused`."""
     settings: Settings = request.app.state.settings
     data = _decode(header, version)
-    offer, requirements_json = _match(request, settings, data, version)
+    offer, requirements_json = _match(request, settings, data, version, cost)
     return Matched(version, offer, data, requirements_json)
 
 
@@ -240,7 +253,7 @@ def _decode(header: str, version: int) -> dict[str, Any]:
 
 
 def _match(
-    request: Request, settings: Settings, data: dict[str, Any], version: int
+    request: Request, settings: Settings, data: dict[str, Any], version: int, cost: int
 ) -> tuple[Offer, dict[str, Any]]:
     if version == 2:
         accepted = PaymentPayload.model_validate(data).accepted
@@ -250,13 +263,13 @@ def _match(
         scheme, network = v1.scheme, v1.network
     if scheme != "exact":
         raise Refused(evm_errors.ERR_UNSUPPORTED_SCHEME, f"scheme {scheme!r} is not offered here")
-    for offer in offers(settings):
+    for offer in offers(settings, cost):
         if network == (offer.requirements.network if version == 2 else offer.v1_network):
             break
     else:
         raise Refused("invalid_network", f"network {network!r} is not offered here")
     if version == 1:
-        return offer, v1_requirements(request, offer, settings)
+        return offer, v1_requirements(request, offer, settings, cost)
     ours = offer.requirements
     if offer.chain.name == "solana":  # base58 is case-sensitive
         theirs = (accepted.asset, accepted.pay_to, accepted.amount)

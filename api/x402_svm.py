@@ -50,6 +50,7 @@ from x402.mechanisms.svm import constants as svm
 from x402.mechanisms.svm.utils import derive_ata
 from x402.schemas import SettleResponse
 
+from api import text as api_text
 from api import x402_settle, x402_standard
 from api.errors import DB_ERRORS, ApiError, service_unavailable
 from api.x402_settle import Settled
@@ -228,6 +229,8 @@ def _optional(keys: list[Pubkey], ixs: list[CompiledInstruction]) -> str | None:
         raise Refused(svm.ERR_INVALID_PAYLOAD, "the memo is not UTF-8 text") from exc
     if not text or len(memos[0]) > svm.MAX_MEMO_BYTES:
         raise Refused(svm.ERR_INVALID_PAYLOAD, f"the memo must be 1 to {svm.MAX_MEMO_BYTES} bytes")
+    if api_text.problem(text) is not None:  # the nonce is stored: a NUL would be a 503
+        raise Refused(svm.ERR_INVALID_PAYLOAD, "the memo must not contain a NUL character")
     return text
 
 

@@ -83,12 +83,12 @@ async def make_world(node: Anvil, *, fund_relayer: bool = True, **over: Any) -> 
     return World(node, token, payer, receiver, relayer, make_settings(**values))
 
 
-def paying_client(payer: LocalAccount, asset: str) -> x402Client:
-    """The x402 client, allowed to spend up to one call of our test token (not a default
-    asset the SDK knows)."""
+def paying_client(payer: LocalAccount, asset: str, cap_units: int = PRICE) -> x402Client:
+    """The x402 client, allowed to spend up to ``cap_units`` (one call) of our test token
+    (not a default asset the SDK knows)."""
     client = x402Client()
     register_exact_evm_client(client, payer)
-    cap = str(PRICE)
+    cap = str(cap_units)
     client.set_spend_controls(
         {
             "allowed_assets": [
@@ -110,29 +110,36 @@ def decode_header(value: str) -> dict[str, Any]:
 
 
 async def v2_header(
-    http: httpx.AsyncClient, world: World, payer: LocalAccount | None = None, **sign_over: Any
+    http: httpx.AsyncClient,
+    world: World,
+    payer: LocalAccount | None = None,
+    route: str = ROUTE,
+    cap_units: int = PRICE,
+    **sign_over: Any,
 ) -> dict[str, str]:
     """Ask the route (402), let the x402 client sign; ``sign_over`` changes what it signs
     while ``accepted`` still names our requirements (a client lying about what it paid)."""
-    resp = await http.get(ROUTE)
+    resp = await http.get(route)
     assert resp.status_code == 402, resp.text
     required = PaymentRequired.model_validate(decode_header(resp.headers["PAYMENT-REQUIRED"]))
     ours = required.accepts[0]
     signed = required.model_copy(
         update={"accepts": [ours.model_copy(update=sign_over)] if sign_over else required.accepts}
     )
-    client = paying_client(payer or world.payer, world.token.address)
+    client = paying_client(payer or world.payer, world.token.address, cap_units)
     payload = await client.create_payment_payload(signed)
     payload = payload.model_copy(update={"accepted": PaymentRequirements.model_validate(ours)})
     return x402HTTPClient(client).encode_payment_signature_header(payload)
 
 
-async def v1_header(http: httpx.AsyncClient, world: World) -> dict[str, str]:
+async def v1_header(
+    http: httpx.AsyncClient, world: World, route: str = ROUTE, cap_units: int = PRICE
+) -> dict[str, str]:
     """The x402 client paying the v1 body (the ``X-PAYMENT`` header)."""
-    resp = await http.get(ROUTE)
+    resp = await http.get(route)
     assert resp.status_code == 402, resp.text
     required = PaymentRequiredV1.model_validate(resp.json())
-    client = paying_client(world.payer, world.token.address)
+    client = paying_client(world.payer, world.token.address, cap_units)
     payload = await client.create_payment_payload(required)
     return x402HTTPClient(client).encode_payment_signature_header(payload)
 

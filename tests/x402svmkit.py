@@ -113,12 +113,13 @@ class Payer:
                 rpc._provider.session.close()
 
 
-def paying_client(payer: Keypair, rpc_url: str, mint: Pubkey) -> Payer:
-    """The x402 client with an SVM signer, allowed one call's worth of our test mint."""
+def paying_client(payer: Keypair, rpc_url: str, mint: Pubkey, cap_units: int = PRICE) -> Payer:
+    """The x402 client with an SVM signer, allowed ``cap_units`` (one call's worth) of our
+    test mint."""
     signer = KeypairSigner(payer)
     v2, v1 = ExactSvmScheme(signer, rpc_url), ExactSvmSchemeV1(signer, rpc_url)
     client = x402Client().register(NETWORK, v2).register_v1("solana-devnet", v1)
-    cap = str(PRICE)
+    cap = str(cap_units)
     client.set_spend_controls(
         {
             "allowed_assets": [
@@ -130,40 +131,44 @@ def paying_client(payer: Keypair, rpc_url: str, mint: Pubkey) -> Payer:
     return Payer(client, (v2, v1))
 
 
-async def _in_thread(world: World, required: Any) -> Any:
+async def _in_thread(world: World, required: Any, cap_units: int = PRICE) -> Any:
     # The SVM client reads the mint and a blockhash with blocking HTTP; the node answers from
     # this event loop, so the client gets a loop of its own in a worker thread.
-    payer = paying_client(world.alice, world.node.node.url, world.usdc)
+    payer = paying_client(world.alice, world.node.node.url, world.usdc, cap_units)
     try:
         return await asyncio.to_thread(asyncio.run, payer.client.create_payment_payload(required))
     finally:
         payer.close()
 
 
-async def client_v2_header(http: httpx.AsyncClient, world: World) -> dict[str, str]:
+async def client_v2_header(
+    http: httpx.AsyncClient, world: World, route: str = ROUTE, cap_units: int = PRICE
+) -> dict[str, str]:
     """Ask the route (402) and let the x402 client pay its Solana offer (PAYMENT-SIGNATURE)."""
-    resp = await http.get(ROUTE)
+    resp = await http.get(route)
     assert resp.status_code == 402, resp.text
     required = x402_http.decode_payment_required_header(resp.headers["PAYMENT-REQUIRED"])
     assert isinstance(required, PaymentRequired)
-    payload = await _in_thread(world, required)
+    payload = await _in_thread(world, required, cap_units)
     return {"PAYMENT-SIGNATURE": x402_http.encode_payment_signature_header(payload)}
 
 
-async def client_v1_header(http: httpx.AsyncClient, world: World) -> dict[str, str]:
+async def client_v1_header(
+    http: httpx.AsyncClient, world: World, route: str = ROUTE, cap_units: int = PRICE
+) -> dict[str, str]:
     """The x402 client paying the v1 body's Solana entry (X-PAYMENT)."""
-    resp = await http.get(ROUTE)
+    resp = await http.get(route)
     assert resp.status_code == 402, resp.text
     required = PaymentRequiredV1.model_validate(resp.json())
-    payload = await _in_thread(world, required)
+    payload = await _in_thread(world, required, cap_units)
     return {"X-PAYMENT": x402_http.encode_payment_signature_header(payload)}
 
 
 # ---- hand-built payments ---------------------------------------------------------------
 
 
-async def solana_offer(http: httpx.AsyncClient) -> dict[str, Any]:
-    resp = await http.get(ROUTE)
+async def solana_offer(http: httpx.AsyncClient, route: str = ROUTE) -> dict[str, Any]:
+    resp = await http.get(route)
     assert resp.status_code == 402, resp.text
     required = json.loads(base64.b64decode(resp.headers["PAYMENT-REQUIRED"]))
     offer: dict[str, Any] = next(a for a in required["accepts"] if a["network"] == NETWORK)

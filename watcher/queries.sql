@@ -342,29 +342,57 @@ WITH t AS (
 SELECT t.id AS token_id, t.remaining, t.expires_at, u.id AS usage_id FROM t, u;
 
 -- name: api_meter_keyed
--- As api_meter, with an Idempotency-Key. A concurrent twin with the same key
--- makes the insert do nothing (usage_id NULL): the caller rolls back and
--- treats the call as a replay.
+-- As api_meter, with an Idempotency-Key: the usage row starts 'running' with the
+-- request's fingerprint ($5) and the key's end (now + $6, at most the token's end).
+-- A concurrent twin with the same key makes the insert do nothing (usage_id
+-- NULL): the caller rolls back and answers as for a replay.
 WITH t AS (
     UPDATE access_tokens SET remaining = remaining - $2
     WHERE token_hash = $1 AND remaining >= $2 AND expires_at > now()
       AND suspended_reason IS NULL
     RETURNING id, remaining, expires_at
 ), u AS (
-    INSERT INTO token_usage (token_id, endpoint, cost, idempotency_key)
-    SELECT id, $3, $2, $4 FROM t
+    INSERT INTO token_usage
+        (token_id, endpoint, cost, idempotency_key, request_hash, replay_state, key_expires_at)
+    SELECT id, $3, $2, $4, $5, 'running', least(now() + $6::interval, expires_at) FROM t
     ON CONFLICT (token_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id
 )
 SELECT t.id AS token_id, t.remaining, t.expires_at, u.id AS usage_id
 FROM t LEFT JOIN u ON true;
 
--- name: api_meter_replay
--- A call already charged under this Idempotency-Key (and not refunded).
-SELECT a.id AS token_id, a.remaining, a.expires_at, u.id AS usage_id, u.endpoint
+-- name: api_idem_lookup
+-- The call already made under this token's Idempotency-Key, if any (a refunded
+-- call released its key). $3: how long a 'running' call may take before it is
+-- presumed lost.
+SELECT u.id AS usage_id, u.endpoint, u.request_hash, u.replay_state, u.response_status,
+       u.response_headers::text AS response_headers, u.response_body,
+       u.key_expires_at <= now() AS key_expired,
+       u.created_at < now() - $3::interval AS overdue
 FROM access_tokens a
-JOIN token_usage u ON u.token_id = a.id AND u.idempotency_key = $2 AND NOT u.refunded
-WHERE a.token_hash = $1 AND a.expires_at > now() AND a.suspended_reason IS NULL;
+JOIN token_usage u ON u.token_id = a.id AND u.idempotency_key = $2
+WHERE a.token_hash = $1
+  AND a.suspended_reason IS NULL;  -- a suspended token is refused, replay or not
+
+-- name: api_idem_forget
+-- An expired key is forgotten (its stored answer dropped): the next call with it
+-- is a new call, charged and run.
+UPDATE token_usage
+SET idempotency_key = NULL, response_headers = NULL, response_body = NULL
+WHERE id = $1 AND key_expires_at <= now();
+
+-- name: api_idem_finish
+-- The keyed call answered: keep its answer ('stored') or say it cannot be replayed
+-- ('unreplayable', status only). A refunded row is left alone.
+UPDATE token_usage
+SET replay_state = $2, response_status = $3, response_headers = $4::jsonb, response_body = $5
+WHERE id = $1 AND replay_state = 'running' AND NOT refunded;
+
+-- name: api_idem_prune
+-- Cleanup: forget expired keys and drop their stored answers (the usage rows stay).
+UPDATE token_usage
+SET idempotency_key = NULL, response_headers = NULL, response_body = NULL
+WHERE key_expires_at <= now() AND idempotency_key IS NOT NULL;
 
 -- name: api_refund
 -- The handler failed (5xx): give the unit back, once. The key is released so

@@ -57,7 +57,7 @@ def _rows(records: list[asyncpg.Record]) -> list[dict[str, Any]]:
 
 @router.post(
     "/cleanup",
-    summary="Expire stale invoices and prune rate-limit windows",
+    summary="Expire stale invoices, prune rate-limit windows and expired Idempotency-Keys",
     dependencies=[Depends(ratelimit.limit("cleanup"))],
     responses=responses(403, 429, 503),
 )
@@ -66,9 +66,11 @@ async def cleanup(request: Request) -> dict[str, Any]:
     try:
         expired = await pool.fetchval(db.q("api_expire_invoices"), ledger.INVOICE_GRACE)
         await pool.execute(db.q("api_rate_prune"))
+        # Expired Idempotency-Keys are forgotten and their stored answers dropped.
+        forgotten = await pool.execute(db.q("api_idem_prune"))
     except DB_ERRORS as exc:
         raise service_unavailable("the database") from exc
-    return {"invoices_expired": expired}
+    return {"invoices_expired": expired, "idempotency_keys_forgotten": int(forgotten.split()[-1])}
 
 
 @router.get(

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from api import entitlements, subscriptions
+from api import entitlements, subscriptions, text
 from api.errors import DB_ERRORS, ApiError, responses, service_unavailable
 from api.stripe_client import StripeBilling
 from watcher import db, errors, metrics
@@ -100,8 +100,9 @@ class CheckoutRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    tier: str = Field(min_length=1, max_length=32, examples=["pro"])
-    email: str = Field(min_length=3, max_length=254, examples=["you@example.com"])
+    tier: text.SafeStr = Field(min_length=1, max_length=32, examples=["pro"])
+    # The email is stored before Stripe sees it: a NUL in it is a 422, not a 503.
+    email: text.SafeStr = Field(min_length=3, max_length=254, examples=["you@example.com"])
 
 
 class ClaimRequest(BaseModel):
@@ -109,7 +110,7 @@ class ClaimRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    claim_secret: str = Field(min_length=1, max_length=128)
+    claim_secret: text.SafeStr = Field(min_length=1, max_length=128)
 
 
 _CLAIM_FIX = {

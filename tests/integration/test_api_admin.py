@@ -76,7 +76,8 @@ async def test_admin_stats_cleanup_and_audited_marks(pool: db.Pool) -> None:
         base = next(r for r in stats.json()["last_24h"] if r["chain"] == "base")
         assert base["payments_credited"] == 1 and base["amount_credited"] == "2000000"
         first = await http.post("/x402/cleanup", headers=ADMIN)
-        assert first.status_code == 200 and first.json() == {"invoices_expired": 0}
+        assert first.status_code == 200
+        assert first.json() == {"invoices_expired": 0, "idempotency_keys_forgotten": 0}
         second = await http.post("/x402/cleanup", headers=ADMIN)
         assert second.status_code == 429 and int(second.headers["Retry-After"]) >= 1
     audit = await pool.fetch("SELECT action, payment_id, from_state, to_state FROM admin_audit")

@@ -77,23 +77,27 @@ async def test_expired_token_is_refused(pool: db.Pool) -> None:
         assert me["expired"] is True and me["remaining"] == 9
 
 
-async def test_idempotent_retry_is_free_even_when_racing(pool: db.Pool) -> None:
+async def test_idempotent_retry_replays_the_answer_and_racing_twins_pay_once(
+    pool: db.Pool,
+) -> None:
     async with client(app_for(pool)) as http:
         token = (await buy_token(http, pool))["token"]
         headers = {"x-payment-token": token, "Idempotency-Key": "order-42"}
         first = await http.get(PAID, headers=headers)
         again = await http.get(PAID, headers=headers)
         assert first.status_code == again.status_code == 200
-        assert first.json()["replayed"] is False and again.json()["replayed"] is True
-        assert again.json()["remaining"] == 9
+        assert again.content == first.content and again.headers["idempotent-replayed"] == "true"
         twins = {**headers, "Idempotency-Key": "order-43"}
         raced = await asyncio.gather(*(http.get(PAID, headers=twins) for _ in range(8)))
-        assert all(r.status_code == 200 for r in raced)
-        assert sum(not r.json()["replayed"] for r in raced) == 1
+        assert {r.status_code for r in raced} <= {200, 409}
+        fresh = [
+            r for r in raced if r.status_code == 200 and "idempotent-replayed" not in r.headers
+        ]
+        assert len(fresh) == 1
         me = (await http.get("/x402/tokens/me", headers={"x-payment-token": token})).json()
         assert me["remaining"] == 8  # two distinct keys, two calls charged
         elsewhere = await http.get("/x402/example/paid?other=1", headers=headers)
-        assert elsewhere.status_code == 200  # same route, query aside: still the retry
+        assert elsewhere.status_code == 422  # another query string is another request
 
 
 async def test_handler_failure_gives_the_unit_back(pool: db.Pool) -> None:
@@ -116,7 +120,7 @@ async def test_handler_failure_gives_the_unit_back(pool: db.Pool) -> None:
         assert me["remaining"] == 10
         # The key was released with the refund: the retry is a real (charged) call.
         ok = await http.get(PAID, headers=headers)
-        assert ok.status_code == 200 and ok.json() == {**ok.json(), "replayed": False}
+        assert ok.status_code == 200 and "idempotent-replayed" not in ok.headers
         assert ok.json()["remaining"] == 9
     refunds = await pool.fetch("SELECT status_code FROM token_usage WHERE refunded ORDER BY id")
     assert [r["status_code"] for r in refunds] == [500, 503]

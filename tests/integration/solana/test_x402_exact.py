@@ -230,6 +230,19 @@ async def test_a_reused_memo_nonce_is_refused_even_in_a_new_transaction(
     assert [r["status"] for r in await settlements(pool)] == ["settled"]
 
 
+async def test_a_memo_holding_a_nul_is_a_402_not_a_database_outage(
+    x402: World, pool: db.Pool
+) -> None:
+    app = create_app(x402.settings, pool)
+    async with serve(app) as url, httpx.AsyncClient(base_url=url) as http:
+        offer = await solana_offer(http)
+        tx = payment_tx(x402, memo=b"n\x00-1")  # valid UTF-8; PostgreSQL text refuses it
+        resp = await http.get(ROUTE, headers=v2_header_for(offer, tx))
+    assert resp.status_code == 402, resp.text
+    assert resp.json()["error"] == "invalid_exact_svm_payload"
+    assert x402.balance(x402.owner) == 0 and await settlements(pool) == []
+
+
 async def test_two_concurrent_requests_with_one_payment_serve_once(
     x402: World, pool: db.Pool
 ) -> None:
