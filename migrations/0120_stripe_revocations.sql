@@ -19,14 +19,12 @@ CREATE TABLE stripe_invoice_payments (
     PRIMARY KEY (invoice_id, payment_intent_id, charge_id),
     CHECK (payment_intent_id <> '' OR charge_id <> '')
 );
-CREATE INDEX stripe_invoice_payments_pi_idx ON stripe_invoice_payments (payment_intent_id)
-    WHERE payment_intent_id <> '';
-CREATE INDEX stripe_invoice_payments_charge_idx ON stripe_invoice_payments (charge_id)
-    WHERE charge_id <> '';
+CREATE INDEX stripe_invoice_payments_pi_idx ON stripe_invoice_payments (payment_intent_id);
+CREATE INDEX stripe_invoice_payments_charge_idx ON stripe_invoice_payments (charge_id);
 
 -- Charges we heard about through a refund or a dispute (not every charge).
 CREATE TABLE stripe_charges (
-    id                 text        PRIMARY KEY CHECK (id ~ '^(ch|py)_'),
+    id                 text        PRIMARY KEY CHECK (id ~ '^[a-z]+_'),  -- ch_, py_
     payment_intent_id  text,
     invoice_id         text,
     subscription_id    text,        -- NULL: not tied to a subscription (yet)
@@ -42,11 +40,11 @@ CREATE TABLE stripe_charges (
 );
 CREATE INDEX stripe_charges_subscription_idx ON stripe_charges (subscription_id)
     WHERE revoked_reason IS NOT NULL;
-CREATE INDEX stripe_charges_unlinked_idx ON stripe_charges (id)
+CREATE INDEX stripe_charges_unlinked_idx ON stripe_charges (updated_at)
     WHERE subscription_id IS NULL OR period_anchor IS NULL;
 
 CREATE TABLE stripe_disputes (
-    id             text        PRIMARY KEY CHECK (id ~ '^(dp|du)_'),
+    id             text        PRIMARY KEY CHECK (id ~ '^[a-z]+_'),  -- dp_, du_
     charge_id      text        NOT NULL,
     status         text        NOT NULL,
     state_created  timestamptz NOT NULL,

@@ -577,7 +577,9 @@ RETURNING c.id, c.subscription_id, c.revoked_reason;
 -- name: stripe_link_charges
 -- Tie charges to their invoice and subscription as soon as every piece has
 -- arrived, in whatever order Stripe delivered them; the period anchor is set
--- once, when the subscription is first known for the charge.
+-- once, when the subscription is first known for the charge. Only charges
+-- touched in the last 35 days wait: an invoice comes within Stripe's 3 days of
+-- retries (or a 30-day stripe-sync), and a later event on the charge touches it.
 WITH pending AS (
     SELECT c.id,
            coalesce(c.invoice_id,
@@ -587,7 +589,8 @@ WITH pending AS (
                             AND p.payment_intent_id = c.payment_intent_id)
                      ORDER BY p.invoice_id LIMIT 1)) AS invoice_id
     FROM stripe_charges c
-    WHERE c.subscription_id IS NULL OR c.period_anchor IS NULL
+    WHERE (c.subscription_id IS NULL OR c.period_anchor IS NULL)
+      AND c.updated_at > now() - interval '35 days'
 ), found AS (
     SELECT p.id, p.invoice_id, i.subscription_id,
            greatest(s.current_period_start, i.created) AS anchor
