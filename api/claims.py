@@ -39,6 +39,9 @@ from watcher.settings import ChainName, Settings
 log = structlog.get_logger(__name__)
 
 EIP1271_MAGIC = "0x1626ba7e"  # bytes4(keccak256("isValidSignature(bytes32,bytes)"))
+# The only answer that means yes: the bytes4 ABI-encoded as one word (left-aligned,
+# 28 zero bytes). A prefix match would accept a wallet that echoes its calldata.
+EIP1271_YES = EIP1271_MAGIC + "00" * 28
 EIP1271_TIMEOUT_SECONDS = 5.0
 
 
@@ -99,7 +102,16 @@ async def eip1271_valid(
         raise service_unavailable(f"the {chain} RPC node (contract-wallet check)") from exc
     finally:
         await pool.aclose()
-    return isinstance(result, str) and result.lower().startswith(EIP1271_MAGIC)
+    return eip1271_says_yes(result)
+
+
+def eip1271_says_yes(result: object) -> bool:
+    """Exactly the 32-byte magic word; short, long or dirty answers are refusals.
+
+    Stricter than OpenZeppelin's SignatureChecker, which reads the first word of a
+    longer answer: an isValidSignature that returns more than a bytes4 is not one.
+    """
+    return isinstance(result, str) and result.lower() == EIP1271_YES
 
 
 def ed25519_valid(owner: str, message: str, signature: str) -> bool:

@@ -36,8 +36,22 @@ CLAIM_VALIDITY = timedelta(days=7)
 DEFAULT_GRACE = timedelta(hours=72)
 
 Refusal = Literal[
-    "unknown_key", "revoked", "inactive", "past_due", "quota_exhausted", "rate_limited", "no_tier"
+    "unknown_key",
+    "revoked",
+    "inactive",
+    "past_due",
+    "quota_exhausted",
+    "rate_limited",
+    "no_tier",
+    "refunded",
+    "disputed",
 ]
+_REVERSED = {
+    "refunded": "the payment for this billing period was refunded, so its access ended; "
+    "a paid renewal (a new billing period) restores it",
+    "disputed": "the payment for this billing period is disputed (a chargeback), so its "
+    "access is stopped; it resumes if the dispute is decided in the merchant's favour",
+}
 
 
 def hash_secret(raw: str) -> bytes:
@@ -107,6 +121,9 @@ def _refusal(why: asyncpg.Record | None, cost: int) -> KeyCheck:
     if why["revoked_reason"]:
         return KeyCheck(False, "revoked", f"key revoked: {why['revoked_reason']}", status_code=402)
     status, tier = why["status"], why["tier"]
+    if why["reversal"] in _REVERSED:
+        reason: Refusal = why["reversal"]
+        return KeyCheck(False, reason, _REVERSED[reason], tier, status_code=402)
     if tier is None:
         return KeyCheck(
             False, "no_tier", "the subscription's price is not a tier we sell", status_code=402

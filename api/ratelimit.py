@@ -17,8 +17,10 @@ from collections.abc import Awaitable, Callable
 import structlog
 from fastapi import Request
 
+from api import clientip
 from api.errors import DB_ERRORS, ApiError, service_unavailable
 from watcher import db, metrics
+from watcher.settings import Settings
 
 log = structlog.get_logger(__name__)
 
@@ -39,8 +41,13 @@ _hits = itertools.count(1)
 
 
 def client_id(request: Request) -> str:
-    """The peer address uvicorn saw (it applies X-Forwarded-For only from trusted proxies)."""
-    return request.client.host if request.client else "unknown"
+    """The client's bucket: its address (an IPv6 /64), through trusted proxies only."""
+    settings: Settings = request.app.state.settings
+    peer = request.client.host if request.client else None
+    addr = clientip.resolve(
+        peer, request.headers.getlist("x-forwarded-for"), settings.trusted_proxies()
+    )
+    return clientip.bucket(addr) if addr is not None else (peer or "unknown")
 
 
 async def hit(pool: db.Pool, bucket: str, client: str, per_minute: int) -> None:

@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 import structlog
 
+from api import stripe_charges
 from api.errors import DB_ERRORS
 from api.stripe_client import StripeBilling
 from watcher import db, metrics
@@ -32,7 +33,7 @@ from watcher.settings import Settings, is_placeholder
 
 log = structlog.get_logger(__name__)
 
-Outcome = Literal["applied", "stale", "ignored", "duplicate"]
+Outcome = Literal["applied", "stale", "ignored", "duplicate", "unmatched"]
 Obj = Mapping[str, Any]
 
 TIERS = ("pro", "team", "enterprise")
@@ -191,21 +192,28 @@ async def apply_checkout(conn: db.Connection, session: Obj) -> bool:
     return row is not None or customer is not None  # the customer is recorded either way
 
 
-Applier = Callable[[db.Connection, str, str, datetime, Obj, Mapping[str, str]], Awaitable[bool]]
+Applier = Callable[
+    [db.Connection, str, str, datetime, Obj, Mapping[str, str]], Awaitable[stripe_charges.Applied]
+]
 
 
 async def _sub(
     conn: db.Connection, _t: str, eid: str, created: datetime, obj: Obj, prices: Mapping[str, str]
 ) -> bool:
     await conn.execute(db.q("stripe_upsert_customer"), _id(obj["customer"]), None)
-    return await apply_subscription(conn, eid, created, obj, prices)
+    changed = await apply_subscription(conn, eid, created, obj, prices)
+    await stripe_charges.link(conn)  # a reversal waiting for its subscription's period
+    return changed
 
 
 async def _inv(
     conn: db.Connection, etype: str, eid: str, created: datetime, obj: Obj, _p: Mapping[str, str]
 ) -> bool:
     await conn.execute(db.q("stripe_upsert_customer"), _id(obj["customer"]), None)
-    return await apply_invoice(conn, etype, eid, created, obj)
+    changed = await apply_invoice(conn, etype, eid, created, obj)
+    await stripe_charges.record_invoice_payments(conn, str(obj["id"]), obj)
+    await stripe_charges.link(conn)  # a refund or dispute that arrived before its invoice
+    return changed
 
 
 async def _pm(
@@ -220,6 +228,24 @@ async def _checkout(
     return await apply_checkout(conn, obj)
 
 
+async def _charge(
+    conn: db.Connection, _t: str, _e: str, _c: datetime, obj: Obj, _p: Mapping[str, str]
+) -> stripe_charges.Applied:
+    return await stripe_charges.apply_charge(conn, obj)
+
+
+async def _dispute(
+    conn: db.Connection, etype: str, _e: str, created: datetime, obj: Obj, _p: Mapping[str, str]
+) -> stripe_charges.Applied:
+    return await stripe_charges.apply_dispute(conn, etype, created, obj)
+
+
+async def _invoice_payment(
+    conn: db.Connection, _t: str, _e: str, _c: datetime, obj: Obj, _p: Mapping[str, str]
+) -> stripe_charges.Applied:
+    return await stripe_charges.apply_invoice_payment(conn, obj)
+
+
 HANDLERS: dict[str, Applier] = {
     "checkout.session.completed": _checkout,
     "customer.subscription.created": _sub,
@@ -229,6 +255,9 @@ HANDLERS: dict[str, Applier] = {
     "invoice.payment_failed": _inv,
     "payment_method.attached": _pm,
     "payment_method.detached": _pm,
+    "invoice_payment.paid": _invoice_payment,
+    **{etype: _charge for etype in stripe_charges.CHARGE_EVENTS},
+    **{etype: _dispute for etype in stripe_charges.DISPUTE_EVENTS},
 }
 
 
@@ -278,9 +307,11 @@ async def process_event(pool: db.Pool, event: Obj, prices: Mapping[str, str]) ->
                 outcome = "ignored"
             else:
                 changed = await handler(conn, etype, str(event["id"]), created, obj, prices)
-                outcome = "applied" if changed else "stale"
-                if not changed:
-                    await conn.execute(db.q("stripe_set_event_outcome"), event["id"], "stale")
+                outcome = (
+                    "unmatched" if changed == "unmatched" else "applied" if changed else "stale"
+                )
+                if outcome != "applied":
+                    await conn.execute(db.q("stripe_set_event_outcome"), event["id"], outcome)
     except APPLY_ERRORS as exc:
         metrics.STRIPE_WEBHOOKS.labels("failed").inc()
         await _record_failure(pool, event, exc)

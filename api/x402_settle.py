@@ -151,7 +151,9 @@ async def _check_unused(request: Request, verified: Verified) -> None:
 async def _check_balance(pool: rpc.RpcPool, verified: Verified) -> None:
     data = "0x" + (_BALANCE_OF + abi_encode(["address"], [verified.auth.payer])).hex()
     call = {"to": verified.offer.chain.asset, "data": data}
-    balance = int(await pool.request("eth_call", [call, "latest"]), 16)
+    balance = rpc.abi_uint(await pool.request("eth_call", [call, "latest"]))
+    if balance is None:  # no token contract there, or not an ERC-20 answer: do not settle
+        raise service_unavailable(f"the {verified.offer.chain.name} USDC contract (balanceOf)")
     if balance < verified.auth.value:
         raise Refused(
             evm_errors.ERR_INSUFFICIENT_BALANCE,

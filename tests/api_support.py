@@ -23,7 +23,7 @@ from solders.keypair import Keypair
 
 from api.app import create_app
 from api.claims import claim_message
-from watcher import db, ledger
+from watcher import daemon, db, ledger
 from watcher.settings import CANONICAL_USDC, Settings
 
 BASE_RECEIVER = "0x" + "ab" * 20
@@ -183,8 +183,8 @@ async def serve(app: FastAPI) -> AsyncIterator[str]:
     from tests.anvil import free_port
 
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="off")
-    server = _QuietServer(config)
+    # Served as production serves it (proxy headers handled by us, not uvicorn).
+    server = _QuietServer(daemon.uvicorn_config(app, "127.0.0.1", port))
     task = asyncio.create_task(server.serve())
     try:
         for _ in range(200):  # bounded: 10 s

@@ -26,6 +26,7 @@ import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 import structlog
@@ -121,18 +122,30 @@ def _install_signals(stop: asyncio.Event) -> None:
         loop.add_signal_handler(sig, stop.set)
 
 
-def api_server(settings: Settings, pool: db.Pool) -> uvicorn.Server:
-    from api.app import create_app
+def uvicorn_config(app: Any, host: str, port: int) -> uvicorn.Config:
+    """How the API is served, by ``watcher run`` and ``watcher api`` alike (and by tests).
 
-    config = uvicorn.Config(
-        create_app(settings, pool),
-        host=settings.watcher_api_host,
-        port=settings.watcher_api_port,
+    ``proxy_headers`` is off: uvicorn would otherwise take X-Forwarded-For from
+    any loopback peer as the client address. The API resolves the client itself
+    from ``WATCHER_TRUSTED_PROXIES`` (api/clientip.py).
+    """
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
         log_config=None,
         access_log=False,
         lifespan="off",
+        proxy_headers=False,
+        forwarded_allow_ips="",
     )
-    return _Server(config)
+
+
+def api_server(settings: Settings, pool: db.Pool) -> uvicorn.Server:
+    from api.app import create_app
+
+    app = create_app(settings, pool)
+    return _Server(uvicorn_config(app, settings.watcher_api_host, settings.watcher_api_port))
 
 
 async def _supervise(name: str, coro: Awaitable[None], stop: asyncio.Event) -> None:

@@ -114,7 +114,7 @@ METERED_CALLS = Counter(
 STRIPE_WEBHOOKS = Counter(
     "watcher_stripe_webhooks_total",
     "Stripe webhook deliveries by outcome "
-    "(applied, stale, ignored, duplicate, bad_signature, failed)",
+    "(applied, stale, ignored, unmatched, duplicate, bad_signature, failed)",
     ["outcome"],
 )
 API_RATE_LIMITED = Counter(

@@ -693,6 +693,88 @@ ON CONFLICT (id) DO UPDATE
     WHERE i.status NOT IN ('paid', 'void') AND excluded.state_created >= i.state_created
 RETURNING id;
 
+-- name: stripe_record_invoice_payment
+-- Which payment paid which invoice ('' for the side not known); kept once.
+INSERT INTO stripe_invoice_payments (invoice_id, payment_intent_id, charge_id)
+VALUES ($1, coalesce($2, ''), coalesce($3, ''))
+ON CONFLICT DO NOTHING;
+
+-- name: stripe_upsert_charge
+-- A refunded or disputed charge. Refunds only add up (amount_refunded never
+-- goes down, a full refund stays full), so the delivery order does not matter.
+INSERT INTO stripe_charges AS c (id, payment_intent_id, invoice_id, amount, amount_refunded,
+                                 fully_refunded)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (id) DO UPDATE
+    SET payment_intent_id = coalesce(c.payment_intent_id, excluded.payment_intent_id),
+        invoice_id = coalesce(c.invoice_id, excluded.invoice_id),
+        amount = coalesce(excluded.amount, c.amount),
+        amount_refunded = greatest(c.amount_refunded, excluded.amount_refunded),
+        fully_refunded = c.fully_refunded OR excluded.fully_refunded,
+        updated_at = now()
+RETURNING id;
+
+-- name: stripe_upsert_dispute
+-- A closed dispute is never reopened by a late open-status event; among
+-- states of the same rank the newer event wins.
+INSERT INTO stripe_disputes AS d (id, charge_id, status, state_created)
+VALUES ($1, $2, $3, $4)
+ON CONFLICT (id) DO UPDATE
+    SET status = excluded.status, state_created = excluded.state_created, updated_at = now()
+    WHERE stripe_dispute_rank(excluded.status) > stripe_dispute_rank(d.status)
+       OR (stripe_dispute_rank(excluded.status) = stripe_dispute_rank(d.status)
+           AND excluded.state_created >= d.state_created)
+RETURNING id;
+
+-- name: stripe_charge_reversal
+-- Whether a charge holds access off: fully refunded, or a dispute on it that
+-- was not won (open ones included: Stripe has taken the money back already).
+UPDATE stripe_charges c
+SET revoked_reason = CASE
+        WHEN c.fully_refunded THEN 'refunded'
+        WHEN EXISTS (SELECT 1 FROM stripe_disputes d
+                     WHERE d.charge_id = c.id AND d.status NOT IN ('won', 'warning_closed'))
+            THEN 'disputed'
+    END,
+    updated_at = now()
+WHERE c.id = $1
+RETURNING c.id, c.subscription_id, c.revoked_reason;
+
+-- name: stripe_link_charges
+-- Tie charges to their invoice and subscription as soon as every piece has
+-- arrived, in whatever order Stripe delivered them; the period anchor is set
+-- once, when the subscription is first known for the charge. Only charges
+-- touched in the last 35 days wait: an invoice comes within Stripe's 3 days of
+-- retries (or a 30-day stripe-sync), and a later event on the charge touches it.
+WITH pending AS (
+    SELECT c.id,
+           coalesce(c.invoice_id,
+                    (SELECT p.invoice_id FROM stripe_invoice_payments p
+                     WHERE p.charge_id = c.id
+                        OR (c.payment_intent_id IS NOT NULL
+                            AND p.payment_intent_id = c.payment_intent_id)
+                     ORDER BY p.invoice_id LIMIT 1)) AS invoice_id
+    FROM stripe_charges c
+    WHERE (c.subscription_id IS NULL OR c.period_anchor IS NULL)
+      AND c.updated_at > now() - interval '35 days'
+), found AS (
+    SELECT p.id, p.invoice_id, i.subscription_id,
+           greatest(s.current_period_start, i.created) AS anchor
+    FROM pending p
+    JOIN stripe_invoices i ON i.id = p.invoice_id
+    LEFT JOIN stripe_subscriptions s ON s.id = i.subscription_id
+    WHERE i.subscription_id IS NOT NULL
+)
+UPDATE stripe_charges c
+SET invoice_id = f.invoice_id, subscription_id = f.subscription_id,
+    period_anchor = coalesce(c.period_anchor, f.anchor), updated_at = now()
+FROM found f
+WHERE c.id = f.id
+RETURNING c.id;
+
+-- name: stripe_charge_subscription
+SELECT subscription_id FROM stripe_charges WHERE id = $1;
+
 -- name: stripe_complete_checkout
 -- checkout.session.completed: bind the session to its customer and
 -- subscription. Matched by our checkout id (client_reference_id) or session id.
@@ -729,8 +811,9 @@ RETURNING id;
 
 -- name: stripe_consume_subscriber_key
 -- One statement meters a call: the key must be live, its subscription active
--- (or past_due inside the grace period $3), the billing period's quota and
--- the minute's rate limit must both hold. Usage resets when the billing
+-- (or past_due inside the grace period $3) and not held off by a refund or
+-- dispute (the stripe_reversal function), the billing period's quota and the
+-- minute's rate limit must both hold. Usage resets when the billing
 -- period changes. The usage row is written by the same statement.
 WITH upd AS (
     UPDATE subscriber_keys AS k
@@ -745,6 +828,7 @@ WITH upd AS (
       AND s.id = k.subscription_id AND t.tier = s.tier
       AND (s.status IN ('active', 'trialing')
            OR (s.status = 'past_due' AND s.past_due_since + $3::interval > now()))
+      AND stripe_reversal(s.id, s.status, s.current_period_start) IS NULL
       AND (CASE WHEN k.usage_period_start IS NOT DISTINCT FROM s.current_period_start
                 THEN k.used ELSE 0 END) + $2 <= t.monthly_quota
       AND (CASE WHEN k.window_start = date_trunc('minute', now())
@@ -763,6 +847,7 @@ FROM upd, ins;
 -- Why a key was refused (read after the metering UPDATE matched nothing).
 SELECT k.revoked_reason, s.status, s.tier,
        (s.status = 'past_due' AND s.past_due_since + $2::interval > now()) AS in_grace,
+       stripe_reversal(s.id, s.status, s.current_period_start) AS reversal,
        t.monthly_quota,
        (CASE WHEN k.usage_period_start IS NOT DISTINCT FROM s.current_period_start
              THEN k.used ELSE 0 END) AS used,
@@ -849,6 +934,7 @@ RETURNING k.used;
 -- What a subscriber sees about its own key: subscription, tier, usage this period.
 SELECT k.key_prefix, k.customer_id, s.id AS subscription_id, s.status, s.tier,
        s.cancel_at_period_end, s.current_period_start, s.current_period_end, s.past_due_since,
+       stripe_reversal(s.id, s.status, s.current_period_start) AS reversal,
        t.monthly_quota, t.rate_per_minute,
        (CASE WHEN k.usage_period_start IS NOT DISTINCT FROM s.current_period_start
              THEN k.used ELSE 0 END) AS used

@@ -16,6 +16,7 @@ bytes of base58) are refused in every mode because money would go astray.
 from __future__ import annotations
 
 import functools
+import ipaddress
 import json
 import math
 import os
@@ -163,6 +164,26 @@ def _split(value: str | None) -> tuple[str, ...]:
     return tuple(p.strip() for p in value.split(",") if p.strip())
 
 
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@functools.lru_cache(maxsize=8)
+def parse_networks(text: str) -> tuple[IpNetwork, ...]:
+    """Comma-separated addresses or CIDRs; ValueError naming the first bad one."""
+    out: list[IpNetwork] = []
+    for part in _split(text):
+        try:
+            net = ipaddress.ip_network(part, strict=False)
+        except ValueError:
+            raise ValueError(f"{part!r} is not an IP address or CIDR") from None
+        # An IPv4-mapped IPv6 proxy (::ffff:10.0.0.1) is matched as the IPv4 it is.
+        if isinstance(net, ipaddress.IPv6Network) and net.network_address.ipv4_mapped:
+            mapped = net.network_address.ipv4_mapped
+            net = ipaddress.ip_network(f"{mapped}/{max(0, net.prefixlen - 96)}", strict=False)
+        out.append(net)
+    return tuple(out)
+
+
 def default_data_dir() -> Path:
     """Per-user data dir; /var/lib for root, since the embedded PostgreSQL runs as a separate
     system user when started by root and must be able to reach its data (a root home is 0700)."""
@@ -225,6 +246,9 @@ class Settings(BaseSettings):
     watcher_metrics_port: int = Field(default=9102, ge=0, le=65535)
     watcher_log_level: Literal["debug", "info", "warning", "error"] = "info"
     watcher_log_format: Literal["auto", "json", "console"] = "auto"
+    # Proxies whose X-Forwarded-For is believed (addresses or CIDRs, comma-separated);
+    # empty: the socket peer is the client (api/clientip.py, docs/operations.md).
+    watcher_trusted_proxies: str = ""
     database_url: SecretStr | None = None
 
     x402_admin_key: SecretStr | None = None
@@ -298,6 +322,10 @@ class Settings(BaseSettings):
         if text is None or str(text).strip() == "" or is_placeholder(str(text)):
             return None
         return str(text).strip()
+
+    def trusted_proxies(self) -> tuple[IpNetwork, ...]:
+        """``WATCHER_TRUSTED_PROXIES`` parsed (validated at load: see problems())."""
+        return parse_networks(self.watcher_trusted_proxies)
 
     def evm_chain(self, name: EvmChainName) -> EvmChain:
         p = f"x402_{name}_"
@@ -413,6 +441,13 @@ class Settings(BaseSettings):
         out += self._solana_x402_problems()
         out += self._money_problems()
         out += self._stripe_problems()
+        try:
+            self.trusted_proxies()
+        except ValueError as exc:
+            out.append(
+                f"WATCHER_TRUSTED_PROXIES: {exc}; give addresses or CIDRs of your reverse "
+                "proxies, comma-separated (e.g. 127.0.0.1,10.0.0.0/8), or leave it unset"
+            )
         return out
 
     def _placeholder_problems(self) -> list[str]:

@@ -328,6 +328,7 @@ async def subscription(request: Request) -> JSONResponse:
             "cancel_at_period_end": row["cancel_at_period_end"],
             "current_period_end": _iso(row["current_period_end"]),
             "past_due_since": _iso(row["past_due_since"]),
+            "payment_reversed": row["reversal"],  # refunded / disputed: access held off
             "used": row["used"],
             "monthly_quota": row["monthly_quota"],
             "remaining": max(0, (row["monthly_quota"] or 0) - row["used"]),

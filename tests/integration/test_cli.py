@@ -40,3 +40,25 @@ def test_cli_exits_2_and_starts_nothing_on_bad_production_config(tmp_path: Path)
     for name in PLACEHOLDERS:
         assert name in proc.stderr
     assert not (tmp_path / "data").exists()  # nothing started, not even the database
+
+
+def test_cli_exits_2_on_a_bad_trusted_proxy_list(tmp_path: Path) -> None:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("X402_", "STRIPE_", "WATCHER_")) and k != "DATABASE_URL"
+    }
+    env["WATCHER_DATA_DIR"] = str(tmp_path / "data")
+    env["WATCHER_TRUSTED_PROXIES"] = "127.0.0.1,10.0.0.0/40"
+    for command in ("run", "api"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "watcher", command],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 2
+        assert "WATCHER_TRUSTED_PROXIES" in proc.stderr and "10.0.0.0/40" in proc.stderr
+    assert not (tmp_path / "data").exists()

@@ -198,13 +198,13 @@ async def test_out_of_order_deliveries_never_regress(api: Served) -> None:
 
 async def test_unknown_type_is_stored_and_acknowledged(api: Served) -> None:
     client, pool = api
-    payload = sh.event("charge.dispute.created", {"id": "dp_test_1", "object": "dispute"}, sh.T0)
+    payload = sh.event("customer.tax_id.created", {"id": "txi_test_1", "object": "tax_id"}, sh.T0)
     await ok(client, payload, "ignored")
     row = await pool.fetchrow("SELECT type, outcome, object_id FROM stripe_events")
     assert dict(row) == {
-        "type": "charge.dispute.created",
+        "type": "customer.tax_id.created",
         "outcome": "ignored",
-        "object_id": "dp_test_1",
+        "object_id": "txi_test_1",
     }
 
 

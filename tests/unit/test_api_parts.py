@@ -67,3 +67,21 @@ def test_money_is_formatted_exactly() -> None:
     url = invoices.solana_pay_url("Own3r", 1_500_000, "M1nt", "Ref")
     assert url.startswith("solana:Own3r?amount=1.5&spl-token=M1nt&reference=Ref")
     assert "amount=0.000001" in invoices.solana_pay_url("o", 1, "m", "r")
+
+
+@pytest.mark.parametrize(
+    ("answer", "yes"),
+    [
+        ("0x1626ba7e" + "00" * 28, True),
+        ("0x1626BA7E" + "00" * 28, True),  # hex case does not matter
+        ("0x1626ba7e", False),  # the bare selector
+        ("0x1626ba7e" + "00" * 28 + "00" * 32, False),  # a second word
+        ("0x1626ba7e" + "00" * 27 + "01", False),  # dirty low bytes
+        ("0x1626ba7e" + "ab" * 60, False),  # an echo of the calldata
+        ("0xffffffff" + "00" * 28, False),
+        ("0x", False),
+        (None, False),
+    ],
+)
+def test_eip1271_yes_is_the_whole_magic_word(answer: object, yes: bool) -> None:
+    assert claims.eip1271_says_yes(answer) is yes

@@ -94,3 +94,21 @@ def test_a_suggested_range_in_the_error_text_is_kept() -> None:
         "http://node",
     )
     assert isinstance(exc, errors.RangeTooLarge) and exc.suggested == (26, 47)
+
+
+@pytest.mark.parametrize(
+    ("answer", "value"),
+    [
+        ("0x" + "00" * 31 + "06", 6),
+        ("0x" + "00" * 32, 0),
+        ("0x", None),  # no contract at that address
+        ("", None),
+        ("0x06", None),  # short
+        ("0x" + "00" * 63 + "06", None),  # long: two words, the first zero
+        ("0x" + "zz" * 32, None),
+        (6, None),
+        (None, None),
+    ],
+)
+def test_an_eth_call_number_is_exactly_one_abi_word(answer: object, value: int | None) -> None:
+    assert wire.abi_uint(answer) == value

@@ -144,7 +144,7 @@ async def evm_usdc(
         )
     finally:
         await pool.aclose()
-    decimals = int(raw, 16) if isinstance(raw, str) and raw not in ("", "0x") else None
+    decimals = rpc.abi_uint(raw)  # exactly one word: a longer answer is not decimals()
     if decimals != 6:
         fix = f"USDC has 6 decimals: {var} points at another token"
         return [Check("contracts", name, "fail", f"{chain.usdc}: decimals() = {decimals}", fix)]

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from watcher.rpc.endpoint import Circuit, Endpoint, EndpointStatus, Policy
 from watcher.rpc.pool import RpcPool
-from watcher.rpc.wire import RANGE_ERROR_CODES, classify_rpc_error
+from watcher.rpc.wire import RANGE_ERROR_CODES, abi_uint, classify_rpc_error
 
 __all__ = [
     "RANGE_ERROR_CODES",
@@ -32,5 +32,6 @@ __all__ = [
     "EndpointStatus",
     "Policy",
     "RpcPool",
+    "abi_uint",
     "classify_rpc_error",
 ]

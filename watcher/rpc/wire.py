@@ -283,6 +283,20 @@ def _refuses_batching(err: object) -> bool:
     return err.get("code") == -32600 or "batch" in str(err.get("message", "")).lower()
 
 
+_WORD = re.compile(r"0x[0-9a-fA-F]{64}")
+
+
+def abi_uint(value: Any) -> int | None:
+    """An ``eth_call`` answer read as one ABI word (a uint256), or None.
+
+    Exactly 32 bytes: an empty answer (no contract there), a short one or a
+    longer one is not a number we trust, however it starts.
+    """
+    if isinstance(value, str) and _WORD.fullmatch(value):
+        return int(value, 16)
+    return None
+
+
 def as_head(value: Any, method: str) -> int | None:
     """A head from ``eth_blockNumber`` (hex string) or ``getSlot`` (integer); None if neither."""
     if method == "getSlot":
