@@ -69,7 +69,8 @@ def to_transfers(
     # before it in the same transaction. Unlike the log index it survives the
     # transaction being re-mined elsewhere (docs/evm.md, "Reorgs"). A transaction's
     # logs all come in one answer (a step covers whole blocks).
-    seen: dict[tuple[str, str, str, int], list[int]] = {}
+    first: dict[tuple[str, str, str, int], int] = {}  # identity -> index in out
+    repeats: dict[tuple[str, str, str, int], list[int]] = {}  # only identities seen twice
     for lg in logs:
         raw = parse_transfer(lg)
         if raw is None:
@@ -85,8 +86,10 @@ def to_transfers(
         below = raw.amount < min_units
         header = headers.get(n)
         ident = (raw.tx_hash, raw.from_address, raw.to_address, raw.amount)
-        same = seen.setdefault(ident, [])
-        same.append(len(out))
+        if ident in first:  # rare: no list is built per log on the hot path
+            repeats.setdefault(ident, [first[ident]]).append(len(out))
+        else:
+            first[ident] = len(out)
         out.append(
             ledger.Transfer(
                 chain=name,
@@ -104,13 +107,12 @@ def to_transfers(
                 transfer_key=f"{raw.from_address}:{raw.to_address}:{raw.amount}:0",
             )
         )
-    for same in seen.values():
-        if len(same) > 1:  # identical transfers in one transaction: number them in log order
-            same.sort(key=lambda i: out[i].log_index)
-            for nth, i in enumerate(same):
-                t = out[i]
-                key = f"{t.from_address}:{t.to_address}:{t.amount}:{nth}"
-                out[i] = dataclasses.replace(t, transfer_key=key)
+    for same in repeats.values():  # identical transfers in one transaction: in log order
+        same.sort(key=lambda i: out[i].log_index)
+        for nth, i in enumerate(same):
+            t = out[i]
+            key = f"{t.from_address}:{t.to_address}:{t.amount}:{nth}"
+            out[i] = dataclasses.replace(t, transfer_key=key)
     return out
 
 
