@@ -33,8 +33,8 @@ from solders.signature import Signature
 
 from api import paywall
 from api.errors import DB_ERRORS, ApiError, service_unavailable
-from watcher import db, errors, metrics, rpc
-from watcher.settings import ChainName, Settings
+from watcher import db, errors, metrics, networks, rpc
+from watcher.settings import Settings
 
 log = structlog.get_logger(__name__)
 
@@ -82,11 +82,11 @@ def recover_evm_signer(message: str, signature: str) -> str | None:
 
 
 async def eip1271_valid(
-    settings: Settings, chain: ChainName, wallet: str, message: str, signature: str
+    settings: Settings, chain: str, wallet: str, message: str, signature: str
 ) -> bool:
     """Ask the contract at ``wallet`` whether it accepts ``signature`` over the EIP-191 hash."""
     raw = _hex_bytes(signature)
-    if raw is None or chain == "solana":
+    if raw is None or networks.family(chain) == "solana":
         return False
     evm = settings.evm_chain(chain)
     if not evm.rpc_urls:
@@ -133,11 +133,11 @@ def _solana_signature(text: str) -> Signature:
 
 
 async def signer_among(
-    settings: Settings, chain: ChainName, tx_hash: str, senders: Sequence[str], signature: str
+    settings: Settings, chain: str, tx_hash: str, senders: Sequence[str], signature: str
 ) -> str | None:
     """Which of the payment senders signed the claim message, if any."""
     message = claim_message(chain, tx_hash)
-    if chain == "solana":
+    if networks.family(chain) == "solana":
         return next((s for s in senders if ed25519_valid(s, message, signature)), None)
     recovered = recover_evm_signer(message, signature)
     if recovered in senders:

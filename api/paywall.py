@@ -41,7 +41,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import chains, entitlements, idempotency, text, x402_settle, x402_standard, x402_svm
 from api.errors import DB_ERRORS, ERROR_SCHEMA, ApiError, responses, service_unavailable
-from watcher import db, metrics
+from watcher import db, metrics, networks
 from watcher.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -98,34 +98,13 @@ def payment_required_body(
     buy a token here."""
     settings: Settings = request.app.state.settings
     price = settings.price_per_call_units * cost
-    # Our fee payer only where a v1 client can pay with it: a network with a v1 name.
-    fee_payer = x402_standard.solana_fee_payer(settings)
-    if x402_standard.solana_v1_network(settings) is None:
-        fee_payer = None
-    solana_extra = {"decimals": 6, **({"feePayer": fee_payer} if fee_payer else {})}
     accepts = [
-        {
-            "scheme": "exact",
-            "network": chains.X402_NETWORK[c.name]
-            if c.name != "solana"
-            else x402_standard.solana_v1_network(settings) or "solana",
-            "maxAmountRequired": str(price),
-            "resource": str(request.url),
-            "description": x402_standard.describe(request, settings, cost),
-            "mimeType": "application/json",
-            "payTo": c.pay_to_display,
-            "maxTimeoutSeconds": PAYMENT_TIMEOUT_SECONDS,
-            "asset": c.asset_display,
-            # EVM: the USDC EIP-712 domain an x402 client signs against; Solana: our fee
-            # payer, when we settle x402 transactions there (api/x402_svm.py).
-            "extra": {**x402_standard.eip712_extra(settings), "decimals": 6}
-            if c.name != "solana"
-            else solana_extra,
-        }
+        _v1_accept(request, settings, c, cost, price)
         for c in chains.all_chains(settings)
-        if c.enabled
+        if c.enabled and (c.family == "solana" or c.network.x402_v1 is not None)
     ]
     invoices = str(request.url_for("create_invoice"))
+    suggested = next((c.name for c in chains.all_chains(settings) if c.enabled), networks.NAMES[0])
     return {
         "x402Version": 1,
         "error": error,
@@ -133,7 +112,39 @@ def payment_required_body(
         "fix": f"create an invoice with POST {invoices}, pay it, claim a token with "
         f"POST /x402/generate-token and send it in the {TOKEN_HEADER} header",
         "accepts": accepts,
-        "invoice": {"method": "POST", "url": invoices, "body": {"chain": "base", "requests": 10}},
+        "invoice": {
+            "method": "POST",
+            "url": invoices,
+            "body": {"chain": suggested, "requests": 10},
+        },
+    }
+
+
+def _v1_accept(
+    request: Request, settings: Settings, c: chains.ChainInfo, cost: int, price: int
+) -> dict[str, Any]:
+    """One entry of the v1 ``accepts`` list. EVM: the USDC EIP-712 domain an x402 client
+    signs against; Solana: our fee payer, where a v1 client can pay with it (a network with
+    a v1 name) and we settle x402 transactions there (api/x402_svm.py)."""
+    if c.family == "evm":
+        network = c.network.x402_v1 or c.name
+        extra: dict[str, Any] = {**x402_standard.eip712_extra(settings, c.name), "decimals": 6}
+    else:
+        v1 = x402_standard.solana_v1_network(settings, c.name)
+        network = v1 or c.network.x402_v1 or c.name
+        fee_payer = x402_standard.solana_fee_payer(settings, c.name) if v1 else None
+        extra = {"decimals": 6, **({"feePayer": fee_payer} if fee_payer else {})}
+    return {
+        "scheme": "exact",
+        "network": network,
+        "maxAmountRequired": str(price),
+        "resource": str(request.url),
+        "description": x402_standard.describe(request, settings, cost),
+        "mimeType": "application/json",
+        "payTo": c.pay_to_display,
+        "maxTimeoutSeconds": PAYMENT_TIMEOUT_SECONDS,
+        "asset": c.asset_display,
+        "extra": extra,
     }
 
 
@@ -158,7 +169,7 @@ async def _pay_x402(
     settings: Settings = request.app.state.settings
     try:
         matched = x402_standard.match(request, header, version, cost)
-        via = "x402-exact" if matched.offer.chain.name != "solana" else "x402-exact-solana"
+        via = "x402-exact" if matched.offer.chain.family == "evm" else "x402-exact-solana"
         if via == "x402-exact-solana":
             settled = await x402_svm.settle(request, x402_svm.verify(settings, matched))
         else:

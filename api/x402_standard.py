@@ -45,7 +45,7 @@ from x402.schemas import (
 from x402.schemas.v1 import PaymentPayloadV1
 
 from api import chains
-from watcher import settle
+from watcher import networks, settle
 from watcher.settings import Settings
 
 PAYMENT_REQUIRED = x402_headers.PAYMENT_REQUIRED_HEADER
@@ -93,26 +93,25 @@ def settlement_configured(settings: Settings) -> bool:
     return settings.relayer_key() is not None or bool(settings.x402_facilitator_url)
 
 
-def solana_fee_payer(settings: Settings) -> str | None:
+def solana_fee_payer(settings: Settings, name: str = "solana") -> str | None:
     """Our fee payer's address when Solana `exact` can be settled (key, owner and RPC set)."""
-    sol = settings.solana
+    sol = settings.solana_chain(name)
     if sol.owner is None or not sol.rpc_urls:
         return None
-    return settings.solana_fee_payer_address()
+    return settings.solana_fee_payer_address(name)
 
 
-def solana_v1_network(settings: Settings) -> str | None:
-    """The x402 v1 name of our Solana network (``solana``, ``solana-devnet``...), if it has one."""
-    names = {v2: v1 for v1, v2 in svm_constants.V1_TO_V2_NETWORK_MAP.items()}
-    return names.get(settings.x402_solana_network)
+def solana_v1_network(settings: Settings, name: str = "solana") -> str | None:
+    """The x402 v1 name of a Solana network as configured (``solana``, ``solana-devnet``),
+    if its CAIP-2 id has one."""
+    row = networks.by_caip2(settings.solana_chain(name).caip2)
+    return row.x402_v1 if row is not None else None
 
 
-def eip712_extra(settings: Settings) -> dict[str, Any]:
+def eip712_extra(settings: Settings, name: str) -> dict[str, Any]:
     """The token's EIP-712 domain name and version, as x402 clients read them from ``extra``."""
-    return {
-        "name": settings.x402_usdc_eip712_name,
-        "version": settings.x402_usdc_eip712_version,
-    }
+    domain_name, version = settings.evm_chain(name).eip712_domain
+    return {"name": domain_name, "version": version}
 
 
 def describe(request: Request, settings: Settings, cost: int) -> str:
@@ -129,7 +128,7 @@ def offers(settings: Settings, cost: int = 1) -> list[Offer]:
     price = str(settings.price_per_call_units * cost)
     out = []
     for info in chains.all_chains(settings) if settlement_configured(settings) else []:
-        if info.name == "solana" or not info.enabled or info.pay_to_display is None:
+        if info.family != "evm" or not info.enabled or info.pay_to_display is None:
             continue
         if not settings.evm_chain(info.name).rpc_urls:
             continue
@@ -140,22 +139,23 @@ def offers(settings: Settings, cost: int = 1) -> list[Offer]:
             amount=price,
             pay_to=info.pay_to_display,
             max_timeout_seconds=MAX_TIMEOUT_SECONDS,
-            extra=eip712_extra(settings),
+            extra=eip712_extra(settings, info.name),
         )
-        out.append(Offer(info, req, chains.X402_NETWORK[info.name]))
-    fee_payer = solana_fee_payer(settings)
-    if fee_payer is not None:
-        info = chains.chain_info(settings, "solana")
+        out.append(Offer(info, req, info.network.x402_v1))
+    for info in chains.all_chains(settings):
+        fee_payer = solana_fee_payer(settings, info.name) if info.family == "solana" else None
+        if fee_payer is None:
+            continue
         req = PaymentRequirements(
             scheme="exact",
-            network=settings.x402_solana_network,
+            network=info.caip2,
             asset=info.asset,
             amount=price,
             pay_to=info.pay_to or "",
             max_timeout_seconds=MAX_TIMEOUT_SECONDS,
             extra={"feePayer": fee_payer},
         )
-        out.append(Offer(info, req, solana_v1_network(settings)))
+        out.append(Offer(info, req, solana_v1_network(settings, info.name)))
     return out
 
 
@@ -271,7 +271,7 @@ def _match(
     if version == 1:
         return offer, v1_requirements(request, offer, settings, cost)
     ours = offer.requirements
-    if offer.chain.name == "solana":  # base58 is case-sensitive
+    if offer.chain.family == "solana":  # base58 is case-sensitive
         theirs = (accepted.asset, accepted.pay_to, accepted.amount)
         mine = (ours.asset, ours.pay_to, ours.amount)
         theirs_fee_payer = (accepted.extra or {}).get("feePayer")
@@ -353,8 +353,7 @@ def _check_signature(settings: Settings, offer: Offer, auth: settle.Authorizatio
         ),
         offer.chain.chain_id or 0,
         offer.chain.asset_display,
-        settings.x402_usdc_eip712_name,
-        settings.x402_usdc_eip712_version,
+        *settings.evm_chain(offer.chain.name).eip712_domain,
     )
     sig = auth.signature
     v = sig[64] - 27 if sig[64] >= 27 else sig[64]

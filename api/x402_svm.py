@@ -283,7 +283,7 @@ async def settle(request: Request, verified: SvmVerified) -> Settled:
     signed = co_sign(verified.tx, Keypair.from_bytes(secret))
     pool = rpc.RpcPool(
         "solana",
-        settings.solana.rpc_urls,
+        settings.solana_chain().rpc_urls,
         kind="solana",
         commitment="confirmed",
         timeout=RPC_TIMEOUT_SECONDS,

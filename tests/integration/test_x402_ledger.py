@@ -114,7 +114,7 @@ async def test_a_served_settlement_first_seen_already_deep_is_consumed_too(pool:
 
     tx = "0x" + secrets.token_hex(32)
     auth_id = await authorization(pool, "settled", tx)
-    chain = load_settings().base.model_copy(update={"usdc": TOKEN, "receivers": (US,)})
+    chain = load_settings().evm_chain("base").model_copy(update={"usdc": TOKEN, "receivers": (US,)})
     async with pool.acquire() as conn, conn.transaction():
         (row,) = await evm_scan.record_credited(conn, chain, [transfer(tx)])
     payment = await pool.fetchrow("SELECT state, reason FROM payments WHERE id = $1", row["id"])

@@ -21,7 +21,6 @@ from watcher.chains import solana_owners, solana_tx
 
 log = structlog.get_logger(__name__)
 
-CHAIN = "solana"
 MULTIPLE_ACCOUNTS_MAX = 100  # getMultipleAccounts takes at most 100 keys
 
 
@@ -60,7 +59,13 @@ async def check_today(client: rpc.RpcPool, accounts: Sequence[str], owner: str, 
 
 
 def transfers(
-    tx: solana_tx.TxView, account: str, before: str | None, owner: str, mint: str, min_units: int
+    chain: str,
+    tx: solana_tx.TxView,
+    account: str,
+    before: str | None,
+    owner: str,
+    mint: str,
+    min_units: int,
 ) -> tuple[list[ledger.Transfer], str | None]:
     """``account``'s USDC increase in ``tx`` as a transfer to record, and its owner after.
 
@@ -81,7 +86,7 @@ def transfers(
         state = "below_minimum"
         reason = f"{p.amount} base units is below the minimum {min_units}"
     transfer = ledger.Transfer(
-        chain=CHAIN,
+        chain=chain,
         tx_hash=p.signature,
         log_index=p.account_index,
         block_number=p.slot,
