@@ -187,6 +187,7 @@ async def seed(dsn: str, tokens: int, signed: int, invoices: int) -> dict[str, A
                 claims.hash_secret(secret),
                 ledger.INVOICE_GRACE,
                 9_999,
+                ledger.INVOICE_AMOUNT_HOLD,
             )
             t = ledger.Transfer(
                 chain="base",
