@@ -20,6 +20,7 @@ COPY pyproject.toml README.md ./
 COPY watcher/__init__.py watcher/__init__.py
 COPY api/__init__.py api/__init__.py
 RUN pip install . && pip uninstall -y usdc-watcher
+# watcher/ carries sql/, the named queries (package data, read via importlib.resources).
 COPY watcher watcher
 COPY api api
 COPY migrations migrations

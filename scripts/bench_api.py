@@ -144,7 +144,7 @@ async def paid_vs_bare(port: int, tokens: list[str], args: argparse.Namespace) -
 
 async def seed(dsn: str, tokens: int, signed: int, invoices: int) -> dict[str, Any]:
     """Tokens with plenty of calls, credited payments to claim by signature or by invoice."""
-    from tests.api_support import make_settings
+    from devkit.api_support import make_settings
 
     settings = make_settings()
     pool = await db.create_pool(dsn, min_size=1, max_size=4)
@@ -186,6 +186,7 @@ async def seed(dsn: str, tokens: int, signed: int, invoices: int) -> dict[str, A
                 claims.hash_secret(secret),
                 ledger.INVOICE_GRACE,
                 9_999,
+                ledger.INVOICE_AMOUNT_HOLD,
             )
             t = ledger.Transfer(
                 chain="base",
@@ -254,7 +255,7 @@ async def bench(dsn: str, args: argparse.Namespace) -> dict[str, Any]:
     finally:
         await conn.close()
     seeded = await seed(dsn, args.concurrency, args.claims, args.claims)
-    from tests.anvil import free_port
+    from devkit.anvil import free_port
 
     port = free_port()
     env = {

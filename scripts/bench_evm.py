@@ -38,8 +38,8 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.anvil import Anvil, Token, calldata, deploy_token, free_port, start_anvil
-from tests.pg import with_database
+from devkit.anvil import Anvil, Token, calldata, deploy_token, free_port, start_anvil
+from devkit.pg import with_database
 from watcher import db
 
 CONFIRMATIONS = 3

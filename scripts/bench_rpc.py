@@ -24,7 +24,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.anvil import free_port, start_anvil  # the repo root is on sys.path now
+from devkit.anvil import free_port, start_anvil  # the repo root is on sys.path now
 from watcher.rpc import Policy, RpcPool
 
 ROUNDS = 5

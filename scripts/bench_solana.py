@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from solders.keypair import Keypair
 
-from tests.solana_node import Bank, SolanaNode
+from devkit.solana_node import Bank, SolanaNode
 from watcher import db, logs
 from watcher.chains import solana
 from watcher.settings import load_settings

@@ -35,8 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from api import entitlements
-from tests import stripe_helpers as sh
-from tests.pg import with_database
+from devkit import stripe_helpers as sh
+from devkit.pg import with_database
 from watcher import db
 
 

@@ -34,9 +34,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from api.app import create_app
-from tests.anvil import start_anvil
-from tests.api_support import serve
-from tests.x402kit import BASE_CHAIN_ID, PRICE, ROUTE, make_world, v2_header
+from devkit.anvil import start_anvil
+from devkit.api_support import serve
+from devkit.x402kit import BASE_CHAIN_ID, PRICE, ROUTE, make_world, v2_header
 from watcher import db
 
 
@@ -106,23 +106,16 @@ async def bench(dsn: str, calls: int) -> dict[str, Any]:
 
 
 async def bench_solana(dsn: str, calls: int) -> dict[str, Any]:
-    from solders.keypair import Keypair
-
-    from tests.integration.solana.conftest import World as NodeWorld
-    from tests.solana_node import Bank, SolanaNode
-    from tests.x402svmkit import make_world as make_svm_world
-    from tests.x402svmkit import payment_tx, solana_offer, v2_header_for
+    from devkit.solana_node import SolanaNode, usdc_world
+    from devkit.x402svmkit import make_world as make_svm_world
+    from devkit.x402svmkit import payment_tx, solana_offer, v2_header_for
 
     pool = await db.create_pool(dsn)
     node = await SolanaNode(finality_depth=2).start()
     try:
         async with pool.acquire() as c:
             await db.migrate(c)
-        bank = Bank(node.chain)
-        usdc = bank.create_mint(6)
-        alice = bank.wallet()
-        bank.mint_to(usdc, alice.pubkey(), (calls + 1) * PRICE)
-        world = make_svm_world(NodeWorld(node, bank, usdc, alice, Keypair()), fee_payer_sol=10)
+        world = make_svm_world(usdc_world(node, (calls + 1) * PRICE), fee_payer_sol=10)
         app = create_app(world.settings, pool)
         paid_s: list[float] = []
         async with serve(app) as url, httpx.AsyncClient(base_url=url) as http:

@@ -39,7 +39,7 @@ from solders.keypair import Keypair
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.anvil import Anvil, deploy_token, start_anvil
+from devkit.anvil import Anvil, deploy_token, start_anvil
 
 STARTUP_SECONDS = 90
 

@@ -40,7 +40,7 @@ def rpc(url: str, method: str, params: list[Any]) -> Any:
 
 
 def pay_base(state: dict[str, Any], invoice: dict[str, Any]) -> str:
-    from tests.anvil import calldata
+    from devkit.anvil import calldata
 
     base = state["base"]
     data = calldata("transfer(address,uint256)", invoice["pay_to"], int(invoice["amount"]))
@@ -62,7 +62,7 @@ def pay_solana(state: dict[str, Any], invoice: dict[str, Any]) -> str:
     from solders.pubkey import Pubkey
     from solders.transaction import Transaction
 
-    from tests.solana_node.helpers import transfer_checked_ix
+    from devkit.solana_node.helpers import transfer_checked_ix
     from watcher.chains.solana import associated_token_account
 
     sol = state["solana"]

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from solders.pubkey import Pubkey
 
-from tests.solana_node import Bank, SolanaNode
+from devkit.solana_node import Bank, SolanaNode
 
 
 async def main(args: argparse.Namespace) -> None:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.anvil import Anvil, Token, deploy_token, start_anvil
-from tests.pg import SessionPostgres
+from devkit.anvil import Anvil, Token, deploy_token, start_anvil
+from devkit.pg import SessionPostgres
 from watcher import db
 
 _OWN_BASETEMP = pytest.StashKey[Path]()

@@ -1,7 +1,8 @@
 """PostgreSQL: the connection pool, named queries, migrations, the embedded server.
 
-* ``queries()`` parses ``queries.sql`` once: every statement lives there under a
-  ``-- name: x`` header (see CONVENTIONS).
+* ``queries()`` parses the files of ``watcher/sql/`` once, as one namespace: every
+  statement lives there under a ``-- name: x`` header, one file per domain (ledger,
+  evm, solana, api, stripe, x402, ops). A name defined twice is refused at load.
 * ``migrate()`` applies ``migrations/NNNN_*.sql`` in order, each in its own
   transaction, recorded with a checksum in ``schema_migrations``, under a
   Postgres advisory lock so processes starting together take turns. An applied
@@ -15,10 +16,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.resources
 import re
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -30,7 +33,8 @@ from watcher import errors
 
 log = structlog.get_logger(__name__)
 
-QUERIES_FILE = Path(__file__).with_name("queries.sql")
+# Read through importlib.resources, so the files are found in an installed wheel too.
+QUERIES_DIR: Traversable = importlib.resources.files("watcher") / "sql"
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 # Arbitrary but fixed: the advisory lock every migrating process takes.
 MIGRATION_LOCK_KEY = 0x5553_4443_4D49_4752  # "USDCMIGR"
@@ -59,24 +63,50 @@ if TYPE_CHECKING:
 Connection: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
 
 
-def parse_queries(text: str) -> dict[str, str]:
-    """Split a named-query file into ``{name: sql}``; duplicate names are an error."""
+def parse_queries(text: str, source: str = "<text>") -> dict[str, str]:
+    """Split one named-query file into ``{name: sql}``; a repeated or empty one is an error."""
     out: dict[str, str] = {}
     parts = _NAME.split(text)
     for name, body in zip(parts[1::2], parts[2::2], strict=True):
         if name in out:
-            raise ValueError(f"query {name!r} defined twice in queries.sql")
+            raise errors.QueryFileError(f"query {name!r} defined twice in {source}")
         sql = body.strip()
         if not sql:
-            raise ValueError(f"query {name!r} is empty")
+            raise errors.QueryFileError(f"query {name!r} in {source} is empty")
         out[name] = sql
     return out
 
 
+def load_queries(directory: Traversable) -> dict[str, str]:
+    """Every ``*.sql`` file of ``directory`` as one namespace of named statements.
+
+    A name defined in two files is refused (QueryFileError naming it and both files):
+    callers say ``q(name)`` without a file, so two definitions would be a silent pick.
+    """
+    out: dict[str, str] = {}
+    where: dict[str, str] = {}
+    files = sorted((f for f in directory.iterdir() if f.name.endswith(".sql")), key=_file_name)
+    if not files:
+        raise errors.QueryFileError(f"no named-query files (*.sql) in {directory}")
+    for file in files:
+        for name, sql in parse_queries(file.read_text(encoding="utf-8"), file.name).items():
+            if name in out:
+                raise errors.QueryFileError(
+                    f"query {name!r} defined twice: in {where[name]} and in {file.name}"
+                )
+            out[name] = sql
+            where[name] = file.name
+    return out
+
+
+def _file_name(file: Traversable) -> str:
+    return file.name
+
+
 @functools.cache
 def queries() -> Mapping[str, str]:
-    """The named statements of ``queries.sql``."""
-    return parse_queries(QUERIES_FILE.read_text(encoding="utf-8"))
+    """The named statements of ``watcher/sql/*.sql``, read once."""
+    return load_queries(QUERIES_DIR)
 
 
 def q(name: str) -> str:

@@ -4,6 +4,7 @@
     ├── ConfigError            settings missing, malformed or placeholders in production
     ├── DatabaseError          PostgreSQL unreachable, a migration failed or was edited
     │   └── MigrationError
+    ├── QueryFileError         the named-query files (watcher/sql/) are malformed: a name twice
     ├── RpcError               a JSON-RPC call could not be answered
     │   ├── RpcTransportError  connection refused/reset, timeout, HTTP 5xx, garbage body
     │   ├── RpcRateLimited     HTTP 429 or a provider's rate-limit code (carries retry_after)
@@ -46,6 +47,10 @@ class DatabaseError(WatcherError):
 
 class MigrationError(DatabaseError):
     """A schema migration failed."""
+
+
+class QueryFileError(WatcherError):
+    """The named-query files are malformed."""
 
 
 class RpcError(WatcherError):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.anvil import TRANSFER_TOPIC, Anvil, Token, calldata
+from devkit.anvil import TRANSFER_TOPIC, Anvil, Token, calldata
 
 
 async def test_token_deploys_with_six_decimals(anvil: Anvil, usdc: Token) -> None:

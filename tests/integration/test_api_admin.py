@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from eth_account import Account
 
-from tests.api_support import (
+from devkit.api_support import (
     ADMIN_KEY,
     app_for,
     buy_token,

@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from api import paywall
-from tests import stripe_helpers as sh
-from tests.api_support import ADMIN_KEY, app_for, buy_token, client, record_payment, serve
+from devkit import stripe_helpers as sh
+from devkit.api_support import ADMIN_KEY, app_for, buy_token, client, record_payment, serve
 from watcher import db
 
 NUL = "a\\u0000b"  # as JSON text: the escape, decoded by the server

@@ -8,8 +8,8 @@ from eth_abi.abi import encode
 from eth_account import Account
 from solders.keypair import Keypair
 
-from tests.anvil import Anvil, Token, artifact, calldata
-from tests.api_support import (
+from devkit.anvil import Anvil, Token, artifact, calldata
+from devkit.api_support import (
     BASE_RECEIVER,
     SOLANA_MINT,
     SOLANA_OWNER,

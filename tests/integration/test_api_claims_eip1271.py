@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from api import claims
-from tests.anvil import Anvil, Token, artifact, calldata
-from tests.api_support import BASE_RECEIVER, app_for, follow_receipt, serve
+from devkit.anvil import Anvil, Token, artifact, calldata
+from devkit.api_support import BASE_RECEIVER, app_for, follow_receipt, serve
 from watcher import db
 
 CLAIM = "/x402/generate-token"

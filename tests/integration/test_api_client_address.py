@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 import httpx
 
 from api import ratelimit
-from tests.api_support import app_for, fresh_rate_window, serve
+from devkit.api_support import app_for, fresh_rate_window, serve
 from watcher import db
 
 INVOICES = "/x402/invoices"

@@ -16,7 +16,7 @@ import requests
 import schemathesis
 from hypothesis import HealthCheck
 
-from tests.api_support import ADMIN_KEY, app_for, buy_token, client, serve
+from devkit.api_support import ADMIN_KEY, app_for, buy_token, client, serve
 from watcher import db
 
 EXAMPLES_PER_OPERATION = 25

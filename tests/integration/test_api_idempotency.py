@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.background import BackgroundTask
 
 from api import paywall
-from tests.api_support import ADMIN_KEY, app_for, buy_token, serve
+from devkit.api_support import ADMIN_KEY, app_for, buy_token, serve
 from watcher import db
 
 Paid = Annotated[paywall.Charge, paywall.paid()]

@@ -8,9 +8,9 @@ from urllib.parse import parse_qs, urlsplit
 from eth_account import Account
 from solders.keypair import Keypair
 
-from tests import evmkit
-from tests.anvil import Anvil, Token
-from tests.api_support import (
+from devkit import evmkit
+from devkit.anvil import Anvil, Token
+from devkit.api_support import (
     SOLANA_MINT,
     SOLANA_OWNER,
     app_for,

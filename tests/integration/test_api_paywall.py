@@ -9,7 +9,7 @@ import asyncpg
 from fastapi.responses import JSONResponse
 
 from api import paywall
-from tests.api_support import app_for, buy_token, client
+from devkit.api_support import app_for, buy_token, client
 from watcher import db
 
 PAID = "/x402/example/paid"

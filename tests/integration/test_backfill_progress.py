@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from structlog.testing import capture_logs
 
-from tests.anvil import Anvil, Token
-from tests.evmkit import drain, evm_chain, follower, payments
+from devkit.anvil import Anvil, Token
+from devkit.evmkit import drain, evm_chain, follower, payments
 from watcher import db
 from watcher.chains import evm
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import asyncpg
 import pgserver
 
-from tests.pg import SessionPostgres
+from devkit.pg import SessionPostgres
 from watcher import db, ledger
 
 PG_BIN = Path(pgserver.__file__).parent / "pginstall" / "bin"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.anvil import free_port
+from devkit.anvil import free_port
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:

@@ -21,10 +21,10 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 
-from tests.anvil import Anvil, Token, free_port
-from tests.evmkit import payments
+from devkit.anvil import Anvil, Token, free_port
+from devkit.evmkit import payments
+from devkit.pg import SessionPostgres
 from tests.integration.test_daemon import _env
-from tests.pg import SessionPostgres
 from watcher import daemon, db, leader, progress
 from watcher.settings import Settings
 

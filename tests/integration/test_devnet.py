@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.anvil import free_port
+from devkit.anvil import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

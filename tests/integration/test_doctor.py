@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from tests.anvil import Anvil, Token, free_port
+from devkit.anvil import Anvil, Token, free_port
+from devkit.pg import SessionPostgres
 from tests.integration.test_daemon import _env
-from tests.pg import SessionPostgres
 from watcher import doctor
 from watcher.doctor import report
 from watcher.doctor.report import Check

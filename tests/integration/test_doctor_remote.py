@@ -15,7 +15,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from tests.anvil import free_port
+from devkit.anvil import free_port
 from watcher import doctor
 from watcher.doctor.probes import associated_token_account
 from watcher.doctor.report import Check

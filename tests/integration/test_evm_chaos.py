@@ -21,9 +21,9 @@ from typing import Any
 
 import pytest
 
-from tests.anvil import Anvil, Token, calldata, free_port
-from tests.evmkit import Signer, canonical_transfers, cursor, payments
-from tests.faultproxy import FaultProxy
+from devkit.anvil import Anvil, Token, calldata, free_port
+from devkit.evmkit import Signer, canonical_transfers, cursor, payments
+from devkit.faultproxy import FaultProxy
 from tests.integration.test_daemon_ops import _start
 from watcher import db
 

@@ -8,8 +8,8 @@ import random
 
 import pytest
 
-from tests.anvil import Anvil, Token
-from tests.evmkit import cursor, drain, evm_chain, follower, payments
+from devkit.anvil import Anvil, Token
+from devkit.evmkit import cursor, drain, evm_chain, follower, payments
 from watcher import db
 from watcher.chains import evm
 

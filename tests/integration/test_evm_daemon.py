@@ -11,8 +11,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.anvil import Anvil, Token, free_port
-from tests.evmkit import payments
+from devkit.anvil import Anvil, Token, free_port
+from devkit.evmkit import payments
 from watcher import db
 
 

@@ -11,9 +11,9 @@ import asyncpg
 import pytest
 from prometheus_client import REGISTRY
 
-from tests.anvil import Anvil, Token, start_anvil
-from tests.evmkit import drain, evm_chain, follower, payments
-from tests.faultproxy import FaultProxy
+from devkit.anvil import Anvil, Token, start_anvil
+from devkit.evmkit import drain, evm_chain, follower, payments
+from devkit.faultproxy import FaultProxy
 from watcher import db, errors
 from watcher.chains import evm
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.anvil import Anvil, Token, artifact, calldata, deploy_token
-from tests.evmkit import cursor, drain, evm_chain, follower, payments
+from devkit.anvil import Anvil, Token, artifact, calldata, deploy_token
+from devkit.evmkit import cursor, drain, evm_chain, follower, payments
 from watcher import db
 from watcher.chains import evm
 

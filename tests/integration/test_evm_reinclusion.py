@@ -20,9 +20,9 @@ from eth_account import Account
 from prometheus_client import REGISTRY
 
 from api.app import create_app
-from tests.anvil import Anvil, Token, calldata
-from tests.api_support import evm_sign, make_settings, serve
-from tests.evmkit import (
+from devkit.anvil import Anvil, Token, calldata
+from devkit.api_support import evm_sign, make_settings, serve
+from devkit.evmkit import (
     Signer,
     canonical_transfers,
     drain,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import REGISTRY
 
-from tests.anvil import Anvil, Token, calldata
-from tests.evmkit import drain, evm_chain, follower, payments
+from devkit.anvil import Anvil, Token, calldata
+from devkit.evmkit import drain, evm_chain, follower, payments
 from watcher import db
 
 

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.anvil import Anvil, Token, deploy_token
-from tests.evmkit import drain, evm_chain, follower
+from devkit.anvil import Anvil, Token, deploy_token
+from devkit.evmkit import drain, evm_chain, follower
 from watcher import db
 
 ROOT = Path(__file__).resolve().parents[2]

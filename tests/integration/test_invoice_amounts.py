@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 from eth_account import Account
 
-from tests.api_support import app_for, evm_sign, record_payment, serve
+from devkit.api_support import app_for, evm_sign, record_payment, serve
 from watcher import db
 
 TINY = {"x402_price_per_call": "0.000003", "x402_min_payment_usd": "0.000001"}

@@ -11,7 +11,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from tests.pg import SessionPostgres
+from devkit.pg import SessionPostgres
 from watcher import db, errors
 
 HASH = "0x" + "ab" * 32

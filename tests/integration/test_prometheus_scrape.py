@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from tests.anvil import free_port
+from devkit.anvil import free_port
 from tests.integration.test_daemon import _env, _wait_http
 from watcher import __version__
 

@@ -17,7 +17,7 @@ from dataclasses import replace
 import httpx
 import pytest
 
-from tests.anvil import Anvil, free_port, start_anvil
+from devkit.anvil import Anvil, free_port, start_anvil
 from watcher import errors
 from watcher.rpc import Policy, RpcPool
 

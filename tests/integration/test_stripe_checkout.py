@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from api.stripe_client import StripeBilling
-from tests import stripe_helpers as sh
+from devkit import stripe_helpers as sh
 from watcher import db
 
 SESSION = {

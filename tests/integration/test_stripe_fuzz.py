@@ -16,7 +16,7 @@ import schemathesis
 from hypothesis import HealthCheck
 
 from api.stripe_client import StripeBilling
-from tests import stripe_helpers as sh
+from devkit import stripe_helpers as sh
 from watcher import db
 
 EXAMPLES_PER_OPERATION = 40

@@ -15,8 +15,8 @@ import pytest
 
 from api import entitlements, paywall
 from api.app import create_app
-from tests import api_support
-from tests import stripe_helpers as sh
+from devkit import api_support
+from devkit import stripe_helpers as sh
 from watcher import db
 
 CUS, SUB = "cus_TestPaywall01", "sub_TestPaywall01"

@@ -15,7 +15,7 @@ import httpx
 
 from api import entitlements, subscriptions
 from api.stripe_client import StripeBilling
-from tests import stripe_helpers as sh
+from devkit import stripe_helpers as sh
 from watcher import db
 
 CUS, SUB = "cus_TestSync0001", "sub_TestSync0001"

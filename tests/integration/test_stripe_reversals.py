@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from api import entitlements
-from tests import api_support
-from tests import stripe_helpers as sh
+from devkit import api_support
+from devkit import stripe_helpers as sh
 from watcher import db
 
 CUS, SUB = "cus_TestReversal1", "sub_TestReversal1"

@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from api import entitlements
-from tests import stripe_helpers as sh
-from tests.api_support import fresh_rate_window
+from devkit import stripe_helpers as sh
+from devkit.api_support import fresh_rate_window
 from watcher import db
 
 CUS, SUB = "cus_TestLife0001", "sub_TestLife0001"

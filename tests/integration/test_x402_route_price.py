@@ -13,9 +13,9 @@ from fastapi import FastAPI
 
 from api import paywall
 from api.app import create_app
-from tests.anvil import Anvil, start_anvil
-from tests.api_support import app_for, buy_token, serve
-from tests.x402kit import (
+from devkit.anvil import Anvil, start_anvil
+from devkit.api_support import app_for, buy_token, serve
+from devkit.x402kit import (
     BASE_CHAIN_ID,
     PRICE,
     ROUTE,

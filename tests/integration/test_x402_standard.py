@@ -17,11 +17,11 @@ from starlette.responses import Response
 from x402.http.clients.httpx import x402AsyncTransport
 
 from api.app import create_app
-from tests.anvil import Anvil, start_anvil
-from tests.api_support import serve
-from tests.evmkit import drain, follower, payments
-from tests.faultproxy import FaultProxy
-from tests.x402kit import (
+from devkit.anvil import Anvil, start_anvil
+from devkit.api_support import serve
+from devkit.evmkit import drain, follower, payments
+from devkit.faultproxy import FaultProxy
+from devkit.x402kit import (
     BASE_CHAIN_ID,
     PRICE,
     ROUTE,

@@ -8,7 +8,7 @@ from solders.keypair import Keypair
 
 from api import chains, claims, invoices
 from api.errors import ApiError
-from tests.api_support import evm_sign, solana_sign
+from devkit.api_support import evm_sign, solana_sign
 
 
 def test_evm_hashes_in_any_case_normalise_to_lowercase() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.solana_node import fixtures
+from tests import fixtures
 from watcher.chains import solana_tx
 
 USDC = "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v"

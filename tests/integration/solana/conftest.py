@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 import pytest
-from solders.keypair import Keypair
-from solders.pubkey import Pubkey
 
-from tests.solana_node import Bank, SolanaNode
+from devkit.solana_node import SolanaNode, World, usdc_world
 
 
 @pytest.fixture
@@ -22,22 +19,7 @@ async def solana() -> AsyncIterator[SolanaNode]:
         await node.close()
 
 
-@dataclass
-class World:
-    """A node with a USDC-like mint, a funded payer (alice) and our receiving owner."""
-
-    node: SolanaNode
-    bank: Bank
-    usdc: Pubkey
-    alice: Keypair
-    merchant: Keypair
-
-
 @pytest.fixture
 def world(solana: SolanaNode) -> World:
-    bank = Bank(solana.chain)
-    usdc = bank.create_mint(6)
-    alice = bank.wallet()
-    bank.mint_to(usdc, alice.pubkey(), 1_000_000 * 10**6)
-    merchant = Keypair()
-    return World(solana, bank, usdc, alice, merchant)
+    """A USDC-like mint with 1,000,000 of it minted to alice, and a merchant owning nothing."""
+    return usdc_world(solana, 1_000_000 * 10**6)

@@ -8,7 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
-from tests.integration.solana.conftest import World
+from devkit.solana_node import World
 from tests.integration.solana.test_follower import rows
 from watcher import db
 

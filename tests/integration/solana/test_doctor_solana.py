@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from solders.keypair import Keypair
 
-from tests.integration.solana.conftest import World
-from tests.solana_node import SolanaNode
+from devkit.solana_node import SolanaNode, World
 from watcher.doctor import probes
 from watcher.settings import SolanaChain
 

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from solders.keypair import Keypair
 
-from tests.integration.solana.conftest import World
-from tests.solana_node import fixtures, render
+from devkit.solana_node import World, render
+from tests import fixtures
 from watcher.__main__ import main
 
 USDC = "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v"

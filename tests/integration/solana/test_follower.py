@@ -9,7 +9,7 @@ import pytest
 from prometheus_client import REGISTRY
 from solders.keypair import Keypair
 
-from tests.integration.solana.conftest import World
+from devkit.solana_node import World
 from watcher import db, errors, ledger
 from watcher.chains import solana
 from watcher.settings import Settings, load_settings

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from tests.integration.solana.conftest import World
+from devkit.solana_node import World
 from tests.integration.solana.test_follower import MIN, rows, settings_for
 from watcher import db
 from watcher.chains import solana

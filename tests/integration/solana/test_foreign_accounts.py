@@ -15,7 +15,7 @@ from typing import Any
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 
-from tests.integration.solana.conftest import World
+from devkit.solana_node import World
 from tests.integration.solana.test_explain import _main_with_env
 from tests.integration.solana.test_follower import MIN, rows, settings_for
 from watcher import db

@@ -12,8 +12,8 @@ import pytest
 import websockets
 from solders.keypair import Keypair
 
-from tests.integration.solana.conftest import World
-from tests.solana_node import SendError, SolanaNode, fixtures
+from devkit.solana_node import SendError, SolanaNode, World
+from tests import fixtures
 
 
 async def call(url: str, method: str, params: list[Any] | None = None) -> Any:
@@ -273,7 +273,7 @@ async def test_v0_transactions_need_max_supported_version(world: World) -> None:
 
 
 async def test_send_base58_default_encoding_and_preflight_errors(world: World) -> None:
-    from tests.solana_node.parse import b58encode
+    from devkit.solana_node.parse import b58encode
 
     node, bank = world.node, world.bank
     dest = bank.create_ata(world.merchant.pubkey(), world.usdc)

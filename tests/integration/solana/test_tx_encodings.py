@@ -7,7 +7,7 @@ from solders.keypair import Keypair
 from solders.message import MessageV0
 from solders.transaction import VersionedTransaction
 
-from tests.solana_node import Bank, Chain, render
+from devkit.solana_node import Bank, Chain, render
 from watcher.chains import solana_tx
 
 

@@ -16,9 +16,9 @@ from solders.pubkey import Pubkey
 from solders.system_program import TransferParams, transfer
 
 from api.app import create_app
-from tests.api_support import serve
-from tests.integration.solana.conftest import World as NodeWorld
-from tests.x402svmkit import (
+from devkit.api_support import serve
+from devkit.solana_node import World as NodeWorld
+from devkit.x402svmkit import (
     NETWORK,
     PRICE,
     ROUTE,

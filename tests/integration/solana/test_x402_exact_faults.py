@@ -16,10 +16,10 @@ from starlette.responses import Response
 
 from api import x402_svm
 from api.app import create_app
-from tests.api_support import serve
-from tests.faultproxy import FaultProxy
-from tests.integration.solana.conftest import World as NodeWorld
-from tests.x402svmkit import (
+from devkit.api_support import serve
+from devkit.faultproxy import FaultProxy
+from devkit.solana_node import World as NodeWorld
+from devkit.x402svmkit import (
     PRICE,
     ROUTE,
     World,

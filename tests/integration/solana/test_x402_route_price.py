@@ -12,9 +12,9 @@ from x402.mechanisms.svm import constants as svm
 
 from api import paywall
 from api.app import create_app
-from tests.api_support import serve
-from tests.integration.solana.conftest import World as NodeWorld
-from tests.x402svmkit import (
+from devkit.api_support import serve
+from devkit.solana_node import World as NodeWorld
+from devkit.x402svmkit import (
     NETWORK,
     PRICE,
     World,

@@ -1,4 +1,4 @@
-"""Helpers for the standard-x402 tests: an EIP-3009 USDC on anvil (chain id 8453, so the
+"""Helpers for the standard-x402 tests and bench: an EIP-3009 USDC on anvil (chain id 8453, so the
 x402 v1 client's "base" network matches), our app configured to settle with a relayer,
 and the x402 package's own client paying."""
 
@@ -19,8 +19,8 @@ from x402.mechanisms.evm.exact.register import register_exact_evm_client
 from x402.schemas import PaymentRequired, PaymentRequirements
 from x402.schemas.v1 import PaymentRequiredV1
 
-from tests.anvil import Anvil, Token, artifact
-from tests.api_support import make_settings
+from devkit.anvil import Anvil, Token, artifact
+from devkit.api_support import make_settings
 from watcher.settings import EvmChain, Settings
 
 BASE_CHAIN_ID = 8453

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from tests.anvil import Anvil, Token
+from devkit.anvil import Anvil, Token
 from watcher import db, rpc
 from watcher.chains import evm
 from watcher.settings import EvmChain
@@ -134,7 +134,7 @@ async def canonical_transfers(
 ) -> list[tuple[str, int, int, int]]:
     """Every USDC transfer to ``receivers`` on anvil's canonical chain up to block ``upto``,
     as (tx_hash, log_index, block, amount): the ground truth a ledger is compared with."""
-    from tests.anvil import TRANSFER_TOPIC
+    from devkit.anvil import TRANSFER_TOPIC
 
     wanted = {r.lower() for r in receivers}
     logs = await anvil.rpc(

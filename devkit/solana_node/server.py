@@ -20,7 +20,7 @@ from typing import Any
 import websockets
 from websockets.asyncio.server import Server, ServerConnection, serve
 
-from tests.solana_node import chain, render, rpc
+from devkit.solana_node import chain, render, rpc
 from watcher import networks
 
 HOST = "127.0.0.1"

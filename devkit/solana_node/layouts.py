@@ -7,7 +7,7 @@ from typing import Any
 
 from solders.pubkey import Pubkey
 
-from tests.solana_node import parse
+from devkit.solana_node import parse
 
 
 def decode_token_account(data: bytes) -> tuple[str, str, int, int] | None:

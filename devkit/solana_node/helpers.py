@@ -18,7 +18,7 @@ from solders.system_program import CreateAccountParams, create_account
 from solders.token.associated import get_associated_token_address
 from solders.transaction import Transaction, VersionedTransaction
 
-from tests.solana_node import chain, parse
+from devkit.solana_node import chain, parse
 
 MEMO_PROGRAM = Pubkey.from_string(parse.MEMO)
 TOKEN_PROGRAM_ID = Pubkey.from_string(parse.TOKEN)

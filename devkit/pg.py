@@ -1,4 +1,4 @@
-"""A PostgreSQL for the test session: DATABASE_URL if set, else an embedded pgserver.
+"""A PostgreSQL for a test session (or a bench): DATABASE_URL if set, else an embedded pgserver.
 
 One template database is migrated once per session; every test gets its own
 database cloned from it (``CREATE DATABASE ... TEMPLATE``), which takes a few

@@ -35,7 +35,7 @@ from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 from solders.transaction_metadata import FailedTransactionMetadata
 
-from tests.solana_node import layouts, parse
+from devkit.solana_node import layouts, parse
 
 BLOCKHASH_WINDOW = 150
 SYSTEM_PROGRAM = Pubkey.from_string(parse.SYSTEM)

@@ -21,8 +21,8 @@ from typing import Any
 import httpx
 
 from api.app import create_app
-from tests.anvil import free_port
-from tests.api_support import serve
+from devkit.anvil import free_port
+from devkit.api_support import serve
 from watcher import db
 from watcher.settings import Settings
 

@@ -30,9 +30,9 @@ from x402.mechanisms.svm.signers import KeypairSigner
 from x402.schemas import PaymentPayload, PaymentRequired, PaymentRequirements
 from x402.schemas.v1 import PaymentRequiredV1
 
-from tests.api_support import make_settings
-from tests.integration.solana.conftest import World as NodeWorld
-from tests.solana_node.helpers import transfer_checked_ix
+from devkit.api_support import make_settings
+from devkit.solana_node import World as NodeWorld
+from devkit.solana_node.helpers import transfer_checked_ix
 from watcher.settings import Settings
 
 PRICE = 100_000  # $0.10, the default X402_PRICE_PER_CALL
@@ -64,7 +64,7 @@ class World:
 
     def balance(self, owner: Pubkey, mint: Pubkey | None = None) -> int:
         """A token balance at the newest slot (0 without an account)."""
-        from tests.solana_node.layouts import decode_token_account
+        from devkit.solana_node.layouts import decode_token_account
 
         ata = self.node.bank.ata(owner, mint or self.usdc)
         acct = self.node.node.chain.svm.get_account(ata)

@@ -8,7 +8,7 @@ from typing import Any
 
 from solders.pubkey import Pubkey
 
-from tests.solana_node import chain, parse, render
+from devkit.solana_node import chain, parse, render
 
 API_VERSION = "2.2.0"
 

@@ -8,7 +8,7 @@ from typing import Any
 from solders.account import Account
 from solders.message import MessageV0
 
-from tests.solana_node import chain, layouts, parse
+from devkit.solana_node import chain, layouts, parse
 
 
 class UnsupportedVersion(Exception):

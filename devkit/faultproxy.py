@@ -41,7 +41,7 @@ from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from tests.anvil import free_port
+from devkit.anvil import free_port
 
 
 class FaultProxy:

@@ -1,4 +1,4 @@
-"""Helpers for the API tests: settings, a real-HTTP client on the ASGI app, ledger rows.
+"""Helpers for the API tests and benches: settings, a real-HTTP client on the ASGI app, ledger rows.
 
 Payments are put in the ledger the way a follower does it (``ledger.record``
 then ``ledger.credit`` in one transaction), so invoice matching runs exactly
@@ -130,7 +130,7 @@ def transfers_from_receipt(
     receipt: dict[str, Any], chain: str, token: str, receiver: str
 ) -> list[ledger.Transfer]:
     """What the EVM follower records from a receipt: USDC Transfer logs toward ``receiver``."""
-    from tests.anvil import TRANSFER_TOPIC
+    from devkit.anvil import TRANSFER_TOPIC
 
     out = []
     for log in receipt["logs"]:
@@ -180,7 +180,7 @@ class _QuietServer(uvicorn.Server):
 @contextlib.asynccontextmanager
 async def serve(app: FastAPI) -> AsyncIterator[str]:
     """Run ``app`` under uvicorn on a free loopback port in this event loop; yields its URL."""
-    from tests.anvil import free_port
+    from devkit.anvil import free_port
 
     port = free_port()
     # Served as production serves it (proxy headers handled by us, not uvicorn).

@@ -1,0 +1,188 @@
+-- The ledger shared by both chain families (watcher/ledger.py): payment rows
+-- and their state transitions, stream cursors, and the invoice links a credit makes.
+-- Each statement under a `-- name: x` header. All files in watcher/sql/ are one
+-- namespace, loaded by watcher.db.q(name): a name is defined once across them all.
+-- Never inline SQL elsewhere.
+
+-- ---------------- payments: record, credit, orphan, reorg flags
+
+-- name: record_transfers
+-- Insert transfers seen on chain, one row per (chain, tx_hash, transfer_key): the
+-- transfer's identity, which survives a reorg that re-includes its transaction at
+-- another block or log index (migration 0010). A row seen again is left alone,
+-- except:
+--   * an orphaned (or still observed) row that reappears in another block: it is
+--     observed again at its new place;
+--   * a credited row seen in a block other than the one it was credited in, or one
+--     flagged reorged_after_credit seen again: it keeps its state (and the token it
+--     bought), records the new place and stays flagged until that place is confirmed
+--     (evm_relanded_ids, ledger.clear_reorg_flags).
+-- Returns the rows inserted or revived as observed / below_minimum (never credited ones).
+WITH up AS (
+    INSERT INTO payments AS p (chain, tx_hash, log_index, transfer_key, block_number,
+                               block_hash, block_time, token, from_address, to_address,
+                               token_account, amount, state, reason, memo, reference_keys)
+    SELECT t.chain, t.tx_hash, t.log_index, t.transfer_key, t.block_number, t.block_hash,
+           t.block_time, t.token, t.from_address, t.to_address, t.token_account, t.amount,
+           t.state, t.reason, t.memo, r.reference_keys
+    FROM unnest($1::text[], $2::text[], $3::int[], $4::bigint[], $5::text[], $6::timestamptz[],
+                $7::text[], $8::text[], $9::text[], $10::text[], $11::numeric[], $12::text[],
+                $13::text[], $14::text[], $15::text[], $16::text[])
+         AS t (chain, tx_hash, log_index, block_number, block_hash, block_time, token,
+               from_address, to_address, token_account, amount, state, reason, memo, refs_csv,
+               transfer_key)
+    CROSS JOIN LATERAL (SELECT CASE WHEN t.refs_csv IS NULL OR t.refs_csv = '' THEN '{}'::text[]
+                                    ELSE string_to_array(t.refs_csv, ',') END AS reference_keys) r
+    ON CONFLICT (chain, tx_hash, transfer_key) DO UPDATE
+        SET log_index = excluded.log_index,
+            block_number = excluded.block_number,
+            block_hash = excluded.block_hash,
+            block_time = excluded.block_time,
+            state = CASE WHEN p.state IN ('credited', 'claimed') THEN p.state
+                         WHEN excluded.state = 'below_minimum' THEN 'below_minimum'
+                         ELSE 'observed' END,
+            reason = CASE WHEN p.state IN ('credited', 'claimed')
+                          THEN 're-included in block ' || excluded.block_number
+                               || ' after a reorg: suspended until it is confirmed there'
+                          ELSE excluded.reason END,
+            reorged_after_credit = p.reorged_after_credit OR p.state IN ('credited', 'claimed'),
+            relanded_at = CASE WHEN p.state IN ('credited', 'claimed') THEN now()
+                               ELSE p.relanded_at END,
+            orphaned_at = NULL,
+            updated_at = now()
+        WHERE p.state = 'orphaned'
+           OR (p.state IN ('observed', 'below_minimum')
+               AND p.block_hash IS DISTINCT FROM excluded.block_hash)
+           OR (p.state IN ('credited', 'claimed')
+               AND (p.reorged_after_credit OR p.block_hash IS DISTINCT FROM excluded.block_hash))
+    RETURNING p.id, p.chain, p.state, p.amount
+)
+SELECT id, chain, state, amount FROM up WHERE state NOT IN ('credited', 'claimed');
+
+-- name: credit_payments
+-- observed -> credited for the given ids (only rows still observed).
+UPDATE payments
+SET state = 'credited', credited_at = now(), updated_at = now(), reason = NULL
+WHERE id = ANY($1::bigint[]) AND state = 'observed'
+RETURNING id, chain, amount, block_number, invoice_id;
+
+-- name: orphan_payments
+-- observed (or below_minimum) -> orphaned: the block left the canonical chain or never
+-- finalized. A re-scan that finds the transfer again records it afresh at its new place.
+UPDATE payments
+SET state = 'orphaned', orphaned_at = now(), updated_at = now(), reason = $2
+WHERE id = ANY($1::bigint[]) AND state IN ('observed', 'below_minimum')
+RETURNING id, chain, amount;
+
+-- name: flag_reorged_credits
+-- A credited payment whose block left the canonical chain: flag, never delete, and
+-- suspend the token it bought (metering refuses it) until the transfer re-lands and
+-- is confirmed. A row flagged before and re-landed since (relanded_at) whose new block
+-- is gone too is flagged again.
+WITH p AS (
+    UPDATE payments
+    SET reorged_after_credit = true, relanded_at = NULL, updated_at = now(), reason = $2
+    WHERE id = ANY($1::bigint[]) AND state IN ('credited', 'claimed')
+      AND (NOT reorged_after_credit OR relanded_at IS NOT NULL)
+    RETURNING id, chain, amount, tx_hash
+), t AS (
+    UPDATE access_tokens a SET suspended_reason = $3
+    FROM p WHERE a.payment_id = p.id
+    RETURNING a.id, a.payment_id
+)
+SELECT p.id, p.chain, p.amount, p.tx_hash, t.id AS token_id
+FROM p LEFT JOIN t ON t.payment_id = p.id;
+
+-- name: clear_reorg_flags
+-- A flagged payment re-landed and is now confirmed at its new place: the flag goes,
+-- and the token it bought is served again.
+WITH p AS (
+    UPDATE payments
+    SET reorged_after_credit = false, updated_at = now(),
+        reason = 're-included in block ' || block_number || ' after a reorg, confirmed there'
+    WHERE id = ANY($1::bigint[]) AND reorged_after_credit AND relanded_at IS NOT NULL
+      AND state IN ('credited', 'claimed')
+    RETURNING id, chain, amount, tx_hash, block_number
+), t AS (
+    UPDATE access_tokens a SET suspended_reason = NULL
+    FROM p WHERE a.payment_id = p.id
+    RETURNING a.id, a.payment_id
+)
+SELECT p.id, p.chain, p.amount, p.tx_hash, p.block_number, t.id AS token_id
+FROM p LEFT JOIN t ON t.payment_id = p.id;
+
+-- ---------------- stream cursors
+
+-- name: get_cursor
+SELECT num, hash, head FROM cursors WHERE chain = $1 AND stream = $2;
+
+-- name: set_cursor
+INSERT INTO cursors (chain, stream, num, hash, head, updated_at)
+VALUES ($1, $2, $3, $4, $5, now())
+ON CONFLICT (chain, stream) DO UPDATE
+    SET num = excluded.num, hash = excluded.hash,
+        head = coalesce(excluded.head, cursors.head), updated_at = now();
+
+-- ---------------- reads
+
+-- name: payments_by_tx
+SELECT * FROM payments WHERE chain = $1 AND tx_hash = $2 ORDER BY log_index;
+
+-- ---------------- invoice links (inside the crediting transaction)
+
+-- name: link_invoices
+-- Run by ledger.credit in the follower's transaction: link freshly credited
+-- payments to the open (or lately expired) invoice they pay, and mark it
+-- credited. EVM: same chain, recipient, token and exact amount. Solana: the
+-- invoice's reference among the payment's reference keys, same mint and
+-- recipient, at least the invoice amount (references are public: dust with a
+-- reference must not take the invoice). Either way the payment's time must
+-- fall within [created_at, expires_at + grace]. One payment per invoice.
+-- Two equality joins (not one OR) so a 1e5-row backfill credit stays cheap.
+WITH credited AS (
+    SELECT p.id, p.chain, p.to_address, p.token, p.amount, p.reference_keys,
+           coalesce(p.block_time, p.observed_at) AS paid_at
+    FROM payments p
+    WHERE p.id = ANY ($1::bigint[]) AND p.state = 'credited' AND p.invoice_id IS NULL
+), candidates AS (
+    SELECT c.id AS payment_id, i.id AS invoice_id, i.created_at
+    FROM credited c
+    JOIN invoices i
+      ON i.chain = c.chain AND i.pay_to = c.to_address AND i.amount = c.amount
+     AND i.token = c.token
+    WHERE c.chain <> 'solana' AND i.status IN ('open', 'expired')
+      AND c.paid_at >= date_trunc('second', i.created_at)
+      AND c.paid_at <= i.expires_at + $2::interval
+      -- In doubt, neither: another invoice with this amount could still be what the
+      -- payer meant (paid late, or paid twice, within the amount hold $3). The hold
+      -- makes this impossible for amounts handed out since 0011; it guards the rest.
+      AND NOT EXISTS (SELECT 1 FROM invoices o
+                      WHERE o.chain = i.chain AND o.amount = i.amount AND o.id <> i.id
+                        AND o.reference IS NULL
+                        AND o.created_at <= c.paid_at
+                        AND o.expires_at + $3::interval >= c.paid_at)
+    UNION ALL
+    SELECT c.id, i.id, i.created_at
+    FROM credited c
+    CROSS JOIN LATERAL unnest(c.reference_keys) AS r (key)
+    JOIN invoices i ON i.reference = r.key
+    WHERE c.chain = 'solana' AND i.chain = 'solana' AND i.status IN ('open', 'expired')
+      AND i.pay_to = c.to_address AND i.token = c.token AND c.amount >= i.amount
+      AND c.paid_at >= date_trunc('second', i.created_at)
+      AND c.paid_at <= i.expires_at + $2::interval
+), pick AS (
+    SELECT DISTINCT ON (payment_id) payment_id, invoice_id
+    FROM candidates c
+    WHERE NOT EXISTS (SELECT 1 FROM payments o WHERE o.invoice_id = c.invoice_id)
+    ORDER BY payment_id, created_at
+), one AS (
+    SELECT DISTINCT ON (invoice_id) payment_id, invoice_id
+    FROM pick ORDER BY invoice_id, payment_id
+), linked AS (
+    UPDATE payments p SET invoice_id = one.invoice_id, updated_at = now()
+    FROM one WHERE p.id = one.payment_id
+    RETURNING p.id, p.invoice_id
+)
+UPDATE invoices i SET status = 'credited'
+FROM linked WHERE i.id = linked.invoice_id
+RETURNING i.id AS invoice_id, linked.id AS payment_id;
