@@ -107,6 +107,7 @@ async def create(pool: db.Pool, settings: Settings, chain: str, units: int) -> d
                 reference,
                 claims.hash_secret(secret),
                 INVOICE_LIFETIME,
+                chain,
             )
         else:
             for _ in range(INSERT_ATTEMPTS):  # a racing insert took our amount: pick again

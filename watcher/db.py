@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import asyncpg
 import structlog
 
-from watcher import errors
+from watcher import errors, networks
 
 log = structlog.get_logger(__name__)
 
@@ -175,8 +175,6 @@ async def sync_networks(conn: Connection) -> None:
     """Add the registry's networks to the ``networks`` table (``chain`` columns reference
     it); refuse a database whose row for a network names another family than the registry.
     Runs under the migration lock, after the migrations (a no-op before the table exists)."""
-    from watcher import networks
-
     if not await conn.fetchval(q("networks_table_exists")):
         return
     rows = list(networks.NETWORKS.values())

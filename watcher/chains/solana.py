@@ -142,7 +142,7 @@ class SolanaFollower:
         ``getMultipleAccounts`` says which watched accounts are not (or no longer) our
         USDC accounts today; they stay followed (their history is judged per transaction).
         """
-        found = await solana_accounts.watched(self.pool, self.ata, self.listed)
+        found = await solana_accounts.watched(self.pool, self.chain.name, self.ata, self.listed)
         await solana_accounts.check_today(self.rpc, found, self.owner, self.mint)
         if found != self.accounts:
             log.info("solana_accounts", accounts=found)
@@ -178,7 +178,7 @@ class SolanaFollower:
     async def _sync_account(self, account: str, head: int, stats: PassStats) -> None:
         async with self.pool.acquire() as conn:
             cursor = await ledger.get_cursor(conn, self.chain.name, stream=account)
-            known = await conn.fetchrow(db.q("solana_get_account_owner"), account)
+            known = await conn.fetchrow(db.q("solana_get_account_owner"), account, self.chain.name)
         until = cursor.hash if cursor else None
         # Who owned the account after the cursor's transaction, as its history said.
         owner = str(known["owner"]) if known is not None and known["owner"] else None
@@ -263,7 +263,11 @@ class SolanaFollower:
             return advancing
         async with self.pool.acquire() as conn, conn.transaction():
             stats.observed += len(await ledger.record(conn, transfers))
-            rows = await conn.fetch(db.q("solana_open_rows_for"), final_sigs) if final_sigs else []
+            rows = (
+                await conn.fetch(db.q("solana_open_rows_for"), final_sigs, self.chain.name)
+                if final_sigs
+                else []
+            )
             rows = [r for r in rows if r["token_account"] == account]  # others: their own pass
             good = []
             for r in rows:
@@ -283,7 +287,12 @@ class SolanaFollower:
                 slot, sig = int(new_cursor.entry["slot"]), str(new_cursor.entry["signature"])
                 await ledger.set_cursor(conn, self.chain.name, slot, sig, stream=account, head=head)
                 await conn.execute(
-                    db.q("solana_set_account_owner"), account, new_cursor.owner, slot, sig
+                    db.q("solana_set_account_owner"),
+                    account,
+                    new_cursor.owner,
+                    slot,
+                    sig,
+                    self.chain.name,
                 )
         now = time.monotonic()
         credited_ids = {c["id"] for c in credited}
@@ -302,7 +311,7 @@ class SolanaFollower:
     async def _settle(self, stats: PassStats, limit: int = 256) -> None:
         """Orphan observed payments whose slot is finalized but whose signature is gone."""
         async with self.pool.acquire() as conn:
-            rows = await conn.fetch(db.q("solana_observed"), limit)
+            rows = await conn.fetch(db.q("solana_observed"), limit, self.chain.name)
         if not rows:
             return
         finalized = int(await self.rpc.request("getSlot", [{"commitment": "finalized"}]))

@@ -28,10 +28,10 @@ def associated_token_account(owner: str, mint: str) -> str:
     return str(get_associated_token_address(Pubkey.from_string(owner), Pubkey.from_string(mint)))
 
 
-async def watched(pool: db.Pool, ata: str, listed: Sequence[str]) -> list[str]:
+async def watched(pool: db.Pool, chain: str, ata: str, listed: Sequence[str]) -> list[str]:
     """ATA, then the listed accounts, then those with payment history (no duplicates)."""
     async with pool.acquire() as conn:
-        rows = await conn.fetch(db.q("solana_history_accounts"))
+        rows = await conn.fetch(db.q("solana_history_accounts"), chain)
     history = [str(r["token_account"]) for r in rows]
     return list(dict.fromkeys([ata, *listed, *history]))
 
