@@ -2,26 +2,43 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
 from fastapi import FastAPI
 
 from api import errors, idempotency, paywall
-from api.routes import admin, health, x402
+from api.routes import admin, health, tokens
 from api.routes import stripe as stripe_routes
+from api.x402 import clients
 from watcher import __version__, db
 from watcher.settings import Settings
 
 
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    try:
+        yield
+    finally:  # the RPC pools and HTTP clients the app opened, closed with it
+        await app.state.clients.aclose()
+
+
 def create_app(settings: Settings, pool: db.Pool) -> FastAPI:
-    """Build the API around an existing pool; the caller owns the pool's lifetime."""
+    """Build the API around an existing pool; the caller owns the pool's lifetime.
+
+    The app owns its outside clients (``app.state.clients``: RPC pools per network, the
+    relayers, the facilitator client), built here once and closed by its lifespan."""
     app = FastAPI(
         title="USDC payment watcher",
         version=__version__,
         description="Look up credited USDC payments, claim access tokens, pay per call (x402).",
+        lifespan=_lifespan,
     )
     app.state.settings = settings
     app.state.pool = pool
+    app.state.clients = clients.Clients(settings)
     app.include_router(health.router)
-    app.include_router(x402.router)
+    app.include_router(tokens.router)
     app.include_router(admin.router)
     app.include_router(paywall.router)
     if stripe_routes.enabled(settings):  # the card rail is off until Stripe is configured

@@ -33,7 +33,8 @@ from solders.signature import Signature
 
 from api import paywall
 from api.errors import DB_ERRORS, ApiError, service_unavailable
-from watcher import db, errors, metrics, networks, rpc
+from api.x402.clients import Clients
+from watcher import db, errors, metrics, networks
 from watcher.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -42,7 +43,6 @@ EIP1271_MAGIC = "0x1626ba7e"  # bytes4(keccak256("isValidSignature(bytes32,bytes
 # The only answer that means yes: the bytes4 ABI-encoded as one word (left-aligned,
 # 28 zero bytes). A prefix match would accept a wallet that echoes its calldata.
 EIP1271_YES = EIP1271_MAGIC + "00" * 28
-EIP1271_TIMEOUT_SECONDS = 5.0
 
 
 def claim_message(chain: str, tx_hash: str) -> str:
@@ -82,26 +82,24 @@ def recover_evm_signer(message: str, signature: str) -> str | None:
 
 
 async def eip1271_valid(
-    settings: Settings, chain: str, wallet: str, message: str, signature: str
+    clients: Clients, chain: str, wallet: str, message: str, signature: str
 ) -> bool:
-    """Ask the contract at ``wallet`` whether it accepts ``signature`` over the EIP-191 hash."""
+    """Ask the contract at ``wallet`` whether it accepts ``signature`` over the EIP-191 hash
+    (through the app's EIP-1271 pool for ``chain``)."""
     raw = _hex_bytes(signature)
-    if raw is None or networks.family(chain) == "solana":
+    if raw is None or networks.family(chain) != "evm":
         return False
-    evm = settings.evm_chain(chain)
-    if not evm.rpc_urls:
+    pool = clients.eip1271_pool(chain)
+    if pool is None:
         return False
     data = abi_encode(["bytes32", "bytes"], [bytes(defunct_hash_message(text=message)), raw])
     call = {"to": wallet, "data": EIP1271_MAGIC + data.hex()}
-    pool = rpc.RpcPool(chain, evm.rpc_urls, chain_id=evm.chain_id, timeout=EIP1271_TIMEOUT_SECONDS)
     try:
         result = await pool.request("eth_call", [call, "latest"])
     except errors.RpcResponseError:
         return False  # reverted: no such function, or the wallet said no loudly
     except errors.RpcError as exc:
         raise service_unavailable(f"the {chain} RPC node (contract-wallet check)") from exc
-    finally:
-        await pool.aclose()
     return eip1271_says_yes(result)
 
 
@@ -133,7 +131,7 @@ def _solana_signature(text: str) -> Signature:
 
 
 async def signer_among(
-    settings: Settings, chain: str, tx_hash: str, senders: Sequence[str], signature: str
+    clients: Clients, chain: str, tx_hash: str, senders: Sequence[str], signature: str
 ) -> str | None:
     """Which of the payment senders signed the claim message, if any."""
     message = claim_message(chain, tx_hash)
@@ -143,7 +141,7 @@ async def signer_among(
     if recovered in senders:
         return recovered
     for sender in senders:  # not an EOA signature of a sender: maybe a contract wallet
-        if await eip1271_valid(settings, chain, sender, message, signature):
+        if await eip1271_valid(clients, chain, sender, message, signature):
             return sender
     return None
 

@@ -14,6 +14,7 @@ import asyncpg
 
 from api import chains, claims
 from api.errors import DB_ERRORS, ApiError, service_unavailable
+from api.x402.clients import Clients
 from watcher import db, metrics
 from watcher.settings import Settings
 
@@ -128,12 +129,14 @@ def _refusal(settings: Settings, rows: list[asyncpg.Record]) -> ApiError:
 async def claim_by_signature(
     pool: db.Pool,
     settings: Settings,
+    clients: Clients,
     chain: str,
     tx_hash: str,
     signature: str,
     log_index: int | None,
 ) -> dict[str, Any]:
-    """Claim the payment of ``tx_hash`` for whoever proves they sent it."""
+    """Claim the payment of ``tx_hash`` for whoever proves they sent it (a contract wallet
+    is asked through ``clients``)."""
     normalised = chains.normalise_tx_hash(chain, tx_hash)
     rows = await payments_for(pool, chain, normalised)
     if log_index is not None:
@@ -147,7 +150,7 @@ async def claim_by_signature(
             NEXT_STEP["not_found"],
         )
     senders = sorted({r["from_address"] for r in rows if r["from_address"]})
-    signer = await claims.signer_among(settings, chain, normalised, senders, signature)
+    signer = await claims.signer_among(clients, chain, normalised, senders, signature)
     if signer is None:
         metrics.PAYMENT_VERIFICATIONS.labels("bad_signature").inc()
         raise ApiError(

@@ -12,8 +12,8 @@
   subscriber quota, and the amount the x402 offers ask and verify.
 * Standard x402 clients: every 402 also carries the v2 ``PAYMENT-REQUIRED``
   header; a ``PAYMENT-SIGNATURE`` / ``X-PAYMENT`` header is verified and
-  settled once before the call is served (``api/x402_standard.py``,
-  ``api/x402_settle.py``, docs/x402.md).
+  settled once before the call is served (the ``api/x402/`` package,
+  docs/x402.md).
 * Missing, unknown, expired or exhausted token: 402 with the x402 v1 body
   (what to pay, where) plus our invoice endpoint. Database trouble: 503,
   never a free call.
@@ -39,8 +39,11 @@ import structlog
 from fastapi import APIRouter, Depends, Header, Request, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api import chains, entitlements, idempotency, text, x402_settle, x402_standard, x402_svm
+from api import chains, entitlements, idempotency, text
 from api.errors import DB_ERRORS, ERROR_SCHEMA, ApiError, responses, service_unavailable
+from api.x402 import errors as x402_errors
+from api.x402 import offers, pay
+from api.x402.clients import Clients
 from watcher import db, metrics, networks
 from watcher.settings import Settings
 
@@ -125,21 +128,21 @@ def _v1_accept(
 ) -> dict[str, Any]:
     """One entry of the v1 ``accepts`` list. EVM: the USDC EIP-712 domain an x402 client
     signs against; Solana: our fee payer, where a v1 client can pay with it (a network with
-    a v1 name) and we settle x402 transactions there (api/x402_svm.py)."""
+    a v1 name) and we settle x402 transactions there (api/x402/svm_settle.py)."""
     if c.family == "evm":
         network = c.network.x402_v1 or c.name
-        extra: dict[str, Any] = {**x402_standard.eip712_extra(settings, c.name), "decimals": 6}
+        extra: dict[str, Any] = {**offers.eip712_extra(settings, c.name), "decimals": 6}
     else:
-        v1 = x402_standard.solana_v1_network(settings, c.name)
+        v1 = offers.solana_v1_network(settings, c.name)
         network = v1 or c.network.x402_v1 or c.name
-        fee_payer = x402_standard.solana_fee_payer(settings, c.name) if v1 else None
+        fee_payer = offers.solana_fee_payer(settings, c.name) if v1 else None
         extra = {"decimals": 6, **({"feePayer": fee_payer} if fee_payer else {})}
     return {
         "scheme": "exact",
         "network": network,
         "maxAmountRequired": str(price),
         "resource": str(request.url),
-        "description": x402_standard.describe(request, settings, cost),
+        "description": offers.describe(settings, request.url.path, cost),
         "mimeType": "application/json",
         "payTo": c.pay_to_display,
         "maxTimeoutSeconds": PAYMENT_TIMEOUT_SECONDS,
@@ -153,8 +156,9 @@ async def _payment_required(request: Request, error: str, message: str, cost: in
     metrics.METERED_CALLS.labels("refused").inc()
     body = payment_required_body(request, error, message, cost)
     body.update(await _ways_to_pay(request))
-    v2 = x402_standard.payment_required_header(request, error, cost)  # x402 v2 clients read this
-    headers = {x402_standard.PAYMENT_REQUIRED: v2} if v2 else {}
+    settings: Settings = request.app.state.settings
+    v2 = offers.payment_required_header(settings, request.url, error, cost)  # for x402 v2 clients
+    headers = {offers.PAYMENT_REQUIRED: v2} if v2 else {}
     return ApiError(
         402, body.pop("error"), body.pop("message"), body.pop("fix"), headers=headers, **body
     )
@@ -164,18 +168,13 @@ async def _pay_x402(
     request: Request, response: Response, cost: int, v2: str | None, v1: str | None
 ) -> Charge:
     """A standard x402 payment header for ``cost`` calls' price: verify, settle, then
-    serve once (api/x402_settle.py)."""
+    serve once (api/x402/pay.py)."""
     version, header = (2, v2) if v2 else (1, v1 or "")
-    settings: Settings = request.app.state.settings
+    clients: Clients = request.app.state.clients
+    pool: db.Pool = request.app.state.pool
     try:
-        matched = x402_standard.match(request, header, version, cost)
-        via = "x402-exact" if matched.offer.chain.family == "evm" else "x402-exact-solana"
-        if via == "x402-exact-solana":
-            settled = await x402_svm.settle(request, x402_svm.verify(settings, matched))
-        else:
-            verified = x402_standard.verify(request, matched)
-            settled = await x402_settle.settle_payment(request, verified)
-    except x402_standard.Refused as exc:
+        settled = await pay.settle(clients, pool, request.url, header, version, cost)
+    except x402_errors.Refused as exc:
         refusal = await _payment_required(request, exc.reason, exc.message, cost)
         refusal.headers.update(exc.headers)
         raise refusal from exc
@@ -186,7 +185,7 @@ async def _pay_x402(
         remaining=0,
         expires_at=datetime.now(UTC),
         usage_id=None,
-        via=via,  # token_id is then the x402_authorizations or x402_solana_settlements id
+        via=settled.via,  # token_id: the x402_authorizations or x402_solana_settlements id
     )
 
 
@@ -298,10 +297,8 @@ def paid(cost: int = 1) -> Any:
         x_payment_token: Annotated[str | None, Header(alias=TOKEN_HEADER)] = None,
         idempotency_key: Annotated[str | None, Header(alias=idempotency.HEADER)] = None,
         authorization: Annotated[str | None, Header()] = None,
-        payment_signature: Annotated[
-            str | None, Header(alias=x402_standard.PAYMENT_SIGNATURE)
-        ] = None,
-        x_payment: Annotated[str | None, Header(alias=x402_standard.X_PAYMENT)] = None,
+        payment_signature: Annotated[str | None, Header(alias=offers.PAYMENT_SIGNATURE)] = None,
+        x_payment: Annotated[str | None, Header(alias=offers.X_PAYMENT)] = None,
     ) -> Charge:
         # The path is stored with an x402 settlement (its resource URL): a %00 in a path
         # parameter is a 400 here, before any query or payment, not a database error.

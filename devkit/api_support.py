@@ -54,9 +54,24 @@ def make_settings(**over: Any) -> Settings:
     return Settings(_env_file=None, **values)
 
 
+class _InProcess(httpx.AsyncClient):
+    """An HTTP client on the ASGI app, which runs no lifespan: closing the client closes
+    what the app opened (its RPC pools), as the app's shutdown would."""
+
+    def __init__(self, app: FastAPI, host: str) -> None:
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False, client=(host, 40000))
+        super().__init__(transport=transport, base_url="http://testserver", timeout=30)
+        self._app = app
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        try:
+            await super().__aexit__(*exc_info)
+        finally:
+            await self._app.state.clients.aclose()
+
+
 def client(app: FastAPI, host: str = "127.0.0.1") -> httpx.AsyncClient:
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False, client=(host, 40000))
-    return httpx.AsyncClient(transport=transport, base_url="http://testserver", timeout=30)
+    return _InProcess(app, host)
 
 
 def app_for(pool: db.Pool, **over: Any) -> FastAPI:

@@ -135,7 +135,7 @@ def uvicorn_config(app: Any, host: str, port: int) -> uvicorn.Config:
         port=port,
         log_config=None,
         access_log=False,
-        lifespan="off",
+        lifespan="on",  # the API closes its RPC pools and HTTP clients at shutdown
         proxy_headers=False,
         forwarded_allow_ips="",
     )

@@ -134,7 +134,7 @@ class Settings(_NetworkVariables):
     stripe_portal_return_url: str = "http://127.0.0.1:8000/"
     stripe_past_due_grace_hours: int = Field(default=72, ge=0, le=24 * 60)
 
-    # Standard x402 (`exact`, EIP-3009; api/x402_standard.py, watcher/settle.py): settle
+    # Standard x402 (`exact`, EIP-3009; api/x402/): settle
     # with our relayer key, or forward to a facilitator; neither set = not offered.
     x402_relayer_private_key: SecretStr | None = None
     x402_facilitator_url: str | None = None
@@ -143,7 +143,7 @@ class Settings(_NetworkVariables):
     x402_usdc_eip712_name: str | None = None
     x402_usdc_eip712_version: str | None = None
     x402_settle_timeout_seconds: float = Field(default=60.0, gt=0, le=600)
-    # Standard x402 on Solana (`exact`, api/x402_svm.py): the payer signs a TransferChecked
+    # Standard x402 on Solana (`exact`, api/x402/svm_*.py): the payer signs a TransferChecked
     # to our token account and we co-sign as fee payer with this key; unset = not offered.
     # (the fee payer's key is per network: X402_SOLANA_FEE_PAYER_PRIVATE_KEY, ...)
     x402_solana_max_priority_fee_lamports: int = Field(default=50_000, ge=0, le=10**9)

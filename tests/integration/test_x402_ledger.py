@@ -6,7 +6,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from api import x402_settle
+from api.x402 import evm_settle
 from watcher import db, ledger
 
 PAYER = "0x" + "cc" * 20
@@ -55,7 +55,7 @@ async def authorization(pool: db.Pool, status: str, tx_hash: str) -> int:
 
 async def settled(pool: db.Pool, auth_id: int, tx_hash: str) -> bool:
     async with pool.acquire() as conn:
-        return await x402_settle.mark_settled(conn, auth_id, tx_hash)
+        return await evm_settle.mark_settled(conn, auth_id, tx_hash)
 
 
 async def credit(pool: db.Pool, tx_hash: str) -> dict[str, Any]:

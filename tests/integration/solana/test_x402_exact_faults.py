@@ -14,8 +14,8 @@ import pytest
 from solders.transaction import VersionedTransaction
 from starlette.responses import Response
 
-from api import x402_svm
 from api.app import create_app
+from api.x402 import svm_settle
 from devkit.api_support import serve
 from devkit.faultproxy import FaultProxy
 from devkit.solana_node import World as NodeWorld
@@ -192,7 +192,7 @@ async def test_no_answer_in_time_is_a_503_left_settling_and_a_late_landing_stays
 
 
 async def _settling_row(conn: db.Connection, x402: World) -> dict[str, Any]:
-    tx = x402_svm.co_sign(payment_tx(x402), x402.fee_payer)
+    tx = svm_settle.co_sign(payment_tx(x402), x402.fee_payer)
     sig = str(tx.signatures[0])
     dest = str(x402.node.bank.ata(x402.owner, x402.usdc))
     settlement_id = await conn.fetchval(
@@ -245,7 +245,7 @@ async def test_a_credit_that_came_first_is_consumed_when_the_call_is_served(
             )
             == payment_id
         )
-        assert await x402_svm.mark_settled(conn, row["id"]) is True
+        assert await svm_settle.mark_settled(conn, row["id"]) is True
         state = await conn.fetchval("SELECT state FROM payments WHERE id = $1", payment_id)
         status = await conn.fetchval(
             "SELECT status FROM x402_solana_settlements WHERE id = $1", row["id"]
@@ -261,7 +261,7 @@ async def test_a_payment_claimed_for_a_token_first_is_never_also_served(
         row = await _settling_row(conn, x402)
         payment_id = await _payment(conn, x402, row, "credited")
         await conn.execute("UPDATE payments SET state = 'claimed' WHERE id = $1", payment_id)
-        assert await x402_svm.mark_settled(conn, row["id"]) is False
+        assert await svm_settle.mark_settled(conn, row["id"]) is False
         status = await conn.fetchval(
             "SELECT status FROM x402_solana_settlements WHERE id = $1", row["id"]
         )
@@ -275,7 +275,7 @@ async def test_a_dropped_fork_marks_only_a_served_settlement_reorged(
     async with pool.acquire() as conn:
         still = await _settling_row(conn, x402)
         served = await _settling_row(conn, x402)
-        assert await x402_svm.mark_settled(conn, served["id"]) is True
+        assert await svm_settle.mark_settled(conn, served["id"]) is True
         for row in (still, served):
             pid = await _payment(conn, x402, row, "observed")
             await conn.execute("UPDATE payments SET state = 'orphaned' WHERE id = $1", pid)

@@ -1,7 +1,10 @@
-"""The payer's surface: pricing, chains, invoices, lookup, claims, token status.
+"""Our own rail under ``/x402/...``: pricing, chains, invoices, lookup, claims, token status.
 
-Every answer comes from settings and the database the followers write; the
-only RPC call is the EIP-1271 check of a contract-wallet claim.
+Pay an invoice (or any transfer), claim the one access token it buys, spend it
+on paid routes. Not the x402 protocol (that is ``api/x402/``): only the URL
+prefix is shared. Every answer comes from settings and the database the
+followers write; the only RPC call is the EIP-1271 check of a contract-wallet
+claim, through the app's pool (``app.state.clients``).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from api.models import (
     TokenStatus,
     VerifyRequest,
 )
+from api.x402.clients import Clients
 from watcher import db
 from watcher.settings import Settings
 
@@ -156,8 +160,9 @@ async def generate_token(request: Request, body: ClaimRequest) -> dict[str, Any]
     if body.invoice_id is not None and body.claim_secret is not None:
         return await lookup.claim_by_invoice(pool, s, body.invoice_id, body.claim_secret)
     assert body.chain is not None and body.tx_hash is not None and body.signature is not None
+    clients: Clients = request.app.state.clients
     return await lookup.claim_by_signature(
-        pool, s, body.chain, body.tx_hash, body.signature, body.log_index
+        pool, s, clients, body.chain, body.tx_hash, body.signature, body.log_index
     )
 
 

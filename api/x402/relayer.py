@@ -1,43 +1,28 @@
-"""Settle an x402 ``exact`` authorization: EIP-3009 ``transferWithAuthorization`` on chain.
+"""Our relayer: EIP-3009 ``transferWithAuthorization`` submitted with our own key.
 
-Two ways, chosen by the operator:
-
-* :class:`Relayer` - our own key (``X402_RELAYER_PRIVATE_KEY``) submits the
-  transaction through the chain's :class:`watcher.rpc.RpcPool`. ``prepare``
-  simulates the call (``eth_estimateGas``) and checks the relayer can pay the
-  gas *before* anything is claimed; ``submit`` signs, reports the transaction
-  hash (known before broadcast, so the ledger can link a racing credit), sends
-  and waits for the receipt.
-* :class:`Facilitator` - forward the payer's payload to a facilitator's
-  ``/verify`` and ``/settle`` (the x402 HTTP API), using the ``x402`` package's
-  request and response types.
-
-Errors (all :class:`errors.WatcherError`)::
-
-    SettlementError
-     ├── RelayerUnfunded      the relayer cannot pay for gas: nothing was sent
-     ├── SettlementRejected   the chain or facilitator said no (reason given)
-     └── SettlementUnknown    sent, but no receipt in time: never served
+``X402_RELAYER_PRIVATE_KEY`` pays the gas; the transaction goes through the
+chain's settlement :class:`watcher.rpc.RpcPool` (one per app, see
+:mod:`api.x402.clients`). ``prepare`` simulates the call (``eth_estimateGas``)
+and checks the relayer can pay the gas *before* anything is claimed;
+``submit`` signs, reports the transaction hash (known before broadcast, so the
+ledger can link a racing credit), sends and waits for the receipt.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
-import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import certifi
-import httpx
 from eth_abi.abi import encode as abi_encode
 from eth_account import Account
 from eth_utils.abi import function_signature_to_4byte_selector
 from eth_utils.address import to_checksum_address
-from x402.schemas import SettleResponse, VerifyResponse
 
+from api.x402 import evm
+from api.x402.errors import RelayerUnfunded, SettlementRejected, SettlementUnknown
 from watcher import errors, rpc
 
 TWA_TYPES = (
@@ -57,52 +42,7 @@ GAS_HEADROOM = 1.25  # estimates are exact on a quiet chain; state can move befo
 RECEIPT_POLL_SECONDS = 0.2
 
 
-@functools.cache
-def tls_context() -> ssl.SSLContext:
-    """One TLS context for every settlement client: building one costs tens of ms, and a
-    payer waits on each settlement."""
-    return ssl.create_default_context(cafile=certifi.where())
-
-
-def http_transport() -> httpx.AsyncHTTPTransport:
-    """A fresh connection pool that reuses :func:`tls_context` (the caller closes it)."""
-    return httpx.AsyncHTTPTransport(verify=tls_context())
-
-
-class SettlementError(errors.WatcherError):
-    """The authorization could not be settled."""
-
-
-class RelayerUnfunded(SettlementError):
-    """The relayer account cannot pay for gas; fund it (nothing was sent or charged)."""
-
-
-class SettlementRejected(SettlementError):
-    """The settlement was refused (the transaction would revert, or the facilitator said no)."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-
-
-class SettlementUnknown(SettlementError):
-    """The transaction was sent but no receipt arrived in time; the call was not served."""
-
-
-@dataclass(frozen=True, slots=True)
-class Authorization:
-    """An EIP-3009 authorization, parsed: addresses lowercase, integers, raw signature."""
-
-    payer: str
-    pay_to: str
-    value: int
-    valid_after: int
-    valid_before: int
-    nonce: bytes
-    signature: bytes
-
-
-def transfer_calldata(auth: Authorization) -> str:
+def transfer_calldata(auth: evm.Authorization) -> str:
     """ABI call data for the v/r/s overload (every USDC version has it)."""
     sig = auth.signature
     v = sig[64] if sig[64] >= 27 else sig[64] + 27
@@ -144,10 +84,10 @@ class Relayer:
         self._chain_id = chain_id
         self._receipt_timeout = receipt_timeout
         # One process sends one transaction at a time per relayer: account nonces stay in
-        # order. The caller passes a lock that outlives this object (one per app and chain).
+        # order. api.x402.clients passes the app's lock for the chain, which outlives this.
         self._lock = lock or asyncio.Lock()
 
-    async def prepare(self, asset: str, auth: Authorization) -> Prepared:
+    async def prepare(self, asset: str, auth: evm.Authorization) -> Prepared:
         """Simulate the transfer and check gas money; raises before anything is claimed."""
         call = {"from": self.address, "to": asset, "data": transfer_calldata(auth)}
         try:
@@ -204,31 +144,3 @@ class Relayer:
                 return out
             await asyncio.sleep(RECEIPT_POLL_SECONDS)
         raise SettlementUnknown(f"no receipt for {tx_hash} within {self._receipt_timeout:.0f} s")
-
-
-class Facilitator:
-    """An x402 facilitator's HTTP API (``POST /verify``, ``POST /settle``)."""
-
-    def __init__(
-        self, url: str, *, timeout: float = 30.0, transport: httpx.AsyncBaseTransport | None = None
-    ) -> None:
-        self._url = url.rstrip("/")
-        self._client = httpx.AsyncClient(timeout=timeout, transport=transport or http_transport())
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
-
-    async def verify(self, body: dict[str, Any]) -> VerifyResponse:
-        """``body`` is ``{x402Version, paymentPayload, paymentRequirements}``."""
-        return VerifyResponse.model_validate(await self._post("/verify", body))
-
-    async def settle(self, body: dict[str, Any]) -> SettleResponse:
-        return SettleResponse.model_validate(await self._post("/settle", body))
-
-    async def _post(self, path: str, body: dict[str, Any]) -> Any:
-        try:
-            resp = await self._client.post(self._url + path, json=body)
-            resp.raise_for_status()
-            return resp.json()
-        except (httpx.HTTPError, ValueError) as exc:
-            raise SettlementUnknown(f"facilitator {path} failed: {exc!r}") from exc
