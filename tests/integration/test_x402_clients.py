@@ -14,10 +14,10 @@ import pytest
 from eth_account import Account
 
 from api.app import create_app
-from tests.anvil import Anvil, start_anvil
-from tests.api_support import app_for, record_payment, serve
-from tests.faultproxy import FaultProxy
-from tests.x402kit import BASE_CHAIN_ID, PRICE, ROUTE, make_world, v2_header
+from devkit.anvil import Anvil, start_anvil
+from devkit.api_support import app_for, record_payment, serve
+from devkit.faultproxy import FaultProxy
+from devkit.x402kit import BASE_CHAIN_ID, PRICE, ROUTE, make_world, v2_header
 from watcher import db
 
 
