@@ -12,7 +12,7 @@ Order matters for money:
    receipt awaited; status 1 is ``settled`` and only then is the call served.
    A revert or a missing receipt is ``failed``: never served, never counted.
 
-The follower later credits the Transfer log; triggers in 0008 link it here.
+The follower later credits the Transfer log; ``ledger.credit`` links it here.
 No database connection is held across an RPC call.
 """
 
@@ -34,7 +34,7 @@ from x402.schemas import SettleResponse
 from api import x402_standard
 from api.errors import ApiError, service_unavailable
 from api.x402_standard import Refused, Verified
-from watcher import db, errors, metrics, rpc, settle
+from watcher import db, errors, ledger, metrics, rpc, settle
 from watcher.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -268,7 +268,7 @@ async def mark_settled(conn: db.Connection, auth_id: int, tx_hash: str) -> bool:
     """``settled`` with the follower's payment, if any, consumed (see :func:`settle_row`)."""
     return await settle_row(
         conn,
-        ("x402_begin_settled", "x402_settled_payment", "x402_claim_payment"),
+        ("x402_begin_settled", "x402_settled_payment", "x402_authorizations"),
         (auth_id, tx_hash),
         lambda r: (r["payment_id"], r["chain"], tx_hash, r["payer"], r["pay_to"], r["asset"]),
         auth_id,
@@ -277,17 +277,18 @@ async def mark_settled(conn: db.Connection, auth_id: int, tx_hash: str) -> bool:
 
 async def settle_row(
     conn: db.Connection,
-    queries: tuple[str, str, str],
+    queries: tuple[str, str, ledger.X402Rail],
     begin_args: tuple[Any, ...],
     payment_key: Callable[[asyncpg.Record], tuple[Any, ...]],
     row_id: int,
 ) -> bool:
     """One transaction: mark the row settled (``queries[0]``, its lock held), re-read the
     follower's payment under lock in a fresh snapshot (``queries[1]`` with
-    ``payment_key(row)`` and the amount), and consume it if credited (``queries[2]``).
+    ``payment_key(row)`` and the amount), and consume it if credited (``ledger.claim_served``
+    for the rail ``queries[2]``).
     False, with everything rolled back, when the call must not be served: the row was no
     longer open, or its payment was already claimed for an access token. A payment not
-    credited yet (or none) is left to the link trigger, which finds the row settled."""
+    credited yet (or none) is left to ``ledger.credit``, which finds the row settled."""
     try:
         async with conn.transaction():
             row = await conn.fetchrow(db.q(queries[0]), *begin_args)
@@ -296,8 +297,9 @@ async def settle_row(
             payment = await conn.fetchrow(db.q(queries[1]), *payment_key(row), row["amount"])
             if payment is None or payment["state"] not in ("credited", "claimed"):
                 return True
-            claim = db.q(queries[2])
-            if payment["state"] == "credited" and await conn.fetchval(claim, row_id, payment["id"]):
+            if payment["state"] == "credited" and await ledger.claim_served(
+                conn, queries[2], row_id, payment["id"]
+            ):
                 return True
             raise _Consumed  # rolls the transaction back
     except _Consumed:
