@@ -49,7 +49,11 @@ def test_every_query_loads_from_the_built_wheel(tmp_path: Path) -> None:
         zf.extractall(site)
     done = subprocess.run(
         [sys.executable, "-I", "-c", PROBE, str(site)],
-        capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr
     found = json.loads(done.stdout)

@@ -48,7 +48,13 @@ def test_files_are_one_namespace(tmp_path: Path) -> None:
 def test_every_file_of_the_tree_says_what_it_holds() -> None:
     files = sorted(SQL_DIR.glob("*.sql"))
     assert [f.name for f in files] == [
-        "api.sql", "evm.sql", "ledger.sql", "ops.sql", "solana.sql", "stripe.sql", "x402.sql",
+        "api.sql",
+        "evm.sql",
+        "ledger.sql",
+        "ops.sql",
+        "solana.sql",
+        "stripe.sql",
+        "x402.sql",
     ]
     for file in files:
         first = file.read_text(encoding="utf-8").splitlines()[0]
@@ -56,8 +62,10 @@ def test_every_file_of_the_tree_says_what_it_holds() -> None:
 
 
 def test_the_packaged_loader_reads_the_tree() -> None:
-    by_file = {f.name: db.parse_queries(f.read_text(encoding="utf-8"), f.name)
-               for f in SQL_DIR.glob("*.sql")}
+    by_file = {
+        f.name: db.parse_queries(f.read_text(encoding="utf-8"), f.name)
+        for f in SQL_DIR.glob("*.sql")
+    }
     union = {name for names in by_file.values() for name in names}
     assert set(db.queries()) == union
     assert sum(len(names) for names in by_file.values()) == len(union)
@@ -66,8 +74,11 @@ def test_the_packaged_loader_reads_the_tree() -> None:
 def test_every_query_the_code_names_exists() -> None:
     # A literal q("name") in watcher/ or api/ that no file defines would fail only when run.
     named = re.compile(r"""\bq\(\s*["']([a-z_][a-z0-9_]*)["']\s*\)""")
-    used = {m.group(1) for package in ("watcher", "api")
-            for path in (ROOT / package).rglob("*.py")
-            for m in named.finditer(path.read_text(encoding="utf-8"))}
+    used = {
+        m.group(1)
+        for package in ("watcher", "api")
+        for path in (ROOT / package).rglob("*.py")
+        for m in named.finditer(path.read_text(encoding="utf-8"))
+    }
     assert used, "the pattern found no q(...) calls"
     assert used - set(db.queries()) == set()
