@@ -34,7 +34,7 @@ from solders.signature import Signature
 from api import paywall
 from api.errors import DB_ERRORS, ApiError, service_unavailable
 from api.x402.clients import Clients
-from watcher import db, errors, metrics, networks
+from watcher import db, errors, ledger, networks
 from watcher.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -168,23 +168,22 @@ async def issue_token(pool: db.Pool, settings: Settings, payment_id: int) -> dic
     lifetime = timedelta(hours=settings.x402_token_expiry_hours)
     price = settings.price_per_call_units
     try:
-        row = await pool.fetchrow(
-            db.q("api_claim_payment"),
-            paywall.token_hash(token),
-            payment_id,
-            price,
-            lifetime,
-            MAX_REQUESTS,
-        )
-        if row is None:
-            why = await pool.fetchrow(db.q("api_claim_refusal"), payment_id)
+        async with pool.acquire() as conn:
+            row = await ledger.claim(
+                conn,
+                paywall.token_hash(token),
+                payment_id,
+                price=price,
+                lifetime=lifetime,
+                max_requests=MAX_REQUESTS,
+            )
+            if row is None:
+                why = await conn.fetchrow(db.q("api_claim_refusal"), payment_id)
     except DB_ERRORS as exc:
         log.warning("claim_db_error", error=repr(exc))
         raise service_unavailable("the database") from exc
     if row is None:
         raise _refusal(why, price)
-    metrics.TOKENS_ISSUED.labels(row["chain"]).inc()
-    metrics.PAYMENTS.labels(row["chain"], "claimed").inc()
     return {
         "token": token,
         "token_id": row["id"],

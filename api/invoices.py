@@ -95,7 +95,8 @@ async def create(pool: db.Pool, settings: Settings, chain: str, units: int) -> d
     jitter = min(AMOUNT_JITTER, settings.price_per_call_units - 1)
     row, wait = None, None
     try:
-        await pool.execute(db.q("api_expire_invoices"), ledger.INVOICE_GRACE)
+        async with pool.acquire() as conn:
+            await ledger.expire_invoices(conn)
         if networks.family(chain) == "solana":
             reference = str(Keypair().pubkey())
             row = await pool.fetchrow(

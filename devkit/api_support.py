@@ -103,7 +103,7 @@ async def record_payment(
         tx_hash=tx,
         log_index=log_index,
         block_number=block_number,
-        block_hash=None if chain == "solana" else "0x" + secrets.token_hex(32),
+        block_hash=None if networks.family(chain) == "solana" else "0x" + secrets.token_hex(32),
         token=token,
         to_address=to_address,
         amount=amount,

@@ -13,6 +13,7 @@
     │   ├── WrongChain         the endpoint serves another chain id than configured
     │   └── NoHealthyEndpoint  every endpoint of the pool is refused or its breaker is open
     ├── ReorgDetected          a new block's parent is not the block we stored
+    ├── LockLost               the connection holding a chain's leader lock went away
     └── BillingError           Stripe could not do what we asked
         ├── BillingUnavailable unreachable, timed out, rate limited after retries, breaker open
         └── BillingRejected    Stripe refused the request (card declined, invalid parameters)
@@ -124,6 +125,10 @@ class ReorgDetected(WatcherError):
     def __init__(self, message: str | None = None, *, block: int | None = None) -> None:
         self.block = block
         super().__init__(message)
+
+
+class LockLost(WatcherError):
+    """The connection holding the leader lock went away."""
 
 
 class BillingError(WatcherError):

@@ -34,7 +34,7 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 import structlog
 
-from watcher import db, metrics, progress
+from watcher import db, errors, metrics, progress
 
 log = structlog.get_logger(__name__)
 
@@ -49,10 +49,6 @@ def lock_key(chain: str) -> int:
     """The chain's advisory lock key: a stable signed 64-bit number derived from its name."""
     digest = hashlib.sha256(f"usdc-watcher/follower/{chain}".encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
-
-
-class LockLost(Exception):
-    """The connection holding the leader lock went away."""
 
 
 async def _connect(dsn: str, chain: str) -> asyncpg.Connection[asyncpg.Record]:
@@ -124,7 +120,7 @@ async def _hold_and_run(
     metrics.FOLLOWER_RUNNING.labels(chain=chain).set(1)
     try:
         await _run_while_held(chain, run, conn, stop, poll)
-    except LockLost as exc:
+    except errors.LockLost as exc:
         log.error("leader_lock_lost", chain=chain, error=str(exc))
         await _sleep(stop, poll)
         return False
@@ -162,7 +158,7 @@ async def _run_while_held(
         with contextlib.suppress(asyncio.CancelledError):
             await watch
     if follower.cancelled():
-        raise LockLost(f"{chain}: leader lock connection lost")
+        raise errors.LockLost(f"{chain}: leader lock connection lost")
     follower.result()  # re-raise a crash
 
 

@@ -1,16 +1,39 @@
-"""Ledger writes shared by every follower: record, credit, orphan, flag, cursors.
+"""The one credit path: every transition of a payment is a function of this module.
 
 Every function takes a connection that is already inside the caller's
-transaction: one converge step = one transaction (cursor and credits commit
-together or not at all). Idempotency comes from ``ON CONFLICT`` and from state
-guards in the SQL (``WHERE state = 'observed'``), so replaying a step, a second
-watcher, or a crash between steps can never credit twice.
+transaction: one converge step (or one API request) = one transaction, so a
+transition and whatever hangs on it commit together or not at all.
+Idempotency comes from ``ON CONFLICT`` and from state guards in the SQL
+(``WHERE state = 'observed'``), so replaying a step, a second watcher, or a
+crash between steps can never credit twice. Nothing else writes
+``payments.state`` (``tests/unit/test_one_credit_path.py`` checks every query,
+every SQL string in Python and every database function); docs/ledger.md says
+why each transition exists.
+
+    transition        from -> to                                   function
+    record            new / orphaned / moved -> observed,          record
+                      below_minimum, not_ours
+    record credited   new / observed / orphaned -> credited (EVM,  record_credited
+                      already deep; then as credit)
+    credit            observed -> credited; credited -> claimed    credit
+                      when it is a served x402 settlement's
+    orphan            observed / below_minimum -> orphaned;        orphan
+                      its served x402 settlement -> reorged
+    flag / unflag     credited, claimed: reorged_after_credit      flag_reorged_credits,
+                      set / cleared (tokens suspended / served)    clear_reorg_flags
+    claim             credited -> claimed (one access token)       claim
+    claim served      credited -> claimed (x402 call served)       claim_served
+    settle (admin)    observed, orphaned, below_minimum,           admin_settle
+                      not_ours -> credited (then as credit)
+    invalidate        observed, credited, claimed -> not_ours      admin_invalidate
+    (admin)           (its token emptied)
+    expire            invoices: open -> expired after the grace    expire_invoices
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
@@ -18,8 +41,11 @@ from typing import Literal
 import asyncpg
 
 from watcher import db, metrics
+from watcher.settings import USDC_UNIT
 
 RecordState = Literal["observed", "below_minimum", "not_ours"]
+# The two kinds of x402 settlement that can consume a payment when the call is served.
+X402Rail = Literal["x402_authorizations", "x402_solana_settlements"]
 
 # A payment that arrives this long after its invoice expired still pays it
 # (the same window cleanup_expired_x402_payments() waits before expiring).
@@ -28,6 +54,32 @@ INVOICE_GRACE = timedelta(hours=1)
 # (or second) payment for it can never pay another invoice; a payment that could be
 # meant for two invoices within this window matches neither (docs/api.md).
 INVOICE_AMOUNT_HOLD = timedelta(hours=24)
+# What a token whose payment left the canonical chain says when refused (402).
+SUSPENDED_REORGED = "payment_reorged"
+
+# Every named query that writes payments.state or payments.reorged_after_credit (or
+# inserts a payment). Only this module runs them; tests/unit/test_one_credit_path.py
+# fails when another query does, or another module names one of these.
+STATE_QUERIES = frozenset(
+    {
+        "record_transfers",
+        "record_credited_transfers",
+        "credit_payments",
+        "link_x402_credits",
+        "orphan_payments",
+        "flag_reorged_credits",
+        "clear_reorg_flags",
+        "api_claim_payment",
+        "x402_claim_payment",
+        "x402_svm_claim_payment",
+        "api_admin_settle",
+        "api_admin_invalidate",
+    }
+)
+_SERVED_QUERY: dict[X402Rail, str] = {
+    "x402_authorizations": "x402_claim_payment",
+    "x402_solana_settlements": "x402_svm_claim_payment",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +110,35 @@ class Transfer:
         return self.transfer_key if self.transfer_key is not None else str(self.log_index)
 
 
+def judge(amount: int, minimum: int) -> tuple[RecordState, str | None]:
+    """The state a transfer of ``amount`` base units (ours, > 0) is recorded in, and why.
+
+    The one rule both followers apply: below ``minimum`` it is recorded
+    ``below_minimum`` (shown by ``explain``, never credited), else ``observed``.
+    """
+    if amount < minimum:
+        return "below_minimum", (
+            f"{_usd(amount)} USDC is below the minimum payment of {_usd(minimum)} USDC"
+        )
+    return "observed", None
+
+
+def _usd(units: int) -> str:
+    whole, frac = divmod(units, USDC_UNIT)
+    return f"{whole}.{frac:06d}".rstrip("0").rstrip(".") if frac else str(whole)
+
+
+# ---- followers: record, credit, orphan, flag -------------------------------------------
+
+
 async def record(conn: db.Connection, transfers: Sequence[Transfer]) -> list[asyncpg.Record]:
-    """Insert transfers (observed or below_minimum); returns rows inserted or revived."""
+    """Record transfers seen on chain; returns the rows inserted or revived.
+
+    Transition: (new), orphaned, or observed / below_minimum at another block ->
+    the transfer's own state (observed, below_minimum or not_ours); a credited or
+    claimed row seen at another place keeps its state and is flagged until that
+    place is confirmed. Runs in the caller's transaction.
+    """
     if not transfers:
         return []
     cols = list(
@@ -95,11 +174,54 @@ async def record(conn: db.Connection, transfers: Sequence[Transfer]) -> list[asy
     return rows
 
 
+async def record_credited(
+    conn: db.Connection, transfers: Sequence[Transfer]
+) -> list[asyncpg.Record]:
+    """Record transfers already confirmed in blocks the caller just verified, as credited.
+
+    Transition: (new), observed or orphaned -> credited, then as :func:`credit`
+    (a served x402 settlement's transfer -> claimed; invoices linked). A credited
+    or claimed row seen at another place keeps its state and is flagged, as in
+    :func:`record`. Spares a large EVM backfill writing each row twice. Returns
+    the rows credited here for the first time. Runs in the caller's transaction.
+    """
+    if not transfers:
+        return []
+    rows = await conn.fetch(
+        db.q("record_credited_transfers"),
+        [t.chain for t in transfers],
+        [t.token for t in transfers],
+        [t.tx_hash for t in transfers],
+        [t.log_index for t in transfers],
+        [t.block_number for t in transfers],
+        [t.block_hash for t in transfers],
+        [t.block_time for t in transfers],
+        [t.from_address for t in transfers],
+        [t.to_address for t in transfers],
+        [t.amount for t in transfers],
+        [t.key() for t in transfers],
+    )
+    await _credited(conn, rows)
+    return rows
+
+
 async def credit(conn: db.Connection, ids: Sequence[int]) -> list[asyncpg.Record]:
-    """observed -> credited; rows already credited (or orphaned) are left alone."""
+    """Credit confirmed payments; returns the rows credited.
+
+    Transition: observed -> credited (rows already credited, orphaned or anything
+    else are left alone). In the same step a credited payment that is the
+    transfer of an x402 settlement whose call was served becomes claimed, and
+    the invoice a payment pays is marked credited. Runs in the caller's transaction.
+    """
     if not ids:
         return []
     rows = await conn.fetch(db.q("credit_payments"), list(ids))
+    await _credited(conn, rows)
+    return rows
+
+
+async def _credited(conn: db.Connection, rows: Sequence[asyncpg.Record]) -> None:
+    """What follows every credit, whoever credits (follower, backfill, operator)."""
     count: Counter[str] = Counter()
     units: Counter[str] = Counter()
     for r in rows:
@@ -108,39 +230,44 @@ async def credit(conn: db.Connection, ids: Sequence[int]) -> list[asyncpg.Record
     for chain, n in count.items():
         metrics.PAYMENTS.labels(chain, "credited").inc(n)
         metrics.CREDITED_BASE_UNITS.labels(chain).inc(units[chain])
-    # Whichever follower credits, the invoice it pays follows in the same transaction.
-    await link_invoices(conn, [r["id"] for r in rows])
-    return rows
+    await _follow_credit(conn, [r["id"] for r in rows])
 
 
-async def link_invoices(conn: db.Connection, ids: Sequence[int]) -> list[asyncpg.Record]:
-    """Mark the invoices these credited payments pay as credited; returns (invoice, payment)."""
+async def _follow_credit(conn: db.Connection, ids: Iterable[int]) -> None:
+    ids = list(ids)
     if not ids:
-        return []
-    return await conn.fetch(db.q("link_invoices"), list(ids), INVOICE_GRACE, INVOICE_AMOUNT_HOLD)
+        return
+    # x402 first: a payment consumed by a served call (now claimed) pays no invoice.
+    await conn.execute(db.q("link_x402_credits"), ids)
+    await conn.fetch(db.q("link_invoices"), ids, INVOICE_GRACE, INVOICE_AMOUNT_HOLD)
 
 
 async def orphan(conn: db.Connection, ids: Sequence[int], reason: str) -> list[asyncpg.Record]:
-    """observed / below_minimum -> orphaned, with the reason ``watcher explain`` will show."""
+    """Orphan payments whose block left the canonical chain (or never finalized).
+
+    Transition: observed / below_minimum -> orphaned, with the reason ``watcher
+    explain`` shows; a served x402 settlement of the same transaction becomes
+    ``reorged`` (never counted as paid). Runs in the caller's transaction.
+    """
     if not ids:
         return []
     rows = await conn.fetch(db.q("orphan_payments"), list(ids), reason)
     for r in rows:
         metrics.PAYMENTS.labels(r["chain"], "orphaned").inc()
+    if rows:
+        await conn.execute(db.q("mark_x402_orphaned"), [r["id"] for r in rows])
     return rows
-
-
-# What a token whose payment left the canonical chain says when refused (402).
-SUSPENDED_REORGED = "payment_reorged"
 
 
 async def flag_reorged_credits(
     conn: db.Connection, ids: Sequence[int], reason: str
 ) -> list[asyncpg.Record]:
-    """Credited payments whose block was reorged out: flagged and counted, never deleted.
+    """Flag credited payments whose block was reorged out: counted, never deleted.
 
-    Until the transfer re-lands and is confirmed again, the payment cannot be
-    claimed and the token it bought (if any) is suspended.
+    Transition: credited / claimed (not flagged, or flagged and re-landed since)
+    -> reorged_after_credit. Until the transfer re-lands and is confirmed again
+    the payment cannot be claimed and the token it bought (if any) is suspended.
+    Runs in the caller's transaction.
     """
     if not ids:
         return []
@@ -151,13 +278,97 @@ async def flag_reorged_credits(
 
 
 async def clear_reorg_flags(conn: db.Connection, ids: Sequence[int]) -> list[asyncpg.Record]:
-    """Flagged payments confirmed again at their new place: claimable, tokens served again."""
+    """Flagged payments confirmed again at their new place: claimable, tokens served again.
+
+    Transition: credited / claimed, flagged and re-landed -> not flagged. Runs in
+    the caller's transaction.
+    """
     if not ids:
         return []
     rows = await conn.fetch(db.q("clear_reorg_flags"), list(ids))
     for r in rows:
         metrics.CREDITED_RELANDED.labels(r["chain"]).inc()
     return rows
+
+
+# ---- the API: claims, x402 settlements, operators, housekeeping ------------------------
+
+
+async def claim(
+    conn: db.Connection,
+    token_hash: bytes,
+    payment_id: int,
+    *,
+    price: int,
+    lifetime: timedelta,
+    max_requests: int,
+) -> asyncpg.Record | None:
+    """Issue the one access token a credited payment buys, in one statement.
+
+    Transition: credited (not flagged, at least ``price``) -> claimed, its invoice
+    credited -> claimed, and the token inserted. None: nothing was issued (the
+    caller asks ``api_claim_refusal`` why). Runs in the caller's transaction (or
+    as its own statement on a connection outside one).
+    """
+    row = await conn.fetchrow(
+        db.q("api_claim_payment"), token_hash, payment_id, price, lifetime, max_requests
+    )
+    if row is not None:
+        metrics.TOKENS_ISSUED.labels(row["chain"]).inc()
+        metrics.PAYMENTS.labels(row["chain"], "claimed").inc()
+    return row
+
+
+async def claim_served(conn: db.Connection, rail: X402Rail, row_id: int, payment_id: int) -> bool:
+    """Consume the payment of an x402 settlement whose call was served; False if not credited.
+
+    Transition: credited -> claimed (the call was the purchase), and the
+    settlement row ``row_id`` of ``rail`` linked to the payment. Runs in the
+    caller's transaction, which holds the settlement row's lock.
+    """
+    return bool(await conn.fetchval(db.q(_SERVED_QUERY[rail]), row_id, payment_id))
+
+
+async def admin_settle(conn: db.Connection, payment_id: int, reason: str) -> asyncpg.Record | None:
+    """An operator credits a payment the followers could not; None if its state forbids it.
+
+    Transition: observed, orphaned, below_minimum or not_ours -> credited, then
+    as :func:`credit` (x402 settlement, invoice). Runs in the caller's
+    transaction (which writes the audit row).
+    """
+    row = await conn.fetchrow(db.q("api_admin_settle"), payment_id, reason)
+    if row is not None:
+        metrics.PAYMENTS.labels(row["chain"], "credited").inc()
+        await _follow_credit(conn, [payment_id])
+    return row
+
+
+async def admin_invalidate(
+    conn: db.Connection, payment_id: int, reason: str
+) -> asyncpg.Record | None:
+    """An operator rules that a payment buys nothing; None if its state forbids it.
+
+    Transition: observed, credited or claimed -> not_ours (never revived or
+    credited by a follower); a token it bought is emptied. Runs in the caller's
+    transaction (which writes the audit row).
+    """
+    row = await conn.fetchrow(db.q("api_admin_invalidate"), payment_id, reason)
+    if row is not None:
+        metrics.PAYMENTS.labels(row["chain"], "not_ours").inc()
+    return row
+
+
+async def expire_invoices(conn: db.Connection) -> int:
+    """Expire open invoices whose validity and the late-payment grace have passed.
+
+    Transition: invoices open -> expired (``cleanup_expired_x402_payments``);
+    payments and tokens are never touched. Runs in the caller's transaction (or
+    as its own statement). Returns how many expired.
+    """
+    return int(await conn.fetchval(db.q("api_expire_invoices"), INVOICE_GRACE))
+
+
+# ---- cursors ------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)

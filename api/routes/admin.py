@@ -17,7 +17,7 @@ from fastapi import APIRouter, Depends, Header, Path, Request
 from api import ratelimit
 from api.errors import DB_ERRORS, ApiError, responses, service_unavailable
 from api.models import MarkRequest
-from watcher import db, ledger, metrics
+from watcher import db, ledger
 from watcher.settings import Settings
 
 
@@ -64,7 +64,8 @@ def _rows(records: list[asyncpg.Record]) -> list[dict[str, Any]]:
 async def cleanup(request: Request) -> dict[str, Any]:
     pool: db.Pool = request.app.state.pool
     try:
-        expired = await pool.fetchval(db.q("api_expire_invoices"), ledger.INVOICE_GRACE)
+        async with pool.acquire() as conn:
+            expired = await ledger.expire_invoices(conn)
         await pool.execute(db.q("api_rate_prune"))
         # Expired Idempotency-Keys are forgotten and their stored answers dropped.
         forgotten = await pool.execute(db.q("api_idem_prune"))
@@ -116,11 +117,9 @@ async def mark_payment(
                     "take the id from verify-payment or the stats",
                 )
             if body.action == "settle":
-                row = await conn.fetchrow(db.q("api_admin_settle"), payment_id, reason)
-                if row is not None:
-                    await ledger.link_invoices(conn, [payment_id])
+                row = await ledger.admin_settle(conn, payment_id, reason)
             else:
-                row = await conn.fetchrow(db.q("api_admin_invalidate"), payment_id, reason)
+                row = await ledger.admin_invalidate(conn, payment_id, reason)
             if row is None:
                 raise ApiError(
                     409,
@@ -142,7 +141,6 @@ async def mark_payment(
     except DB_ERRORS as exc:
         raise service_unavailable("the database") from exc
     assert audit is not None
-    metrics.PAYMENTS.labels(row["chain"], to_state).inc()
     return {
         "payment_id": payment_id,
         "from_state": before["state"],

@@ -13,7 +13,7 @@ Order matters for money:
    A revert or a missing receipt is ``failed``: never served, never counted.
 
 Our relayer settles when its key is configured, else the facilitator. The
-follower later credits the Transfer log; triggers in 0008 link it here. No
+follower later credits the Transfer log; ``ledger.credit`` links it here. No
 database connection is held across an RPC call.
 """
 
@@ -225,7 +225,7 @@ async def mark_settled(conn: db.Connection, auth_id: int, tx_hash: str) -> bool:
     :func:`records.settle_row`)."""
     return await records.settle_row(
         conn,
-        ("x402_begin_settled", "x402_settled_payment", "x402_claim_payment"),
+        ("x402_begin_settled", "x402_settled_payment", "x402_authorizations"),
         (auth_id, tx_hash),
         lambda r: (r["payment_id"], r["chain"], tx_hash, r["payer"], r["pay_to"], r["asset"]),
         auth_id,

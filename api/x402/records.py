@@ -19,7 +19,7 @@ import asyncpg
 import structlog
 
 from api.errors import DB_ERRORS, service_unavailable
-from watcher import db
+from watcher import db, ledger
 
 log = structlog.get_logger(__name__)
 
@@ -60,17 +60,18 @@ async def in_db(pool: db.Pool, work: Callable[[db.Connection], Awaitable[T]], wh
 
 async def settle_row(
     conn: db.Connection,
-    queries: tuple[str, str, str],
+    queries: tuple[str, str, ledger.X402Rail],
     begin_args: tuple[Any, ...],
     payment_key: Callable[[asyncpg.Record], tuple[Any, ...]],
     row_id: int,
 ) -> bool:
     """One transaction: mark the row settled (``queries[0]``, its lock held), re-read the
     follower's payment under lock in a fresh snapshot (``queries[1]`` with
-    ``payment_key(row)`` and the amount), and consume it if credited (``queries[2]``).
-    False, with everything rolled back, when the call must not be served: the row was no
-    longer open, or its payment was already claimed for an access token. A payment not
-    credited yet (or none) is left to the link trigger, which finds the row settled."""
+    ``payment_key(row)`` and the amount), and consume it if credited (``ledger.claim_served``
+    for the rail ``queries[2]``). False, with everything rolled back, when the call must not
+    be served: the row was no longer open, or its payment was already claimed for an access
+    token. A payment not credited yet (or none) is left to ``ledger.credit``, which finds
+    the row settled."""
     try:
         async with conn.transaction():
             row = await conn.fetchrow(db.q(queries[0]), *begin_args)
@@ -79,8 +80,9 @@ async def settle_row(
             payment = await conn.fetchrow(db.q(queries[1]), *payment_key(row), row["amount"])
             if payment is None or payment["state"] not in ("credited", "claimed"):
                 return True
-            claim = db.q(queries[2])
-            if payment["state"] == "credited" and await conn.fetchval(claim, row_id, payment["id"]):
+            if payment["state"] == "credited" and await ledger.claim_served(
+                conn, queries[2], row_id, payment["id"]
+            ):
                 return True
             raise _Consumed  # rolls the transaction back
     except _Consumed:

@@ -6,8 +6,8 @@ mint, payer and nonce, and per message; one in flight per source token
 account, none for a source whose payment failed on chain within the hour)
 before the transaction is broadcast; the call is served once the transaction
 is ``confirmed`` without error. The Solana follower credits the transfer at
-``finalized``, and the triggers of ``migrations/0009_x402_solana.sql`` link it
-to the settlement.
+``finalized``, and ``ledger.credit`` links it to the settlement in that
+transaction.
 """
 
 from __future__ import annotations
@@ -245,7 +245,7 @@ async def mark_settled(conn: db.Connection, settlement_id: int) -> bool:
     ``settling``, or its payment was already claimed for an access token."""
     return await records.settle_row(
         conn,
-        ("x402_svm_begin_settled", "x402_svm_settled_payment", "x402_svm_claim_payment"),
+        ("x402_svm_begin_settled", "x402_svm_settled_payment", "x402_solana_settlements"),
         (settlement_id,),
         lambda r: (r["payment_id"], r["signature"], r["destination"], r["pay_to"], r["mint"]),
         settlement_id,

@@ -109,14 +109,10 @@ async def test_one_nonce_one_row(pool: db.Pool) -> None:
 
 async def test_a_served_settlement_first_seen_already_deep_is_consumed_too(pool: db.Pool) -> None:
     # After downtime the EVM follower inserts deep transfers straight as credited.
-    from watcher.chains import evm_scan
-    from watcher.settings import load_settings
-
     tx = "0x" + secrets.token_hex(32)
     auth_id = await authorization(pool, "settled", tx)
-    chain = load_settings().evm_chain("base").model_copy(update={"usdc": TOKEN, "receivers": (US,)})
     async with pool.acquire() as conn, conn.transaction():
-        (row,) = await evm_scan.record_credited(conn, chain, [transfer(tx)])
+        (row,) = await ledger.record_credited(conn, [transfer(tx)])
     payment = await pool.fetchrow("SELECT state, reason FROM payments WHERE id = $1", row["id"])
     assert payment["state"] == "claimed" and f"authorization {auth_id}" in payment["reason"]
     assert (await auth_row(pool, auth_id))["payment_id"] == row["id"]

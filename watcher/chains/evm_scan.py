@@ -11,9 +11,9 @@ from typing import Any, Protocol
 import asyncpg
 import structlog
 
-from watcher import db, errors, ledger, metrics
+from watcher import db, errors, ledger
 from watcher.chains.evm_logs import Header, parse_header, parse_transfer
-from watcher.settings import USDC_UNIT, EvmChain
+from watcher.settings import EvmChain
 
 log = structlog.get_logger(__name__)
 
@@ -83,7 +83,7 @@ def to_transfers(
             raise errors.RpcResponseError(f"{name}: log of block {n} from another branch")
         if raw.token != usdc or raw.to_address not in receivers or raw.amount <= 0:
             continue
-        below = raw.amount < min_units
+        state, reason = ledger.judge(raw.amount, min_units)
         header = headers.get(n)
         ident = (raw.tx_hash, raw.from_address, raw.to_address, raw.amount)
         if ident in first:  # rare: no list is built per log on the hot path
@@ -102,8 +102,8 @@ def to_transfers(
                 amount=raw.amount,
                 from_address=raw.from_address,
                 block_time=raw.block_time or (header.time if header else None),
-                state="below_minimum" if below else "observed",
-                reason=f"below the minimum payment of {_usd(min_units)} USDC" if below else None,
+                state=state,
+                reason=reason,
                 transfer_key=f"{raw.from_address}:{raw.to_address}:{raw.amount}:0",
             )
         )
@@ -114,39 +114,6 @@ def to_transfers(
             key = f"{t.from_address}:{t.to_address}:{t.amount}:{nth}"
             out[i] = dataclasses.replace(t, transfer_key=key)
     return out
-
-
-def _usd(units: int) -> str:
-    whole, frac = divmod(units, USDC_UNIT)
-    return f"{whole}.{frac:06d}".rstrip("0").rstrip(".") if frac else str(whole)
-
-
-async def record_credited(
-    conn: db.Connection, chain: EvmChain, transfers: Sequence[ledger.Transfer]
-) -> list[asyncpg.Record]:
-    """Insert transfers that are already deep enough straight as credited."""
-    if not transfers:
-        return []
-    rows = await conn.fetch(
-        db.q("evm_record_credited"),
-        chain.name,
-        chain.usdc,
-        [t.tx_hash for t in transfers],
-        [t.log_index for t in transfers],
-        [t.block_number for t in transfers],
-        [t.block_hash for t in transfers],
-        [t.block_time for t in transfers],
-        [t.from_address for t in transfers],
-        [t.to_address for t in transfers],
-        [t.amount for t in transfers],
-        [t.key() for t in transfers],
-    )
-    if rows:
-        metrics.PAYMENTS.labels(chain.name, "credited").inc(len(rows))
-        metrics.CREDITED_BASE_UNITS.labels(chain.name).inc(sum(int(r["amount"]) for r in rows))
-        # Credited without passing through ledger.credit: the invoices they pay follow here.
-        await ledger.link_invoices(conn, [r["id"] for r in rows])
-    return rows
 
 
 async def commit(
@@ -164,7 +131,7 @@ async def commit(
     for t in batch.transfers:
         (now if t.state == "observed" and t.block_number <= deep else later).append(t)
     await ledger.record(conn, later)
-    credited = await record_credited(conn, chain, now)
+    credited = await ledger.record_credited(conn, now)
     await conn.execute(db.q("evm_upsert_blocks"), chain.name, *batch.block_columns())
     await conn.execute(db.q("evm_prune_blocks"), chain.name, batch.to - keep_blocks)
     await ledger.set_cursor(conn, chain.name, batch.to, batch.to_hash, head=batch.head)

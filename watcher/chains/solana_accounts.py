@@ -78,13 +78,9 @@ def transfers(
         return [], after
     verdict = solana_owners.judge(tx, change, owner, before)
     p = solana_tx.payment(tx, change, owner)
-    state: ledger.RecordState = "observed"
-    reason = None
+    state, reason = ledger.judge(p.amount, min_units)
     if not verdict.ours:
         state, reason = "not_ours", f"not ours when it moved: {verdict.reason}"
-    elif p.amount < min_units:
-        state = "below_minimum"
-        reason = f"{p.amount} base units is below the minimum {min_units}"
     transfer = ledger.Transfer(
         chain=chain,
         tx_hash=p.signature,

@@ -128,6 +128,117 @@ ON CONFLICT (chain, stream) DO UPDATE
 -- name: payments_by_tx
 SELECT * FROM payments WHERE chain = $1 AND tx_hash = $2 ORDER BY log_index;
 
+-- name: record_credited_transfers
+-- Transfers already `confirmations` deep in blocks this step verified (ledger.record_credited):
+-- written straight as credited, which spares rewriting every row of a large backfill.
+-- A row seen before as observed or orphaned is credited at this (canonical) place.
+-- A credited row seen at another place, or flagged reorged_after_credit, keeps its
+-- state and moves here (relanded_at; the flag is cleared by the same step's
+-- evm_relanded_ids). Returns only the rows credited here for the first time.
+WITH up AS (
+    INSERT INTO payments AS p (chain, tx_hash, log_index, transfer_key, block_number,
+                               block_hash, block_time, token, from_address, to_address, amount,
+                               state, credited_at)
+    SELECT t.chain, t.tx_hash, t.log_index, t.transfer_key, t.block_number, t.block_hash,
+           t.block_time, t.token, t.from_address, t.to_address, t.amount, 'credited', now()
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::bigint[], $6::text[],
+                $7::timestamptz[], $8::text[], $9::text[], $10::numeric[], $11::text[])
+         AS t (chain, token, tx_hash, log_index, block_number, block_hash, block_time,
+               from_address, to_address, amount, transfer_key)
+    ON CONFLICT (chain, tx_hash, transfer_key) DO UPDATE
+        SET state = CASE WHEN p.state IN ('credited', 'claimed') THEN p.state
+                         ELSE 'credited' END,
+            credited_at = CASE WHEN p.state IN ('credited', 'claimed') THEN p.credited_at
+                               ELSE now() END,
+            log_index = excluded.log_index,
+            block_number = excluded.block_number,
+            block_hash = excluded.block_hash,
+            block_time = excluded.block_time,
+            reason = CASE WHEN p.state IN ('credited', 'claimed')
+                          THEN 're-included in block ' || excluded.block_number
+                               || ' after a reorg: suspended until it is confirmed there'
+                          END,
+            reorged_after_credit = p.reorged_after_credit OR p.state IN ('credited', 'claimed'),
+            relanded_at = CASE WHEN p.state IN ('credited', 'claimed') THEN now()
+                               ELSE p.relanded_at END,
+            orphaned_at = NULL,
+            updated_at = now()
+        WHERE p.state IN ('observed', 'orphaned')
+           OR (p.state IN ('credited', 'claimed')
+               AND (p.reorged_after_credit OR p.block_hash IS DISTINCT FROM excluded.block_hash))
+    RETURNING p.id, p.chain, p.amount, p.block_number, p.relanded_at
+)
+SELECT id, chain, amount, block_number FROM up WHERE relanded_at IS NULL;
+
+-- name: link_x402_credits
+-- Run by the ledger after every credit (follower, backfill, operator) in that
+-- transaction; until the one credit path, triggers of 0008/0009 did it. A credited
+-- payment that is the transfer of an x402 settlement we made is linked to it, and
+-- when the call was served (settled) the payment is consumed at once: claimed, so the
+-- same transfer can never also buy an access token. Still 'settling' (our receipt on
+-- its way, or the API died before serving): linked, left credited; marking the row
+-- settled then claims it (claim_served). A 'reorged' row whose transfer is credited
+-- again counts as settled again. EVM authorizations match on the transaction, payer,
+-- recipient, token and amount; Solana settlements on the signature, our token
+-- account, owner, mint and amount (not the payer: the follower records the owner
+-- whose balance went down, not a delegate that signed).
+WITH p AS (
+    SELECT id, chain, tx_hash, from_address, to_address, token, token_account, amount
+    FROM payments WHERE id = ANY ($1::bigint[]) AND state = 'credited'
+), evm AS (
+    UPDATE x402_authorizations a
+    SET payment_id = p.id, updated_at = now(),
+        status = CASE a.status WHEN 'reorged' THEN 'settled' ELSE a.status END,
+        error = CASE a.status WHEN 'reorged' THEN NULL ELSE a.error END
+    FROM p
+    WHERE a.chain = p.chain AND a.tx_hash = p.tx_hash AND a.payer = p.from_address
+      AND a.pay_to = p.to_address AND a.asset = p.token AND a.amount = p.amount
+      AND a.status IN ('settling', 'settled', 'reorged')
+      AND (a.payment_id IS NULL OR a.payment_id = p.id)
+    RETURNING p.id AS payment_id, a.status,
+              'x402 authorization ' || a.id || ': the call was served at settlement' AS reason
+), svm AS (
+    UPDATE x402_solana_settlements s
+    SET payment_id = p.id, updated_at = now(),
+        status = CASE s.status WHEN 'reorged' THEN 'settled' ELSE s.status END,
+        error = CASE s.status WHEN 'reorged' THEN NULL ELSE s.error END
+    FROM p
+    WHERE s.signature = p.tx_hash AND s.destination = p.token_account
+      AND s.pay_to = p.to_address AND s.mint = p.token AND s.amount = p.amount
+      AND s.status IN ('settling', 'settled', 'reorged')
+      AND (s.payment_id IS NULL OR s.payment_id = p.id)
+    RETURNING p.id AS payment_id, s.status,
+              'x402 solana settlement ' || s.id || ': the call was served at settlement' AS reason
+), served AS (
+    SELECT payment_id, reason FROM evm WHERE status = 'settled'
+    UNION ALL
+    SELECT payment_id, reason FROM svm WHERE status = 'settled'
+)
+UPDATE payments SET state = 'claimed', reason = served.reason, updated_at = now()
+FROM served WHERE payments.id = served.payment_id
+RETURNING payments.id;
+
+-- name: mark_x402_orphaned
+-- Run by ledger.orphan in that transaction (a trigger of 0008/0009 until the one credit
+-- path): the x402 settlement whose transaction left the canonical chain is never
+-- counted as paid. EVM: settling or settled authorizations; Solana: settled rows only
+-- (one still settling is the API's to decide: it may yet confirm on the new fork).
+WITH p AS (
+    SELECT id, chain, tx_hash FROM payments WHERE id = ANY ($1::bigint[]) AND state = 'orphaned'
+), evm AS (
+    UPDATE x402_authorizations a
+    SET status = 'reorged', updated_at = now(),
+        error = 'settlement transaction left the canonical chain (payment ' || p.id || ')'
+    FROM p
+    WHERE a.chain = p.chain AND a.tx_hash = p.tx_hash AND a.status IN ('settling', 'settled')
+    RETURNING a.id
+)
+UPDATE x402_solana_settlements s
+SET status = 'reorged', updated_at = now(),
+    error = 'settlement transaction was dropped with its fork (payment ' || p.id || ')'
+FROM p
+WHERE s.signature = p.tx_hash AND s.status = 'settled';
+
 -- ---------------- invoice links (inside the crediting transaction)
 
 -- name: link_invoices

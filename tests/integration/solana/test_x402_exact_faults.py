@@ -29,7 +29,7 @@ from devkit.x402svmkit import (
     solana_offer,
     v2_header_for,
 )
-from watcher import db
+from watcher import db, ledger
 from watcher.chains import solana
 
 
@@ -215,20 +215,24 @@ async def _settling_row(conn: db.Connection, x402: World) -> dict[str, Any]:
 
 
 async def _payment(conn: db.Connection, x402: World, row: dict[str, Any], state: str) -> int:
-    payment_id: int = await conn.fetchval(
-        """INSERT INTO payments (chain, tx_hash, log_index, block_number, token, from_address,
-                                 to_address, token_account, amount, state, credited_at)
-           VALUES ('solana', $1, 2, 10, $2, $3, $4, $5, $6, $7,
-                   CASE WHEN $7 IN ('credited', 'claimed') THEN now() END)
-           RETURNING id""",
-        row["signature"],
-        str(x402.usdc),
-        str(x402.alice.pubkey()),
-        str(x402.owner),
-        row["destination"],
-        PRICE,
-        state,
+    """The follower's row for the settlement: recorded observed, credited through the ledger."""
+    seen = ledger.Transfer(
+        chain="solana",
+        tx_hash=row["signature"],
+        log_index=2,
+        block_number=10,
+        block_hash=None,
+        token=str(x402.usdc),
+        to_address=str(x402.owner),
+        amount=PRICE,
+        from_address=str(x402.alice.pubkey()),
+        token_account=row["destination"],
     )
+    async with conn.transaction():
+        (recorded,) = await ledger.record(conn, [seen])
+        if state == "credited":
+            await ledger.credit(conn, [recorded["id"]])
+    payment_id: int = recorded["id"]
     return payment_id
 
 
@@ -238,7 +242,7 @@ async def test_a_credit_that_came_first_is_consumed_when_the_call_is_served(
     x402 = make_world(world)
     async with pool.acquire() as conn:
         row = await _settling_row(conn, x402)
-        payment_id = await _payment(conn, x402, row, "credited")  # the link trigger runs
+        payment_id = await _payment(conn, x402, row, "credited")  # ledger.credit links it
         assert (
             await conn.fetchval(
                 "SELECT payment_id FROM x402_solana_settlements WHERE id = $1", row["id"]
@@ -278,7 +282,8 @@ async def test_a_dropped_fork_marks_only_a_served_settlement_reorged(
         assert await svm_settle.mark_settled(conn, served["id"]) is True
         for row in (still, served):
             pid = await _payment(conn, x402, row, "observed")
-            await conn.execute("UPDATE payments SET state = 'orphaned' WHERE id = $1", pid)
+            async with conn.transaction():
+                await ledger.orphan(conn, [pid], "dropped with its fork")
         got = {
             r["id"]: r["status"]
             for r in await conn.fetch("SELECT id, status FROM x402_solana_settlements")
