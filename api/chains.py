@@ -9,79 +9,85 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from api.errors import ApiError
-from watcher import settings as settings_mod
-from watcher.settings import ChainName, Settings
+from watcher import chain_settings, keys, networks
+from watcher.settings import Settings
 
-ChainParam = Literal["base", "ethereum", "solana"]
+# The chain names a request may carry: the registry's (an enum in the OpenAPI schema).
+if TYPE_CHECKING:
+    ChainParam = str
+else:
+    ChainParam = Literal[networks.NAMES]
 
 _EVM_HASH = re.compile(r"^0x[0-9a-fA-F]{64}$")
 _SOLANA_SIGNATURE = re.compile(r"^[1-9A-HJ-NP-Za-km-z]{64,88}$")
 
-# x402 network identifiers for the accepts list.
-X402_NETWORK = {"base": "base", "ethereum": "ethereum", "solana": "solana"}
-
 
 @dataclass(frozen=True, slots=True)
 class ChainInfo:
-    name: ChainName
+    name: str
     enabled: bool  # a receiving address is configured: the API accepts payments here
     pay_to: str | None  # EVM: lowercase address; Solana: owner (base58)
     asset: str  # USDC contract (lowercase) or mint
     confirmations: int | None  # None on Solana: `finalized` commitment instead
     commitment: str | None
     chain_id: int | None
+    caip2: str  # what x402 v2 names the network (with the operator's overrides)
+
+    @property
+    def network(self) -> networks.Network:
+        return networks.get(self.name)
+
+    @property
+    def family(self) -> networks.Family:
+        return self.network.family
 
     @property
     def pay_to_display(self) -> str | None:
         """EVM addresses shown checksummed, as wallets expect."""
-        if self.pay_to is None or self.name == "solana":
+        if self.pay_to is None or self.family != "evm":
             return self.pay_to
-        from eth_utils.address import to_checksum_address
-
-        return str(to_checksum_address(self.pay_to))
+        return keys.checksummed(self.pay_to)
 
     @property
     def asset_display(self) -> str:
-        if self.name == "solana":
-            return self.asset
-        from eth_utils.address import to_checksum_address
-
-        return str(to_checksum_address(self.asset))
+        return self.asset if self.family != "evm" else keys.checksummed(self.asset)
 
 
-def chain_info(settings: Settings, name: ChainName) -> ChainInfo:
+def chain_info(settings: Settings, name: str) -> ChainInfo:
     """The chain's public payment details."""
-    if name == "solana":
-        sol = settings.solana
+    chain = settings.chain(name)
+    if isinstance(chain, chain_settings.SolanaChain):
         return ChainInfo(
-            name="solana",
-            enabled=sol.owner is not None,
-            pay_to=sol.owner,
-            asset=sol.usdc_mint,
+            name=name,
+            enabled=chain.owner is not None,
+            pay_to=chain.owner,
+            asset=chain.usdc_mint,
             confirmations=None,
-            commitment=sol.commitment,
+            commitment=chain.commitment,
             chain_id=None,
+            caip2=chain.caip2,
         )
-    evm = settings.evm_chain(name)
     return ChainInfo(
         name=name,
-        enabled=bool(evm.receivers),
-        pay_to=evm.receivers[0] if evm.receivers else None,
-        asset=evm.usdc,
-        confirmations=evm.confirmations,
+        enabled=bool(chain.receivers),
+        pay_to=chain.receivers[0] if chain.receivers else None,
+        asset=chain.usdc,
+        confirmations=chain.confirmations,
         commitment=None,
-        chain_id=evm.chain_id,
+        chain_id=chain.chain_id,
+        caip2=chain.caip2,
     )
 
 
 def all_chains(settings: Settings) -> list[ChainInfo]:
-    return [chain_info(settings, c) for c in settings_mod.CHAINS]
+    """Every registry network's details, in registry order."""
+    return [chain_info(settings, name) for name in networks.NAMES]
 
 
-def enabled_chain(settings: Settings, name: ChainName) -> ChainInfo:
+def enabled_chain(settings: Settings, name: str) -> ChainInfo:
     """The chain if it accepts payments here, else a 400 saying which chains do."""
     info = chain_info(settings, name)
     if not info.enabled:
@@ -96,10 +102,10 @@ def enabled_chain(settings: Settings, name: ChainName) -> ChainInfo:
     return info
 
 
-def normalise_tx_hash(chain: ChainName, tx_hash: str) -> str:
+def normalise_tx_hash(chain: str, tx_hash: str) -> str:
     """The ledger's spelling of a hash, or a 400 explaining the expected format."""
     value = tx_hash.strip()
-    if chain == "solana":
+    if networks.family(chain) == "solana":
         if not _SOLANA_SIGNATURE.match(value):
             raise ApiError(
                 400,

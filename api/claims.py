@@ -35,7 +35,7 @@ from api import paywall
 from api.errors import DB_ERRORS, ApiError, service_unavailable
 from api.x402.clients import Clients
 from watcher import db, errors, ledger, networks
-from watcher.settings import ChainName, Settings
+from watcher.settings import Settings
 
 log = structlog.get_logger(__name__)
 
@@ -82,7 +82,7 @@ def recover_evm_signer(message: str, signature: str) -> str | None:
 
 
 async def eip1271_valid(
-    clients: Clients, chain: ChainName, wallet: str, message: str, signature: str
+    clients: Clients, chain: str, wallet: str, message: str, signature: str
 ) -> bool:
     """Ask the contract at ``wallet`` whether it accepts ``signature`` over the EIP-191 hash
     (through the app's EIP-1271 pool for ``chain``)."""
@@ -131,7 +131,7 @@ def _solana_signature(text: str) -> Signature:
 
 
 async def signer_among(
-    clients: Clients, chain: ChainName, tx_hash: str, senders: Sequence[str], signature: str
+    clients: Clients, chain: str, tx_hash: str, senders: Sequence[str], signature: str
 ) -> str | None:
     """Which of the payment senders signed the claim message, if any."""
     message = claim_message(chain, tx_hash)

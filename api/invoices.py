@@ -29,8 +29,8 @@ from solders.keypair import Keypair
 
 from api import chains, claims
 from api.errors import DB_ERRORS, ApiError, service_unavailable
-from watcher import db, ledger, metrics
-from watcher.settings import USDC_UNIT, ChainName, Settings, usd_to_units
+from watcher import db, ledger, metrics, networks
+from watcher.settings import USDC_UNIT, Settings, usd_to_units
 
 INVOICE_LIFETIME = timedelta(minutes=30)
 AMOUNT_JITTER = 9_999  # at most ~1 cent over the price, never a whole extra call
@@ -86,7 +86,7 @@ def requested_units(settings: Settings, requests: int | None, amount_usd: Decima
     return units
 
 
-async def create(pool: db.Pool, settings: Settings, chain: ChainName, units: int) -> dict[str, Any]:
+async def create(pool: db.Pool, settings: Settings, chain: str, units: int) -> dict[str, Any]:
     """Open an invoice for ``units`` (base amount) on ``chain``."""
     info = chains.enabled_chain(settings, chain)
     assert info.pay_to is not None
@@ -97,7 +97,7 @@ async def create(pool: db.Pool, settings: Settings, chain: ChainName, units: int
     try:
         async with pool.acquire() as conn:
             await ledger.expire_invoices(conn)
-        if chain == "solana":
+        if networks.family(chain) == "solana":
             reference = str(Keypair().pubkey())
             row = await pool.fetchrow(
                 db.q("api_insert_solana_invoice"),
@@ -108,6 +108,7 @@ async def create(pool: db.Pool, settings: Settings, chain: ChainName, units: int
                 reference,
                 claims.hash_secret(secret),
                 INVOICE_LIFETIME,
+                chain,
             )
         else:
             for _ in range(INSERT_ATTEMPTS):  # a racing insert took our amount: pick again
@@ -169,7 +170,7 @@ def _public(settings: Settings, row: asyncpg.Record) -> dict[str, Any]:
         "expires_at": row["expires_at"],
         "late_payments_until": row["expires_at"] + ledger.INVOICE_GRACE,
     }
-    if row["chain"] == "solana":
+    if networks.family(row["chain"]) == "solana":
         out["reference"] = row["reference"]
         out["solana_pay_url"] = solana_pay_url(
             row["pay_to"], amount, row["token"], row["reference"]
@@ -224,7 +225,7 @@ async def status(pool: db.Pool, settings: Settings, invoice_id: UUID) -> dict[st
     return out
 
 
-def _pending(settings: Settings, chain: ChainName, pending: asyncpg.Record) -> dict[str, Any]:
+def _pending(settings: Settings, chain: str, pending: asyncpg.Record) -> dict[str, Any]:
     """A matching payment still short of its confirmations: k of n (or the commitment)."""
     info = chains.chain_info(settings, chain)
     if info.confirmations is None:

@@ -16,7 +16,7 @@ from api import chains, claims
 from api.errors import DB_ERRORS, ApiError, service_unavailable
 from api.x402.clients import Clients
 from watcher import db, metrics
-from watcher.settings import ChainName, Settings
+from watcher.settings import Settings
 
 NEXT_STEP = {
     "credited": "claim a token: POST /x402/generate-token with a signature over claim_message "
@@ -35,7 +35,7 @@ NEXT_STEP = {
 }
 
 
-async def payments_for(pool: db.Pool, chain: ChainName, tx_hash: str) -> list[asyncpg.Record]:
+async def payments_for(pool: db.Pool, chain: str, tx_hash: str) -> list[asyncpg.Record]:
     try:
         return list(await pool.fetch(db.q("api_payments_by_tx"), chain, tx_hash))
     except DB_ERRORS as exc:
@@ -85,7 +85,7 @@ def describe(settings: Settings, row: asyncpg.Record) -> dict[str, Any]:
 
 
 def verify(
-    settings: Settings, chain: ChainName, tx_hash: str, rows: list[asyncpg.Record]
+    settings: Settings, chain: str, tx_hash: str, rows: list[asyncpg.Record]
 ) -> dict[str, Any]:
     """The answer to POST /x402/verify-payment."""
     payments = [describe(settings, r) for r in rows]
@@ -130,7 +130,7 @@ async def claim_by_signature(
     pool: db.Pool,
     settings: Settings,
     clients: Clients,
-    chain: ChainName,
+    chain: str,
     tx_hash: str,
     signature: str,
     log_index: int | None,

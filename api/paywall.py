@@ -44,7 +44,7 @@ from api.errors import DB_ERRORS, ERROR_SCHEMA, ApiError, responses, service_una
 from api.x402 import errors as x402_errors
 from api.x402 import offers, pay
 from api.x402.clients import Clients
-from watcher import db, metrics
+from watcher import db, metrics, networks
 from watcher.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -101,34 +101,13 @@ def payment_required_body(
     buy a token here."""
     settings: Settings = request.app.state.settings
     price = settings.price_per_call_units * cost
-    # Our fee payer only where a v1 client can pay with it: a network with a v1 name.
-    fee_payer = offers.solana_fee_payer(settings)
-    if offers.solana_v1_network(settings) is None:
-        fee_payer = None
-    solana_extra = {"decimals": 6, **({"feePayer": fee_payer} if fee_payer else {})}
     accepts = [
-        {
-            "scheme": "exact",
-            "network": chains.X402_NETWORK[c.name]
-            if c.name != "solana"
-            else offers.solana_v1_network(settings) or "solana",
-            "maxAmountRequired": str(price),
-            "resource": str(request.url),
-            "description": offers.describe(settings, request.url.path, cost),
-            "mimeType": "application/json",
-            "payTo": c.pay_to_display,
-            "maxTimeoutSeconds": PAYMENT_TIMEOUT_SECONDS,
-            "asset": c.asset_display,
-            # EVM: the USDC EIP-712 domain an x402 client signs against; Solana: our fee
-            # payer, when we settle x402 transactions there (api/x402/svm_settle.py).
-            "extra": {**offers.eip712_extra(settings), "decimals": 6}
-            if c.name != "solana"
-            else solana_extra,
-        }
+        _v1_accept(request, settings, c, cost, price)
         for c in chains.all_chains(settings)
-        if c.enabled
+        if c.enabled and (c.family == "solana" or c.network.x402_v1 is not None)
     ]
     invoices = str(request.url_for("create_invoice"))
+    suggested = next((c.name for c in chains.all_chains(settings) if c.enabled), networks.NAMES[0])
     return {
         "x402Version": 1,
         "error": error,
@@ -136,7 +115,39 @@ def payment_required_body(
         "fix": f"create an invoice with POST {invoices}, pay it, claim a token with "
         f"POST /x402/generate-token and send it in the {TOKEN_HEADER} header",
         "accepts": accepts,
-        "invoice": {"method": "POST", "url": invoices, "body": {"chain": "base", "requests": 10}},
+        "invoice": {
+            "method": "POST",
+            "url": invoices,
+            "body": {"chain": suggested, "requests": 10},
+        },
+    }
+
+
+def _v1_accept(
+    request: Request, settings: Settings, c: chains.ChainInfo, cost: int, price: int
+) -> dict[str, Any]:
+    """One entry of the v1 ``accepts`` list. EVM: the USDC EIP-712 domain an x402 client
+    signs against; Solana: our fee payer, where a v1 client can pay with it (a network with
+    a v1 name) and we settle x402 transactions there (api/x402/svm_settle.py)."""
+    if c.family == "evm":
+        network = c.network.x402_v1 or c.name
+        extra: dict[str, Any] = {**offers.eip712_extra(settings, c.name), "decimals": 6}
+    else:
+        v1 = offers.solana_v1_network(settings, c.name)
+        network = v1 or c.network.x402_v1 or c.name
+        fee_payer = offers.solana_fee_payer(settings, c.name) if v1 else None
+        extra = {"decimals": 6, **({"feePayer": fee_payer} if fee_payer else {})}
+    return {
+        "scheme": "exact",
+        "network": network,
+        "maxAmountRequired": str(price),
+        "resource": str(request.url),
+        "description": offers.describe(settings, request.url.path, cost),
+        "mimeType": "application/json",
+        "payTo": c.pay_to_display,
+        "maxTimeoutSeconds": PAYMENT_TIMEOUT_SECONDS,
+        "asset": c.asset_display,
+        "extra": extra,
     }
 
 

@@ -23,15 +23,15 @@ from solders.keypair import Keypair
 
 from api.app import create_app
 from api.claims import claim_message
-from watcher import daemon, db, ledger
-from watcher.settings import CANONICAL_USDC, Settings
+from watcher import daemon, db, ledger, networks
+from watcher.settings import Settings
 
 BASE_RECEIVER = "0x" + "ab" * 20
 ETH_RECEIVER = "0x" + "cd" * 20
 SOLANA_OWNER = str(Keypair().pubkey())
 ADMIN_KEY = secrets.token_urlsafe(32)
-BASE_USDC = CANONICAL_USDC["base"].lower()
-SOLANA_MINT = CANONICAL_USDC["solana"]
+BASE_USDC = networks.get("base").usdc.lower()
+SOLANA_MINT = networks.get("solana").usdc
 
 
 async def fresh_rate_window(needed_seconds: float = 20.0) -> None:
@@ -103,7 +103,7 @@ async def record_payment(
         tx_hash=tx,
         log_index=log_index,
         block_number=block_number,
-        block_hash=None if chain == "solana" else "0x" + secrets.token_hex(32),
+        block_hash=None if networks.family(chain) == "solana" else "0x" + secrets.token_hex(32),
         token=token,
         to_address=to_address,
         amount=amount,

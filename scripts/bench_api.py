@@ -41,11 +41,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from api import claims
-from watcher import db, ledger
-from watcher.settings import CANONICAL_USDC
+from watcher import db, ledger, networks
 
 RECEIVER = "0x" + "ab" * 20
-USDC = CANONICAL_USDC["base"].lower()
+USDC = networks.get("base").usdc.lower()
 
 
 class Conn:

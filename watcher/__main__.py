@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import structlog
 
-from watcher import __version__, daemon, db, errors, logs, sentry
+from watcher import __version__, daemon, db, errors, logs, networks, sentry
 from watcher.settings import Settings, load_settings
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
@@ -52,7 +52,7 @@ def _add_explain(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "Live from the chain's RPC, or offline from a saved receipt, receipt list, log list "
         "or getTransaction answer.",
     )
-    p.add_argument("--chain", required=True, choices=["base", "ethereum", "solana"])
+    p.add_argument("--chain", required=True, choices=networks.NAMES)
     p.add_argument(
         "tx",
         nargs="?",

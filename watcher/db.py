@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import asyncpg
 import structlog
 
-from watcher import errors
+from watcher import errors, networks
 
 log = structlog.get_logger(__name__)
 
@@ -165,9 +165,28 @@ async def migrate(conn: Connection, directory: Path = MIGRATIONS_DIR) -> list[st
                 raise errors.MigrationError(f"{mig.path.name} failed: {exc}") from exc
             applied_now.append(mig.version)
             log.info("migration_applied", version=mig.version, file=mig.path.name)
+        await sync_networks(conn)
     finally:
         await conn.execute(q("unlock_migrations"), MIGRATION_LOCK_KEY)
     return applied_now
+
+
+async def sync_networks(conn: Connection) -> None:
+    """Add the registry's networks to the ``networks`` table (``chain`` columns reference
+    it); refuse a database whose row for a network names another family than the registry.
+    Runs under the migration lock, after the migrations (a no-op before the table exists)."""
+    if not await conn.fetchval(q("networks_table_exists")):
+        return
+    rows = list(networks.NETWORKS.values())
+    async with conn.transaction():
+        await conn.executemany(q("sync_network"), [(n.name, n.family) for n in rows])
+    stored = {r["name"]: r["family"] for r in await conn.fetch(q("network_families"))}
+    wrong = [n.name for n in rows if stored.get(n.name) != n.family]
+    if wrong:
+        raise errors.MigrationError(
+            f"the database has network(s) {', '.join(wrong)} of another family than the "
+            "registry (watcher/networks.py): a network's family never changes; add a new name"
+        )
 
 
 async def pending_migrations(conn: Connection) -> list[str]:

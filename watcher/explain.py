@@ -28,7 +28,8 @@ from eth_utils.address import to_checksum_address
 from watcher import db, rpc
 from watcher.chains import solana_explain
 from watcher.chains.evm_logs import Verdict, parse_transfer, verdict
-from watcher.settings import USDC_UNIT, Settings, evm_address_problem
+from watcher.keys import evm_address_problem
+from watcher.settings import USDC_UNIT, Settings
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 Labels come from small fixed sets: ``chain`` (base, ethereum, solana),
 ``endpoint`` (an RPC URL reduced to scheme://host:port by
-``settings.redact_url``: keys in paths never reach a label), ``method`` (the
+``keys.redact_url``: keys in paths never reach a label), ``method`` (the
 JSON-RPC methods we call), ``state``/``outcome`` (enumerations below).
 Alert rules and the dashboard depend on these names: rename only with them.
 """

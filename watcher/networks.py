@@ -137,11 +137,11 @@ _ROWS = (
     ),
     _evm(
         "arbitrum", "Arbitrum One", 42161, "0xaf88d065e77c8cC2239327C5EDb3A432268e5831",
-        v1=None, eip712=USD_COIN, confirmations=20, block_seconds=0.25,
+        v1=None, eip712=USD_COIN, confirmations=48, block_seconds=0.25,
     ),
     _evm(
         "optimism", "OP Mainnet", 10, "0x0b2C639c533813f4Aa9D7837CAf62653d097Ff85",
-        v1=None, eip712=USD_COIN, confirmations=10, block_seconds=2,
+        v1=None, eip712=USD_COIN, confirmations=6, block_seconds=2,
     ),
     _evm(
         "polygon", "Polygon PoS", 137, "0x3c499c542cEF5E3811e1192ce70d8cC03d5c3359",
@@ -149,7 +149,7 @@ _ROWS = (
     ),
     _evm(
         "avalanche", "Avalanche C-Chain", 43114, "0xB97EF9Ef8734C71904D8002F8b6Bc66Dd9c48a6E",
-        v1="avalanche", eip712=USD_COIN, confirmations=3, block_seconds=2,
+        v1="avalanche", eip712=USD_COIN, confirmations=1, block_seconds=2,
     ),
     _evm(
         "base-sepolia", "Base Sepolia", 84532, "0x036CbD53842c5426634e7929541eC2318f3dCF7e",

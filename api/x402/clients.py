@@ -21,7 +21,7 @@ import certifi
 import httpx
 
 from api import chains
-from api.x402 import facilitator, offers, relayer
+from api.x402 import facilitator, relayer
 from watcher import networks, rpc
 from watcher.settings import Settings
 
@@ -68,15 +68,17 @@ class Clients:
 
     def _settlement_pool(self, chain: str) -> rpc.RpcPool:
         if networks.family(chain) == "solana":
+            sol = self.settings.solana_chain(chain)
             return rpc.RpcPool(
                 chain,
-                self.settings.solana.rpc_urls,
+                sol.rpc_urls,
                 kind="solana",
+                genesis_hash=sol.genesis_hash,
                 commitment="confirmed",
                 timeout=SETTLE_RPC_TIMEOUT_SECONDS,
                 transport=self._transport(),
             )
-        evm = offers.evm_chain(self.settings, chain)
+        evm = self.settings.evm_chain(chain)
         return rpc.RpcPool(
             chain,
             evm.rpc_urls,
@@ -90,7 +92,7 @@ class Clients:
         an RPC URL: such a claim cannot be checked)."""
         pool = self._eip1271.get(chain)
         if pool is None:
-            evm = offers.evm_chain(self.settings, chain)
+            evm = self.settings.evm_chain(chain)
             if not evm.rpc_urls:
                 return None
             pool = self._eip1271[chain] = rpc.RpcPool(
@@ -112,7 +114,7 @@ class Clients:
             found = self._relayers[chain] = relayer.Relayer(
                 key,
                 self.settlement_pool(chain),
-                offers.evm_chain(self.settings, chain).chain_id,
+                self.settings.evm_chain(chain).chain_id,
                 receipt_timeout=self.settings.x402_settle_timeout_seconds,
                 lock=self._locks.setdefault(chain, asyncio.Lock()),
             )

@@ -128,8 +128,7 @@ def _check_signature(settings: Settings, offer: offers.Offer, auth: Authorizatio
         ),
         offer.chain.chain_id or 0,
         offer.chain.asset_display,
-        settings.x402_usdc_eip712_name,
-        settings.x402_usdc_eip712_version,
+        *settings.evm_chain(offer.chain.name).eip712_domain,
     )
     sig = auth.signature
     v = sig[64] - 27 if sig[64] >= 27 else sig[64]

@@ -12,18 +12,17 @@ rail. The v2 ``PAYMENT-REQUIRED`` header lists the offers; a v1 client reads
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from starlette.datastructures import URL
 from x402.http import constants as x402_headers
 from x402.http import utils as x402_http
-from x402.mechanisms.svm import constants as svm_constants
 from x402.schemas import PaymentRequired, PaymentRequirements, ResourceInfo, SettleResponse
 
 from api import chains
 from api.x402.errors import Refused
 from watcher import networks
-from watcher.settings import EvmChain, EvmChainName, Settings
+from watcher.settings import Settings
 
 PAYMENT_REQUIRED = x402_headers.PAYMENT_REQUIRED_HEADER
 PAYMENT_SIGNATURE = x402_headers.PAYMENT_SIGNATURE_HEADER
@@ -44,39 +43,32 @@ class Offer:
     @property
     def family(self) -> networks.Family:
         """``evm`` or ``solana``: which verifier and settlement take this offer."""
-        return networks.family(self.chain.name)
-
-
-def evm_chain(settings: Settings, name: str) -> EvmChain:
-    """The settings of an EVM network named by the registry (the family checked by the
-    caller; settings still spell EVM names as a Literal)."""
-    return settings.evm_chain(cast(EvmChainName, name))
+        return self.chain.family
 
 
 def settlement_configured(settings: Settings) -> bool:
     return settings.relayer_key() is not None or bool(settings.x402_facilitator_url)
 
 
-def solana_fee_payer(settings: Settings) -> str | None:
+def solana_fee_payer(settings: Settings, name: str = "solana") -> str | None:
     """Our fee payer's address when Solana `exact` can be settled (key, owner and RPC set)."""
-    sol = settings.solana
+    sol = settings.solana_chain(name)
     if sol.owner is None or not sol.rpc_urls:
         return None
-    return settings.solana_fee_payer_address()
+    return settings.solana_fee_payer_address(name)
 
 
-def solana_v1_network(settings: Settings) -> str | None:
-    """The x402 v1 name of our Solana network (``solana``, ``solana-devnet``...), if it has one."""
-    names = {v2: v1 for v1, v2 in svm_constants.V1_TO_V2_NETWORK_MAP.items()}
-    return names.get(settings.x402_solana_network)
+def solana_v1_network(settings: Settings, name: str = "solana") -> str | None:
+    """The x402 v1 name of a Solana network as configured (``solana``, ``solana-devnet``),
+    if its CAIP-2 id has one."""
+    row = networks.by_caip2(settings.solana_chain(name).caip2)
+    return row.x402_v1 if row is not None else None
 
 
-def eip712_extra(settings: Settings) -> dict[str, Any]:
+def eip712_extra(settings: Settings, name: str) -> dict[str, Any]:
     """The token's EIP-712 domain name and version, as x402 clients read them from ``extra``."""
-    return {
-        "name": settings.x402_usdc_eip712_name,
-        "version": settings.x402_usdc_eip712_version,
-    }
+    domain_name, version = settings.evm_chain(name).eip712_domain
+    return {"name": domain_name, "version": version}
 
 
 def describe(settings: Settings, path: str, cost: int) -> str:
@@ -93,33 +85,34 @@ def offers(settings: Settings, cost: int = 1) -> list[Offer]:
     price = str(settings.price_per_call_units * cost)
     out = []
     for info in chains.all_chains(settings) if settlement_configured(settings) else []:
-        if networks.family(info.name) != "evm" or not info.enabled:
+        if info.family != "evm" or not info.enabled:
             continue
-        if info.pay_to_display is None or not evm_chain(settings, info.name).rpc_urls:
+        if info.pay_to_display is None or not settings.evm_chain(info.name).rpc_urls:
             continue
         req = PaymentRequirements(
             scheme="exact",
-            network=f"eip155:{info.chain_id}",
+            network=info.caip2,
             asset=info.asset_display,
             amount=price,
             pay_to=info.pay_to_display,
             max_timeout_seconds=MAX_TIMEOUT_SECONDS,
-            extra=eip712_extra(settings),
+            extra=eip712_extra(settings, info.name),
         )
-        out.append(Offer(info, req, chains.X402_NETWORK[info.name]))
-    fee_payer = solana_fee_payer(settings)
-    if fee_payer is not None:
-        info = chains.chain_info(settings, "solana")
+        out.append(Offer(info, req, info.network.x402_v1))
+    for info in chains.all_chains(settings):
+        fee_payer = solana_fee_payer(settings, info.name) if info.family == "solana" else None
+        if fee_payer is None:
+            continue
         req = PaymentRequirements(
             scheme="exact",
-            network=settings.x402_solana_network,
+            network=info.caip2,
             asset=info.asset,
             amount=price,
             pay_to=info.pay_to or "",
             max_timeout_seconds=MAX_TIMEOUT_SECONDS,
             extra={"feePayer": fee_payer},
         )
-        out.append(Offer(info, req, solana_v1_network(settings)))
+        out.append(Offer(info, req, solana_v1_network(settings, info.name)))
     return out
 
 

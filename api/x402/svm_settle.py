@@ -55,7 +55,7 @@ async def settle(
         pool, "x402_svm_nonce_seen", t.mint, t.payer, verified.nonce, verified.message_hash
     ):
         raise Refused(svm.ERR_DUPLICATE_SETTLEMENT, "this payment's nonce was already used")
-    secret = settings.solana_fee_payer_secret()
+    secret = settings.solana_fee_payer_secret(name)
     assert secret is not None  # an offer exists only with the key
     signed = co_sign(verified.tx, Keypair.from_bytes(secret))
     try:

@@ -52,12 +52,13 @@ def _commitment(cfg: dict[str, Any]) -> str:
 class Methods:
     """Dispatch table over a :class:`chain.Chain`."""
 
-    def __init__(self, chain_: chain.Chain) -> None:
+    def __init__(self, chain_: chain.Chain, genesis_hash: str) -> None:
         self.chain = chain_
+        self.genesis_hash = genesis_hash
         self.table: dict[str, Callable[[list[Any]], Any]] = {
             "getHealth": lambda p: "ok",
             "getVersion": lambda p: {"solana-core": API_VERSION, "feature-set": 0},
-            "getGenesisHash": lambda p: self.chain.blocks[min(self.chain.blocks)].blockhash,
+            "getGenesisHash": lambda p: self.genesis_hash,
             "getSlot": self.get_slot,
             "getBlockHeight": self.get_slot,
             "getBlockTime": self.get_block_time,
@@ -126,7 +127,7 @@ class Methods:
             if encoding == "base64":
                 raw = base64.b64decode(params[0], validate=True)
             elif encoding == "base58":
-                from watcher.settings import b58decode
+                from watcher.keys import b58decode
 
                 raw = b58decode(params[0])
             else:

@@ -21,8 +21,12 @@ import websockets
 from websockets.asyncio.server import Server, ServerConnection, serve
 
 from devkit.solana_node import chain, render, rpc
+from watcher import networks
 
 HOST = "127.0.0.1"
+
+
+MAINNET_GENESIS = networks.get("solana").genesis_hash or ""
 
 
 @dataclass
@@ -317,11 +321,20 @@ async def _send(conn: ServerConnection, note: dict[str, Any]) -> None:
 
 
 class SolanaNode:
-    """The local node: a chain, its RPC methods, its pubsub hub and its endpoints."""
+    """The local node: a chain, its RPC methods, its pubsub hub and its endpoints.
 
-    def __init__(self, finality_depth: int = 2, slot_interval: float | None = None) -> None:
+    It answers ``getGenesisHash`` with the cluster it stands in for (mainnet's unless
+    told otherwise), since followers refuse an endpoint of another cluster."""
+
+    def __init__(
+        self,
+        finality_depth: int = 2,
+        slot_interval: float | None = None,
+        genesis_hash: str = MAINNET_GENESIS,
+    ) -> None:
         self.chain = chain.Chain(finality_depth)
-        self.methods = rpc.Methods(self.chain)
+        self.genesis_hash = genesis_hash
+        self.methods = rpc.Methods(self.chain, genesis_hash)
         self.hub = Hub(self.chain)
         self.endpoints: list[Endpoint] = []
         self.slot_interval = slot_interval

@@ -19,6 +19,7 @@ PAYMENT_TRIGGERS = {
     "payments_default_transfer_key",  # 0010: a row written without a key gets its position
     "payments_x402_reorged_after_credit",  # 0008: the flag set -> its x402 row 'reorged'
     "payments_x402_relanded",  # 0010: the flag cleared -> a served x402 row 'settled' again
+    "payments_fill_family",  # networks migration: the network's family, from `networks`
 }
 
 

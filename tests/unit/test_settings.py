@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from watcher import errors
-from watcher.settings import Settings, estimate_key_bits, load_settings
+from watcher.keys import estimate_key_bits
+from watcher.settings import Settings, load_settings
 
 GOOD_ADMIN = "Vq3m9T_x2Lk8-WcR4pZ7sN1bJ6dF0hY5gE2aU8oI3eQ"  # 43 urlsafe chars = 256 bits
 OWNER = "B2v68t8MXb9zUms1VQKuCcvjrjKDK6fLd8ZngqmBGy1M"
@@ -32,19 +33,19 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 def test_defaults_match_the_seed() -> None:
     s = load_settings()
-    assert (s.base.confirmations, s.ethereum.confirmations) == (6, 12)
-    assert s.solana.commitment == "finalized"
+    assert (s.evm_chain("base").confirmations, s.evm_chain("ethereum").confirmations) == (6, 12)
+    assert s.solana_chain().commitment == "finalized"
     assert s.min_payment_units == 100_000 and s.price_per_call_units == 100_000
     assert s.x402_token_expiry_hours == 24
-    assert s.base.usdc == "0x833589fcd6edb6e08f4c7c32d4f71b54bda02913"
-    assert s.ethereum.usdc == "0xa0b86991c6218b36c1d19d4a2e9eb0ce3606eb48"
-    assert s.solana.usdc_mint == "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v"
+    assert s.evm_chain("base").usdc == "0x833589fcd6edb6e08f4c7c32d4f71b54bda02913"
+    assert s.evm_chain("ethereum").usdc == "0xa0b86991c6218b36c1d19d4a2e9eb0ce3606eb48"
+    assert s.solana_chain().usdc_mint == "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v"
     assert (s.watcher_api_host, s.watcher_api_port, s.watcher_metrics_port) == (
         "127.0.0.1",
         8000,
         9102,
     )
-    assert not s.base.enabled and not s.solana.enabled
+    assert not s.evm_chain("base").enabled and not s.solana_chain().enabled
 
 
 def test_rpc_lists_keep_fallback_order(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -52,16 +53,16 @@ def test_rpc_lists_keep_fallback_order(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("X402_BASE_WS_URL", "wss://a.example/ws")
     monkeypatch.setenv("X402_BASE_PAYMENT_ADDRESS", CHECKSUMMED)
     s = load_settings()
-    assert s.base.rpc_urls == ("https://a.example/k1", "https://b.example")
-    assert s.base.ws_urls == ("wss://a.example/ws",)
-    assert s.base.receivers == (CHECKSUMMED.lower(),)
-    assert s.base.enabled
+    assert s.evm_chain("base").rpc_urls == ("https://a.example/k1", "https://b.example")
+    assert s.evm_chain("base").ws_urls == ("wss://a.example/ws",)
+    assert s.evm_chain("base").receivers == (CHECKSUMMED.lower(),)
+    assert s.evm_chain("base").enabled
 
 
 def test_env_file_is_read(tmp_path: Path) -> None:
     (tmp_path / ".env").write_text("X402_PRICE_PER_CALL=0.25\nX402_ETHEREUM_CONFIRMATIONS=3\n")
     s = load_settings()
-    assert s.price_per_call_units == 250_000 and s.ethereum.confirmations == 3
+    assert s.price_per_call_units == 250_000 and s.evm_chain("ethereum").confirmations == 3
 
 
 def test_placeholders_accepted_in_development_as_unset(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -69,8 +70,8 @@ def test_placeholders_accepted_in_development_as_unset(monkeypatch: pytest.Monke
         monkeypatch.setenv(k, v)
     monkeypatch.setenv("X402_BASE_RPC_URL", "http://127.0.0.1:8545")
     s = load_settings()
-    assert s.base.receivers == () and not s.base.enabled
-    assert s.solana.owner is None
+    assert s.evm_chain("base").receivers == () and not s.evm_chain("base").enabled
+    assert s.solana_chain().owner is None
     assert s.admin_key() is None
 
 
@@ -118,14 +119,14 @@ def test_production_accepts_a_good_config(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("X402_SOLANA_PAYMENT_ADDRESS", OWNER)
     s = load_settings()
     assert s.production and s.admin_key() == GOOD_ADMIN
-    assert s.solana.owner == OWNER
+    assert s.solana_chain().owner == OWNER
 
 
 def test_solana_token_accounts_are_validated(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("X402_SOLANA_PAYMENT_ADDRESS", OWNER)
     extra = "Efc6bp3wVC2iQpewxRmKdZM8vzt9DCFFhL7EiHYNGunv"
     monkeypatch.setenv("X402_SOLANA_TOKEN_ACCOUNTS", f" {extra}, {extra} ")
-    assert load_settings().solana.token_accounts == (extra,)
+    assert load_settings().solana_chain().token_accounts == (extra,)
     monkeypatch.setenv("X402_SOLANA_TOKEN_ACCOUNTS", f"{extra},not-a-key,{OWNER}")
     with pytest.raises(errors.ConfigError) as info:
         load_settings()

@@ -419,4 +419,4 @@ def runner(
 
 def enabled_chains(settings: Settings) -> Sequence[EvmChain]:
     """The EVM chains with an RPC URL and a receiving address."""
-    return [c for c in (settings.base, settings.ethereum) if c.enabled]
+    return [c for c in settings.evm_chains() if c.enabled]

@@ -19,7 +19,7 @@ from websockets.asyncio.client import connect
 
 from watcher import metrics
 from watcher.chains.evm_logs import Header, parse_header
-from watcher.settings import redact_url
+from watcher.keys import redact_url
 
 log = structlog.get_logger(__name__)
 

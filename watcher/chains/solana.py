@@ -55,7 +55,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-CHAIN = "solana"
 # Solana error codes meaning "this endpoint cannot answer right now": try the next one.
 ROTATE_CODES = (-32004, -32005, -32014, -32016)
 # A step that loses a race with another watcher is rolled back and simply retried.
@@ -143,7 +142,7 @@ class SolanaFollower:
         ``getMultipleAccounts`` says which watched accounts are not (or no longer) our
         USDC accounts today; they stay followed (their history is judged per transaction).
         """
-        found = await solana_accounts.watched(self.pool, self.ata, self.listed)
+        found = await solana_accounts.watched(self.pool, self.chain.name, self.ata, self.listed)
         await solana_accounts.check_today(self.rpc, found, self.owner, self.mint)
         if found != self.accounts:
             log.info("solana_accounts", accounts=found)
@@ -160,8 +159,8 @@ class SolanaFollower:
         if time.monotonic() - self._accounts_at >= self.accounts_refresh:
             await self.refresh_accounts()
         head = int(await self.rpc.request("getSlot", [{"commitment": "confirmed"}]))
-        metrics.HEAD_BLOCK.labels(CHAIN).set(head)
-        metrics.LAST_BLOCK_TIMESTAMP.labels(CHAIN).set(time.time())
+        metrics.HEAD_BLOCK.labels(self.chain.name).set(head)
+        metrics.LAST_BLOCK_TIMESTAMP.labels(self.chain.name).set(time.time())
         bound = asyncio.Semaphore(ACCOUNT_CONCURRENCY)
 
         async def one(account: str) -> None:
@@ -178,8 +177,8 @@ class SolanaFollower:
 
     async def _sync_account(self, account: str, head: int, stats: PassStats) -> None:
         async with self.pool.acquire() as conn:
-            cursor = await ledger.get_cursor(conn, CHAIN, stream=account)
-            known = await conn.fetchrow(db.q("solana_get_account_owner"), account)
+            cursor = await ledger.get_cursor(conn, self.chain.name, stream=account)
+            known = await conn.fetchrow(db.q("solana_get_account_owner"), account, self.chain.name)
         until = cursor.hash if cursor else None
         # Who owned the account after the cursor's transaction, as its history said.
         owner = str(known["owner"]) if known is not None and known["owner"] else None
@@ -213,7 +212,9 @@ class SolanaFollower:
                 # not readable at that commitment yet: not final, retried next pass
                 final = f and (tx is not None or e.get("err") is not None)
                 found, owner = (
-                    solana_accounts.transfers(tx, account, owner, self.owner, self.mint, mn)
+                    solana_accounts.transfers(
+                        self.chain.name, tx, account, owner, self.owner, self.mint, mn
+                    )
                     if tx
                     else ([], owner)
                 )
@@ -262,7 +263,11 @@ class SolanaFollower:
             return advancing
         async with self.pool.acquire() as conn, conn.transaction():
             stats.observed += len(await ledger.record(conn, transfers))
-            rows = await conn.fetch(db.q("solana_open_rows_for"), final_sigs) if final_sigs else []
+            rows = (
+                await conn.fetch(db.q("solana_open_rows_for"), final_sigs, self.chain.name)
+                if final_sigs
+                else []
+            )
             rows = [r for r in rows if r["token_account"] == account]  # others: their own pass
             good = []
             for r in rows:
@@ -280,9 +285,14 @@ class SolanaFollower:
             stats.credited += len(credited)
             if new_cursor is not None:
                 slot, sig = int(new_cursor.entry["slot"]), str(new_cursor.entry["signature"])
-                await ledger.set_cursor(conn, CHAIN, slot, sig, stream=account, head=head)
+                await ledger.set_cursor(conn, self.chain.name, slot, sig, stream=account, head=head)
                 await conn.execute(
-                    db.q("solana_set_account_owner"), account, new_cursor.owner, slot, sig
+                    db.q("solana_set_account_owner"),
+                    account,
+                    new_cursor.owner,
+                    slot,
+                    sig,
+                    self.chain.name,
                 )
         now = time.monotonic()
         credited_ids = {c["id"] for c in credited}
@@ -290,16 +300,18 @@ class SolanaFollower:
         for sig in final_sigs:
             seen = self._final_seen.pop(sig, None)
             if seen is not None and sig in credited_sigs:
-                metrics.CREDIT_DELAY.labels(CHAIN).observe(now - seen)
+                metrics.CREDIT_DELAY.labels(self.chain.name).observe(now - seen)
         if new_cursor is not None:
-            metrics.CURSOR_BLOCK.labels(CHAIN).set(int(new_cursor.entry["slot"]))
-            metrics.LAG_BLOCKS.labels(CHAIN).set(max(0, head - int(new_cursor.entry["slot"])))
+            metrics.CURSOR_BLOCK.labels(self.chain.name).set(int(new_cursor.entry["slot"]))
+            metrics.LAG_BLOCKS.labels(self.chain.name).set(
+                max(0, head - int(new_cursor.entry["slot"]))
+            )
         return advancing
 
     async def _settle(self, stats: PassStats, limit: int = 256) -> None:
         """Orphan observed payments whose slot is finalized but whose signature is gone."""
         async with self.pool.acquire() as conn:
-            rows = await conn.fetch(db.q("solana_observed"), limit)
+            rows = await conn.fetch(db.q("solana_observed"), limit, self.chain.name)
         if not rows:
             return
         finalized = int(await self.rpc.request("getSlot", [{"commitment": "finalized"}]))
@@ -328,7 +340,7 @@ class SolanaFollower:
         async with self.pool.acquire() as conn, conn.transaction():
             orphaned = await ledger.orphan(conn, ids, reason)
         stats.orphaned += len(orphaned)
-        metrics.REORGS.labels(CHAIN).inc()  # a dropped fork is Solana's reorg
+        metrics.REORGS.labels(self.chain.name).inc()  # a dropped fork is Solana's reorg
         for sig in gone:
             self._pending.pop(sig, None)
         log.warning("solana_orphaned", signatures=gone, finalized=finalized)
@@ -337,7 +349,7 @@ class SolanaFollower:
 
     async def run(self, stop: asyncio.Event, *, burst: bool = False) -> None:
         """Follow until ``stop`` (or, with ``burst``, until one clean pass)."""
-        structlog.contextvars.bind_contextvars(chain=CHAIN)
+        structlog.contextvars.bind_contextvars(chain=self.chain.name)
         hint_task = None
         if self.chain.ws_urls and not burst:
             hint_task = asyncio.create_task(
@@ -361,7 +373,7 @@ class SolanaFollower:
                     backoff = min(10.0, backoff * 2)
                     continue
                 backoff = 0.5
-                progress.beat(CHAIN)  # feeds READY=1 and the systemd watchdog
+                progress.beat(self.chain.name)  # feeds READY=1 and the systemd watchdog
                 if stats.credited or stats.observed or stats.orphaned:
                     log.info("solana_pass", **vars(stats))
                 if burst:
@@ -376,23 +388,33 @@ class SolanaFollower:
 
 
 def rpc_pool(chain: SolanaChain) -> rpc.RpcPool:
-    """The shared RPC pool, set up for Solana (the one place that builds it)."""
+    """The shared RPC pool, set up for one Solana network (the one place that builds it):
+    every endpoint must answer the network's genesis hash, or it is refused for good."""
     return rpc.RpcPool(
-        CHAIN, chain.rpc_urls, kind="solana", commitment=chain.commitment, rotate_codes=ROTATE_CODES
+        chain.name,
+        chain.rpc_urls,
+        kind="solana",
+        commitment=chain.commitment,
+        rotate_codes=ROTATE_CODES,
+        genesis_hash=chain.genesis_hash,
     )
 
 
-def make_follower(settings: Settings, pool: db.Pool, **kw: Any) -> SolanaFollower:
-    chain = settings.solana
+def make_follower(
+    settings: Settings, pool: db.Pool, name: str = "solana", **kw: Any
+) -> SolanaFollower:
+    chain = settings.solana_chain(name)
     client = rpc_pool(chain)
     return SolanaFollower(chain, pool, client, min_units=settings.min_payment_units, **kw)
 
 
 def followers(settings: Settings, pool: db.Pool) -> list[daemon.Follower]:
-    """The daemon's Solana follower, when an RPC URL and a receiving wallet are configured."""
+    """A follower per Solana network with an RPC URL and a receiving wallet configured."""
     from watcher import daemon
 
-    if not settings.solana.enabled:
-        return []
-    follower = make_follower(settings, pool)
-    return [daemon.Follower(chain=CHAIN, run=follower.run)]
+    out = []
+    for chain in settings.solana_chains():
+        if chain.enabled:
+            follower = make_follower(settings, pool, chain.name)
+            out.append(daemon.Follower(chain=chain.name, run=follower.run))
+    return out

@@ -21,7 +21,6 @@ from watcher.chains import solana_owners, solana_tx
 
 log = structlog.get_logger(__name__)
 
-CHAIN = "solana"
 MULTIPLE_ACCOUNTS_MAX = 100  # getMultipleAccounts takes at most 100 keys
 
 
@@ -29,10 +28,10 @@ def associated_token_account(owner: str, mint: str) -> str:
     return str(get_associated_token_address(Pubkey.from_string(owner), Pubkey.from_string(mint)))
 
 
-async def watched(pool: db.Pool, ata: str, listed: Sequence[str]) -> list[str]:
+async def watched(pool: db.Pool, chain: str, ata: str, listed: Sequence[str]) -> list[str]:
     """ATA, then the listed accounts, then those with payment history (no duplicates)."""
     async with pool.acquire() as conn:
-        rows = await conn.fetch(db.q("solana_history_accounts"))
+        rows = await conn.fetch(db.q("solana_history_accounts"), chain)
     history = [str(r["token_account"]) for r in rows]
     return list(dict.fromkeys([ata, *listed, *history]))
 
@@ -60,7 +59,13 @@ async def check_today(client: rpc.RpcPool, accounts: Sequence[str], owner: str, 
 
 
 def transfers(
-    tx: solana_tx.TxView, account: str, before: str | None, owner: str, mint: str, min_units: int
+    chain: str,
+    tx: solana_tx.TxView,
+    account: str,
+    before: str | None,
+    owner: str,
+    mint: str,
+    min_units: int,
 ) -> tuple[list[ledger.Transfer], str | None]:
     """``account``'s USDC increase in ``tx`` as a transfer to record, and its owner after.
 
@@ -77,7 +82,7 @@ def transfers(
     if not verdict.ours:
         state, reason = "not_ours", f"not ours when it moved: {verdict.reason}"
     transfer = ledger.Transfer(
-        chain=CHAIN,
+        chain=chain,
         tx_hash=p.signature,
         log_index=p.account_index,
         block_number=p.slot,

@@ -36,7 +36,8 @@ import asyncpg
 
 from watcher import db
 from watcher.chains import solana_owners, solana_tx
-from watcher.settings import Settings, is_solana_pubkey
+from watcher.keys import is_solana_pubkey
+from watcher.settings import Settings
 
 
 def _row(
@@ -150,7 +151,7 @@ async def _fetch(settings: Settings, signature: str) -> Any:
     """The transaction at confirmed (its owners come from itself, never from today's state)."""
     from watcher.chains import solana
 
-    client = solana.rpc_pool(settings.solana)
+    client = solana.rpc_pool(settings.solana_chain())
     try:
         return await client.request(
             "getTransaction", [signature, {**solana.TX_CONFIG, "commitment": "confirmed"}]
@@ -169,9 +170,9 @@ async def explain_solana(args: argparse.Namespace, settings: Settings) -> tuple[
     receivers = list(getattr(args, "receiver", None) or [])
     if isinstance(args.receiver, str):
         receivers = [args.receiver]
-    if not receivers and settings.solana.owner:
-        receivers = [settings.solana.owner]
-    token = args.token or settings.solana.usdc_mint
+    if not receivers and settings.solana_chain().owner:
+        receivers = [settings.solana_chain().owner]
+    token = args.token or settings.solana_chain().usdc_mint
     if not receivers or not all(is_solana_pubkey(r) for r in receivers):
         return "watcher explain: give --receiver OWNER (or set X402_SOLANA_PAYMENT_ADDRESS)", 2
     if not is_solana_pubkey(token):
@@ -188,7 +189,7 @@ async def explain_solana(args: argparse.Namespace, settings: Settings) -> tuple[
             if not answers:
                 return f"watcher explain: {args.tx} is not in {args.from_file}", 1
         elif args.tx:
-            if not settings.solana.rpc_urls:
+            if not settings.solana_chain().rpc_urls:
                 return "watcher explain: set X402_SOLANA_RPC_URL to fetch a signature", 2
             answer = await _fetch(settings, args.tx)
             if answer is None:

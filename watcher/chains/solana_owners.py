@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from solders.pubkey import Pubkey
 
-from watcher.settings import b58decode
+from watcher.keys import b58decode
 
 if TYPE_CHECKING:
     from watcher.chains.solana_tx import BalanceChange, TxView

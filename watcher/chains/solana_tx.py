@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from watcher.chains import solana_owners
-from watcher.settings import b58decode
+from watcher.keys import b58decode
 
 TOKEN_PROGRAMS = frozenset(
     {"TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA", "TokenzQdBNbLqP5VEhdkAS6EPFLC1PHnBqCXEpPxuEb"}

@@ -20,7 +20,7 @@ import websockets
 from websockets.asyncio.client import connect
 
 from watcher import metrics
-from watcher.settings import redact_url
+from watcher.keys import redact_url
 
 log = structlog.get_logger(__name__)
 

@@ -15,14 +15,16 @@ run concurrently, each under its own seconds, so the doctor never hangs.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
+from typing import cast
 
 import httpx
 from pydantic import ValidationError
 
+from watcher import keys
 from watcher.doctor import config, probes, report, solana_accounts, stripe_probe
 from watcher.doctor.report import Check
-from watcher.settings import Settings, redact_url
+from watcher.settings import EvmChain, Settings, SolanaChain
 
 DEFAULT_SECONDS = 5.0
 
@@ -41,32 +43,10 @@ async def examine(
     def add(group: str, name: str, probe: Awaitable[list[Check]]) -> None:
         pending.append(probes.guarded(group, name, probe, seconds))
 
-    for chain in (settings.base, settings.ethereum):
-        for url in chain.rpc_urls:
-            name = f"{chain.name} {redact_url(url)}"
-            add("rpc", name, probes.evm_endpoint(chain, url, seconds, transport))
-        for url in chain.ws_urls:
-            name = f"{chain.name} {redact_url(url)}"
-            add("rpc", name, probes.ws_endpoint(chain.name, url, chain.chain_id, seconds))
-        if chain.rpc_urls:
-            name = f"{chain.name} USDC contract"
-            add("contracts", name, probes.evm_usdc(chain, seconds, transport))
-    sol = settings.solana
-    for url in sol.rpc_urls:
-        add(
-            "rpc",
-            f"solana {redact_url(url)}",
-            probes.solana_endpoint(sol, url, seconds, transport),
-        )
-    for url in sol.ws_urls:
-        name = f"solana {redact_url(url)}"
-        add("rpc", name, probes.ws_endpoint("solana", url, None, seconds))
-    if sol.rpc_urls:
-        add("contracts", "solana USDC mint", probes.solana_accounts(sol, seconds, transport))
-    fee_payer = _solana_fee_payer(settings)
-    if sol.rpc_urls and fee_payer is not None:
-        name = "solana x402 fee payer"
-        add("contracts", name, probes.solana_fee_payer(sol, fee_payer, seconds, transport))
+    for chain in settings.evm_chains():
+        _evm_probes(chain, add, seconds, transport)
+    for sol in settings.solana_chains():
+        _solana_probes(settings, sol, add, seconds, transport)
     # The embedded server may need initdb on a cold start: give it longer.
     pending.append(
         probes.guarded("database", "PostgreSQL", probes.database(settings, seconds), 6 * seconds)
@@ -75,17 +55,57 @@ async def examine(
         add("stripe", "Stripe API", stripe_probe.stripe_rows(settings, seconds, stripe_api_base))
     for found in await asyncio.gather(*pending):
         rows += found
-    if sol.rpc_urls and sol.owner:
-        # After the others: it may open the embedded database the database probe used.
-        probe = solana_accounts.token_account_rows(settings, seconds, transport)
-        rows += await probes.guarded("contracts", "solana token accounts", probe, 6 * seconds)
+    for sol in settings.solana_chains():
+        if sol.rpc_urls and sol.owner:
+            # After the others: it may open the embedded database the database probe used.
+            probe = solana_accounts.token_account_rows(settings, seconds, transport, sol.name)
+            name = f"{sol.name} token accounts"
+            rows += await probes.guarded("contracts", name, probe, 6 * seconds)
     return rows
 
 
-def _solana_fee_payer(settings: Settings) -> str | None:
+Add = Callable[[str, str, Awaitable[list[Check]]], None]
+
+
+def _evm_probes(
+    chain: EvmChain, add: Add, seconds: float, transport: httpx.AsyncBaseTransport | None
+) -> None:
+    for url in chain.rpc_urls:
+        name = f"{chain.name} {keys.redact_url(url)}"
+        add("rpc", name, probes.evm_endpoint(chain, url, seconds, transport))
+    for url in chain.ws_urls:
+        name = f"{chain.name} {keys.redact_url(url)}"
+        add("rpc", name, probes.ws_endpoint(chain.name, url, chain.chain_id, seconds))
+    if chain.rpc_urls:
+        name = f"{chain.name} USDC contract"
+        add("contracts", name, probes.evm_usdc(chain, seconds, transport))
+
+
+def _solana_probes(
+    settings: Settings,
+    sol: SolanaChain,
+    add: Add,
+    seconds: float,
+    transport: httpx.AsyncBaseTransport | None,
+) -> None:
+    for url in sol.rpc_urls:
+        name = f"{sol.name} {keys.redact_url(url)}"
+        add("rpc", name, probes.solana_endpoint(sol, url, seconds, transport))
+    for url in sol.ws_urls:
+        name = f"{sol.name} {keys.redact_url(url)}"
+        add("rpc", name, probes.ws_endpoint(sol.name, url, None, seconds))
+    if sol.rpc_urls:
+        add("contracts", f"{sol.name} USDC mint", probes.solana_accounts(sol, seconds, transport))
+    fee_payer = _solana_fee_payer(settings, sol.name)
+    if sol.rpc_urls and fee_payer is not None:
+        name = f"{sol.name} x402 fee payer"
+        add("contracts", name, probes.solana_fee_payer(sol, fee_payer, seconds, transport))
+
+
+def _solana_fee_payer(settings: Settings, name: str) -> str | None:
     """The fee payer's address; None when unset or unreadable (the settings rows say why)."""
     try:
-        return settings.solana_fee_payer_address()
+        return settings.solana_fee_payer_address(name)
     except ValueError:
         return None
 
@@ -100,7 +120,8 @@ def run_cli(*, as_json: bool, seconds: float = DEFAULT_SECONDS) -> int:
             Check("settings", str(e["loc"][0]).upper() if e["loc"] else "?", "fail", "", e["msg"])
             for e in exc.errors()
         ]
-        settings = Settings.model_construct()
+        # (the type checker sees the generated base class here: it is a Settings)
+        settings = cast(Settings, Settings.model_construct())
     else:
         rows = asyncio.run(examine(settings, seconds=seconds))
     print(report.to_json(rows, settings) if as_json else report.render(rows, settings))

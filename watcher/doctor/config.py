@@ -7,12 +7,11 @@ from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
+from watcher import chain_settings, keys, networks
 from watcher import settings as cfg
 from watcher.doctor.report import Check, Status, mask_dsn, mask_secret, secret
 from watcher.settings import Settings
 
-CANONICAL_CHAIN_ID = {"base": 8453, "ethereum": 1}
-DEFAULT_CONFIRMATIONS = {"base": 6, "ethereum": 12}
 STRIPE_PRICES_CENTS = {"pro": 8900, "team": 19900, "enterprise": 49900}
 
 
@@ -21,9 +20,19 @@ def settings_checks(settings: Settings) -> list[Check]:
     prod = settings.model_copy(update={"watcher_env": "production"})
     problems = prod.problems()
     rows = [_env_check(settings), _database_check(settings), _admin_key_check(settings)]
-    for chain in ("base", "ethereum"):
-        rows += _evm_checks(settings, chain)
-    rows += _solana_checks(settings)
+    # A network left off is a warning only while no network at all takes payments.
+    none_on = not any(c.enabled for c in settings.evm_chains()) and not any(
+        c.enabled for c in settings.solana_chains()
+    )
+    for net in networks.NETWORKS.values():
+        if _raw(settings, _prefix(net) + "payment_address") is None and (
+            _raw(settings, _prefix(net) + "rpc_url") is None
+        ):
+            rows.append(_chain_off(net, "warn" if none_on else "ok"))
+        elif net.is_evm:
+            rows += _evm_checks(settings, net)
+        else:
+            rows += _solana_checks(settings, net)
     rows += _money_checks(settings)
     rows += _stripe_checks(settings)
     # Attach each problem to its row (worsening it), or give it its own row.
@@ -84,7 +93,7 @@ def _admin_key_check(s: Settings) -> Check:
         return Check("settings", "X402_ADMIN_KEY", "fail", "unset", cfg.ADMIN_KEY_HOWTO)
     if cfg.is_placeholder(raw):
         return Check("settings", "X402_ADMIN_KEY", "fail", "placeholder", cfg.ADMIN_KEY_HOWTO)
-    bits = cfg.estimate_key_bits(raw)
+    bits = keys.estimate_key_bits(raw)
     value = f"set, {len(raw)} chars, ~{bits:.0f} bits"
     if bits < cfg.ADMIN_KEY_MIN_BITS:
         return Check(
@@ -103,60 +112,62 @@ def _raw(s: Settings, name: str) -> str | None:
     return None if text is None or str(text).strip() == "" else str(text).strip()
 
 
-def _evm_checks(s: Settings, chain: cfg.EvmChainName) -> list[Check]:
-    p, up = f"x402_{chain}_", f"X402_{chain.upper()}_"
-    view = s.evm_chain(chain)
-    if _raw(s, p + "payment_address") is None and _raw(s, p + "rpc_url") is None:
-        return [_chain_off(chain)]
-    rows = [_receiver_check(s, p + "payment_address", f"{chain} payments are not watched")]
+def _prefix(row: networks.Network) -> str:
+    return chain_settings.prefix(row)
+
+
+def _evm_checks(s: Settings, row: networks.Network) -> list[Check]:
+    p = _prefix(row)
+    up = p.upper()
+    view = s.evm_chain(row.name)
+    rows = [_receiver_check(s, p + "payment_address", f"{row.name} payments are not watched")]
     rows.append(_rpc_url_check(s, p + "rpc_url", bool(view.receivers)))
-    usdc = str(getattr(s, p + "usdc_address"))
-    canonical = cfg.CANONICAL_USDC[chain]
-    on_mainnet = view.chain_id == CANONICAL_CHAIN_ID[chain]
-    if on_mainnet and usdc.lower() != canonical.lower():
+    usdc = str(s.raw(p + "usdc_address"))
+    on_network = view.chain_id == row.chain_id
+    if on_network and usdc.lower() != row.usdc.lower():
         rows.append(
             Check(
                 "settings",
                 up + "USDC_ADDRESS",
                 "fail",
                 usdc,
-                f"on chain id {view.chain_id} USDC is {canonical}: a look-alike token would "
+                f"on chain id {view.chain_id} USDC is {row.usdc}: a look-alike token would "
                 "be credited as money; remove the variable",
             )
         )
     else:
         rows.append(Check("settings", up + "USDC_ADDRESS", "ok", usdc))
-    if not on_mainnet:
+    if not on_network:
         rows.append(
             Check(
                 "settings",
                 up + "CHAIN_ID",
                 "warn",
                 str(view.chain_id),
-                f"{chain} mainnet is {CANONICAL_CHAIN_ID[chain]}; fine for a test network only",
+                f"{row.title} is chain id {row.chain_id}; fine for a local chain only",
             )
         )
-    if view.confirmations < DEFAULT_CONFIRMATIONS[chain]:
+    if row.confirmations is not None and view.confirmations < row.confirmations:
         rows.append(
             Check(
                 "settings",
                 up + "CONFIRMATIONS",
                 "warn",
                 str(view.confirmations),
-                f"below the default {DEFAULT_CONFIRMATIONS[chain]}: a reorg can undo a credit",
+                f"below the default {row.confirmations}: a reorg can undo a credit",
             )
         )
     return rows
 
 
-def _chain_off(chain: str) -> Check:
-    up = f"X402_{chain.upper()}_"
+def _chain_off(row: networks.Network, status: Status) -> Check:
+    up = _prefix(row).upper()
     return Check(
         "settings",
         up + "*",
-        "warn",
-        f"{chain} off (no receiving address, no RPC URL)",
-        f"to accept payments on {chain}, set {up}PAYMENT_ADDRESS and {up}RPC_URL",
+        status,
+        f"{row.name} off (no receiving address, no RPC URL)",
+        f"to accept payments on {row.title}, set {up}PAYMENT_ADDRESS and {up}RPC_URL",
     )
 
 
@@ -178,7 +189,7 @@ def _rpc_url_check(s: Settings, name: str, receiving: bool) -> Check:
     if cfg.is_placeholder(raw):
         return Check("settings", name.upper(), "fail", "placeholder", "set your provider's URL")
     urls = [u.strip() for u in raw.split(",") if u.strip()]
-    shown = ", ".join(cfg.redact_url(u) for u in urls)
+    shown = ", ".join(keys.redact_url(u) for u in urls)
     plain = [u for u in urls if _plain_remote(u)]
     if plain:
         return Check(
@@ -208,32 +219,30 @@ def _plain_remote(url: str) -> bool:
     return parts.scheme in ("http", "ws") and not local
 
 
-def _solana_checks(s: Settings) -> list[Check]:
-    view = s.solana
-    if _raw(s, "x402_solana_payment_address") is None and _raw(s, "x402_solana_rpc_url") is None:
-        return [_chain_off("solana")]
-    rows = [_receiver_check(s, "x402_solana_payment_address", "Solana payments are not watched")]
-    rows.append(_rpc_url_check(s, "x402_solana_rpc_url", view.owner is not None))
-    mint = s.x402_solana_usdc_mint
-    if mint != cfg.CANONICAL_USDC["solana"]:
+def _solana_checks(s: Settings, row: networks.Network) -> list[Check]:
+    p = _prefix(row)
+    up = p.upper()
+    view = s.solana_chain(row.name)
+    rows = [_receiver_check(s, p + "payment_address", f"{row.title} payments are not watched")]
+    rows.append(_rpc_url_check(s, p + "rpc_url", view.owner is not None))
+    if view.usdc_mint != row.usdc:
         rows.append(
             Check(
                 "settings",
-                "X402_SOLANA_USDC_MINT",
+                up + "USDC_MINT",
                 "warn",
-                mint,
-                f"mainnet USDC is {cfg.CANONICAL_USDC['solana']}; fine for a local or test "
-                "cluster only",
+                view.usdc_mint,
+                f"{row.title} USDC is {row.usdc}; fine for a local cluster only",
             )
         )
     if view.commitment != "finalized":
         rows.append(
             Check(
                 "settings",
-                "X402_SOLANA_COMMITMENT",
+                up + "COMMITMENT",
                 "warn",
                 view.commitment,
-                "credit only finalized slots: set X402_SOLANA_COMMITMENT=finalized",
+                f"credit only finalized slots: set {up}COMMITMENT=finalized",
             )
         )
     return rows

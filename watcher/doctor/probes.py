@@ -20,19 +20,21 @@ import structlog
 import websockets
 from websockets.asyncio.client import connect
 
-from watcher import db, errors, rpc
-from watcher.doctor.config import CANONICAL_CHAIN_ID
+from watcher import chain_settings, db, errors, networks, rpc
 from watcher.doctor.report import Check, Status, mask_dsn, secret
-from watcher.settings import EvmChain, Settings, SolanaChain, redact_url
+from watcher.keys import redact_url
+from watcher.settings import EvmChain, Settings, SolanaChain
 
 log = structlog.get_logger(__name__)
 
-BLOCK_SECONDS = {"base": 2, "ethereum": 12}
 SLOW_SECONDS = 1.0
 DECIMALS_SELECTOR = "0x313ce567"  # decimals()
-SOLANA_MAINNET_GENESIS = "5eykt4UsFv8P8NJdTREpY1vzqKqZKvdpKuc147dw2N9d"
-SOLANA_MAINNET_USDC = "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v"
 ATA_PROGRAM = "ATokenGPvbdGVxr1b2hvZbsiqW5xWH25efTNsLJA8knL"
+
+
+def _var(network: str, suffix: str) -> str:
+    """The variable of a network's setting, as the operator types it."""
+    return chain_settings.prefix(networks.get(network)).upper() + suffix
 
 
 async def guarded(
@@ -112,14 +114,14 @@ async def evm_endpoint(
                     "fail",
                     f"chain id {got}, expected {chain.chain_id}",
                     f"this URL serves another network: use a {chain.name} endpoint "
-                    f"(or fix X402_{chain.name.upper()}_CHAIN_ID)",
+                    f"(or fix {_var(chain.name, 'CHAIN_ID')})",
                 )
             ]
         block = await pool.request("eth_getBlockByNumber", ["latest", False])
     finally:
         await pool.aclose()
     number, age = int(block["number"], 16), time.time() - int(block["timestamp"], 16)
-    mainnet = chain.chain_id == CANONICAL_CHAIN_ID[chain.name]
+    mainnet = chain.chain_id == chain.network.chain_id and not chain.network.testnet
     status, fix = _combine(_age_status(age, mainnet), _latency_status(latency))
     value = f"chain {got}, head {number} ({max(age, 0):.0f} s old), {latency * 1000:.0f} ms"
     return [Check("rpc", name, status, value, fix)]
@@ -130,7 +132,7 @@ async def evm_usdc(
 ) -> list[Check]:
     """The configured USDC address holds a contract whose decimals() is 6."""
     name = f"{chain.name} USDC contract"
-    var = f"X402_{chain.name.upper()}_USDC_ADDRESS"
+    var = _var(chain.name, "USDC_ADDRESS")
     pool = rpc.RpcPool(
         chain.name, chain.rpc_urls, chain_id=chain.chain_id, timeout=seconds, transport=transport
     )
@@ -191,16 +193,17 @@ async def solana_endpoint(
     chain: SolanaChain, url: str, seconds: float, transport: httpx.AsyncBaseTransport | None
 ) -> list[Check]:
     """Reachable, the right cluster for the mint, finalized head fresh, latency."""
-    name = f"solana {redact_url(url)}"
-    pool = rpc.RpcPool("solana", [url], timeout=seconds, transport=transport, kind="solana")
+    name = f"{chain.name} {redact_url(url)}"
+    pool = rpc.RpcPool(chain.name, [url], timeout=seconds, transport=transport, kind="solana")
     try:
         started = time.monotonic()
         genesis = await pool.request("getGenesisHash")
         latency = time.monotonic() - started
-        mainnet_mint = chain.usdc_mint == SOLANA_MAINNET_USDC
-        if mainnet_mint and genesis != SOLANA_MAINNET_GENESIS:
-            fix = "the mint is mainnet USDC: use a mainnet-beta endpoint"
-            return [Check("rpc", name, "fail", f"cluster genesis {genesis[:8]}…, not mainnet", fix)]
+        if genesis != chain.genesis_hash:
+            row = chain.network
+            fix = f"use a {row.title} endpoint (or fix {_var(chain.name, 'GENESIS_HASH')})"
+            value = f"cluster genesis {str(genesis)[:8]}…, not {row.title}'s"
+            return [Check("rpc", name, "fail", value, fix)]
         slot = int(await pool.request("getSlot", [{"commitment": "finalized"}]))
         try:
             block_time = await pool.request("getBlockTime", [slot])
@@ -213,7 +216,8 @@ async def solana_endpoint(
         age_text = "time unknown"
     else:
         age = time.time() - int(block_time)
-        age_status = _age_status(age, mainnet_mint)
+        real = chain.usdc_mint == chain.network.usdc and not chain.network.testnet
+        age_status = _age_status(age, real)
         age_text = f"{max(age, 0):.0f} s old"
     status, fix = _combine(age_status, _latency_status(latency))
     value = f"finalized slot {slot} ({age_text}), {latency * 1000:.0f} ms"
@@ -225,11 +229,11 @@ async def solana_accounts(
 ) -> list[Check]:
     """The mint exists with 6 decimals; the owner's associated token account exists."""
     pool = rpc.RpcPool(
-        "solana", chain.rpc_urls, timeout=seconds, transport=transport, kind="solana"
+        chain.name, chain.rpc_urls, timeout=seconds, transport=transport, kind="solana"
     )
     try:
         mint = await _parsed_account(pool, chain.usdc_mint)
-        rows = [_mint_row(chain.usdc_mint, mint)]
+        rows = [_mint_row(chain, mint)]
         if rows[0].status == "fail" or mint is None or chain.owner is None:
             return rows
         ata = associated_token_account(chain.owner, str(mint["owner"]), chain.usdc_mint)
@@ -248,16 +252,16 @@ FEE_PAYER_COMFORT = 10_000_000  # 0.01 SOL: about a thousand settlements
 async def solana_fee_payer(
     chain: SolanaChain, fee_payer: str, seconds: float, transport: httpx.AsyncBaseTransport | None
 ) -> list[Check]:
-    """The x402 fee payer (X402_SOLANA_FEE_PAYER_PRIVATE_KEY) holds SOL for settlements."""
+    """The x402 fee payer (X402_<NETWORK>_FEE_PAYER_PRIVATE_KEY) holds SOL for settlements."""
     pool = rpc.RpcPool(
-        "solana", chain.rpc_urls, timeout=seconds, transport=transport, kind="solana"
+        chain.name, chain.rpc_urls, timeout=seconds, transport=transport, kind="solana"
     )
     try:
         answer = await pool.request("getBalance", [fee_payer, {"commitment": "confirmed"}])
     finally:
         await pool.aclose()
     lamports = int(answer["value"])
-    name = "solana x402 fee payer"
+    name = f"{chain.name} x402 fee payer"
     shown = f"{fee_payer}: {lamports / 1e9:.6f} SOL"
     fix = f"send SOL to {fee_payer}; x402 payers get 503 fee_payer_unfunded until then"
     if lamports < FEE_PAYER_FLOOR:
@@ -289,8 +293,9 @@ def _parsed(account: dict[str, Any]) -> dict[str, Any]:
     return parsed if isinstance(parsed, dict) else {}
 
 
-def _mint_row(mint: str, account: dict[str, Any] | None) -> Check:
-    name, fix = "solana USDC mint", "X402_SOLANA_USDC_MINT is not a token mint on this cluster"
+def _mint_row(chain: SolanaChain, account: dict[str, Any] | None) -> Check:
+    mint, var = chain.usdc_mint, _var(chain.name, "USDC_MINT")
+    name, fix = f"{chain.name} USDC mint", f"{var} is not a token mint on this cluster"
     if account is None:
         return Check("contracts", name, "fail", f"{mint}: no such account", fix)
     parsed = _parsed(account)
@@ -298,13 +303,13 @@ def _mint_row(mint: str, account: dict[str, Any] | None) -> Check:
     if parsed.get("type") != "mint":
         return Check("contracts", name, "fail", f"{mint}: not a mint", fix)
     if decimals != 6:
-        fix = "USDC has 6 decimals: X402_SOLANA_USDC_MINT is another token"
+        fix = f"USDC has 6 decimals: {var} is another token"
         return Check("contracts", name, "fail", f"{mint}: {decimals} decimals", fix)
     return Check("contracts", name, "ok", f"{mint}: mint, 6 decimals")
 
 
 def _ata_row(chain: SolanaChain, ata: str, account: dict[str, Any] | None) -> Check:
-    name = "solana receiving token account"
+    name = f"{chain.name} receiving token account"
     if account is None:
         fix = (
             f"create it once: spl-token create-account {chain.usdc_mint} --owner {chain.owner} "

@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from watcher import errors, settings
+from watcher import errors, keys
 
 # Messages providers use when an eth_getLogs range or result set is too large.
 _RANGE_PATTERNS = re.compile(
@@ -339,7 +339,7 @@ def labels(urls: Sequence[str]) -> list[str]:
     """Redacted endpoint labels, made unique (two keys on one provider host stay apart)."""
     out: list[str] = []
     for url in urls:
-        base = settings.redact_url(url)
+        base = keys.redact_url(url)
         label, n = base, 1
         while label in out:
             n += 1

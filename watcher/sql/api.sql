@@ -95,9 +95,10 @@ FROM invoice_amounts
 WHERE chain = $1 AND amount > $2::numeric AND amount <= $2::numeric + $3::int;
 
 -- name: api_insert_solana_invoice
+-- $8: the Solana network (invoices of the Solana family match by reference, not amount).
 INSERT INTO invoices (chain, pay_to, token, amount, requests, reference, claim_secret_hash,
                       expires_at)
-VALUES ('solana', $1, $2, $3, $4, $5, $6, now() + $7::interval)
+VALUES ($8, $1, $2, $3, $4, $5, $6, now() + $7::interval)
 RETURNING id, chain, pay_to, token, amount, requests, reference, status, created_at, expires_at;
 
 -- name: api_invoice
@@ -120,8 +121,8 @@ JOIN payments p
  AND p.state = 'observed' AND p.invoice_id IS NULL
  AND coalesce(p.block_time, p.observed_at) >= date_trunc('second', i.created_at)
  AND coalesce(p.block_time, p.observed_at) <= i.expires_at + $2::interval
- AND ((p.chain <> 'solana' AND p.amount = i.amount)
-      OR (p.chain = 'solana' AND i.reference = ANY (p.reference_keys) AND p.amount >= i.amount))
+ AND ((p.family = 'evm' AND p.amount = i.amount)
+      OR (p.family = 'solana' AND i.reference = ANY (p.reference_keys) AND p.amount >= i.amount))
 WHERE i.id = $1
 ORDER BY p.id
 LIMIT 1;

@@ -251,7 +251,7 @@ WHERE s.signature = p.tx_hash AND s.status = 'settled';
 -- fall within [created_at, expires_at + grace]. One payment per invoice.
 -- Two equality joins (not one OR) so a 1e5-row backfill credit stays cheap.
 WITH credited AS (
-    SELECT p.id, p.chain, p.to_address, p.token, p.amount, p.reference_keys,
+    SELECT p.id, p.chain, p.family, p.to_address, p.token, p.amount, p.reference_keys,
            coalesce(p.block_time, p.observed_at) AS paid_at
     FROM payments p
     WHERE p.id = ANY ($1::bigint[]) AND p.state = 'credited' AND p.invoice_id IS NULL
@@ -261,7 +261,7 @@ WITH credited AS (
     JOIN invoices i
       ON i.chain = c.chain AND i.pay_to = c.to_address AND i.amount = c.amount
      AND i.token = c.token
-    WHERE c.chain <> 'solana' AND i.status IN ('open', 'expired')
+    WHERE c.family = 'evm' AND i.status IN ('open', 'expired')
       AND c.paid_at >= date_trunc('second', i.created_at)
       AND c.paid_at <= i.expires_at + $2::interval
       -- In doubt, neither: another invoice with this amount could still be what the
@@ -277,7 +277,7 @@ WITH credited AS (
     FROM credited c
     CROSS JOIN LATERAL unnest(c.reference_keys) AS r (key)
     JOIN invoices i ON i.reference = r.key
-    WHERE c.chain = 'solana' AND i.chain = 'solana' AND i.status IN ('open', 'expired')
+    WHERE c.family = 'solana' AND i.chain = c.chain AND i.status IN ('open', 'expired')
       AND i.pay_to = c.to_address AND i.token = c.token AND c.amount >= i.amount
       AND c.paid_at >= date_trunc('second', i.created_at)
       AND c.paid_at <= i.expires_at + $2::interval

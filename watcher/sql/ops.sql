@@ -58,3 +58,16 @@ WHERE l.locktype = 'advisory' AND l.granted
   AND l.objid = ($1::bigint & x'ffffffff'::bigint)::oid
   AND l.objsubid = 1
   AND a.datname = current_database();
+
+-- ---------------- the registry of networks
+
+-- name: networks_table_exists
+SELECT to_regclass('networks') IS NOT NULL;
+
+-- name: sync_network
+-- A registry network the table does not have yet (watcher/networks.py adds rows, never
+-- changes one: a network's family is part of its identity).
+INSERT INTO networks (name, family) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING;
+
+-- name: network_families
+SELECT name, family FROM networks;

@@ -106,7 +106,7 @@ RETURNING payment_id, signature, destination, pay_to, mint, amount;
 -- snapshot: a credit committed meanwhile is seen), locked until commit.
 SELECT id, state FROM payments
 WHERE id = $1
-   OR (chain = 'solana' AND tx_hash = $2 AND token_account = $3 AND to_address = $4
+   OR (family = 'solana' AND tx_hash = $2 AND token_account = $3 AND to_address = $4
        AND token = $5 AND amount = $6)
 ORDER BY (id = $1) DESC NULLS LAST
 LIMIT 1

@@ -34,7 +34,7 @@ def follower(world: World, pool: db.Pool, **kw: Any) -> solana.SolanaFollower:
 
 async def rows(pool: db.Pool) -> list[dict[str, Any]]:
     async with pool.acquire() as conn:
-        return [dict(r) for r in await conn.fetch(db.q("solana_payments_summary"))]
+        return [dict(r) for r in await conn.fetch(db.q("solana_payments_summary"), "solana")]
 
 
 async def test_observed_at_confirmed_credited_at_finalized(world: World, pool: db.Pool) -> None:
