@@ -31,8 +31,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from watcher import errors
 
-USDC_DECIMALS = 6
-USDC_UNIT = 10**USDC_DECIMALS
+# These moved to watcher.money; re-exported so settings.usd_to_units & co. keep working.
+from watcher.money import USDC_DECIMALS as USDC_DECIMALS
+from watcher.money import USDC_UNIT as USDC_UNIT
+from watcher.money import usd_to_units as usd_to_units
 
 CANONICAL_USDC = {
     "ethereum": "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48",
@@ -148,14 +150,6 @@ def estimate_key_bits(key: str) -> float:
     if distinct < 8:  # "aaaa...", "abababab..." are long but guessable
         return distinct * 4.0
     return len(key) * math.log2(alphabet)
-
-
-def usd_to_units(value: Decimal) -> int:
-    """Dollars to USDC base units, exactly (6 decimals)."""
-    units = value * USDC_UNIT
-    if units != units.to_integral_value():
-        raise ValueError("has more than 6 decimal places")
-    return int(units)
 
 
 def _split(value: str | None) -> tuple[str, ...]:

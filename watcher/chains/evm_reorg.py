@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from watcher import db, errors, ledger, metrics
+from watcher import db, errors, ledger, metrics, money
 from watcher.chains.evm_logs import Header
 
 if TYPE_CHECKING:
@@ -84,7 +84,7 @@ async def rewind(f: EvmFollower, cursor: ledger.Cursor) -> ledger.Cursor:
             "credited_payment_reorged_out",
             fork=fork,
             depth=depth,
-            payments=[(r["tx_hash"], str(r["amount"])) for r in flagged],
+            payments=[(r["tx_hash"], money.units_text(r["amount"])) for r in flagged],
         )
     else:
         log.warning("reorg", fork=fork, depth=depth, orphaned=len(observed))

@@ -11,9 +11,9 @@ from typing import Any, Protocol
 import asyncpg
 import structlog
 
-from watcher import db, errors, ledger, metrics
+from watcher import db, errors, ledger, metrics, money
 from watcher.chains.evm_logs import Header, parse_header, parse_transfer
-from watcher.settings import USDC_UNIT, EvmChain
+from watcher.settings import EvmChain
 
 log = structlog.get_logger(__name__)
 
@@ -103,7 +103,9 @@ def to_transfers(
                 from_address=raw.from_address,
                 block_time=raw.block_time or (header.time if header else None),
                 state="below_minimum" if below else "observed",
-                reason=f"below the minimum payment of {_usd(min_units)} USDC" if below else None,
+                reason=f"below the minimum payment of {money.usd(min_units)} USDC"
+                if below
+                else None,
                 transfer_key=f"{raw.from_address}:{raw.to_address}:{raw.amount}:0",
             )
         )
@@ -114,11 +116,6 @@ def to_transfers(
             key = f"{t.from_address}:{t.to_address}:{t.amount}:{nth}"
             out[i] = dataclasses.replace(t, transfer_key=key)
     return out
-
-
-def _usd(units: int) -> str:
-    whole, frac = divmod(units, USDC_UNIT)
-    return f"{whole}.{frac:06d}".rstrip("0").rstrip(".") if frac else str(whole)
 
 
 async def record_credited(
@@ -176,7 +173,9 @@ async def commit(
     if cleared:
         log.warning(
             "credited_payment_relanded",
-            payments=[(r["tx_hash"], r["block_number"], str(r["amount"])) for r in cleared],
+            payments=[
+                (r["tx_hash"], r["block_number"], money.units_text(r["amount"])) for r in cleared
+            ],
         )
     return credited
 
