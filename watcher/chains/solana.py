@@ -42,16 +42,13 @@ import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 
 from watcher import db, errors, ledger, metrics, progress, rpc
-from watcher.chains import solana_accounts, solana_history, solana_tx, solana_ws
+from watcher.chains import follower, solana_accounts, solana_history, solana_tx, solana_ws
 from watcher.settings import Settings, SolanaChain
-
-if TYPE_CHECKING:
-    from watcher import daemon
 
 log = structlog.get_logger(__name__)
 
@@ -388,11 +385,9 @@ def make_follower(settings: Settings, pool: db.Pool, **kw: Any) -> SolanaFollowe
     return SolanaFollower(chain, pool, client, min_units=settings.min_payment_units, **kw)
 
 
-def followers(settings: Settings, pool: db.Pool) -> list[daemon.Follower]:
+def followers(settings: Settings, pool: db.Pool) -> list[follower.Follower]:
     """The daemon's Solana follower, when an RPC URL and a receiving wallet are configured."""
-    from watcher import daemon
-
     if not settings.solana.enabled:
         return []
-    follower = make_follower(settings, pool)
-    return [daemon.Follower(chain=CHAIN, run=follower.run)]
+    made = make_follower(settings, pool)
+    return [follower.Follower(chain=CHAIN, run=made.run)]
