@@ -27,7 +27,7 @@ from typing import Any, Literal
 import asyncpg
 
 from api import subscriptions
-from watcher import db
+from watcher import db, money
 from watcher.settings import Settings
 
 KEY_PREFIX = "wsk_"  # watcher subscriber key: tells it apart from Stripe's sk_ keys in logs
@@ -232,7 +232,7 @@ def ways_to_pay(settings: Settings, tiers: list[asyncpg.Record] | None) -> dict[
         {
             "method": "x402",
             "header": "x-payment-token",
-            "price_per_call_usd": str(settings.x402_price_per_call),
+            "price_per_call_usd": money.usd(settings.price_per_call_units),
             "how": "pay USDC on Base, Ethereum or Solana (see accepts), claim a token, "
             "send it in the x-payment-token header",
         }

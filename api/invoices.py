@@ -29,22 +29,17 @@ from solders.keypair import Keypair
 
 from api import chains, claims
 from api.errors import DB_ERRORS, ApiError, service_unavailable
-from watcher import db, ledger, metrics, networks
-from watcher.settings import USDC_UNIT, Settings, usd_to_units
+from watcher import db, ledger, metrics, money, networks
+from watcher.settings import Settings
 
 INVOICE_LIFETIME = timedelta(minutes=30)
 AMOUNT_JITTER = 9_999  # at most ~1 cent over the price, never a whole extra call
 INSERT_ATTEMPTS = 3
 
 
-def usd(units: int) -> str:
-    """Base units as a plain decimal string of dollars (no float)."""
-    return str((Decimal(units) / USDC_UNIT).normalize().quantize(Decimal("0.000001")))
-
-
 def solana_pay_url(owner: str, amount: int, mint: str, reference: str) -> str:
     """A Solana Pay transfer request; the amount is in USDC (not base units)."""
-    amount_text = format((Decimal(amount) / USDC_UNIT).normalize(), "f")
+    amount_text = money.token_amount(amount)
     query = urlencode(
         {
             "amount": amount_text,
@@ -65,7 +60,7 @@ def requested_units(settings: Settings, requests: int | None, amount_usd: Decima
     else:
         assert amount_usd is not None
         try:
-            units = usd_to_units(amount_usd)
+            units = money.usd_to_units(amount_usd)
         except ValueError as exc:
             raise ApiError(
                 422,
@@ -79,9 +74,9 @@ def requested_units(settings: Settings, requests: int | None, amount_usd: Decima
         raise ApiError(
             422,
             "amount_too_small",
-            f"an invoice must be at least ${usd(minimum)} (one call is ${usd(price)})",
+            f"an invoice must be at least ${money.usd(minimum)} (one call is ${money.usd(price)})",
             "ask for more requests or a larger amount_usd",
-            minimum_usd=usd(minimum),
+            minimum_usd=money.usd(minimum),
         )
     return units
 
@@ -163,8 +158,8 @@ def _public(settings: Settings, row: asyncpg.Record) -> dict[str, Any]:
         "chain": row["chain"],
         "pay_to": info.pay_to_display if info.pay_to == row["pay_to"] else row["pay_to"],
         "asset": info.asset_display if info.asset == row["token"] else row["token"],
-        "amount": str(amount),
-        "amount_usd": usd(amount),
+        "amount": money.units_text(amount),
+        "amount_usd": money.usd(amount),
         "requests": amount // settings.price_per_call_units,
         "created_at": row["created_at"],
         "expires_at": row["expires_at"],
@@ -210,7 +205,7 @@ async def status(pool: db.Pool, settings: Settings, invoice_id: UUID) -> dict[st
     if inv["payment_id"] is not None:
         out["payment"] = {
             "tx_hash": inv["tx_hash"],
-            "amount": str(inv["paid_amount"]),
+            "amount": money.units_text(inv["paid_amount"]),
             "from": inv["from_address"],
             "payment_id": inv["payment_id"],
         }

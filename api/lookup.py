@@ -15,7 +15,7 @@ import asyncpg
 from api import chains, claims
 from api.errors import DB_ERRORS, ApiError, service_unavailable
 from api.x402.clients import Clients
-from watcher import db, metrics
+from watcher import db, metrics, money
 from watcher.settings import Settings
 
 NEXT_STEP = {
@@ -58,7 +58,7 @@ def describe(settings: Settings, row: asyncpg.Record) -> dict[str, Any]:
         "log_index": row["log_index"],
         "status": _public_state(row),
         "from": row["from_address"],
-        "amount": str(row["amount"]),
+        "amount": money.units_text(row["amount"]),
         "requests": int(row["amount"]) // settings.price_per_call_units,
         "block": row["block_number"],
         "token_id": row["token_id"],

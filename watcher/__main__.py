@@ -39,7 +39,7 @@ def _cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
     from watcher import explain
 
-    output, code = asyncio.run(explain.EXPLAINERS[args.chain](args, settings))
+    output, code = asyncio.run(explain.run(args, settings))
     print(output, file=sys.stdout if code == 0 else sys.stderr)
     return code
 

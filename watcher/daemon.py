@@ -25,7 +25,6 @@ import functools
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -34,6 +33,7 @@ import uvicorn
 from prometheus_client import start_http_server
 
 from watcher import __version__, db, leader, metrics, progress, sdnotify
+from watcher.chains import follower
 from watcher.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -51,24 +51,17 @@ DB_CHECK_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-@dataclass(frozen=True)
-class Follower:
-    """A long-running chain follower: ``run(stop)`` returns when ``stop`` is set."""
-
-    chain: str
-    run: Callable[[asyncio.Event], Awaitable[None]]
+Follower = follower.Follower  # what every chain family hands the daemon
 
 
 def build_followers(settings: Settings, pool: db.Pool) -> list[Follower]:
     """The followers of every enabled chain (a chain needs an RPC URL and a receiving address).
 
-    Each chain family adds its followers here.
+    Every chain family builds its own, the same way: ``<family>.followers(settings, pool)``.
     """
-    from watcher.chains import evm, solana
+    from watcher.chains import evm, solana  # loaded only when followers run (not `watcher api`)
 
-    found = [Follower(c.name, evm.runner(c, settings, pool)) for c in evm.enabled_chains(settings)]
-    found += solana.followers(settings, pool)
-    return found
+    return [f for family in (evm, solana) for f in family.followers(settings, pool)]
 
 
 class _Server(uvicorn.Server):

@@ -40,8 +40,7 @@ from typing import Literal
 
 import asyncpg
 
-from watcher import db, metrics
-from watcher.settings import USDC_UNIT
+from watcher import db, metrics, money
 
 RecordState = Literal["observed", "below_minimum", "not_ours"]
 # The two kinds of x402 settlement that can consume a payment when the call is served.
@@ -118,14 +117,9 @@ def judge(amount: int, minimum: int) -> tuple[RecordState, str | None]:
     """
     if amount < minimum:
         return "below_minimum", (
-            f"{_usd(amount)} USDC is below the minimum payment of {_usd(minimum)} USDC"
+            f"{money.usd(amount)} USDC is below the minimum payment of {money.usd(minimum)} USDC"
         )
     return "observed", None
-
-
-def _usd(units: int) -> str:
-    whole, frac = divmod(units, USDC_UNIT)
-    return f"{whole}.{frac:06d}".rstrip("0").rstrip(".") if frac else str(whole)
 
 
 # ---- followers: record, credit, orphan, flag -------------------------------------------

@@ -30,8 +30,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from watcher import chain_settings, errors, keys, networks
 from watcher.chain_settings import EvmChain, SolanaChain
 
-USDC_DECIMALS = networks.USDC_DECIMALS
-USDC_UNIT = 10**USDC_DECIMALS
+# These moved to watcher.money; re-exported so settings.usd_to_units & co. keep working.
+from watcher.money import USDC_DECIMALS as USDC_DECIMALS
+from watcher.money import USDC_UNIT as USDC_UNIT
+from watcher.money import usd_to_units as usd_to_units
 
 _PLACEHOLDER = re.compile(
     r"(YOUR_.*_HERE|^dev_.*_change_in_production$|^0xYOUR_|^YOUR_|CHANGE_?ME)", re.IGNORECASE
@@ -46,14 +48,6 @@ __all__ = ["EvmChain", "Settings", "SolanaChain", "load_settings"]
 def is_placeholder(value: str | None) -> bool:
     """True for the template values shipped in example env files."""
     return bool(value) and bool(_PLACEHOLDER.search(value or ""))
-
-
-def usd_to_units(value: Decimal) -> int:
-    """Dollars to USDC base units, exactly (6 decimals)."""
-    units = value * USDC_UNIT
-    if units != units.to_integral_value():
-        raise ValueError("has more than 6 decimal places")
-    return int(units)
 
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network

@@ -16,7 +16,6 @@ from fastapi import APIRouter, Depends, Header, Request
 
 from api import chains, invoices, lookup, paywall, ratelimit
 from api.errors import DB_ERRORS, ApiError, responses, service_unavailable
-from api.invoices import usd
 from api.models import (
     ClaimRequest,
     Invoice,
@@ -26,7 +25,7 @@ from api.models import (
     VerifyRequest,
 )
 from api.x402.clients import Clients
-from watcher import db
+from watcher import db, money
 from watcher.settings import Settings
 
 router = APIRouter(prefix="/x402", tags=["x402"])
@@ -56,10 +55,10 @@ async def pricing(request: Request) -> dict[str, Any]:
     price = s.price_per_call_units
     return {
         "price_per_call": str(price),
-        "price_per_call_usd": usd(price),
+        "price_per_call_usd": money.usd(price),
         "requests_per_dollar": 1_000_000 // price,
         "minimum_payment": str(s.min_payment_units),
-        "minimum_payment_usd": usd(s.min_payment_units),
+        "minimum_payment_usd": money.usd(s.min_payment_units),
         "token_lifetime_hours": s.x402_token_expiry_hours,
         "currency": "USDC (6 decimals); amounts are strings of base units",
         "stripe_tiers": [

@@ -145,7 +145,7 @@ async def test_public_info(pool: db.Pool) -> None:
     async with client(app_for(pool, stripe_price_id_pro="price_123")) as http:
         pricing = (await http.get("/x402/pricing")).json()
         assert pricing["price_per_call"] == "100000" and pricing["requests_per_dollar"] == 10
-        assert pricing["minimum_payment_usd"] == "0.100000"
+        assert pricing["minimum_payment_usd"] == "0.10"
         assert pricing["token_lifetime_hours"] == 24
         assert [t["available"] for t in pricing["stripe_tiers"]] == [True, False, False]
         await pool.execute("INSERT INTO cursors (chain, num, head) VALUES ('base', 10, 16)")

@@ -92,9 +92,9 @@ def test_one_transaction_of_the_block_and_the_human_output() -> None:
         "--receiver", "0x91A559D248a216d1dD17C4D39F51bdA9bd1DE7e2",
     )  # fmt: skip
     assert code == 0
-    assert "log 176: 1,800.000000 USDC" in out and "=> credit" in out
+    assert "log 176: 1800.00 USDC" in out and "=> credit" in out
     assert "0x91A559D248a216d1dD17C4D39F51bdA9bd1DE7e2" in out  # shown checksummed
-    assert "credit total: 1,800.000000 USDC (1800000000 base units)" in out
+    assert "credit total: 1800.00 USDC (1800000000 base units)" in out
 
 
 def test_legacy_logs_without_removed_field() -> None:

@@ -9,6 +9,7 @@ from solders.keypair import Keypair
 from api import chains, claims, invoices
 from api.errors import ApiError
 from devkit.api_support import evm_sign, solana_sign
+from watcher import money
 
 
 def test_evm_hashes_in_any_case_normalise_to_lowercase() -> None:
@@ -62,8 +63,8 @@ def test_ed25519_claims_in_base58_and_base64() -> None:
 
 
 def test_money_is_formatted_exactly() -> None:
-    assert invoices.usd(100_000) == "0.100000"
-    assert invoices.usd(1_234_567) == "1.234567"
+    assert money.usd(100_000) == "0.10"  # was invoices.usd: "0.100000"
+    assert money.usd(1_234_567) == "1.234567"
     url = invoices.solana_pay_url("Own3r", 1_500_000, "M1nt", "Ref")
     assert url.startswith("solana:Own3r?amount=1.5&spl-token=M1nt&reference=Ref")
     assert "amount=0.000001" in invoices.solana_pay_url("o", 1, "m", "r")

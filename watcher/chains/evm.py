@@ -34,7 +34,7 @@ from typing import Any
 import structlog
 
 from watcher import db, errors, ledger, metrics, progress, rpc
-from watcher.chains import evm_reorg, evm_scan
+from watcher.chains import evm_reorg, evm_scan, follower
 from watcher.chains.evm_heads import HeadSubscription
 from watcher.chains.evm_logs import TRANSFER_TOPIC, BloomFilter, Header, topic_for
 from watcher.chains.evm_scan import Batch, to_transfers
@@ -407,14 +407,19 @@ def runner(
     async def run(stop: asyncio.Event) -> None:
         rpc_pool = rpc.RpcPool(chain.name, chain.rpc_urls, chain_id=chain.chain_id)
         try:
-            follower = EvmFollower(
+            made = EvmFollower(
                 chain, pool, rpc_pool, min_payment_units=settings.min_payment_units, options=options
             )
-            await follower.run(stop)
+            await made.run(stop)
         finally:
             await rpc_pool.aclose()
 
     return run
+
+
+def followers(settings: Settings, pool: db.Pool) -> list[follower.Follower]:
+    """The daemon's EVM followers: one per enabled chain (an RPC URL and a receiving address)."""
+    return [follower.Follower(c.name, runner(c, settings, pool)) for c in enabled_chains(settings)]
 
 
 def enabled_chains(settings: Settings) -> Sequence[EvmChain]:

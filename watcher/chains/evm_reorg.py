@@ -13,22 +13,41 @@ newest stored window block whose hash the node still reports. Above it:
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from contextlib import AbstractAsyncContextManager
+from typing import Protocol
 
 import structlog
 
-from watcher import db, errors, ledger, metrics
+from watcher import db, errors, ledger, metrics, money
 from watcher.chains.evm_logs import Header
-
-if TYPE_CHECKING:
-    from watcher.chains.evm import EvmFollower
+from watcher.settings import EvmChain
 
 log = structlog.get_logger(__name__)
 
 _CHUNK = 8  # headers asked for at once while walking back
 
 
-async def _canonical(f: EvmFollower, numbers: list[int]) -> dict[int, str | None]:
+class Follower(Protocol):
+    """What a rewind needs from the follower (``evm.EvmFollower``), named here so that
+    this module does not import the one that calls it."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def window(self) -> int: ...
+
+    @property
+    def chain(self) -> EvmChain: ...
+
+    async def header(self, number: int, *, cached: bool = True) -> Header: ...
+
+    def connection(
+        self, *, transaction: bool = False
+    ) -> AbstractAsyncContextManager[db.Connection]: ...
+
+
+async def _canonical(f: Follower, numbers: list[int]) -> dict[int, str | None]:
     async def one(n: int) -> tuple[int, str | None]:
         try:
             h: Header = await f.header(n, cached=False)
@@ -42,7 +61,7 @@ async def _canonical(f: EvmFollower, numbers: list[int]) -> dict[int, str | None
     return out
 
 
-async def _fork_point(f: EvmFollower, cursor: ledger.Cursor) -> tuple[int, str | None]:
+async def _fork_point(f: Follower, cursor: ledger.Cursor) -> tuple[int, str | None]:
     async with f.connection() as conn:
         stored = await conn.fetch(db.q("evm_window"), f.name, cursor.num, 2 * f.window + 1)
     for i in range(0, len(stored), _CHUNK):
@@ -56,7 +75,7 @@ async def _fork_point(f: EvmFollower, cursor: ledger.Cursor) -> tuple[int, str |
     return max(bottom - 1, 0), None
 
 
-async def rewind(f: EvmFollower, cursor: ledger.Cursor) -> ledger.Cursor:
+async def rewind(f: Follower, cursor: ledger.Cursor) -> ledger.Cursor:
     """Rewind the ledger of ``f``'s chain to the fork point below ``cursor``; the new cursor."""
     fork, fork_hash = await _fork_point(f, cursor)
     depth = cursor.num - fork
@@ -84,7 +103,7 @@ async def rewind(f: EvmFollower, cursor: ledger.Cursor) -> ledger.Cursor:
             "credited_payment_reorged_out",
             fork=fork,
             depth=depth,
-            payments=[(r["tx_hash"], str(r["amount"])) for r in flagged],
+            payments=[(r["tx_hash"], money.units_text(r["amount"])) for r in flagged],
         )
     else:
         log.warning("reorg", fork=fork, depth=depth, orphaned=len(observed))

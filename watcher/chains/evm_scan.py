@@ -11,7 +11,7 @@ from typing import Any, Protocol
 import asyncpg
 import structlog
 
-from watcher import db, errors, ledger
+from watcher import db, errors, ledger, money
 from watcher.chains.evm_logs import Header, parse_header, parse_transfer
 from watcher.settings import EvmChain
 
@@ -143,7 +143,9 @@ async def commit(
     if cleared:
         log.warning(
             "credited_payment_relanded",
-            payments=[(r["tx_hash"], r["block_number"], str(r["amount"])) for r in cleared],
+            payments=[
+                (r["tx_hash"], r["block_number"], money.units_text(r["amount"])) for r in cleared
+            ],
         )
     return credited
 

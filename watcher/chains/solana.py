@@ -42,16 +42,13 @@ import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 
 from watcher import db, errors, ledger, metrics, progress, rpc
-from watcher.chains import solana_accounts, solana_history, solana_tx, solana_ws
+from watcher.chains import follower, solana_accounts, solana_history, solana_tx, solana_ws
 from watcher.settings import Settings, SolanaChain
-
-if TYPE_CHECKING:
-    from watcher import daemon
 
 log = structlog.get_logger(__name__)
 
@@ -408,13 +405,11 @@ def make_follower(
     return SolanaFollower(chain, pool, client, min_units=settings.min_payment_units, **kw)
 
 
-def followers(settings: Settings, pool: db.Pool) -> list[daemon.Follower]:
+def followers(settings: Settings, pool: db.Pool) -> list[follower.Follower]:
     """A follower per Solana network with an RPC URL and a receiving wallet configured."""
-    from watcher import daemon
-
     out = []
     for chain in settings.solana_chains():
         if chain.enabled:
-            follower = make_follower(settings, pool, chain.name)
-            out.append(daemon.Follower(chain=chain.name, run=follower.run))
+            made = make_follower(settings, pool, chain.name)
+            out.append(follower.Follower(chain=chain.name, run=made.run))
     return out

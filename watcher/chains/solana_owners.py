@@ -25,15 +25,13 @@ history and passes None.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from solders.pubkey import Pubkey
 
 from watcher.keys import b58decode
-
-if TYPE_CHECKING:
-    from watcher.chains.solana_tx import BalanceChange, TxView
 
 TOKEN_PROGRAMS = frozenset(
     {"TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA", "TokenzQdBNbLqP5VEhdkAS6EPFLC1PHnBqCXEpPxuEb"}
@@ -49,6 +47,38 @@ class OwnerEvent:
     kind: str  # "init" (InitializeAccount*), "set_owner" (SetAuthority AccountOwner), "close"
     account: str
     owner: str | None
+
+
+class BalanceChange(Protocol):
+    """What the judgement reads of a balance change (``solana_tx.BalanceChange``); named
+    here because solana_tx calls this module, so this one cannot import it back."""
+
+    @property
+    def account(self) -> str: ...
+
+    @property
+    def pre_owner(self) -> str | None: ...
+
+    @property
+    def post_owner(self) -> str | None: ...
+
+    @property
+    def in_pre(self) -> bool: ...
+
+    @property
+    def in_post(self) -> bool: ...
+
+
+class TxView(Protocol):
+    """What the judgement reads of a transaction (``solana_tx.TxView``)."""
+
+    @property
+    def failed(self) -> bool: ...
+
+    @property
+    def owner_events(self) -> Sequence[OwnerEvent]: ...
+
+    def change_of(self, account: str) -> BalanceChange | None: ...
 
 
 @dataclass(frozen=True, slots=True)
