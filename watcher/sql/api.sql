@@ -24,44 +24,12 @@ ORDER BY p.log_index;
 
 -- ---------------- claims: one credited payment -> one token
 
--- name: api_claim_payment
--- One credited payment -> one token, in one statement (atomic, one round trip):
--- lock the payment, insert the token (the unique payment_id is the backstop),
--- then mark the payment and its invoice claimed. No row: nothing was issued
--- (see api_claim_refusal for why).
--- $1 token hash, $2 payment id, $3 price per call, $4 lifetime, $5 most requests.
-WITH p AS (
-    SELECT id, chain, tx_hash, from_address, amount, invoice_id
-    FROM payments WHERE id = $2 AND state = 'credited' AND amount >= $3
-      AND NOT reorged_after_credit  -- off the canonical chain: buys nothing (yet)
-    FOR UPDATE  -- racing claims and admin marks wait, then see the new state
-), t AS (
-    INSERT INTO access_tokens (token_hash, payment_id, invoice_id, payer, requests_total,
-                               remaining, expires_at)
-    SELECT $1, p.id, p.invoice_id, p.from_address, r.n, r.n, now() + $4::interval
-    FROM p CROSS JOIN LATERAL (SELECT least(floor(p.amount / $3), $5)::int AS n) r
-    ON CONFLICT DO NOTHING
-    RETURNING id, payment_id, requests_total, remaining, expires_at
-), m AS (
-    UPDATE payments SET state = 'claimed', updated_at = now()
-    FROM t WHERE payments.id = t.payment_id
-    RETURNING payments.invoice_id
-), i AS (
-    UPDATE invoices SET status = 'claimed'
-    FROM m WHERE invoices.id = m.invoice_id AND invoices.status = 'credited'
-)
-SELECT t.id, t.requests_total, t.remaining, t.expires_at, p.chain, p.tx_hash
-FROM t JOIN p ON p.id = t.payment_id;
-
 -- name: api_claim_refusal
 SELECT p.state, p.amount, p.reorged_after_credit, p.relanded_at, t.id AS token_id
 FROM payments p LEFT JOIN access_tokens t ON t.payment_id = p.id
 WHERE p.id = $1;
 
 -- ---------------- invoices
-
--- name: api_expire_invoices
-SELECT cleanup_expired_x402_payments($1::interval);
 
 -- name: api_insert_evm_invoice
 -- A free amount: base + k micro-units for k in [1, $8], not held by another invoice
@@ -244,27 +212,6 @@ SELECT * FROM v_x402_endpoint_stats ORDER BY calls DESC LIMIT 50;
 -- name: api_admin_active_tokens
 SELECT count(*) AS tokens, coalesce(sum(remaining), 0) AS requests_remaining
 FROM v_x402_active_payments;
-
--- name: api_admin_settle
--- By hand: a payment the followers could not credit (still observed, orphaned,
--- below minimum, invalidated) is credited.
-UPDATE payments
-SET state = 'credited', credited_at = coalesce(credited_at, now()), updated_at = now(),
-    reason = $2
-WHERE id = $1 AND state IN ('observed', 'orphaned', 'below_minimum', 'not_ours')
-RETURNING id, chain, amount;
-
--- name: api_admin_invalidate
--- By hand: a payment that must not buy calls. 'not_ours' is never revived or
--- credited by a follower; a token it already bought is emptied.
-WITH p AS (
-    UPDATE payments SET state = 'not_ours', updated_at = now(), reason = $2
-    WHERE id = $1 AND state IN ('observed', 'credited', 'claimed')
-    RETURNING id, chain, amount
-), t AS (
-    UPDATE access_tokens a SET remaining = 0 FROM p WHERE a.payment_id = p.id RETURNING a.id
-)
-SELECT p.id, p.chain, p.amount, (SELECT id FROM t) AS token_id FROM p;
 
 -- name: api_payment_state
 SELECT id, state FROM payments WHERE id = $1;

@@ -40,18 +40,6 @@ ORDER BY (id = $1) DESC NULLS LAST
 LIMIT 1
 FOR UPDATE;
 
--- name: x402_claim_payment
--- The call is served: the credited payment is consumed, never claimable for a token.
-WITH p AS (
-    UPDATE payments SET state = 'claimed', updated_at = now(),
-        reason = 'x402 authorization ' || $1::bigint || ': the call was served at settlement'
-    WHERE id = $2 AND state = 'credited'
-    RETURNING id
-)
-UPDATE x402_authorizations SET payment_id = $2
-WHERE id = $1::bigint AND EXISTS (SELECT 1 FROM p)
-RETURNING id;
-
 -- name: x402_mark_failed
 UPDATE x402_authorizations SET status = 'failed', error = $2, updated_at = now()
 WHERE id = $1 AND status IN ('verified', 'settling');
@@ -111,18 +99,6 @@ WHERE id = $1
 ORDER BY (id = $1) DESC NULLS LAST
 LIMIT 1
 FOR UPDATE;
-
--- name: x402_svm_claim_payment
--- The call is served: the credited payment is consumed, never claimable for a token.
-WITH p AS (
-    UPDATE payments SET state = 'claimed', updated_at = now(),
-        reason = 'x402 solana settlement ' || $1::bigint || ': the call was served at settlement'
-    WHERE id = $2 AND state = 'credited'
-    RETURNING id
-)
-UPDATE x402_solana_settlements SET payment_id = $2
-WHERE id = $1::bigint AND EXISTS (SELECT 1 FROM p)
-RETURNING id;
 
 -- name: x402_svm_mark_failed
 UPDATE x402_solana_settlements
