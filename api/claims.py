@@ -16,7 +16,6 @@ claim is a 409 naming the token already issued.
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import secrets
 from collections.abc import Sequence
@@ -34,7 +33,7 @@ from solders.signature import Signature
 from api import paywall
 from api.errors import DB_ERRORS, ApiError, service_unavailable
 from api.x402.clients import Clients
-from watcher import db, errors, ledger, networks
+from watcher import db, errors, keys, ledger, networks
 from watcher.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -50,12 +49,8 @@ def claim_message(chain: str, tx_hash: str) -> str:
     return f"Claim an x402 access token for my USDC payment\nchain: {chain}\ntx: {tx_hash}"
 
 
-def hash_secret(secret: str) -> bytes:
-    return hashlib.sha256(secret.encode("utf-8")).digest()
-
-
 def secret_matches(secret: str, stored: bytes) -> bool:
-    return hmac.compare_digest(hash_secret(secret), bytes(stored))
+    return hmac.compare_digest(keys.sha256(secret), bytes(stored))
 
 
 # ---- signatures ---------------------------------------------------------------------

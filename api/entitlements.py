@@ -18,7 +18,6 @@ statement: concurrent calls never overdraw.
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -27,7 +26,7 @@ from typing import Any, Literal
 import asyncpg
 
 from api import subscriptions
-from watcher import db, money
+from watcher import db, keys, money
 from watcher.settings import Settings
 
 KEY_PREFIX = "wsk_"  # watcher subscriber key: tells it apart from Stripe's sk_ keys in logs
@@ -52,11 +51,6 @@ _REVERSED = {
     "disputed": "the payment for this billing period is disputed (a chargeback), so its "
     "access is stopped; it resumes if the dispute is decided in the merchant's favour",
 }
-
-
-def hash_secret(raw: str) -> bytes:
-    """SHA-256 of a key or claim secret: the only form stored."""
-    return hashlib.sha256(raw.encode("utf-8")).digest()
 
 
 def bearer_key(authorization: str | None) -> str | None:
@@ -98,7 +92,7 @@ async def consume_subscriber_key(
     """Meter ``cost`` calls against a subscriber key in one statement; refuse with the reason."""
     if cost <= 0:
         raise ValueError("cost must be positive")
-    key_hash = hash_secret(raw_key)
+    key_hash = keys.sha256(raw_key)
     row = await conn.fetchrow(
         db.q("stripe_consume_subscriber_key"), key_hash, cost, grace, endpoint
     )
@@ -170,7 +164,7 @@ class Claim:
 async def claim_key(pool: db.Pool, claim_secret: str) -> Claim:
     """Mint the subscriber key of a completed checkout, once; the raw key is never stored."""
     async with pool.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(db.q("stripe_lock_checkout_claim"), hash_secret(claim_secret))
+        row = await conn.fetchrow(db.q("stripe_lock_checkout_claim"), keys.sha256(claim_secret))
         if row is None:
             return Claim(None, "unknown claim secret; use the one checkout returned", 404)
         if row["claimed_at"] is not None:
@@ -183,7 +177,7 @@ async def claim_key(pool: db.Pool, claim_secret: str) -> Claim:
         raw = new_secret(KEY_PREFIX)
         await conn.fetchval(
             db.q("stripe_insert_subscriber_key"),
-            hash_secret(raw),
+            keys.sha256(raw),
             raw[: len(KEY_PREFIX) + 6],
             row["subscription_id"],
             row["customer_id"],
@@ -197,14 +191,14 @@ async def claim_key(pool: db.Pool, claim_secret: str) -> Claim:
 async def rotate_key(pool: db.Pool, raw_key: str) -> Claim:
     """Replace a live key by a new one (shown once); usage so far carries over."""
     async with pool.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(db.q("stripe_lock_key"), hash_secret(raw_key))
+        row = await conn.fetchrow(db.q("stripe_lock_key"), keys.sha256(raw_key))
         if row is None:
             return Claim(None, "this subscriber key is unknown or revoked", 401)
         raw = new_secret(KEY_PREFIX)
         await conn.fetchval(
             db.q("stripe_insert_rotated_key"),
             row["id"],
-            hash_secret(raw),
+            keys.sha256(raw),
             raw[: len(KEY_PREFIX) + 6],
         )
         await conn.execute(db.q("stripe_revoke_key"), row["id"], "rotated")
@@ -213,7 +207,7 @@ async def rotate_key(pool: db.Pool, raw_key: str) -> Claim:
 
 async def key_customer(conn: db.Connection, raw_key: str) -> str | None:
     """The Stripe customer of a live subscriber key (for the portal and invoice pages)."""
-    value = await conn.fetchval(db.q("stripe_key_customer"), hash_secret(raw_key))
+    value = await conn.fetchval(db.q("stripe_key_customer"), keys.sha256(raw_key))
     return str(value) if value is not None else None
 
 

@@ -27,9 +27,9 @@ from uuid import UUID
 import asyncpg
 from solders.keypair import Keypair
 
-from api import chains, claims
+from api import chains
 from api.errors import DB_ERRORS, ApiError, service_unavailable
-from watcher import db, ledger, metrics, money, networks
+from watcher import db, keys, ledger, metrics, money, networks
 from watcher.settings import Settings
 
 INVOICE_LIFETIME = timedelta(minutes=30)
@@ -101,7 +101,7 @@ async def create(pool: db.Pool, settings: Settings, chain: str, units: int) -> d
                 units,
                 requests,
                 reference,
-                claims.hash_secret(secret),
+                keys.sha256(secret),
                 INVOICE_LIFETIME,
                 chain,
             )
@@ -114,7 +114,7 @@ async def create(pool: db.Pool, settings: Settings, chain: str, units: int) -> d
                     info.asset,
                     units,
                     requests,
-                    claims.hash_secret(secret),
+                    keys.sha256(secret),
                     INVOICE_LIFETIME,
                     jitter,
                     ledger.INVOICE_AMOUNT_HOLD,

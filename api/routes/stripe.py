@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from api import entitlements, subscriptions, text
 from api.errors import DB_ERRORS, ApiError, responses, service_unavailable
 from api.stripe_client import StripeBilling
-from watcher import db, errors, metrics
+from watcher import db, errors, keys, metrics
 from watcher.settings import Settings, is_placeholder
 
 log = structlog.get_logger(__name__)
@@ -187,7 +187,7 @@ async def checkout(request: Request, body: CheckoutRequest) -> JSONResponse:
     pool: db.Pool = request.app.state.pool
     checkout_id = await pool.fetchval(
         db.q("stripe_insert_checkout"),
-        entitlements.hash_secret(claim),
+        keys.sha256(claim),
         tier,
         email,
         entitlements.CLAIM_VALIDITY,
@@ -310,7 +310,7 @@ async def invoices(request: Request, limit: int = 24) -> JSONResponse:
 async def subscription(request: Request) -> JSONResponse:
     key = entitlements.bearer_key(request.headers.get("authorization"))
     pool: db.Pool = request.app.state.pool
-    row = await pool.fetchrow(db.q("stripe_key_subscription"), entitlements.hash_secret(key or ""))
+    row = await pool.fetchrow(db.q("stripe_key_subscription"), keys.sha256(key or ""))
     if key is None or row is None:
         return problem(
             401,

@@ -16,7 +16,7 @@ import pytest
 from api import entitlements
 from devkit import api_support
 from devkit import stripe_helpers as sh
-from watcher import db
+from watcher import db, keys
 
 CUS, SUB = "cus_TestReversal1", "sub_TestReversal1"
 INV, CHARGE, INTENT = "in_test_rev1", "ch_test_rev1", "pi_test_rev1"
@@ -85,7 +85,7 @@ async def subscriber(http: httpx.AsyncClient, pool: db.Pool, *, invoice: bool = 
     claim = entitlements.new_secret(entitlements.CLAIM_PREFIX)
     cid = await pool.fetchval(
         db.q("stripe_insert_checkout"),
-        entitlements.hash_secret(claim),
+        keys.sha256(claim),
         "pro",
         "sub@example.com",
         timedelta(days=7),
