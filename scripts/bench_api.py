@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from api import claims
-from watcher import db, ledger, networks
+from watcher import db, keys, ledger, networks
 
 RECEIVER = "0x" + "ab" * 20
 USDC = networks.get("base").usdc.lower()
@@ -183,7 +183,7 @@ async def seed(dsn: str, tokens: int, signed: int, invoices: int) -> dict[str, A
                 USDC,
                 1_000_000,
                 10,
-                claims.hash_secret(secret),
+                keys.sha256(secret),
                 ledger.INVOICE_GRACE,
                 9_999,
                 ledger.INVOICE_AMOUNT_HOLD,

@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 from api import entitlements
 from devkit import stripe_helpers as sh
 from devkit.pg import with_database
-from watcher import db
+from watcher import db, keys
 
 
 def figures(lat: list[float], wall: float) -> dict[str, float]:
@@ -70,7 +70,7 @@ async def bench(dsn: str, events: int, calls: int, concurrency: int) -> dict[str
         claim = entitlements.new_secret(entitlements.CLAIM_PREFIX)
         cid = await pool.fetchval(
             db.q("stripe_insert_checkout"),
-            entitlements.hash_secret(claim),
+            keys.sha256(claim),
             "enterprise",
             "b@example.com",
             timedelta(days=1),

@@ -17,7 +17,7 @@ from api import entitlements, paywall
 from api.app import create_app
 from devkit import api_support
 from devkit import stripe_helpers as sh
-from watcher import db
+from watcher import db, keys
 
 CUS, SUB = "cus_TestPaywall01", "sub_TestPaywall01"
 PAID = "/x402/example/paid"
@@ -49,7 +49,7 @@ async def subscribe(http: httpx.AsyncClient, pool: db.Pool) -> str:
     claim = entitlements.new_secret(entitlements.CLAIM_PREFIX)
     cid = await pool.fetchval(
         db.q("stripe_insert_checkout"),
-        entitlements.hash_secret(claim),
+        keys.sha256(claim),
         "pro",
         "sub@example.com",
         timedelta(days=7),

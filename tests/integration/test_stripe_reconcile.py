@@ -16,7 +16,7 @@ import httpx
 from api import entitlements, subscriptions
 from api.stripe_client import StripeBilling
 from devkit import stripe_helpers as sh
-from watcher import db
+from watcher import db, keys
 
 CUS, SUB = "cus_TestSync0001", "sub_TestSync0001"
 
@@ -34,7 +34,7 @@ async def test_missed_events_are_applied_once(pool: db.Pool) -> None:
     claim = entitlements.new_secret(entitlements.CLAIM_PREFIX)
     cid = await pool.fetchval(
         db.q("stripe_insert_checkout"),
-        entitlements.hash_secret(claim),
+        keys.sha256(claim),
         "team",
         "late@example.com",
         timedelta(days=7),

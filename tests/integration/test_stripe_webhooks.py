@@ -14,7 +14,7 @@ import pytest
 from api import entitlements
 from devkit import stripe_helpers as sh
 from devkit.api_support import fresh_rate_window
-from watcher import db
+from watcher import db, keys
 
 CUS, SUB = "cus_TestLife0001", "sub_TestLife0001"
 Served = tuple[httpx.AsyncClient, db.Pool]
@@ -34,7 +34,7 @@ async def start_checkout(pool: db.Pool, tier: str = "pro") -> tuple[str, str]:
     claim = entitlements.new_secret(entitlements.CLAIM_PREFIX)
     cid = await pool.fetchval(
         db.q("stripe_insert_checkout"),
-        entitlements.hash_secret(claim),
+        keys.sha256(claim),
         tier,
         "buyer@example.com",
         timedelta(days=7),
@@ -91,7 +91,7 @@ async def test_lifecycle_is_reflected_in_access(api: Served) -> None:
     again = await client.post("/api/v1/payments/claim", json={"claim_secret": claim})
     assert again.status_code == 409 and "only once" in again.json()["message"]
     stored = await pool.fetchval("SELECT key_hash FROM subscriber_keys")
-    assert stored == entitlements.hash_secret(key)  # hashed, never the key itself
+    assert stored == keys.sha256(key)  # hashed, never the key itself
     assert (await access(pool, key)).ok
 
     inv = sh.invoice("in_test_fail", CUS, SUB, "open", paid=False)
