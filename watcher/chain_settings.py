@@ -109,7 +109,7 @@ class SolanaChain(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    name: str = "solana"
+    name: str
     rpc_urls: tuple[str, ...]
     ws_urls: tuple[str, ...]
     usdc_mint: str

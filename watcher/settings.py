@@ -139,7 +139,7 @@ class Settings(_NetworkVariables):
     x402_settle_timeout_seconds: float = Field(default=60.0, gt=0, le=600)
     # Standard x402 on Solana (`exact`, api/x402/svm_*.py): the payer signs a TransferChecked
     # to our token account and we co-sign as fee payer with this key; unset = not offered.
-    # (the fee payer's key is per network: X402_SOLANA_FEE_PAYER_PRIVATE_KEY, ...)
+    # (the fee payer's key is per network: X402_<NETWORK>_FEE_PAYER_PRIVATE_KEY)
     x402_solana_max_priority_fee_lamports: int = Field(default=50_000, ge=0, le=10**9)
 
     # Optional error reporting (watcher/sentry.py); unset = off.
@@ -182,7 +182,7 @@ class Settings(_NetworkVariables):
             )
         return view
 
-    def solana_chain(self, name: str = "solana") -> SolanaChain:
+    def solana_chain(self, name: str) -> SolanaChain:
         """A Solana network's view; KeyError for a name that is not a Solana row."""
         row = networks.get(name)
         if not row.is_solana:
@@ -215,12 +215,12 @@ class Settings(_NetworkVariables):
         """The x402 relayer's private key, or None while unset or a placeholder."""
         return self.value("x402_relayer_private_key")
 
-    def solana_fee_payer_secret(self, name: str = "solana") -> bytes | None:
+    def solana_fee_payer_secret(self, name: str) -> bytes | None:
         """A Solana network's fee payer keypair (64 bytes, secret then public), or None."""
         text = self.value(chain_settings.prefix(networks.get(name)) + "fee_payer_private_key")
         return None if text is None else keys.parse_solana_keypair(text)
 
-    def solana_fee_payer_address(self, name: str = "solana") -> str | None:
+    def solana_fee_payer_address(self, name: str) -> str | None:
         """The fee payer's public key (base58), or None while unset; ValueError if malformed."""
         text = self.value(chain_settings.prefix(networks.get(name)) + "fee_payer_private_key")
         return None if text is None else keys.keypair_address(text)

@@ -50,7 +50,7 @@ def settlement_configured(settings: Settings) -> bool:
     return settings.relayer_key() is not None or bool(settings.x402_facilitator_url)
 
 
-def solana_fee_payer(settings: Settings, name: str = "solana") -> str | None:
+def solana_fee_payer(settings: Settings, name: str) -> str | None:
     """Our fee payer's address when Solana `exact` can be settled (key, owner and RPC set)."""
     sol = settings.solana_chain(name)
     if sol.owner is None or not sol.rpc_urls:
@@ -58,7 +58,7 @@ def solana_fee_payer(settings: Settings, name: str = "solana") -> str | None:
     return settings.solana_fee_payer_address(name)
 
 
-def solana_v1_network(settings: Settings, name: str = "solana") -> str | None:
+def solana_v1_network(settings: Settings, name: str) -> str | None:
     """The x402 v1 name of a Solana network as configured (``solana``, ``solana-devnet``),
     if its CAIP-2 id has one."""
     row = networks.by_caip2(settings.solana_chain(name).caip2)

@@ -34,18 +34,18 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 def test_defaults_match_the_seed() -> None:
     s = load_settings()
     assert (s.evm_chain("base").confirmations, s.evm_chain("ethereum").confirmations) == (6, 12)
-    assert s.solana_chain().commitment == "finalized"
+    assert s.solana_chain("solana").commitment == "finalized"
     assert s.min_payment_units == 100_000 and s.price_per_call_units == 100_000
     assert s.x402_token_expiry_hours == 24
     assert s.evm_chain("base").usdc == "0x833589fcd6edb6e08f4c7c32d4f71b54bda02913"
     assert s.evm_chain("ethereum").usdc == "0xa0b86991c6218b36c1d19d4a2e9eb0ce3606eb48"
-    assert s.solana_chain().usdc_mint == "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v"
+    assert s.solana_chain("solana").usdc_mint == "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v"
     assert (s.watcher_api_host, s.watcher_api_port, s.watcher_metrics_port) == (
         "127.0.0.1",
         8000,
         9102,
     )
-    assert not s.evm_chain("base").enabled and not s.solana_chain().enabled
+    assert not s.evm_chain("base").enabled and not s.solana_chain("solana").enabled
 
 
 def test_rpc_lists_keep_fallback_order(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -71,7 +71,7 @@ def test_placeholders_accepted_in_development_as_unset(monkeypatch: pytest.Monke
     monkeypatch.setenv("X402_BASE_RPC_URL", "http://127.0.0.1:8545")
     s = load_settings()
     assert s.evm_chain("base").receivers == () and not s.evm_chain("base").enabled
-    assert s.solana_chain().owner is None
+    assert s.solana_chain("solana").owner is None
     assert s.admin_key() is None
 
 
@@ -119,14 +119,14 @@ def test_production_accepts_a_good_config(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("X402_SOLANA_PAYMENT_ADDRESS", OWNER)
     s = load_settings()
     assert s.production and s.admin_key() == GOOD_ADMIN
-    assert s.solana_chain().owner == OWNER
+    assert s.solana_chain("solana").owner == OWNER
 
 
 def test_solana_token_accounts_are_validated(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("X402_SOLANA_PAYMENT_ADDRESS", OWNER)
     extra = "Efc6bp3wVC2iQpewxRmKdZM8vzt9DCFFhL7EiHYNGunv"
     monkeypatch.setenv("X402_SOLANA_TOKEN_ACCOUNTS", f" {extra}, {extra} ")
-    assert load_settings().solana_chain().token_accounts == (extra,)
+    assert load_settings().solana_chain("solana").token_accounts == (extra,)
     monkeypatch.setenv("X402_SOLANA_TOKEN_ACCOUNTS", f"{extra},not-a-key,{OWNER}")
     with pytest.raises(errors.ConfigError) as info:
         load_settings()

@@ -53,7 +53,7 @@ def test_the_solana_fee_payer_key_reads_base58_and_json_and_is_never_shown(
     for text in (str(kp), json.dumps(list(bytes(kp)))):
         monkeypatch.setenv("X402_SOLANA_FEE_PAYER_PRIVATE_KEY", text)
         s = load_settings()
-        assert s.solana_fee_payer_secret() == bytes(kp)
+        assert s.solana_fee_payer_secret("solana") == bytes(kp)
         assert str(kp) not in repr(s) and str(kp) not in str(s.model_dump())
     assert load_settings().x402_solana_network == "solana:5eykt4UsFv8P8NJdTREpY1vzqKqZKvdp"
 

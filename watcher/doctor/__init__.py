@@ -58,7 +58,7 @@ async def examine(
     for sol in settings.solana_chains():
         if sol.rpc_urls and sol.owner:
             # After the others: it may open the embedded database the database probe used.
-            probe = solana_accounts.token_account_rows(settings, seconds, transport, sol.name)
+            probe = solana_accounts.token_account_rows(settings, sol.name, seconds, transport)
             name = f"{sol.name} token accounts"
             rows += await probes.guarded("contracts", name, probe, 6 * seconds)
     return rows

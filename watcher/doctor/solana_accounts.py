@@ -39,7 +39,7 @@ async def _history_at(dsn: str, seconds: float, chain: str) -> list[str]:
 
 
 async def history_accounts(
-    settings: Settings, seconds: float, chain: str = "solana"
+    settings: Settings, seconds: float, chain: str
 ) -> list[str] | None:
     """Token accounts with credited payments (None when the database cannot say)."""
     try:
@@ -85,9 +85,9 @@ async def _ours_today(settings: Settings, seconds: float, transport: Any, name: 
 
 async def token_account_rows(
     settings: Settings,
+    name: str,
     seconds: float,
     transport: httpx.AsyncBaseTransport | None = None,
-    name: str = "solana",
 ) -> list[Check]:
     """Ignored foreign accounts, accounts followed for their history, listed ones not ours."""
     chain = settings.solana_chain(name)

@@ -11,6 +11,7 @@ from watcher.settings import SolanaChain
 
 def solana_chain(world: World) -> SolanaChain:
     return SolanaChain(
+        name="solana",
         rpc_urls=(world.node.url,),
         ws_urls=(),
         usdc_mint=str(world.usdc),

@@ -68,7 +68,7 @@ async def test_accounts_opened_in_our_name_cost_nothing_and_credit_nothing(
     await f.rpc.aclose()
     # The doctor names every account it ignores.
     settings = settings_for(world, database_url=database_url)
-    checks = {c.name: c for c in await solana_accounts.token_account_rows(settings, 5)}
+    checks = {c.name: c for c in await solana_accounts.token_account_rows(settings, "solana", 5)}
     ignored = checks["solana ignored token accounts"]
     assert ignored.status == "warn" and f"{ATTACKER_ACCOUNTS} USDC token accounts" in ignored.value
     assert "X402_SOLANA_TOKEN_ACCOUNTS" in ignored.fix
@@ -95,7 +95,7 @@ async def test_listed_and_credited_accounts_keep_being_followed(
     assert got == {first: "credited", later: "credited"}
     await f.rpc.aclose()
     settings = settings_for(world, database_url=database_url)
-    checks = {c.name: c for c in await solana_accounts.token_account_rows(settings, 5)}
+    checks = {c.name: c for c in await solana_accounts.token_account_rows(settings, "solana", 5)}
     kept = checks["solana accounts with history"]
     assert kept.status == "warn" and str(extra) in kept.value
     assert checks["solana ignored token accounts"].status == "ok"
