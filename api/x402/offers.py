@@ -79,9 +79,10 @@ def describe(settings: Settings, path: str, cost: int) -> str:
 
 
 def offers(settings: Settings, cost: int = 1) -> list[Offer]:
-    """What an x402 client can pay with for a route costing ``cost`` calls: the EVM chains
-    we can settle an authorization on (an RPC URL and a relayer or facilitator), then
-    Solana when our fee payer is set. The amount is the route's price, on every rail."""
+    """What an x402 client can pay with for a route costing ``cost`` calls: the EVM networks
+    we can settle an authorization on (an RPC URL and a relayer or facilitator), then the
+    Solana networks where our fee payer is set. The amount is the route's price, on every
+    rail; the ``asset`` as that family's wallets spell it (EVM checksummed)."""
     price = str(settings.price_per_call_units * cost)
     out = []
     for info in chains.all_chains(settings) if settlement_configured(settings) else []:
@@ -89,31 +90,27 @@ def offers(settings: Settings, cost: int = 1) -> list[Offer]:
             continue
         if info.pay_to_display is None or not settings.evm_chain(info.name).rpc_urls:
             continue
-        req = PaymentRequirements(
-            scheme="exact",
-            network=info.caip2,
-            asset=info.asset_display,
-            amount=price,
-            pay_to=info.pay_to_display,
-            max_timeout_seconds=MAX_TIMEOUT_SECONDS,
-            extra=eip712_extra(settings, info.name),
-        )
-        out.append(Offer(info, req, info.network.x402_v1))
+        extra = eip712_extra(settings, info.name)
+        out.append(Offer(info, _requirements(info, price, extra), info.network.x402_v1))
     for info in chains.all_chains(settings):
         fee_payer = solana_fee_payer(settings, info.name) if info.family == "solana" else None
         if fee_payer is None:
             continue
-        req = PaymentRequirements(
-            scheme="exact",
-            network=info.caip2,
-            asset=info.asset,
-            amount=price,
-            pay_to=info.pay_to or "",
-            max_timeout_seconds=MAX_TIMEOUT_SECONDS,
-            extra={"feePayer": fee_payer},
-        )
+        req = _requirements(info, price, {"feePayer": fee_payer})
         out.append(Offer(info, req, solana_v1_network(settings, info.name)))
     return out
+
+
+def _requirements(info: chains.ChainInfo, price: str, extra: dict[str, Any]) -> PaymentRequirements:
+    return PaymentRequirements(
+        scheme="exact",
+        network=info.caip2,
+        asset=info.asset_display,
+        amount=price,
+        pay_to=info.pay_to_display or "",
+        max_timeout_seconds=MAX_TIMEOUT_SECONDS,
+        extra=extra,
+    )
 
 
 def v1_requirements(settings: Settings, url: URL, offer: Offer, cost: int) -> dict[str, Any]:
