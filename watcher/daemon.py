@@ -32,7 +32,7 @@ import structlog
 import uvicorn
 from prometheus_client import start_http_server
 
-from watcher import __version__, db, leader, metrics, progress, sdnotify
+from watcher import __version__, db, leader, metrics, networks, progress, sdnotify
 from watcher.chains import follower
 from watcher.settings import Settings
 
@@ -224,6 +224,7 @@ async def _run_tasks(
     """Run until ``stop``; then give every task the grace period. True if one crashed."""
     tasks: list[asyncio.Task[None]] = []
     for f in followers:
+        metrics.CHAIN_BLOCK_SECONDS.labels(chain=f.chain).set(networks.get(f.chain).block_seconds)
         tasks.append(asyncio.create_task(_supervise(f.chain, f.run(stop), stop), name=f.chain))
     if server is not None:
         tasks.append(asyncio.create_task(_supervise("api", server.serve(), stop), name="api"))

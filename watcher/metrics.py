@@ -1,6 +1,6 @@
 """Prometheus objects, and nothing else. Names follow the official conventions.
 
-Labels come from small fixed sets: ``chain`` (base, ethereum, solana),
+Labels come from small fixed sets: ``chain`` (a network's name in ``watcher.networks``),
 ``endpoint`` (an RPC URL reduced to scheme://host:port by
 ``keys.redact_url``: keys in paths never reach a label), ``method`` (the
 JSON-RPC methods we call), ``state``/``outcome`` (enumerations below).
@@ -30,6 +30,14 @@ CURSOR_BLOCK = Gauge(
     "watcher_chain_cursor_block", "Last block or slot fully processed and committed", ["chain"]
 )
 LAG_BLOCKS = Gauge("watcher_chain_lag_blocks", "Head minus cursor", ["chain"])
+# The registry's typical block time (slot time on Solana), set when a follower starts:
+# the HeadLagHigh and NoNewBlock alerts turn blocks into seconds with it, so a new
+# network needs no threshold of its own.
+CHAIN_BLOCK_SECONDS = Gauge(
+    "watcher_chain_block_seconds",
+    "Typical time between blocks (slots on Solana) of a followed network, from the registry",
+    ["chain"],
+)
 LAST_BLOCK_TIMESTAMP = Gauge(
     "watcher_chain_last_block_timestamp_seconds",
     "Unix time at which the follower last saw a new head",

@@ -138,3 +138,24 @@ def test_alerts_and_dashboard_only_use_metrics_the_watcher_exports() -> None:
         re.findall(r"alertname: (\w+)", (DEPLOY / "prometheus" / "alerts_test.yml").read_text())
     )
     assert alert_names == tested, f"alerts without a promtool test: {alert_names - tested}"
+
+
+def test_dashboard_queries_are_promql_with_any_network_selected(tmp_path: Path) -> None:
+    """Grafana fills in ``$chain``; with it replaced as "All" does, promtool parses each query."""
+    dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "watcher.json").read_text())
+    (variable,) = dashboard["templating"]["list"]
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    assert any("$chain" in e for e in exprs)
+    rules = [
+        {"record": f"dashboard:query_{i}", "expr": e.replace("$chain", variable["allValue"])}
+        for i, e in enumerate(exprs)
+    ]
+    # label_values(<metric>, chain): the metric must be one the watcher exports.
+    listed = re.fullmatch(r"label_values\((watcher_[a-z_]+), chain\)", variable["query"])
+    assert listed and listed.group(1) in _exposed_names()
+    rules.append({"record": "dashboard:variable", "expr": listed.group(1)})
+    path = tmp_path / "dashboard_rules.yml"
+    path.write_text(json.dumps({"groups": [{"name": "dashboard", "rules": rules}]}))  # YAML
+    check = _run(_tool("promtool"), "check", "rules", str(path))
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert f"SUCCESS: {len(rules)} rules found" in check.stdout
