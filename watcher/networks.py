@@ -48,7 +48,7 @@ class Network:
     x402_v1: str | None  # the x402 v1 network name, when v1 has one
     usdc: str  # EIP-55 contract address, or the base58 mint
     testnet: bool
-    block_seconds: float  # typical time between blocks (slots on Solana)
+    block_seconds: float  # typical time between blocks (slots on Solana); alert thresholds
     source: str  # where the facts above were read
     title: str = ""  # how an operator calls it
     decimals: int = USDC_DECIMALS
@@ -122,6 +122,11 @@ def _solana(name: str, title: str, genesis: str, usdc: str, *, v1: str, testnet:
 USD_COIN = ("USD Coin", "2")  # name()/version() of Circle's FiatTokenV2 on mainnets
 USDC_TESTNET = ("USDC", "2")  # Circle's testnet deployments answer name() = "USDC"
 
+# Base's Denim upgrade (5 Nov 2026) cut its blocks to 0.2 s. The rows keep 2 s: block
+# timestamps still have whole-second resolution (five blocks share one), and the alert
+# "no new block for 3 block times" derived from this figure would then be sub-second and
+# flap. Revisit with the millisecond timestamps Denim adds; docs/evm.md says what it
+# means for the default confirmations.
 _ROWS = (
     _evm(
         "base", "Base", 8453, "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913",
