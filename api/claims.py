@@ -30,7 +30,7 @@ from eth_account.messages import defunct_hash_message, encode_defunct
 from solders.pubkey import Pubkey
 from solders.signature import Signature
 
-from api import paywall
+from api import payment_required, paywall
 from api.errors import DB_ERRORS, ApiError, service_unavailable
 from api.x402.clients import Clients
 from watcher import db, errors, keys, ledger, networks
@@ -188,7 +188,7 @@ async def issue_token(pool: db.Pool, settings: Settings, payment_id: int) -> dic
         "chain": row["chain"],
         "tx_hash": row["tx_hash"],
         "payment_id": payment_id,
-        "header": paywall.TOKEN_HEADER,
+        "header": payment_required.TOKEN_HEADER,
         "note": "shown once: the server keeps only its SHA-256",
     }
 

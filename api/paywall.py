@@ -15,8 +15,8 @@
   settled once before the call is served (the ``api/x402/`` package,
   docs/x402.md).
 * Missing, unknown, expired or exhausted token: 402 with the x402 v1 body
-  (what to pay, where) plus our invoice endpoint. Database trouble: 503,
-  never a free call.
+  (what to pay, where) plus our invoice endpoint, worded by
+  ``api/payment_required.py``. Database trouble: 503, never a free call.
 * The other way to pay: ``Authorization: Bearer <subscriber key>`` (a Stripe
   subscription, ``api/entitlements.py``). The same dependency decides: a
   payment token when one is sent, else a subscriber key, else 402; both are
@@ -39,20 +39,18 @@ import structlog
 from fastapi import APIRouter, Depends, Header, Request, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api import chains, entitlements, idempotency, text
+from api import entitlements, idempotency, payment_required, text
 from api.errors import DB_ERRORS, ERROR_SCHEMA, ApiError, responses, service_unavailable
 from api.x402 import errors as x402_errors
 from api.x402 import offers, pay
 from api.x402.clients import Clients
-from watcher import db, metrics, networks
+from watcher import db, metrics
 from watcher.settings import Settings
 
 log = structlog.get_logger(__name__)
 
-TOKEN_HEADER = "x-payment-token"
 MAX_TOKEN_CHARS = 128
 DB_TIMEOUT_SECONDS = 5.0
-PAYMENT_TIMEOUT_SECONDS = 600  # maxTimeoutSeconds in the x402 body
 _CHARGE_KEY = "x402_charge"
 SUSPENDED_MESSAGE = (
     "this payment token is suspended: the payment that bought it left the canonical chain "
@@ -94,74 +92,10 @@ def route_template(request: Request) -> str:
     return path if isinstance(path, str) else request.url.path
 
 
-def payment_required_body(
-    request: Request, error: str, message: str, cost: int = 1
-) -> dict[str, Any]:
-    """The x402 v1 ``accepts`` list for this resource (``cost`` calls' price), plus how to
-    buy a token here."""
-    settings: Settings = request.app.state.settings
-    price = settings.price_per_call_units * cost
-    accepts = [
-        _v1_accept(request, settings, c, cost, price)
-        for c in chains.all_chains(settings)
-        if c.enabled and (c.family == "solana" or c.network.x402_v1 is not None)
-    ]
-    invoices = str(request.url_for("create_invoice"))
-    suggested = next((c.name for c in chains.all_chains(settings) if c.enabled), networks.NAMES[0])
-    return {
-        "x402Version": 1,
-        "error": error,
-        "message": message,
-        "fix": f"create an invoice with POST {invoices}, pay it, claim a token with "
-        f"POST /x402/generate-token and send it in the {TOKEN_HEADER} header",
-        "accepts": accepts,
-        "invoice": {
-            "method": "POST",
-            "url": invoices,
-            "body": {"chain": suggested, "requests": 10},
-        },
-    }
-
-
-def _v1_accept(
-    request: Request, settings: Settings, c: chains.ChainInfo, cost: int, price: int
-) -> dict[str, Any]:
-    """One entry of the v1 ``accepts`` list. EVM: the USDC EIP-712 domain an x402 client
-    signs against; Solana: our fee payer, where a v1 client can pay with it (a network with
-    a v1 name) and we settle x402 transactions there (api/x402/svm_settle.py)."""
-    if c.family == "evm":
-        network = c.network.x402_v1 or c.name
-        extra: dict[str, Any] = {**offers.eip712_extra(settings, c.name), "decimals": 6}
-    else:
-        v1 = offers.solana_v1_network(settings, c.name)
-        network = v1 or c.network.x402_v1 or c.name
-        fee_payer = offers.solana_fee_payer(settings, c.name) if v1 else None
-        extra = {"decimals": 6, **({"feePayer": fee_payer} if fee_payer else {})}
-    return {
-        "scheme": "exact",
-        "network": network,
-        "maxAmountRequired": str(price),
-        "resource": str(request.url),
-        "description": offers.describe(settings, request.url.path, cost),
-        "mimeType": "application/json",
-        "payTo": c.pay_to_display,
-        "maxTimeoutSeconds": PAYMENT_TIMEOUT_SECONDS,
-        "asset": c.asset_display,
-        "extra": extra,
-    }
-
-
 async def _payment_required(request: Request, error: str, message: str, cost: int) -> ApiError:
     metrics.PAYMENT_REQUIRED.labels(route_template(request)).inc()
     metrics.METERED_CALLS.labels("refused").inc()
-    body = payment_required_body(request, error, message, cost)
-    body.update(await _ways_to_pay(request))
-    settings: Settings = request.app.state.settings
-    v2 = offers.payment_required_header(settings, request.url, error, cost)  # for x402 v2 clients
-    headers = {offers.PAYMENT_REQUIRED: v2} if v2 else {}
-    return ApiError(
-        402, body.pop("error"), body.pop("message"), body.pop("fix"), headers=headers, **body
-    )
+    return payment_required.refusal(request, error, message, cost, await _ways_to_pay(request))
 
 
 async def _pay_x402(
@@ -294,7 +228,7 @@ def paid(cost: int = 1) -> Any:
     async def dependency(
         request: Request,
         response: Response,
-        x_payment_token: Annotated[str | None, Header(alias=TOKEN_HEADER)] = None,
+        x_payment_token: Annotated[str | None, Header(alias=payment_required.TOKEN_HEADER)] = None,
         idempotency_key: Annotated[str | None, Header(alias=idempotency.HEADER)] = None,
         authorization: Annotated[str | None, Header()] = None,
         payment_signature: Annotated[str | None, Header(alias=offers.PAYMENT_SIGNATURE)] = None,

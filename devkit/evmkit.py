@@ -11,7 +11,7 @@ import httpx
 
 from devkit.anvil import Anvil, Token
 from watcher import db, rpc
-from watcher.chains import evm
+from watcher.chains import evm_follower
 from watcher.settings import EvmChain
 
 MIN_UNITS = 100_000  # $0.10, the default X402_MIN_PAYMENT_USD
@@ -44,20 +44,22 @@ async def follower(
     chain: EvmChain,
     pool: db.Pool,
     *,
-    options: evm.Options | None = None,
+    options: evm_follower.Options | None = None,
     timeout: float = 5.0,
     transport: httpx.AsyncBaseTransport | None = None,
-) -> AsyncIterator[evm.EvmFollower]:
+) -> AsyncIterator[evm_follower.EvmFollower]:
     rpc_pool = rpc.RpcPool(
         chain.name, chain.rpc_urls, chain_id=chain.chain_id, timeout=timeout, transport=transport
     )
     try:
-        yield evm.EvmFollower(chain, pool, rpc_pool, min_payment_units=MIN_UNITS, options=options)
+        yield evm_follower.EvmFollower(
+            chain, pool, rpc_pool, min_payment_units=MIN_UNITS, options=options
+        )
     finally:
         await rpc_pool.aclose()
 
 
-async def drain(f: evm.EvmFollower, timeout: float = 60.0) -> None:
+async def drain(f: evm_follower.EvmFollower, timeout: float = 60.0) -> None:
     """Run the follower in burst mode: to the head, then return."""
     await asyncio.wait_for(f.run(asyncio.Event(), burst=True), timeout)
 

@@ -14,7 +14,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Header, Request
 
-from api import chains, invoices, lookup, paywall, ratelimit
+from api import chains, invoices, lookup, payment_required, paywall, ratelimit
 from api.errors import DB_ERRORS, ApiError, responses, service_unavailable
 from api.models import (
     ClaimRequest,
@@ -173,13 +173,13 @@ async def generate_token(request: Request, body: ClaimRequest) -> dict[str, Any]
 )
 async def token_status(
     request: Request,
-    x_payment_token: Annotated[str | None, Header(alias=paywall.TOKEN_HEADER)] = None,
+    x_payment_token: Annotated[str | None, Header(alias=payment_required.TOKEN_HEADER)] = None,
 ) -> dict[str, Any]:
     if not x_payment_token:
         raise ApiError(
             401,
             "token_missing",
-            f"no {paywall.TOKEN_HEADER} header",
+            f"no {payment_required.TOKEN_HEADER} header",
             "send the token POST /x402/generate-token returned",
         )
     try:

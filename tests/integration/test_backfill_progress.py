@@ -8,7 +8,7 @@ from structlog.testing import capture_logs
 from devkit.anvil import Anvil, Token
 from devkit.evmkit import drain, evm_chain, follower, payments
 from watcher import db
-from watcher.chains import evm
+from watcher.chains import evm_follower
 
 
 async def test_backfill_logs_rate_and_eta(anvil: Anvil, usdc: Token, pool: db.Pool) -> None:
@@ -18,7 +18,7 @@ async def test_backfill_logs_rate_and_eta(anvil: Anvil, usdc: Token, pool: db.Po
     await usdc.transfer(anvil.accounts[2], us, 2_000_000)
     await anvil.mine(5)
     head = await anvil.block_number()
-    options = evm.Options(progress_interval=0.0, initial_range=8)
+    options = evm_follower.Options(progress_interval=0.0, initial_range=8)
     async with follower(evm_chain(anvil, usdc, [us]), pool, options=options) as f:
         with capture_logs() as logs:
             await drain(f)

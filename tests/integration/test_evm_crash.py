@@ -11,7 +11,7 @@ import pytest
 from devkit.anvil import Anvil, Token
 from devkit.evmkit import cursor, drain, evm_chain, follower, payments
 from watcher import db
-from watcher.chains import evm
+from watcher.chains import evm_follower
 
 TRANSFERS_PER_TX = 100
 TXS = 30
@@ -39,7 +39,9 @@ async def test_cancelled_at_random_points_then_restarted_credits_exactly_the_gro
     head = await anvil.block_number()
     chain = evm_chain(anvil, usdc, [us, us2], confirmations=3)
     # Small steps so a backfill of ~2,000 payments takes many transactions to cancel inside.
-    opts = evm.Options(initial_range=1, max_range=4, target_logs=150, window_margin=4, tip_batch=3)
+    opts = evm_follower.Options(
+        initial_range=1, max_range=4, target_logs=150, window_margin=4, tip_batch=3
+    )
     rng = random.Random(20261126)
     crashes = 0
     while crashes < MAX_CRASHES and (await cursor(pool) or 0) < head:

@@ -15,7 +15,7 @@ from devkit.anvil import Anvil, Token, start_anvil
 from devkit.evmkit import drain, evm_chain, follower, payments
 from devkit.faultproxy import FaultProxy
 from watcher import db, errors
-from watcher.chains import evm
+from watcher.chains import evm_follower
 
 
 @pytest.fixture
@@ -88,7 +88,7 @@ async def test_intermittent_faults_on_the_only_endpoint_are_retried(
     chain = evm_chain(anvil, usdc, [us], rpc_urls=[proxy.url], confirmations=2)
     truth: set[tuple[str, int]] = set()
     stop = asyncio.Event()
-    async with follower(chain, pool, options=evm.Options(poll_interval=0.05)) as f:
+    async with follower(chain, pool, options=evm_follower.Options(poll_interval=0.05)) as f:
         task = asyncio.create_task(f.run(stop))
         for i in range(6):
             truth |= await _pay(usdc, payer, us, [1_000_000 + i])
@@ -140,7 +140,7 @@ async def test_dropped_websocket_reconnects_and_fills_the_gap(
     chain = evm_chain(anvil, usdc, [us], ws_urls=[proxy.ws_url], confirmations=2)
     reconnects = REGISTRY.get_sample_value("watcher_ws_reconnects_total", {"chain": "base"}) or 0
     stop = asyncio.Event()
-    opts = evm.Options(poll_interval=60.0, ws_safety_poll=60.0)  # only the socket wakes it
+    opts = evm_follower.Options(poll_interval=60.0, ws_safety_poll=60.0)  # only the socket wakes it
     truth: set[tuple[str, int]] = set()
     async with follower(chain, pool, options=opts) as f:
         task = asyncio.create_task(f.run(stop))
@@ -214,7 +214,7 @@ async def test_log_range_refusals_shrink_to_the_suggested_range(
     await anvil.mine(10)
     proxy.max_log_span = 3
     chain = evm_chain(anvil, usdc, [us], rpc_urls=[proxy.url], confirmations=2)
-    opts = evm.Options(initial_range=16, window_margin=2)
+    opts = evm_follower.Options(initial_range=16, window_margin=2)
     async with follower(chain, pool, options=opts) as f:
         await drain(f)
         assert f.range <= 3  # it kept to what the provider accepts
@@ -232,7 +232,7 @@ async def test_database_connections_killed_mid_follow_are_retried_not_fatal(
     stop = asyncio.Event()
     admin = await asyncpg.connect(database_url)
     try:
-        async with follower(chain, pool, options=evm.Options(poll_interval=0.02)) as f:
+        async with follower(chain, pool, options=evm_follower.Options(poll_interval=0.02)) as f:
             task = asyncio.create_task(f.run(stop))
             for i in range(5):
                 truth |= await _pay(usdc, payer, us, [1_000_000 + i])

@@ -7,7 +7,7 @@ import asyncio
 from devkit.anvil import Anvil, Token, artifact, calldata, deploy_token
 from devkit.evmkit import cursor, drain, evm_chain, follower, payments
 from watcher import db
-from watcher.chains import evm
+from watcher.chains import evm_follower
 
 
 async def test_credited_after_exactly_n_confirmations_not_one_block_earlier(
@@ -108,7 +108,7 @@ async def test_more_receivers_than_a_topic_filter_holds_are_matched_locally(
     chain = evm_chain(anvil, usdc, many, confirmations=2)
     mine = await usdc.batch_transfer(payer, [them, us, many[5], them], [1, 3_000_000, 4_000_000, 5])
     await anvil.mine(2)
-    async with follower(chain, pool, options=evm.Options(topic_limit=10)) as f:
+    async with follower(chain, pool, options=evm_follower.Options(topic_limit=10)) as f:
         assert f.topics is None  # one eth_getLogs for every USDC Transfer, matched in a set
         await drain(f)
     rows = await payments(pool)
@@ -125,7 +125,7 @@ async def test_until_block_waits_for_that_block_then_returns(
     payer, us = anvil.accounts[1], anvil.accounts[7]
     target = await anvil.block_number() + 3
     chain = evm_chain(anvil, usdc, [us], confirmations=2)
-    async with follower(chain, pool, options=evm.Options(poll_interval=0.02)) as f:
+    async with follower(chain, pool, options=evm_follower.Options(poll_interval=0.02)) as f:
         task = asyncio.create_task(f.run(asyncio.Event(), until_block=target))
         await usdc.transfer(payer, us, 1_000_000)
         await asyncio.sleep(0.2)

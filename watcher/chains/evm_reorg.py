@@ -28,7 +28,7 @@ _CHUNK = 8  # headers asked for at once while walking back
 
 
 class Follower(Protocol):
-    """What a rewind needs from the follower (``evm.EvmFollower``), named here so that
+    """What a rewind needs from the follower (``evm_follower.EvmFollower``), named here so that
     this module does not import the one that calls it."""
 
     @property

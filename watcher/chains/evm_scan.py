@@ -12,7 +12,7 @@ import asyncpg
 import structlog
 
 from watcher import db, errors, ledger, money
-from watcher.chains.evm_logs import Header, parse_header, parse_transfer
+from watcher.chains.evm_logs import Header, RawTransfer, parse_header, parse_transfer
 from watcher.settings import EvmChain
 
 log = structlog.get_logger(__name__)
@@ -83,37 +83,49 @@ def to_transfers(
             raise errors.RpcResponseError(f"{name}: log of block {n} from another branch")
         if raw.token != usdc or raw.to_address not in receivers or raw.amount <= 0:
             continue
-        state, reason = ledger.judge(raw.amount, min_units)
-        header = headers.get(n)
         ident = (raw.tx_hash, raw.from_address, raw.to_address, raw.amount)
         if ident in first:  # rare: no list is built per log on the hot path
             repeats.setdefault(ident, [first[ident]]).append(len(out))
         else:
             first[ident] = len(out)
-        out.append(
-            ledger.Transfer(
-                chain=name,
-                tx_hash=raw.tx_hash,
-                log_index=raw.log_index,
-                block_number=n,
-                block_hash=block_hash,
-                token=usdc,
-                to_address=raw.to_address,
-                amount=raw.amount,
-                from_address=raw.from_address,
-                block_time=raw.block_time or (header.time if header else None),
-                state=state,
-                reason=reason,
-                transfer_key=f"{raw.from_address}:{raw.to_address}:{raw.amount}:0",
-            )
-        )
-    for same in repeats.values():  # identical transfers in one transaction: in log order
+        out.append(_transfer(name, raw, n, block_hash, headers.get(n), min_units))
+    _number_repeats(out, repeats)
+    return out
+
+
+def _number_repeats(
+    out: list[ledger.Transfer], repeats: Mapping[tuple[str, str, str, int], list[int]]
+) -> None:
+    """Identical transfers in one transaction: their keys count them in log order."""
+    for same in repeats.values():
         same.sort(key=lambda i: out[i].log_index)
         for nth, i in enumerate(same):
             t = out[i]
             key = f"{t.from_address}:{t.to_address}:{t.amount}:{nth}"
             out[i] = dataclasses.replace(t, transfer_key=key)
-    return out
+
+
+def _transfer(
+    name: str, raw: RawTransfer, n: int, block_hash: str, header: Header | None, min_units: int
+) -> ledger.Transfer:
+    """One of our transfers as a ledger row, judged against the minimum; its key says it is
+    the first of its identity in the transaction (``_number_repeats`` fixes the others)."""
+    state, reason = ledger.judge(raw.amount, min_units)
+    return ledger.Transfer(
+        chain=name,
+        tx_hash=raw.tx_hash,
+        log_index=raw.log_index,
+        block_number=n,
+        block_hash=block_hash,
+        token=raw.token,
+        to_address=raw.to_address,
+        amount=raw.amount,
+        from_address=raw.from_address,
+        block_time=raw.block_time or (header.time if header else None),
+        state=state,
+        reason=reason,
+        transfer_key=f"{raw.from_address}:{raw.to_address}:{raw.amount}:0",
+    )
 
 
 async def commit(

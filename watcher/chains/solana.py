@@ -28,9 +28,9 @@ transactions and moves them through the ledger:
   fork was dropped) is ``orphaned`` with the reason; if it lands again later it
   is revived and credited normally.
 * **Steps**: RPC calls first, then one short DB transaction per batch (records,
-  credits and the cursor commit together). No DB connection is held across an
-  RPC await. Every write is idempotent, so a crash or a second watcher at any
-  point never credits twice.
+  credits and the cursor commit together: :mod:`solana_commit`). No DB
+  connection is held across an RPC await. Every write is idempotent, so a
+  crash or a second watcher at any point never credits twice.
 * **Wakeups**: websocket ``logsSubscribe`` hints (:mod:`solana_ws`) cut the
   wait; polling every ``poll_interval`` seconds is the fallback.
 """
@@ -40,14 +40,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
 from watcher import db, errors, ledger, metrics, progress, rpc
-from watcher.chains import follower, solana_accounts, solana_history, solana_tx, solana_ws
+from watcher.chains import (
+    follower,
+    solana_accounts,
+    solana_commit,
+    solana_history,
+    solana_tx,
+    solana_ws,
+)
 from watcher.settings import Settings, SolanaChain
 
 log = structlog.get_logger(__name__)
@@ -67,27 +72,6 @@ ACCOUNT_CONCURRENCY = 4  # watched accounts synced at once (each: listing, then 
 
 
 associated_token_account = solana_accounts.associated_token_account  # scripts/pay.py uses it
-
-
-@dataclass(frozen=True, slots=True)
-class View:
-    """One listed signature as read: final or not, what it pays the account, owner after."""
-
-    entry: dict[str, Any]
-    final: bool
-    found: list[ledger.Transfer]
-    owner: str | None
-
-
-@dataclass
-class PassStats:
-    """What one pass did (tests and logs read it)."""
-
-    signatures: int = 0
-    observed: int = 0
-    credited: int = 0
-    orphaned: int = 0
-    pending: int = 0  # confirmed, not yet finalized
 
 
 class SolanaFollower:
@@ -150,9 +134,9 @@ class SolanaFollower:
 
     # ---- one pass -------------------------------------------------------------------
 
-    async def sync_once(self) -> PassStats:
+    async def sync_once(self) -> solana_commit.PassStats:
         """One pass: discovery on every watched account (concurrently, bounded), then orphans."""
-        stats = PassStats()
+        stats = solana_commit.PassStats()
         if time.monotonic() - self._accounts_at >= self.accounts_refresh:
             await self.refresh_accounts()
         head = int(await self.rpc.request("getSlot", [{"commitment": "confirmed"}]))
@@ -172,7 +156,7 @@ class SolanaFollower:
         status = entry.get("confirmationStatus")
         return status == "finalized" or (self.credit_at == "confirmed" and status == "confirmed")
 
-    async def _sync_account(self, account: str, head: int, stats: PassStats) -> None:
+    async def _sync_account(self, account: str, head: int, stats: solana_commit.PassStats) -> None:
         async with self.pool.acquire() as conn:
             cursor = await ledger.get_cursor(conn, self.chain.name, stream=account)
             known = await conn.fetchrow(db.q("solana_get_account_owner"), account, self.chain.name)
@@ -203,7 +187,7 @@ class SolanaFollower:
                     self._pending.pop(e["signature"], None)
                 elif tx is not None and len(self._pending) < PENDING_CACHE:
                     self._pending[e["signature"]] = tx
-            views: list[View] = []
+            views: list[solana_commit.View] = []
             mn = self.min_units
             for e, tx, f in zip(batch, txs, finals, strict=True):
                 # not readable at that commitment yet: not final, retried next pass
@@ -215,8 +199,10 @@ class SolanaFollower:
                     if tx
                     else ([], owner)
                 )
-                views.append(View(e, final, found, owner))
-            advancing = await self._commit(account, views, head, advancing, stats)
+                views.append(solana_commit.View(e, final, found, owner))
+            advancing = await solana_commit.commit(
+                self.pool, self.chain.name, account, views, head, advancing, stats, self._final_seen
+            )
 
     async def _fetch(self, entry: dict[str, Any], final: bool) -> solana_tx.TxView | None:
         if not final and entry["signature"] in self._pending:
@@ -229,83 +215,7 @@ class SolanaFollower:
             return None
         return solana_tx.view(answer)
 
-    async def _commit(
-        self,
-        account: str,
-        views: Sequence[View],
-        head: int,
-        advancing: bool,
-        stats: PassStats,
-    ) -> bool:
-        """One DB transaction: record, credit what is final, move the cursor (and owner)."""
-        transfers: list[ledger.Transfer] = []
-        final_payments: dict[tuple[str, int], tuple[str | None, int]] = {}
-        final_sigs: list[str] = []
-        new_cursor: View | None = None
-        for v in views:
-            advancing = advancing and v.final
-            if advancing:
-                new_cursor = v
-            # A "not ours" verdict is recorded only where the owner walk is exact (the
-            # contiguous finalized prefix): elsewhere it is judged again when final.
-            transfers += [t for t in v.found if t.state != "not_ours" or advancing]
-            if v.final:
-                final_sigs.append(v.entry["signature"])
-                for t in v.found:
-                    if t.state == "observed":
-                        final_payments[(t.tx_hash, t.log_index)] = (t.token_account, t.amount)
-            else:
-                stats.pending += 1
-        if not transfers and not final_sigs and new_cursor is None:
-            return advancing
-        async with self.pool.acquire() as conn, conn.transaction():
-            stats.observed += len(await ledger.record(conn, transfers))
-            rows = (
-                await conn.fetch(db.q("solana_open_rows_for"), final_sigs, self.chain.name)
-                if final_sigs
-                else []
-            )
-            rows = [r for r in rows if r["token_account"] == account]  # others: their own pass
-            good = []
-            for r in rows:
-                now_pays = final_payments.get((r["tx_hash"], r["log_index"]))
-                if now_pays == (r["token_account"], int(r["amount"])):
-                    good.append(r["id"])
-                    continue
-                # Seen at confirmed, different at finalized (a fork ran it differently):
-                # when in doubt, do not credit; say what the finalized transaction does.
-                why = f"finalized transaction pays {now_pays[1] if now_pays else 0} here, not "
-                why += f"{int(r['amount'])}; not credited, needs review"
-                stats.orphaned += len(await ledger.orphan(conn, [r["id"]], why))
-                log.error("solana_final_differs", signature=r["tx_hash"], reason=why)
-            credited = await ledger.credit(conn, good)
-            stats.credited += len(credited)
-            if new_cursor is not None:
-                slot, sig = int(new_cursor.entry["slot"]), str(new_cursor.entry["signature"])
-                await ledger.set_cursor(conn, self.chain.name, slot, sig, stream=account, head=head)
-                await conn.execute(
-                    db.q("solana_set_account_owner"),
-                    account,
-                    new_cursor.owner,
-                    slot,
-                    sig,
-                    self.chain.name,
-                )
-        now = time.monotonic()
-        credited_ids = {c["id"] for c in credited}
-        credited_sigs = {r["tx_hash"] for r in rows if r["id"] in credited_ids}
-        for sig in final_sigs:
-            seen = self._final_seen.pop(sig, None)
-            if seen is not None and sig in credited_sigs:
-                metrics.CREDIT_DELAY.labels(self.chain.name).observe(now - seen)
-        if new_cursor is not None:
-            metrics.CURSOR_BLOCK.labels(self.chain.name).set(int(new_cursor.entry["slot"]))
-            metrics.LAG_BLOCKS.labels(self.chain.name).set(
-                max(0, head - int(new_cursor.entry["slot"]))
-            )
-        return advancing
-
-    async def _settle(self, stats: PassStats, limit: int = 256) -> None:
+    async def _settle(self, stats: solana_commit.PassStats, limit: int = 256) -> None:
         """Orphan observed payments whose slot is finalized but whose signature is gone."""
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(db.q("solana_observed"), limit, self.chain.name)
