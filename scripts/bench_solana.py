@@ -76,7 +76,7 @@ async def bench(args: argparse.Namespace, dsn: str) -> dict[str, object]:
         x402_solana_payment_address=str(merchant),
         x402_solana_usdc_mint=str(usdc),
     )
-    follower = solana.make_follower(settings, pool, poll_interval=0.5)
+    follower = solana.make_follower(settings, pool, "solana", poll_interval=0.5)
     stop = asyncio.Event()
     started = time.monotonic()
     task = asyncio.create_task(follower.run(stop))

@@ -60,7 +60,7 @@ async def one(n: int, args: argparse.Namespace, dsn: str) -> dict[str, object]:
             x402_solana_payment_address=str(merchant),
             x402_solana_usdc_mint=str(usdc),
         )
-        follower = solana.make_follower(settings, pool, poll_interval=0.5)
+        follower = solana.make_follower(settings, pool, "solana", poll_interval=0.5)
         await follower.sync_once()  # catch up on the history
         node.faults.delay = args.delay_ms / 1000
         times, calls = [], {}

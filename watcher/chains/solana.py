@@ -44,7 +44,7 @@ from typing import Any
 
 import structlog
 
-from watcher import db, errors, ledger, metrics, progress, rpc
+from watcher import chain_settings, db, errors, ledger, metrics, progress, rpc
 from watcher.chains import (
     follower,
     solana_accounts,
@@ -91,7 +91,8 @@ class SolanaFollower:
         max_pages: int = 10_000,
     ) -> None:
         if not chain.owner:
-            raise errors.ConfigError(["X402_SOLANA_PAYMENT_ADDRESS: not set"])
+            var = chain_settings.prefix(chain.network).upper() + "PAYMENT_ADDRESS"
+            raise errors.ConfigError([f"{var}: not set"])
         self.chain = chain
         self.owner: str = chain.owner
         self.mint = chain.usdc_mint
@@ -266,6 +267,7 @@ class SolanaFollower:
                     self._wake,
                     stop,
                     changed=self._accounts_changed,
+                    chain=self.chain.name,
                 )
             )
         backoff = 0.5
@@ -307,9 +309,7 @@ def rpc_pool(chain: SolanaChain) -> rpc.RpcPool:
     )
 
 
-def make_follower(
-    settings: Settings, pool: db.Pool, name: str = "solana", **kw: Any
-) -> SolanaFollower:
+def make_follower(settings: Settings, pool: db.Pool, name: str, **kw: Any) -> SolanaFollower:
     chain = settings.solana_chain(name)
     client = rpc_pool(chain)
     return SolanaFollower(chain, pool, client, min_units=settings.min_payment_units, **kw)

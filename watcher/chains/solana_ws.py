@@ -35,6 +35,7 @@ async def hints(
     stop: asyncio.Event,
     *,
     changed: asyncio.Event,
+    chain: str,
 ) -> None:
     """Keep subscriptions for ``accounts()`` open on one of ``urls``; set ``wake`` on every note.
 
@@ -58,7 +59,7 @@ async def hints(
             return
         if not changed.is_set():
             attempt += 1
-            metrics.WS_RECONNECTS.labels("solana").inc()
+            metrics.WS_RECONNECTS.labels(chain).inc()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), backoff)
             backoff = min(MAX_BACKOFF, backoff * 2)

@@ -38,9 +38,7 @@ async def _history_at(dsn: str, seconds: float, chain: str) -> list[str]:
         await conn.close()
 
 
-async def history_accounts(
-    settings: Settings, seconds: float, chain: str
-) -> list[str] | None:
+async def history_accounts(settings: Settings, seconds: float, chain: str) -> list[str] | None:
     """Token accounts with credited payments (None when the database cannot say)."""
     try:
         dsn = secret(settings.database_url)

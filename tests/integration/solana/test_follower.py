@@ -29,7 +29,7 @@ def settings_for(world: World, urls: list[str] | None = None, **kw: Any) -> Sett
 
 def follower(world: World, pool: db.Pool, **kw: Any) -> solana.SolanaFollower:
     urls = kw.pop("urls", None)
-    return solana.make_follower(settings_for(world, urls), pool, poll_interval=0.05, **kw)
+    return solana.make_follower(settings_for(world, urls), pool, "solana", poll_interval=0.05, **kw)
 
 
 async def rows(pool: db.Pool) -> list[dict[str, Any]]:
@@ -225,7 +225,7 @@ async def test_operator_may_credit_at_confirmed(world: World, pool: db.Pool) -> 
     bank, merchant = world.bank, world.merchant.pubkey()
     sig = bank.pay(world.alice, world.usdc, merchant, 500_000, create_ata=True)
     settings = settings_for(world, x402_solana_commitment="confirmed")
-    f = solana.make_follower(settings, pool)
+    f = solana.make_follower(settings, pool, "solana")
     await f.sync_once()  # nothing finalized yet: credited anyway, as configured
     (row,) = await rows(pool)
     assert (row["tx_hash"], row["state"]) == (sig, "credited")

@@ -27,7 +27,9 @@ async def test_every_payment_credited_once_through_faults(world: World, pool: db
     backup = await node.add_endpoint()
     bank.create_ata(merchant, world.usdc)
     settings = settings_for(world, [node.url, backup.url], x402_solana_ws_url=node.ws_url)
-    f = solana.make_follower(settings, pool, poll_interval=0.05, page_limit=7, batch_size=3)
+    f = solana.make_follower(
+        settings, pool, "solana", poll_interval=0.05, page_limit=7, batch_size=3
+    )
     stop = asyncio.Event()
     task = asyncio.create_task(f.run(stop))
     paid: dict[str, int] = {}
@@ -73,7 +75,7 @@ async def test_websocket_hint_wakes_a_slow_poller(world: World, pool: db.Pool) -
     refusing = await node.add_endpoint()
     refusing.faults.ws_refuse = True  # the first websocket URL refuses: the next one is used
     settings = settings_for(world, x402_solana_ws_url=f"{refusing.ws_url},{node.ws_url}")
-    f = solana.make_follower(settings, pool, poll_interval=3600)  # only hints can wake it
+    f = solana.make_follower(settings, pool, "solana", poll_interval=3600)  # only hints can wake it
     stop = asyncio.Event()
     task = asyncio.create_task(f.run(stop))
     try:

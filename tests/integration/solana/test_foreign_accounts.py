@@ -28,7 +28,7 @@ ATTACKER_ACCOUNTS = 200
 def make(world: World, pool: db.Pool, **kw: Any) -> solana.SolanaFollower:
     """A follower that re-reads its watched set every pass (the refresh is paid every pass)."""
     settings = settings_for(world, **kw)
-    return solana.make_follower(settings, pool, poll_interval=0.05, accounts_refresh=0)
+    return solana.make_follower(settings, pool, "solana", poll_interval=0.05, accounts_refresh=0)
 
 
 async def idle_pass(world: World, f: solana.SolanaFollower) -> dict[str, int]:

@@ -56,7 +56,7 @@ async def payments(pool: db.Pool) -> list[dict[str, Any]]:
 
 async def follow_to_finalized(x402: World, pool: db.Pool) -> list[dict[str, Any]]:
     """The Solana follower sees the settlement at confirmed, then at finalized."""
-    f = solana.make_follower(x402.settings, pool, poll_interval=0.05)
+    f = solana.make_follower(x402.settings, pool, "solana", poll_interval=0.05)
     try:
         await f.sync_once()
         x402.node.node.chain.advance(3)
@@ -285,7 +285,7 @@ async def test_a_settlement_dropped_with_its_fork_is_never_counted_as_paid(
     assert paid.status_code == 200, paid.text
     signature = decode_header(paid.headers["PAYMENT-RESPONSE"])["transaction"]
     chain = x402.node.node.chain
-    f = solana.make_follower(x402.settings, pool, poll_interval=0.05)
+    f = solana.make_follower(x402.settings, pool, "solana", poll_interval=0.05)
     try:
         await f.sync_once()
         assert [p["state"] for p in await payments(pool)] == ["observed"]

@@ -174,7 +174,7 @@ async def test_no_answer_in_time_is_a_503_left_settling_and_a_late_landing_stays
 
     # The held transaction lands after all: an ordinary credited payment, the payer's to claim.
     world.node.chain.submit(base64.b64decode(held[0]))
-    f = solana.make_follower(x402.settings, pool, poll_interval=0.05)
+    f = solana.make_follower(x402.settings, pool, "solana", poll_interval=0.05)
     try:
         await f.sync_once()
         world.node.chain.advance(3)
