@@ -356,6 +356,7 @@ class SolanaFollower:
                     self._wake,
                     stop,
                     changed=self._accounts_changed,
+                    chain=self.chain.name,
                 )
             )
         backoff = 0.5

@@ -35,11 +35,13 @@ async def hints(
     stop: asyncio.Event,
     *,
     changed: asyncio.Event,
+    chain: str,
 ) -> None:
     """Keep subscriptions for ``accounts()`` open on one of ``urls``; set ``wake`` on every note.
 
     ``changed`` is set by the follower when its account list changes: the
-    connection is then re-established with the new list.
+    connection is then re-established with the new list. Reconnects are counted
+    under ``chain``, the network's registry name (mainnet and devnet apart).
     """
     backoff = 0.5
     attempt = 0
@@ -58,7 +60,7 @@ async def hints(
             return
         if not changed.is_set():
             attempt += 1
-            metrics.WS_RECONNECTS.labels("solana").inc()
+            metrics.WS_RECONNECTS.labels(chain).inc()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), backoff)
             backoff = min(MAX_BACKOFF, backoff * 2)
