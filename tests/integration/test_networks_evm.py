@@ -12,19 +12,22 @@ row's own id is what the follower and the doctor check.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from eth_account import Account
+from pydantic import SecretStr
 
 from api.app import create_app
 from devkit import api_support, evmkit
 from devkit.anvil import Anvil, Token, deploy_token, free_port, start_anvil
 from devkit.x402kit import PRICE, ROUTE, decode_header
-from watcher import chain_settings, daemon, db, doctor, errors, keys, networks
+from watcher import chain_settings, daemon, db, doctor, errors, explain, keys, networks
 from watcher.chains import evm
 from watcher.doctor.report import Check
 from watcher.settings import Settings
@@ -75,7 +78,11 @@ def test_the_added_rows_are_the_issue_s_six() -> None:
 
 @by_name(ADDED)
 async def test_settings_alone_follow_and_credit_at_the_row_s_confirmations(
-    row: networks.Network, row_anvil: tuple[Anvil, Token], pool: db.Pool, tmp_path: Path
+    row: networks.Network,
+    row_anvil: tuple[Anvil, Token],
+    pool: db.Pool,
+    database_url: str,
+    tmp_path: Path,
 ) -> None:
     node, token = row_anvil
     payer, us = node.accounts[1], node.accounts[7]
@@ -114,7 +121,14 @@ async def test_settings_alone_follow_and_credit_at_the_row_s_confirmations(
         cursors = await conn.fetch("SELECT chain, stream, num FROM cursors")
     assert [tuple(c) for c in cursors] == [(row.name, "logs", head)]
 
-    # The doctor's probes pass on the same settings: the row's chain id answered.
+    await _doctor_probes_pass(row, node, settings, tmp_path)
+    await _explain_credits_it(row, settings, paid["transactionHash"], depth, database_url)
+
+
+async def _doctor_probes_pass(
+    row: networks.Network, node: Anvil, settings: Settings, tmp_path: Path
+) -> None:
+    """The doctor's probes on the same settings: the row's chain id answered, USDC found."""
     rows = await asyncio.wait_for(
         doctor.examine(settings.model_copy(update={"watcher_data_dir": tmp_path}), seconds=5.0),
         60,
@@ -124,6 +138,37 @@ async def test_settings_alone_follow_and_credit_at_the_row_s_confirmations(
     assert endpoint.value.startswith(f"chain {row.chain_id}, head ")
     contract = _one(rows, f"{row.name} USDC contract")
     assert contract.status == "ok" and "6 decimals" in contract.value, contract
+
+
+def _explain_args(row: networks.Network, tx: str | None) -> argparse.Namespace:
+    # What `watcher explain --chain <name> --json TX` parses to: receiver and token unset,
+    # so the row's settings say what counts.
+    return argparse.Namespace(
+        chain=row.name, tx=tx, from_file=None, receiver=[], token=None, json=True
+    )
+
+
+async def _explain_credits_it(
+    row: networks.Network, settings: Settings, tx: str, depth: int, database_url: str
+) -> None:
+    """``watcher explain`` live on the row's RPC, with the ledger: credit, credited, depth."""
+    with_ledger = settings.model_copy(update={"database_url": SecretStr(database_url)})
+    out, code = await explain.run(_explain_args(row, tx), with_ledger)
+    assert code == 0, out
+    doc = json.loads(out)
+    assert doc["chain"] == row.name and doc["credit_total"] == str(AMOUNT)
+    ((transfer,),) = [t["transfers"] for t in doc["transactions"]]
+    assert (transfer["verdict"], transfer["state"]) == ("credit", "credited")
+    assert (transfer["amount"], transfer["confirmations"]) == (str(AMOUNT), depth)
+
+
+def test_explain_without_an_rpc_url_names_the_row_s_variable() -> None:
+    for row in ADDED:
+        out, code = asyncio.run(
+            explain.run(_explain_args(row, "0x" + "ab" * 32), env_settings(row))
+        )
+        assert code == 2
+        assert f"set X402_{row.env}_RPC_URL" in out, out
 
 
 @by_name(ADDED)
