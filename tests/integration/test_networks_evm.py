@@ -229,3 +229,42 @@ async def test_the_402_offers_the_row_s_caip2_usdc_and_eip712_domain(
             "version": row.eip712_version,
             "decimals": 6,
         }
+
+
+@by_name(ADDED)
+async def test_the_api_names_the_row_for_invoices_claims_and_chains(
+    row: networks.Network, pool: db.Pool
+) -> None:
+    receiver, payer = Account.create().address, Account.create()
+    settings = env_settings(
+        row, {"x402_admin_key": api_support.ADMIN_KEY}, payment_address=receiver
+    )
+    async with api_support.client(create_app(settings, pool)) as http:
+        listed = (await http.get("/x402/supported-chains")).json()["chains"]
+        (entry,) = [c for c in listed if c["chain"] == row.name]
+        assert (entry["accepting"], entry["pay_to"], entry["asset"]) == (True, receiver, row.usdc)
+        assert (entry["chain_id"], entry["confirmations"]) == (row.chain_id, row.confirmations)
+        assert [c["chain"] for c in listed if c["accepting"]] == [row.name]
+
+        created = await http.post("/x402/invoices", json={"chain": row.name, "requests": 3})
+        assert created.status_code == 201, created.text
+        invoice = created.json()
+        assert (invoice["chain"], invoice["pay_to"].lower()) == (row.name, receiver.lower())
+        assert invoice["asset"].lower() == row.usdc.lower()
+
+        _, tx = await api_support.record_payment(
+            pool,
+            chain=row.name,
+            from_address=payer.address.lower(),
+            to_address=receiver.lower(),
+            token=row.usdc.lower(),
+        )
+        signature = api_support.evm_sign(payer, row.name, tx)
+        claimed = await http.post(
+            "/x402/generate-token", json={"chain": row.name, "tx_hash": tx, "signature": signature}
+        )
+        assert claimed.status_code == 201, claimed.text
+        token = claimed.json()["token"]
+        served = await http.get(ROUTE, headers={"x-payment-token": token})
+        assert served.status_code == 200, served.text
+    assert await pool.fetchval("SELECT state FROM payments WHERE tx_hash = $1", tx) == "claimed"

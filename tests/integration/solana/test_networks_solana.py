@@ -22,6 +22,7 @@ from prometheus_client import REGISTRY
 from solders.keypair import Keypair
 
 from api.app import create_app
+from api.claims import claim_message
 from devkit import api_support
 from devkit.anvil import free_port
 from devkit.solana_node import SolanaNode, World, render, usdc_world
@@ -254,3 +255,44 @@ async def test_explain_judges_a_saved_transaction_with_the_row_s_settings(
     assert doc["chain"] == row.name and doc["credit_total"] == str(AMOUNT)
     verdicts = {t["tx"]: [x["verdict"] for x in t["transfers"]] for t in doc["transactions"]}
     assert verdicts == {paid: ["credit"], other: ["not_ours"]}
+
+
+@by_name
+async def test_the_api_names_the_row_for_invoices_claims_and_chains(
+    row: networks.Network, pool: db.Pool
+) -> None:
+    owner, payer = str(Keypair().pubkey()), Keypair()
+    settings = env_settings(row, {"x402_admin_key": api_support.ADMIN_KEY}, payment_address=owner)
+    async with api_support.client(create_app(settings, pool)) as http:
+        listed = (await http.get("/x402/supported-chains")).json()["chains"]
+        (entry,) = [c for c in listed if c["chain"] == row.name]
+        assert (entry["accepting"], entry["pay_to"], entry["asset"]) == (True, owner, row.usdc)
+        assert entry["commitment"] == row.commitment
+        assert [c["chain"] for c in listed if c["accepting"]] == [row.name]
+
+        created = await http.post("/x402/invoices", json={"chain": row.name, "requests": 3})
+        assert created.status_code == 201, created.text
+        invoice = created.json()
+        assert (invoice["chain"], invoice["pay_to"], invoice["asset"]) == (
+            row.name,
+            owner,
+            row.usdc,
+        )
+
+        sig = str(Keypair().sign_message(b"a transaction"))  # a signature-shaped id
+        await api_support.record_payment(
+            pool,
+            chain=row.name,
+            tx_hash=sig,
+            from_address=str(payer.pubkey()),
+            to_address=owner,
+            token=row.usdc,
+        )
+        signed = str(payer.sign_message(claim_message(row.name, sig).encode()))
+        claimed = await http.post(
+            "/x402/generate-token", json={"chain": row.name, "tx_hash": sig, "signature": signed}
+        )
+        assert claimed.status_code == 201, claimed.text
+        served = await http.get(ROUTE, headers={"x-payment-token": claimed.json()["token"]})
+        assert served.status_code == 200, served.text
+    assert await pool.fetchval("SELECT state FROM payments WHERE tx_hash = $1", sig) == "claimed"
