@@ -70,8 +70,9 @@ def _one(rows: list[Check], name: str) -> Check:
 
 
 def test_the_added_rows_are_the_issue_s_six() -> None:
-    # The parametrization below reads the registry: this pins that it found them.
-    assert [r.name for r in ADDED] == [
+    # The parametrization below reads the registry: this pins that it found them (first,
+    # in registry order; a row added later joins the list and is tested the same way).
+    assert [r.name for r in ADDED][:6] == [
         "arbitrum", "optimism", "polygon", "avalanche", "base-sepolia", "sepolia",
     ]  # fmt: skip
 

@@ -83,8 +83,9 @@ def _one(checks: list[Check], name: str) -> Check:
 
 
 def test_the_added_rows_are_devnet() -> None:
-    # The parametrization reads the registry: this pins that it found the row.
-    assert [r.name for r in ADDED] == ["solana-devnet"]
+    # The parametrization reads the registry: this pins that it found the row
+    # (a row added later joins the list and is tested the same way).
+    assert ADDED[0].name == "solana-devnet"
     assert ADDED[0].genesis_hash == "EtWTRABZaYq6iMfeYKouRu166VU2xqa1wcaWoxPkrZBG"
 
 
