@@ -40,7 +40,8 @@ async def hints(
     """Keep subscriptions for ``accounts()`` open on one of ``urls``; set ``wake`` on every note.
 
     ``changed`` is set by the follower when its account list changes: the
-    connection is then re-established with the new list.
+    connection is then re-established with the new list. Reconnects are counted
+    under ``chain``, the network's registry name (mainnet and devnet apart).
     """
     backoff = 0.5
     attempt = 0

@@ -23,7 +23,7 @@ from typing import Any
 
 from eth_utils.address import to_checksum_address
 
-from watcher import keys, rpc
+from watcher import chain_settings, keys, rpc
 from watcher.chains import evm_logs
 from watcher.explain import model
 from watcher.settings import Settings
@@ -155,7 +155,8 @@ async def report(args: argparse.Namespace, settings: Settings) -> model.Report |
         if tx is None:
             return model.Refusal("give a TX_HASH, or --from-file PATH", 2)
         if not chain.rpc_urls:
-            why = f"no RPC URL for {chain.name}: set X402_{chain.name.upper()}_RPC_URL"
+            var = chain_settings.prefix(chain.network).upper() + "RPC_URL"  # base-sepolia: _
+            why = f"no RPC URL for {chain.name}: set {var}"
             return model.Refusal(why, 2)
         pool = rpc.RpcPool(chain.name, chain.rpc_urls, chain_id=chain.chain_id)
         try:
