@@ -132,8 +132,10 @@ class Settings(_NetworkVariables):
     # with our relayer key, or forward to a facilitator; neither set = not offered.
     x402_relayer_private_key: SecretStr | None = None
     x402_facilitator_url: str | None = None
-    # Overrides every EVM row's EIP-712 domain (kept for deployments that set it; the
-    # per-network X402_<NETWORK>_USDC_EIP712_NAME/_VERSION win over it).
+    # The EIP-712 domain of a local chain's stand-in USDC (an EVM network whose chain id is
+    # overridden). A live network always signs its token's own domain (the registry row,
+    # or X402_<NETWORK>_USDC_EIP712_NAME/_VERSION): one global name would give Base's
+    # "USD Coin" to the testnets' "USDC" tokens, and every authorization would fail.
     x402_usdc_eip712_name: str | None = None
     x402_usdc_eip712_version: str | None = None
     x402_settle_timeout_seconds: float = Field(default=60.0, gt=0, le=600)
@@ -174,13 +176,14 @@ class Settings(_NetworkVariables):
         if not row.is_evm:
             raise KeyError(f"{name} is not an EVM network")
         view = chain_settings.evm_view(row, self.value, self.raw)
-        if view.eip712_name is None and self.x402_usdc_eip712_name:
-            view = view.model_copy(update={"eip712_name": self.value("x402_usdc_eip712_name")})
-        if view.eip712_version is None and self.x402_usdc_eip712_version:
-            view = view.model_copy(
-                update={"eip712_version": self.value("x402_usdc_eip712_version")}
-            )
-        return view
+        if view.chain_id == row.chain_id:
+            return view
+        return view.model_copy(
+            update={
+                "eip712_name": view.eip712_name or self.value("x402_usdc_eip712_name"),
+                "eip712_version": view.eip712_version or self.value("x402_usdc_eip712_version"),
+            }
+        )
 
     def solana_chain(self, name: str) -> SolanaChain:
         """A Solana network's view; KeyError for a name that is not a Solana row."""

@@ -28,7 +28,7 @@ from devkit import api_support, evmkit
 from devkit.anvil import Anvil, Token, deploy_token, free_port, start_anvil
 from devkit.x402kit import PRICE, ROUTE, decode_header
 from watcher import chain_settings, daemon, db, doctor, errors, explain, keys, networks
-from watcher.chains import evm
+from watcher.chains import evm, evm_follower
 from watcher.doctor.report import Check
 from watcher.settings import Settings
 
@@ -181,7 +181,7 @@ async def test_an_endpoint_of_another_chain_is_refused_and_nothing_credited(
     await anvil.mine(row.confirmations or 1)
     settings = env_settings(row, rpc_url=anvil.url, payment_address=us, usdc_address=usdc.address)
     (chain,) = evm.enabled_chains(settings)
-    fast = evm.Options(max_backoff=0.01)  # burst gives up after its failures, quickly
+    fast = evm_follower.Options(max_backoff=0.01)  # burst gives up after its failures, quickly
     async with evmkit.follower(chain, pool, options=fast) as f:
         with pytest.raises(errors.RpcError):
             await evmkit.drain(f)

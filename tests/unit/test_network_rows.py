@@ -206,3 +206,18 @@ def test_an_unconfigured_network_is_one_row(row: networks.Network) -> None:
     assert off.value == f"{row.name} off (no receiving address, no RPC URL)"
     assert var(row, "PAYMENT_ADDRESS") in off.fix and var(row, "RPC_URL") in off.fix
     assert [r.name for r in rows if r.name.startswith(f"X402_{row.env}_")] == [var(row, "*")]
+
+
+def test_the_global_eip712_name_is_for_local_chains_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Set for a stand-in token, it must not rename a live network's domain (Base Sepolia's
+    # token signs "USDC"; "USD Coin" there would make every authorization fail).
+    monkeypatch.setenv("X402_USDC_EIP712_NAME", "Local Coin")
+    monkeypatch.setenv("X402_BASE_CHAIN_ID", "31337")
+    settings = load_settings()
+    for row in networks.of_family("evm"):
+        if row.name != "base":
+            assert settings.evm_chain(row.name).eip712_domain == (
+                row.eip712_name,
+                row.eip712_version,
+            )
+    assert settings.evm_chain("base").eip712_domain == ("Local Coin", "2")
