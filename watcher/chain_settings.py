@@ -65,15 +65,24 @@ def split(value: str | None) -> tuple[str, ...]:
     return tuple(p.strip() for p in value.split(",") if p.strip())
 
 
-class EvmChain(BaseModel):
-    """One EVM network as the follower sees it; addresses lowercase."""
+class _View(BaseModel):
+    """What every network's view has: its registry name and its endpoints."""
 
     model_config = ConfigDict(frozen=True)
 
     name: str
-    chain_id: int
     rpc_urls: tuple[str, ...]
     ws_urls: tuple[str, ...]
+
+    @property
+    def network(self) -> networks.Network:
+        return networks.get(self.name)
+
+
+class EvmChain(_View):
+    """One EVM network as the follower sees it; addresses lowercase."""
+
+    chain_id: int
     usdc: str
     receivers: tuple[str, ...]
     confirmations: int
@@ -81,10 +90,6 @@ class EvmChain(BaseModel):
     # The token's EIP-712 domain, when overridden; None: the registry row's.
     eip712_name: str | None = None
     eip712_version: str | None = None
-
-    @property
-    def network(self) -> networks.Network:
-        return networks.get(self.name)
 
     @property
     def enabled(self) -> bool:
@@ -104,14 +109,9 @@ class EvmChain(BaseModel):
         )
 
 
-class SolanaChain(BaseModel):
+class SolanaChain(_View):
     """A Solana follower's view: the receiving owner (a wallet) and the USDC mint."""
 
-    model_config = ConfigDict(frozen=True)
-
-    name: str
-    rpc_urls: tuple[str, ...]
-    ws_urls: tuple[str, ...]
     usdc_mint: str
     owner: str | None
     commitment: Commitment
@@ -120,10 +120,6 @@ class SolanaChain(BaseModel):
     # Overrides of the row (a local test node); None: the registry row's.
     network_id: str | None = None  # CAIP-2, as x402 clients name the network
     genesis: str | None = None
-
-    @property
-    def network(self) -> networks.Network:
-        return networks.get(self.name)
 
     @property
     def enabled(self) -> bool:
