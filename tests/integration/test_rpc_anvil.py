@@ -199,7 +199,10 @@ async def test_batches_on_anvil_and_the_fallback_to_single_calls(
         return None
 
     faults.faults[a.port] = refuse_batches
-    pool = RpcPool(chain(), [a.url, b.url], chain_id=8453, transport=faults, policy=POLICY)
+    # Generous timeouts: the order of calls asserted below must not depend on a loaded
+    # machine answering within POLICY's 0.5 s (a slow answer would rotate to b).
+    patient = replace(POLICY, timeout=10.0, deadline=30.0)
+    pool = RpcPool(chain(), [a.url, b.url], chain_id=8453, transport=faults, policy=patient)
     calls = [("eth_getBlockByNumber", [hex(n), False]) for n in range(6)]
     try:
         blocks = await pool.batch(calls)
