@@ -181,6 +181,21 @@ def problems(value: Value, raw: Callable[[str], Any]) -> list[str]:
     return out
 
 
+def testnet_problems(value: Value) -> list[str]:
+    """In production, a testnet that takes payments would sell access for faucet money:
+    testnet USDC is free. Refused, naming the variable that turns it on."""
+    out = []
+    for row in networks.NETWORKS.values():
+        var = prefix(row) + "payment_address"
+        if row.testnet and value(var) is not None:
+            out.append(
+                f"{var.upper()}: {row.title} is a testnet, whose USDC anyone gets free from a "
+                "faucet: it would sell access for nothing; unset it in production (test with "
+                "WATCHER_ENV=development)"
+            )
+    return out
+
+
 def url_problems(name: str, value: Value, schemes: tuple[str, ...]) -> list[str]:
     """Each entry of a comma-separated URL variable that is not a full URL of ``schemes``."""
     out = []

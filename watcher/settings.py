@@ -250,6 +250,7 @@ class Settings(_NetworkVariables):
                 )
             if self.x402_admin_key is None:
                 out.append(f"X402_ADMIN_KEY: not set; {ADMIN_KEY_HOWTO}")
+            out += chain_settings.testnet_problems(self.value)
         out += chain_settings.problems(self.value, self.raw)
         key = self.relayer_key()
         if key is not None and not re.fullmatch(r"(0x)?[0-9a-fA-F]{64}", key):

@@ -172,7 +172,11 @@ def _configured(row: networks.Network, **more: str) -> Settings:
 @by_name(ADDED)
 def test_doctor_rows_of_a_configured_network(row: networks.Network) -> None:
     rows = config.settings_checks(_configured(row))
-    assert _one(rows, var(row, "PAYMENT_ADDRESS")).status == "ok"
+    receiving = _one(rows, var(row, "PAYMENT_ADDRESS"))
+    if row.testnet:  # judged as production: testnet USDC is free, it must not sell access
+        assert receiving.status == "fail" and "testnet" in receiving.fix, receiving
+    else:
+        assert receiving.status == "ok"
     assert _one(rows, var(row, "RPC_URL")).status == "ok"
     assert not [r for r in rows if r.name == var(row, "*")]
     if row.is_evm:  # the row's canonical USDC on the row's chain id
@@ -181,7 +185,8 @@ def test_doctor_rows_of_a_configured_network(row: networks.Network) -> None:
         assert not [r for r in rows if r.name == var(row, "CHAIN_ID")]
     else:
         assert not [r for r in rows if r.name == var(row, "USDC_MINT")]
-    assert not [r for r in rows if r.name.startswith(f"X402_{row.env}_") and r.status == "fail"]
+    failed = [r for r in rows if r.name.startswith(f"X402_{row.env}_") and r.status == "fail"]
+    assert failed == ([receiving] if row.testnet else [])
 
 
 @by_name([r for r in ADDED if r.is_evm])
@@ -221,3 +226,26 @@ def test_the_global_eip712_name_is_for_local_chains_only(monkeypatch: pytest.Mon
                 row.eip712_version,
             )
     assert settings.evm_chain("base").eip712_domain == ("Local Coin", "2")
+
+
+@pytest.mark.parametrize(
+    "row", [r for r in networks.NETWORKS.values() if r.testnet], ids=lambda r: r.name
+)
+def test_production_refuses_a_testnet_that_takes_payments(
+    row: networks.Network, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Testnet USDC is free from a faucet: a production watcher taking it would give away
+    # access. Development accepts it (that is what testnets are for).
+    address = EVM_RECEIVER if row.is_evm else str(Keypair().pubkey())
+    monkeypatch.setenv(var(row, "PAYMENT_ADDRESS"), address)
+    assert load_settings().chain(row.name).network.testnet
+    monkeypatch.setenv("WATCHER_ENV", "production")
+    monkeypatch.setenv("X402_ADMIN_KEY", "k" + str(Keypair().pubkey()) * 2)
+    with pytest.raises(errors.ConfigError) as err:
+        load_settings()
+    assert any(
+        p.startswith(var(row, "PAYMENT_ADDRESS") + ":") and "testnet" in p
+        for p in err.value.problems
+    ), err.value.problems
+    rows = {c.name: c for c in config.settings_checks(load_settings(watcher_env="development"))}
+    assert rows[var(row, "PAYMENT_ADDRESS")].status == "fail"
