@@ -42,6 +42,7 @@ Refusal = Literal[
     "quota_exhausted",
     "rate_limited",
     "no_tier",
+    "tier_not_allowed",
     "refunded",
     "disputed",
 ]
@@ -88,13 +89,16 @@ async def consume_subscriber_key(
     endpoint: str,
     *,
     grace: timedelta = DEFAULT_GRACE,
+    tiers: frozenset[str] | None = None,
 ) -> KeyCheck:
-    """Meter ``cost`` calls against a subscriber key in one statement; refuse with the reason."""
+    """Meter ``cost`` calls against a subscriber key in one statement; refuse with the reason.
+    ``tiers``: the subscription tiers the route allows (None: any)."""
     if cost <= 0:
         raise ValueError("cost must be positive")
     key_hash = keys.sha256(raw_key)
+    allowed = None if tiers is None else sorted(tiers)
     row = await conn.fetchrow(
-        db.q("stripe_consume_subscriber_key"), key_hash, cost, grace, endpoint
+        db.q("stripe_consume_subscriber_key"), key_hash, cost, grace, endpoint, allowed
     )
     if row is not None:
         return KeyCheck(
@@ -106,14 +110,23 @@ async def consume_subscriber_key(
             usage_id=row["usage_id"],
         )
     why = await conn.fetchrow(db.q("stripe_explain_subscriber_key"), key_hash, grace)
-    return _refusal(why, cost)
+    return _refusal(why, cost, tiers)
 
 
-def _refusal(why: asyncpg.Record | None, cost: int) -> KeyCheck:
+def _refusal(why: asyncpg.Record | None, cost: int, tiers: frozenset[str] | None) -> KeyCheck:
     if why is None:
         return KeyCheck(False, "unknown_key", "this subscriber key is not known", status_code=401)
     if why["revoked_reason"]:
         return KeyCheck(False, "revoked", f"key revoked: {why['revoked_reason']}", status_code=402)
+    if tiers is not None and why["tier"] not in tiers:
+        return KeyCheck(
+            False,
+            "tier_not_allowed",
+            f"this route is for the {', '.join(sorted(tiers))} tier(s); this key's "
+            f"subscription is {why['tier'] or 'no tier'}; upgrade in the billing portal",
+            why["tier"],
+            status_code=402,
+        )
     status, tier = why["status"], why["tier"]
     if why["reversal"] in _REVERSED:
         reason: Refusal = why["reversal"]

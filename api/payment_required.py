@@ -9,67 +9,119 @@ paywall (``api/paywall.py``); this module only words the refusal.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from fastapi import Request
+from starlette.datastructures import URL
 
 from api import chains
 from api.errors import ApiError
+from api.price import ALL_RAILS, Price
 from api.x402 import offers
-from watcher import networks
+from watcher import money, networks
 from watcher.settings import Settings
 
 TOKEN_HEADER = "x-payment-token"  # where a bought token travels; every 402 names it
-PAYMENT_TIMEOUT_SECONDS = 600  # maxTimeoutSeconds in the x402 body
+# One payment window for every offer of one 402: the v1 body and the v2 header agree.
+PAYMENT_TIMEOUT_SECONDS = offers.MAX_TIMEOUT_SECONDS
+# A 402 is about this request and this moment: never cached (as the reference servers do).
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+@dataclass(frozen=True, slots=True)
+class Asked:
+    """What the payer asked for: the resource, its price, and the rails it may be paid on."""
+
+    url: URL  # the public URL of the resource (an x402 offer's ``resource``)
+    invoice_url: str  # where to create an invoice (our token rail)
+    price: Price
+    rails: frozenset[str] = ALL_RAILS
+    tiers: frozenset[str] | None = None  # subscriber tiers allowed; None: any
 
 
 def refusal(
-    request: Request, error: str, message: str, cost: int, ways_to_pay: dict[str, Any]
+    settings: Settings,
+    asked: Asked,
+    error: str,
+    message: str,
+    ways_to_pay: dict[str, Any],
+    *,
+    status: int = 402,
 ) -> ApiError:
-    """The 402 for ``cost`` calls of this route: the v1 body with ``ways_to_pay`` (the
-    subscription tiers, ``entitlements.how_to_pay``) and, for x402 v2 clients, the header."""
-    body = payment_required_body(request, error, message, cost)
-    body.update(ways_to_pay)
-    settings: Settings = request.app.state.settings
-    v2 = offers.payment_required_header(settings, request.url, error, cost)  # for x402 v2 clients
-    headers = {offers.PAYMENT_REQUIRED: v2} if v2 else {}
+    """The 402 for ``asked``: the v1 body with ``ways_to_pay`` (the subscription tiers,
+    ``entitlements.how_to_pay``) and, for x402 v2 clients, the header; only the rails the
+    route takes are offered."""
+    body = payment_required_body(settings, asked, error, message)
+    body.update(_ways(ways_to_pay, asked))
+    headers = dict(NO_STORE)
+    if "x402" in asked.rails:
+        v2 = offers.payment_required_header(settings, asked.url, asked.price, message, error)
+        if v2:
+            headers[offers.PAYMENT_REQUIRED] = v2
     return ApiError(
-        402, body.pop("error"), body.pop("message"), body.pop("fix"), headers=headers, **body
+        status, body.pop("error"), body.pop("message"), body.pop("fix"), headers=headers, **body
     )
 
 
+def _ways(ways_to_pay: dict[str, Any], asked: Asked) -> dict[str, Any]:
+    """The ways to pay a route takes: the token rail (our invoice, then a token) when it
+    is accepted and the price is whole calls, a subscription of an allowed tier."""
+    kept = []
+    for way in ways_to_pay.get("ways_to_pay", []):
+        if way.get("method") == "subscription":
+            if "subscription" not in asked.rails or asked.price.calls is None:
+                continue
+            if asked.tiers is not None:
+                tiers = [t for t in way.get("tiers", []) if t["tier"] in asked.tiers]
+                way = {**way, "tiers": tiers, "tiers_allowed": sorted(asked.tiers)}
+        elif "token" not in asked.rails or asked.price.calls is None:
+            continue
+        kept.append(way)
+    return {"ways_to_pay": kept}
+
+
 def payment_required_body(
-    request: Request, error: str, message: str, cost: int = 1
+    settings: Settings, asked: Asked, error: str, message: str
 ) -> dict[str, Any]:
-    """The x402 v1 ``accepts`` list for this resource (``cost`` calls' price), plus how to
-    buy a token here."""
-    settings: Settings = request.app.state.settings
-    price = settings.price_per_call_units * cost
-    accepts = [
-        _v1_accept(request, settings, c, cost, price)
-        for c in chains.all_chains(settings)
-        if c.enabled and (c.family == "solana" or c.network.x402_v1 is not None)
-    ]
-    invoices = str(request.url_for("create_invoice"))
-    suggested = next((c.name for c in chains.all_chains(settings) if c.enabled), networks.NAMES[0])
-    return {
+    """The x402 v1 ``accepts`` list for this resource at its price, plus how to buy a
+    token here (when the route takes tokens)."""
+    accepts = (
+        [
+            _v1_accept(settings, asked, c)
+            for c in chains.all_chains(settings)
+            if c.enabled and (c.family == "solana" or c.network.x402_v1 is not None)
+        ]
+        if "x402" in asked.rails
+        else []
+    )
+    body: dict[str, Any] = {
         "x402Version": 1,
         "error": error,
         "message": message,
-        "fix": f"create an invoice with POST {invoices}, pay it, claim a token with "
-        f"POST /x402/generate-token and send it in the {TOKEN_HEADER} header",
+        "fix": "pay with an x402 client: the accepts list (v1) or the PAYMENT-REQUIRED "
+        "header (v2) says what and where",
         "accepts": accepts,
-        "invoice": {
-            "method": "POST",
-            "url": invoices,
-            "body": {"chain": suggested, "requests": 10},
-        },
+        "price_usd": money.usd(asked.price.units),
     }
+    if asked.price.calls is not None:
+        body["calls"] = asked.price.calls
+    if "token" in asked.rails and asked.price.calls is not None:
+        suggested = next(
+            (c.name for c in chains.all_chains(settings) if c.enabled), networks.NAMES[0]
+        )
+        body["fix"] = (
+            f"create an invoice with POST {asked.invoice_url}, pay it, claim a token with "
+            f"POST /x402/generate-token and send it in the {TOKEN_HEADER} header"
+        )
+        body["invoice"] = {
+            "method": "POST",
+            "url": asked.invoice_url,
+            "body": {"chain": suggested, "requests": 10 * asked.price.calls},
+        }
+    return body
 
 
-def _v1_accept(
-    request: Request, settings: Settings, c: chains.ChainInfo, cost: int, price: int
-) -> dict[str, Any]:
+def _v1_accept(settings: Settings, asked: Asked, c: chains.ChainInfo) -> dict[str, Any]:
     """One entry of the v1 ``accepts`` list. EVM: the USDC EIP-712 domain an x402 client
     signs against; Solana: our fee payer, where a v1 client can pay with it (a network with
     a v1 name) and we settle x402 transactions there (api/x402/svm_settle.py)."""
@@ -84,9 +136,9 @@ def _v1_accept(
     return {
         "scheme": "exact",
         "network": network,
-        "maxAmountRequired": str(price),
-        "resource": str(request.url),
-        "description": offers.describe(settings, request.url.path, cost),
+        "maxAmountRequired": str(asked.price.units),
+        "resource": str(asked.url),
+        "description": asked.price.describe(asked.url.path),
         "mimeType": "application/json",
         "payTo": c.pay_to_display,
         "maxTimeoutSeconds": PAYMENT_TIMEOUT_SECONDS,

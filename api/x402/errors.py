@@ -9,8 +9,8 @@
             ├── SettlementRejected the chain or facilitator said no (reason given)
             └── SettlementUnknown sent, but no answer in time: never served
 
-``Refused`` becomes the paywall's 402; the unfunded pair a 503 naming the
-account; ``SettlementUnknown`` a 503 (the call is not served).
+``Refused`` becomes the paywall's 402 (400 for a malformed header); the unfunded
+pair a 503 naming the account; ``SettlementUnknown`` a 503 (the call is not served).
 """
 
 from __future__ import annotations
@@ -25,11 +25,21 @@ class X402Error(errors.WatcherError):
 class Refused(X402Error):
     """An x402 payment we will not settle: ``reason`` is the spec's error code."""
 
-    def __init__(self, reason: str, message: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        reason: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+        *,
+        status: int = 402,
+    ) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
         self.headers = headers or {}  # a failed settlement's PAYMENT-RESPONSE (success false)
+        # 400 when the header is not an x402 payload at all (the transport spec's
+        # "malformed payment payload"); 402 when it is one we refuse.
+        self.status = status
 
 
 class SettlementError(X402Error):

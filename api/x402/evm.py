@@ -84,11 +84,11 @@ def _authorization(payload: Any) -> Authorization:
             signature=sig,
         )
     except (ValueError, TypeError, AttributeError) as exc:  # wrong JSON types included
-        raise Refused(
-            "invalid_payload", f"the exact EVM authorization is malformed ({exc})"
+        raise Refused(  # not an exact EVM payload at all: the transport spec's 400
+            "invalid_payload", f"the exact EVM authorization is malformed ({exc})", status=400
         ) from exc
     if not all(0 <= n < 2**256 for n in (auth.value, auth.valid_after, auth.valid_before)):
-        raise Refused("invalid_payload", "authorization numbers must fit in uint256")
+        raise Refused("invalid_payload", "authorization numbers must fit in uint256", status=400)
     return auth
 
 

@@ -87,7 +87,8 @@ def _settled(verified: Verified, tx_hash: str, authorization_id: int) -> records
         amount=str(verified.auth.value),
     )
     headers = offers.response_header(verified.version, response)
-    return records.Settled(authorization_id, tx_hash, headers, VIA)
+    name = verified.offer.chain.name
+    return records.Settled(authorization_id, tx_hash, headers, VIA, verified.auth.payer, name)
 
 
 def _failed(verified: Verified, reason: str, message: str, tx_hash: str = "") -> Refused:

@@ -20,6 +20,7 @@ from x402.http import utils as x402_http
 from x402.schemas import PaymentRequired, PaymentRequirements, ResourceInfo, SettleResponse
 
 from api import chains
+from api.price import Price
 from api.x402.errors import Refused
 from watcher import networks
 from watcher.settings import Settings
@@ -71,19 +72,12 @@ def eip712_extra(settings: Settings, name: str) -> dict[str, Any]:
     return {"name": domain_name, "version": version}
 
 
-def describe(settings: Settings, path: str, cost: int) -> str:
-    """The offer's description: how many calls, where, for how much."""
-    usd = settings.x402_price_per_call * cost
-    calls = "one call" if cost == 1 else f"{cost} calls"
-    return f"{calls} to {path} (${usd})"
-
-
-def offers(settings: Settings, cost: int = 1) -> list[Offer]:
-    """What an x402 client can pay with for a route costing ``cost`` calls: the EVM networks
+def offers(settings: Settings, price: Price) -> list[Offer]:
+    """What an x402 client can pay with for a route costing ``price``: the EVM networks
     we can settle an authorization on (an RPC URL and a relayer or facilitator), then the
     Solana networks where our fee payer is set. The amount is the route's price, on every
     rail; the ``asset`` as that family's wallets spell it (EVM checksummed)."""
-    price = str(settings.price_per_call_units * cost)
+    amount = str(price.units)
     out = []
     for info in chains.all_chains(settings) if settlement_configured(settings) else []:
         if info.family != "evm" or not info.enabled:
@@ -91,29 +85,31 @@ def offers(settings: Settings, cost: int = 1) -> list[Offer]:
         if info.pay_to_display is None or not settings.evm_chain(info.name).rpc_urls:
             continue
         extra = eip712_extra(settings, info.name)
-        out.append(Offer(info, _requirements(info, price, extra), info.network.x402_v1))
+        out.append(Offer(info, _requirements(info, amount, extra), info.network.x402_v1))
     for info in chains.all_chains(settings):
         fee_payer = solana_fee_payer(settings, info.name) if info.family == "solana" else None
         if fee_payer is None:
             continue
-        req = _requirements(info, price, {"feePayer": fee_payer})
+        req = _requirements(info, amount, {"feePayer": fee_payer})
         out.append(Offer(info, req, solana_v1_network(settings, info.name)))
     return out
 
 
-def _requirements(info: chains.ChainInfo, price: str, extra: dict[str, Any]) -> PaymentRequirements:
+def _requirements(
+    info: chains.ChainInfo, amount: str, extra: dict[str, Any]
+) -> PaymentRequirements:
     return PaymentRequirements(
         scheme="exact",
         network=info.caip2,
         asset=info.asset_display,
-        amount=price,
+        amount=amount,
         pay_to=info.pay_to_display or "",
         max_timeout_seconds=MAX_TIMEOUT_SECONDS,
         extra=extra,
     )
 
 
-def v1_requirements(settings: Settings, url: URL, offer: Offer, cost: int) -> dict[str, Any]:
+def v1_requirements(url: URL, offer: Offer, price: Price) -> dict[str, Any]:
     """The offer as an x402 v1 ``accepts`` entry for the resource at ``url``."""
     req = offer.requirements
     return {
@@ -121,7 +117,7 @@ def v1_requirements(settings: Settings, url: URL, offer: Offer, cost: int) -> di
         "network": offer.v1_network,
         "maxAmountRequired": req.amount,
         "resource": str(url),
-        "description": describe(settings, url.path, cost),
+        "description": price.describe(url.path),
         "mimeType": "application/json",
         "payTo": req.pay_to,
         "maxTimeoutSeconds": req.max_timeout_seconds,
@@ -131,22 +127,25 @@ def v1_requirements(settings: Settings, url: URL, offer: Offer, cost: int) -> di
 
 
 def payment_required_header(
-    settings: Settings, url: URL, error: str | None, cost: int = 1
+    settings: Settings, url: URL, price: Price, message: str | None, code: str | None = None
 ) -> str | None:
     """The v2 ``PAYMENT-REQUIRED`` header value (base64 JSON) for the route at ``url``
-    costing ``cost`` calls, or None when nothing is offered."""
-    accepts = [o.requirements for o in offers(settings, cost)]
+    costing ``price``, or None when nothing is offered. ``error`` is the human-readable
+    ``message`` the transport spec asks for; our machine code travels in
+    ``extensions.watcher.code``."""
+    accepts = [o.requirements for o in offers(settings, price)]
     if not accepts:
         return None
     required = PaymentRequired(
         x402_version=2,
-        error=error,
+        error=message,
         resource=ResourceInfo(
             url=str(url),
-            description=describe(settings, url.path, cost),
+            description=price.describe(url.path),
             mime_type="application/json",
         ),
         accepts=accepts,
+        extensions={"watcher": {"code": code}} if code else None,
     )
     return x402_http.encode_payment_required_header(required)
 

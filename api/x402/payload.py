@@ -23,6 +23,7 @@ from x402.mechanisms.svm import constants as svm_constants
 from x402.schemas import PaymentPayload
 from x402.schemas.v1 import PaymentPayloadV1
 
+from api.price import Price
 from api.x402 import offers
 from api.x402.errors import Refused
 from watcher.settings import Settings
@@ -40,17 +41,19 @@ class Matched:
     requirements_json: dict[str, Any]  # what we asked, in the payload's protocol version
 
 
-def match(settings: Settings, url: URL, header: str, version: int, cost: int = 1) -> Matched:
-    """Decode a payment header and find the offer (for ``cost`` calls of the route at
-    ``url``) it pays; raises :class:`Refused`."""
+def match(settings: Settings, url: URL, header: str, version: int, price: Price) -> Matched:
+    """Decode a payment header and find the offer (for ``price``, the route at ``url``)
+    it pays; raises :class:`Refused`."""
     data = _decode(header, version)
-    offer, requirements_json = _match(settings, url, data, version, cost)
+    offer, requirements_json = _match(settings, url, data, version, price)
     return Matched(version, offer, data, requirements_json)
 
 
 def _decode(header: str, version: int) -> dict[str, Any]:
     if len(header) > MAX_HEADER_CHARS:
-        raise Refused("invalid_payload", f"the payment header is over {MAX_HEADER_CHARS} chars")
+        raise Refused(
+            "invalid_payload", f"the payment header is over {MAX_HEADER_CHARS} chars", status=400
+        )
     try:
         data = json.loads(base64.b64decode(header, validate=True))
         if not isinstance(data, dict):
@@ -59,19 +62,22 @@ def _decode(header: str, version: int) -> dict[str, Any]:
         model.model_validate(data)
     except (binascii.Error, ValueError, pydantic.ValidationError) as exc:
         raise Refused(
-            "invalid_payload", f"the payment header is not a base64 x402 v{version} payload"
+            "invalid_payload",
+            f"the payment header is not a base64 x402 v{version} payload",
+            status=400,
         ) from exc
     if data.get("x402Version") != version:
         raise Refused(
             "invalid_x402_version",
             f"{'PAYMENT-SIGNATURE' if version == 2 else 'X-PAYMENT'} carries x402Version "
             f"{version}, this payload says {data.get('x402Version')!r}",
+            status=400,
         )
     return data
 
 
 def _match(
-    settings: Settings, url: URL, data: dict[str, Any], version: int, cost: int
+    settings: Settings, url: URL, data: dict[str, Any], version: int, price: Price
 ) -> tuple[offers.Offer, dict[str, Any]]:
     if version == 2:
         accepted = PaymentPayload.model_validate(data).accepted
@@ -81,13 +87,13 @@ def _match(
         scheme, network = v1.scheme, v1.network
     if scheme != "exact":
         raise Refused(evm_errors.ERR_UNSUPPORTED_SCHEME, f"scheme {scheme!r} is not offered here")
-    for offer in offers.offers(settings, cost):
+    for offer in offers.offers(settings, price):
         if network == (offer.requirements.network if version == 2 else offer.v1_network):
             break
     else:
         raise Refused("invalid_network", f"network {network!r} is not offered here")
     if version == 1:
-        return offer, offers.v1_requirements(settings, url, offer, cost)
+        return offer, offers.v1_requirements(url, offer, price)
     ours = offer.requirements
     if offer.family == "solana":  # base58 is case-sensitive
         theirs = (accepted.asset, accepted.pay_to, accepted.amount)

@@ -35,6 +35,8 @@ class Settled:
     tx_hash: str
     headers: dict[str, str]  # PAYMENT-RESPONSE (v2) or X-PAYMENT-RESPONSE (v1)
     via: str  # how the call was paid: x402-exact (EVM) or x402-exact-solana
+    payer: str  # who paid: the EVM address, or the Solana source account's owner
+    network: str  # the registry's name of the network it settled on
 
 
 async def db_value(pool: db.Pool, query: str, *args: Any) -> Any:

@@ -87,7 +87,7 @@ async def settle(
         amount=str(t.amount),
     )
     headers = offers.response_header(verified.matched.version, response)
-    return records.Settled(settlement_id, signature, headers, VIA)
+    return records.Settled(settlement_id, signature, headers, VIA, t.payer, name)
 
 
 def co_sign(tx: VersionedTransaction, fee_payer: Keypair) -> VersionedTransaction:

@@ -94,6 +94,7 @@ async def test_v2_client_pays_402_then_200_and_the_follower_credits_it_once(
         async with httpx.AsyncClient(base_url=url, transport=transport) as paying:
             paid = await paying.get(ROUTE)
     assert paid.status_code == 200, paid.text
+    assert paid.headers["Cache-Control"] == "private"  # a settled answer is the payer's
     assert paid.json()["result"] == "paid content"
     settled = decode_header(paid.headers["PAYMENT-RESPONSE"])
     assert settled["success"] is True and settled["network"] == f"eip155:{BASE_CHAIN_ID}"
@@ -160,8 +161,16 @@ async def test_bad_authorizations_are_refused_with_the_spec_reason_and_nothing_m
         header = await v2_header(http, world, **sign_over)
         resp = await http.get(ROUTE, headers=header)
     assert resp.status_code == 402
-    assert resp.json()["error"] == reason
-    assert decode_header(resp.headers["PAYMENT-REQUIRED"])["error"] == reason
+    body = resp.json()
+    assert body["error"] == reason
+    # The transport spec: the v2 ``error`` is for people; our code rides in extensions.
+    required = decode_header(resp.headers["PAYMENT-REQUIRED"])
+    assert required["error"] == body["message"] and required["error"] != reason
+    assert required["extensions"]["watcher"]["code"] == reason
+    # A verification refusal answers the spec's PAYMENT-RESPONSE with success false.
+    failed = decode_header(resp.headers["PAYMENT-RESPONSE"])
+    assert failed["success"] is False and failed["errorReason"] == reason
+    assert resp.headers["Cache-Control"] == "no-store"
     assert "paid content" not in resp.text
     assert await balances(world) == (10 * PRICE, 0)
     assert await authorizations(pool) == []
@@ -300,7 +309,12 @@ async def test_settling_through_a_configured_facilitator(base_anvil: Anvil, pool
     assert payment["state"] == "claimed"
 
 
-async def test_garbage_payment_headers_are_a_402_saying_why(world: World, pool: db.Pool) -> None:
+async def test_garbage_payment_headers_are_a_400_or_402_saying_why(
+    world: World, pool: db.Pool
+) -> None:
+    """A header that is not an exact x402 payload is the transport spec's 400 (malformed),
+    with the offers and PAYMENT-RESPONSE (success false); one that is well formed but
+    cannot pay stays a 402 (the tests above)."""
     app = create_app(world.settings, pool)
     v1_in_v2 = _encode({"x402Version": 1, "scheme": "exact", "network": "base", "payload": {}})
     auth = {
@@ -315,19 +329,22 @@ async def test_garbage_payment_headers_are_a_402_saying_why(world: World, pool: 
     wrong_types = {**v1, "payload": {"authorization": {**auth, "nonce": 5}, "signature": 7}}
     too_big = {**v1, "payload": {"authorization": auth, "signature": "0x" + "22" * 65}}
     cases = [
-        ({"PAYMENT-SIGNATURE": "not base64 at all!"}, "invalid_payload"),
-        ({"X-PAYMENT": _encode({"x402Version": 1})}, "invalid_payload"),
-        ({"PAYMENT-SIGNATURE": v1_in_v2}, "invalid_payload"),
-        ({"PAYMENT-SIGNATURE": "A" * 10_000}, "invalid_payload"),
-        ({"X-PAYMENT": _encode(wrong_types)}, "invalid_payload"),
-        ({"X-PAYMENT": _encode(too_big)}, "invalid_payload"),
+        ({"PAYMENT-SIGNATURE": "not base64 at all!"}, "invalid_payload", 400),
+        ({"X-PAYMENT": _encode({"x402Version": 1})}, "invalid_payload", 400),
+        ({"PAYMENT-SIGNATURE": v1_in_v2}, "invalid_payload", 400),
+        ({"PAYMENT-SIGNATURE": "A" * 10_000}, "invalid_payload", 400),
+        ({"X-PAYMENT": _encode(wrong_types)}, "invalid_payload", 400),
+        ({"X-PAYMENT": _encode(too_big)}, "invalid_payload", 400),
     ]
     async with serve(app) as url, httpx.AsyncClient(base_url=url) as http:
-        for headers, reason in cases:
+        for headers, reason, status in cases:
             resp = await http.get(ROUTE, headers=headers)
-            assert resp.status_code == 402, headers
+            assert resp.status_code == status, headers
             assert resp.json()["error"] == reason
             assert resp.json()["fix"]
+            ((name, _),) = headers.items()
+            answer = "PAYMENT-RESPONSE" if name == "PAYMENT-SIGNATURE" else "X-PAYMENT-RESPONSE"
+            assert decode_header(resp.headers[answer])["success"] is False
     assert await authorizations(pool) == []
 
 

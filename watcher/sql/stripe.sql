@@ -224,8 +224,9 @@ RETURNING id;
 -- One statement meters a call: the key must be live, its subscription active
 -- (or past_due inside the grace period $3) and not held off by a refund or
 -- dispute (the stripe_reversal function), the billing period's quota and the
--- minute's rate limit must both hold. Usage resets when the billing
--- period changes. The usage row is written by the same statement.
+-- minute's rate limit must both hold, and the tier must be one the route
+-- allows ($5; NULL: any). Usage resets when the billing period changes. The
+-- usage row is written by the same statement.
 WITH upd AS (
     UPDATE subscriber_keys AS k
     SET used = CASE WHEN k.usage_period_start IS NOT DISTINCT FROM s.current_period_start
@@ -237,6 +238,7 @@ WITH upd AS (
     FROM stripe_subscriptions AS s, stripe_tiers AS t
     WHERE k.key_hash = $1 AND k.revoked_at IS NULL
       AND s.id = k.subscription_id AND t.tier = s.tier
+      AND ($5::text[] IS NULL OR s.tier = ANY($5::text[]))
       AND (s.status IN ('active', 'trialing')
            OR (s.status = 'past_due' AND s.past_due_since + $3::interval > now()))
       AND stripe_reversal(s.id, s.status, s.current_period_start) IS NULL

@@ -204,7 +204,9 @@ async def test_every_bad_payment_is_refused_with_its_reason_and_nothing_moves(
             assert resp.status_code == 402, (name, resp.text)
             assert "result" not in resp.json()
             required = decode_header(resp.headers["PAYMENT-REQUIRED"])
-            assert required["error"] == resp.json()["error"]
+            # v2: the human-readable message in ``error``, our code in extensions
+            assert required["error"] == resp.json()["message"]
+            assert required["extensions"]["watcher"]["code"] == resp.json()["error"]
             got[name] = resp.json()["error"]
     assert got == {name: reason for name, (reason, _) in cases.items()}
     assert await settlements(pool) == []  # nothing claimed
