@@ -146,7 +146,8 @@ def upstream_url(value: Any, where: str, ctx: Context) -> str | None:
     elif parts.username is not None or parts.password is not None:
         why = "must not carry credentials; inject them with [headers] from the environment"
     if why:
-        ctx.add(where, f"{keys.redact_url(value)} {why}")
+        # Shown without path, query or credentials (they may hold a key).
+        ctx.add(where, f"{parts.scheme}://{parts.hostname or '?'}/... {why}")
         return None
     return value.rstrip("/")
 
