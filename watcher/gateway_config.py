@@ -264,3 +264,16 @@ def _route(i: int, table: Any, upstream_names: set[str], ctx: checks.Context) ->
         stream_request=stream,
         description=description,
     )
+
+
+def from_settings(
+    settings: Settings, environ: Mapping[str, str] | None = None
+) -> GatewayConfig | None:
+    """The file ``WATCHER_GATEWAY_CONFIG`` names, loaded and validated; None when unset.
+
+    Called by ``watcher run`` / ``watcher api`` before anything starts (a bad file exits 2).
+    """
+    path = settings.watcher_gateway_config
+    if path is None or not str(path).strip():
+        return None
+    return load(path, settings, environ)

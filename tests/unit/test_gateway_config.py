@@ -472,3 +472,33 @@ def test_the_default_upstream_path_is_the_path(tmp_path: Path) -> None:
     config = load(tmp_path, MINIMAL)
     hit = config.find("GET", "/v1/forecast/paris")
     assert hit is not None and hit[0].target(hit[1], "x=1") == "/v1/forecast/paris?x=1"
+
+
+# ---- settings -------------------------------------------------------------------------------
+
+
+def test_from_settings_loads_the_named_file_or_nothing(tmp_path: Path) -> None:
+    assert gateway_config.from_settings(settings()) is None
+    path = tmp_path / "g.toml"
+    path.write_text(MINIMAL)
+    config = gateway_config.from_settings(settings(watcher_gateway_config=str(path)), {})
+    assert config is not None and config.path == path and len(config.routes) == 2
+
+
+def test_a_weak_gateway_secret_is_refused_in_production() -> None:
+    weak = settings(watcher_env="production", watcher_gateway_secret="gateway-secret-123")
+    assert any(p.startswith("WATCHER_GATEWAY_SECRET: too weak") for p in weak.problems())
+    strong = settings(watcher_env="production", watcher_gateway_secret=SECRET)
+    assert not any("WATCHER_GATEWAY_SECRET" in p for p in strong.problems())
+    assert "gateway-secret-123" not in repr(weak)  # a SecretStr, never shown
+
+
+def test_the_gateway_listener_needs_host_and_port_together() -> None:
+    def listener(s: Any) -> list[str]:
+        return [p for p in s.problems() if p.startswith("WATCHER_GATEWAY_")]
+
+    assert listener(settings(watcher_gateway_port=8080))[0].startswith("WATCHER_GATEWAY_HOST|PORT")
+    assert listener(settings(watcher_gateway_host="0.0.0.0"))
+    assert listener(settings(watcher_gateway_host="127.0.0.1", watcher_gateway_port=8000))
+    assert listener(settings(watcher_gateway_host="0.0.0.0", watcher_gateway_port=8080)) == []
+    assert listener(settings()) == []
