@@ -28,28 +28,21 @@ import structlog
 from api import stripe_charges
 from api.errors import DB_ERRORS
 from api.stripe_client import StripeBilling
-from watcher import db, metrics
-from watcher.settings import Settings, is_placeholder
+from watcher import db, metrics, stripe_tiers
 
 log = structlog.get_logger(__name__)
 
 Outcome = Literal["applied", "stale", "ignored", "duplicate", "unmatched"]
 Obj = Mapping[str, Any]
 
-TIERS = ("pro", "team", "enterprise")
+TIERS = stripe_tiers.TIERS
 # Statuses an invoice outcome may move a subscription from (see apply_invoice).
 _RECOVERABLE = ["past_due", "unpaid", "incomplete"]
 _PAYING = ["active", "trialing"]
 
 
-def price_tiers(settings: Settings) -> dict[str, str]:
-    """``{price id: tier}`` from ``STRIPE_PRICE_ID_PRO|TEAM|ENTERPRISE`` (placeholders skipped)."""
-    out: dict[str, str] = {}
-    for tier in TIERS:
-        price = getattr(settings, f"stripe_price_id_{tier}")
-        if price and not is_placeholder(price):
-            out[price] = tier
-    return out
+# Moved to watcher/stripe_tiers.py (the gateway file's validation needs it in watcher/).
+price_tiers = stripe_tiers.price_tiers
 
 
 def _ts(value: Any) -> datetime | None:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import structlog
 
-from watcher import __version__, daemon, db, errors, logs, networks, sentry
+from watcher import __version__, daemon, db, errors, gateway_config, logs, networks, sentry
 from watcher.settings import Settings, load_settings
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
@@ -140,6 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _serves_api(args: argparse.Namespace) -> bool:
+    return args.command == "api" or (args.command == "run" and not args.no_api)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "doctor":
@@ -150,6 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return doctor.run_cli(as_json=args.json, seconds=args.timeout)
     try:
         settings = load_settings()
+        if _serves_api(args):
+            gateway_config.from_settings(settings)  # a bad gateway file stops the start
     except errors.ConfigError as exc:
         print(f"watcher: {exc}", file=sys.stderr)
         return EXIT_CONFIG

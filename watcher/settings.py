@@ -108,6 +108,15 @@ class Settings(_NetworkVariables):
     # empty: the socket peer is the client (api/clientip.py, docs/operations.md).
     watcher_trusted_proxies: str = ""
     database_url: SecretStr | None = None
+    # The gateway (docs/gateway.md): the TOML file of upstreams and priced routes, read by
+    # watcher/gateway_config.py at `watcher run` / `watcher api`; unset = no gateway.
+    watcher_gateway_config: Path | None = None
+    # The default HMAC key the upstreams verify X-Payment-Signature with.
+    watcher_gateway_secret: SecretStr | None = None
+    # The gateway on a listener of its own (so admin routes need not be public); both
+    # unset = the gateway's routes are served by the main API.
+    watcher_gateway_host: str | None = None
+    watcher_gateway_port: int | None = Field(default=None, ge=1, le=65535)
 
     x402_admin_key: SecretStr | None = None
 
@@ -251,6 +260,7 @@ class Settings(_NetworkVariables):
             if self.x402_admin_key is None:
                 out.append(f"X402_ADMIN_KEY: not set; {ADMIN_KEY_HOWTO}")
             out += chain_settings.testnet_problems(self.value)
+            out += self._gateway_secret_problems()
         out += chain_settings.problems(self.value, self.raw)
         key = self.relayer_key()
         if key is not None and not re.fullmatch(r"(0x)?[0-9a-fA-F]{64}", key):
@@ -258,6 +268,7 @@ class Settings(_NetworkVariables):
         out += chain_settings.url_problems("x402_facilitator_url", self.value, ("http", "https"))
         out += self._money_problems()
         out += self._stripe_problems()
+        out += self._gateway_listener_problems()
         try:
             self.trusted_proxies()
         except ValueError as exc:
@@ -266,6 +277,28 @@ class Settings(_NetworkVariables):
                 "proxies, comma-separated (e.g. 127.0.0.1,10.0.0.0/8), or leave it unset"
             )
         return out
+
+    def _gateway_secret_problems(self) -> list[str]:
+        secret = self.value("watcher_gateway_secret")
+        if secret is None or keys.estimate_key_bits(secret) >= ADMIN_KEY_MIN_BITS:
+            return []
+        return [
+            f"WATCHER_GATEWAY_SECRET: too weak (~{keys.estimate_key_bits(secret):.0f} bits, "
+            f"need {ADMIN_KEY_MIN_BITS}); {ADMIN_KEY_HOWTO}"
+        ]
+
+    def _gateway_listener_problems(self) -> list[str]:
+        host, port = self.watcher_gateway_host, self.watcher_gateway_port
+        if host is not None and not host.strip():
+            host = None
+        if (host is None) != (port is None):
+            return [
+                "WATCHER_GATEWAY_HOST|PORT: set both (the gateway's own listener) or neither "
+                "(the gateway is served by the main API)"
+            ]
+        if port is not None and host == self.watcher_api_host and port == self.watcher_api_port:
+            return ["WATCHER_GATEWAY_PORT: the same address as the API; pick another port"]
+        return []
 
     def _placeholder_problems(self) -> list[str]:
         out = []

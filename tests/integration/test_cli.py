@@ -62,3 +62,55 @@ def test_cli_exits_2_on_a_bad_trusted_proxy_list(tmp_path: Path) -> None:
         assert proc.returncode == 2
         assert "WATCHER_TRUSTED_PROXIES" in proc.stderr and "10.0.0.0/40" in proc.stderr
     assert not (tmp_path / "data").exists()
+
+
+def _clean_env(tmp_path: Path) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("X402_", "STRIPE_", "WATCHER_")) and k != "DATABASE_URL"
+    }
+    env["WATCHER_DATA_DIR"] = str(tmp_path / "data")
+    return env
+
+
+def test_cli_exits_2_on_a_bad_gateway_file_naming_file_and_table_path(tmp_path: Path) -> None:
+    gateway = tmp_path / "gateway.toml"
+    gateway.write_text(
+        '[upstreams.weather]\nurl = "http://127.0.0.1:9000"\n\n'
+        '[[routes]]\nmethod = "GET"\npath = "/v1/a"\nupstream = "weather"\nfree = true\n\n'
+        '[[routes]]\nmethod = "GET"\npath = "/v1/b"\nupstream = "weather"\nprice_usd = 0.30\n'
+    )
+    env = _clean_env(tmp_path)
+    env["WATCHER_GATEWAY_CONFIG"] = str(gateway)
+    for command in ("run", "api"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "watcher", command],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 2, proc.stderr
+        assert str(gateway) in proc.stderr
+        assert "routes[1].price_usd (line 10)" in proc.stderr and "TOML number" in proc.stderr
+    assert not (tmp_path / "data").exists()  # nothing started
+
+
+def test_cli_exits_2_when_the_gateway_file_is_missing_or_not_toml(tmp_path: Path) -> None:
+    env = _clean_env(tmp_path)
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[upstreams.weather\n")
+    for path, words in ((tmp_path / "absent.toml", "cannot read"), (broken, "line 1")):
+        env["WATCHER_GATEWAY_CONFIG"] = str(path)
+        proc = subprocess.run(
+            [sys.executable, "-m", "watcher", "api"],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 2, proc.stderr
+        assert str(path) in proc.stderr and words in proc.stderr
