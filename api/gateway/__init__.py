@@ -1,0 +1,1 @@
+"""The gateway: any HTTP API behind the paywall (docs/gateway.md)."""
