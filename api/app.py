@@ -11,7 +11,7 @@ from api import errors, idempotency, paywall
 from api.routes import admin, health, tokens
 from api.routes import stripe as stripe_routes
 from api.x402 import clients
-from watcher import __version__, db
+from watcher import __version__, db, gateway_config
 from watcher.settings import Settings
 
 
@@ -23,11 +23,15 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         await app.state.clients.aclose()
 
 
-def create_app(settings: Settings, pool: db.Pool) -> FastAPI:
+def create_app(
+    settings: Settings, pool: db.Pool, gateway: gateway_config.GatewayConfig | None = None
+) -> FastAPI:
     """Build the API around an existing pool; the caller owns the pool's lifetime.
 
     The app owns its outside clients (``app.state.clients``: RPC pools per network, the
-    relayers, the facilitator client), built here once and closed by its lifespan."""
+    relayers, the facilitator client), built here once and closed by its lifespan.
+    ``gateway``: the routes of the gateway file (default: the file
+    ``WATCHER_GATEWAY_CONFIG`` names, if any), on ``app.state.gateway``."""
     app = FastAPI(
         title="USDC payment watcher",
         version=__version__,
@@ -37,6 +41,7 @@ def create_app(settings: Settings, pool: db.Pool) -> FastAPI:
     app.state.settings = settings
     app.state.pool = pool
     app.state.clients = clients.Clients(settings)
+    app.state.gateway = gateway if gateway is not None else gateway_config.from_settings(settings)
     app.include_router(health.router)
     app.include_router(tokens.router)
     app.include_router(admin.router)
