@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from api import errors, idempotency, paywall
+from api.gateway import proxy
 from api.routes import admin, health, tokens
 from api.routes import stripe as stripe_routes
 from api.x402 import clients
@@ -21,6 +22,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:  # the RPC pools and HTTP clients the app opened, closed with it
         await app.state.clients.aclose()
+        await proxy.aclose(app)
 
 
 def create_app(
@@ -48,6 +50,8 @@ def create_app(
     app.include_router(paywall.router)
     if stripe_routes.enabled(settings):  # the card rail is off until Stripe is configured
         app.include_router(stripe_routes.router)
+    if app.state.gateway is not None:  # last: our own routes always match first
+        proxy.install(app, app.state.gateway)
     app.add_middleware(idempotency.StoreAnswers)
     app.add_middleware(paywall.RefundOn5xx)
     app.add_exception_handler(idempotency.Replay, idempotency.replay_handler)

@@ -114,6 +114,16 @@ PAYMENT_VERIFICATIONS = Counter(
     ["outcome"],
 )
 TOKENS_ISSUED = Counter("watcher_tokens_issued_total", "Access tokens issued", ["chain"])
+GATEWAY_UPSTREAM_FAILURES = Counter(
+    "watcher_gateway_upstream_failures_total",
+    "Gateway calls the upstream failed (5xx, unreachable, timeout) by route and rail",
+    ["route", "rail"],
+)
+GATEWAY_STREAMED = Counter(
+    "watcher_gateway_streamed_total",
+    "Gateway answers relayed as a stream (not read whole) by route",
+    ["route"],
+)
 METERED_CALLS = Counter(
     "watcher_metered_calls_total",
     "Paid calls by outcome (served, refused, refunded, replayed)",
