@@ -180,6 +180,18 @@ def install(app: FastAPI) -> None:
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
 
 
+def _gateway_limit(scope: Scope) -> int | None:
+    """A gateway route's own ``max_body_bytes`` (docs/gateway.md), None elsewhere."""
+    app = scope.get("app")
+    config = getattr(getattr(app, "state", None), "gateway", None)
+    if config is None:
+        return None
+    raw = scope.get("raw_path")
+    path = raw.decode("latin-1") if isinstance(raw, bytes) else scope.get("path", "")
+    found = config.find(scope.get("method", ""), path)
+    return found[0].max_body_bytes if found is not None else None
+
+
 class BodyLimit:
     """Refuse request bodies over ``max_bytes`` with 413, declared length or streamed."""
 
@@ -191,7 +203,8 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = LARGE_BODY_PATHS.get(scope.get("path", ""), self.max_bytes)
+        limit = LARGE_BODY_PATHS.get(scope.get("path", "")) or _gateway_limit(scope)
+        limit = limit or self.max_bytes
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             await self._refuse(scope, receive, send)
