@@ -9,7 +9,8 @@ from fastapi import FastAPI
 
 from api import errors, idempotency, paywall
 from api.gateway import proxy
-from api.routes import admin, health, tokens
+from api.routes import admin as admin_routes
+from api.routes import health, tokens
 from api.routes import stripe as stripe_routes
 from api.x402 import clients
 from watcher import __version__, db, gateway_config
@@ -26,14 +27,21 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def create_app(
-    settings: Settings, pool: db.Pool, gateway: gateway_config.GatewayConfig | None = None
+    settings: Settings,
+    pool: db.Pool,
+    gateway: gateway_config.GatewayConfig | None = None,
+    *,
+    admin: bool = True,
+    gateway_routes: bool = True,
 ) -> FastAPI:
     """Build the API around an existing pool; the caller owns the pool's lifetime.
 
     The app owns its outside clients (``app.state.clients``: RPC pools per network, the
     relayers, the facilitator client), built here once and closed by its lifespan.
     ``gateway``: the routes of the gateway file (default: the file
-    ``WATCHER_GATEWAY_CONFIG`` names, if any), on ``app.state.gateway``."""
+    ``WATCHER_GATEWAY_CONFIG`` names, if any), on ``app.state.gateway``, served by this
+    app unless ``gateway_routes`` is false (the gateway has a listener of its own);
+    ``admin`` false leaves the admin routes out (that public listener)."""
     app = FastAPI(
         title="USDC payment watcher",
         version=__version__,
@@ -43,10 +51,12 @@ def create_app(
     app.state.settings = settings
     app.state.pool = pool
     app.state.clients = clients.Clients(settings)
-    app.state.gateway = gateway if gateway is not None else gateway_config.from_settings(settings)
+    config = gateway if gateway is not None else gateway_config.from_settings(settings)
+    app.state.gateway = config if gateway_routes else None
     app.include_router(health.router)
     app.include_router(tokens.router)
-    app.include_router(admin.router)
+    if admin:
+        app.include_router(admin_routes.router)
     app.include_router(paywall.router)
     if stripe_routes.enabled(settings):  # the card rail is off until Stripe is configured
         app.include_router(stripe_routes.router)

@@ -134,11 +134,24 @@ def uvicorn_config(app: Any, host: str, port: int) -> uvicorn.Config:
     )
 
 
-def api_server(settings: Settings, pool: db.Pool) -> uvicorn.Server:
+def api_servers(settings: Settings, pool: db.Pool) -> list[tuple[str, uvicorn.Server]]:
+    """The API's listeners: the main one, and the gateway's own when
+    ``WATCHER_GATEWAY_HOST``/``_PORT`` are set. Then the gateway's routes are served
+    there only, next to the payer's routes (invoices, tokens) and without the admin
+    routes, so the main listener (admin, Stripe webhooks) can stay private."""
     from api.app import create_app
 
-    app = create_app(settings, pool)
-    return _Server(uvicorn_config(app, settings.watcher_api_host, settings.watcher_api_port))
+    own = settings.watcher_gateway_host is not None and settings.watcher_gateway_port is not None
+    main = create_app(settings, pool, gateway_routes=not own)
+    config = uvicorn_config(main, settings.watcher_api_host, settings.watcher_api_port)
+    servers: list[tuple[str, uvicorn.Server]] = [("api", _Server(config))]
+    if own:
+        assert settings.watcher_gateway_host is not None
+        assert settings.watcher_gateway_port is not None
+        public = create_app(settings, pool, admin=False)
+        gw = uvicorn_config(public, settings.watcher_gateway_host, settings.watcher_gateway_port)
+        servers.append(("gateway", _Server(gw)))
+    return servers
 
 
 async def _supervise(name: str, coro: Awaitable[None], stop: asyncio.Event) -> None:
@@ -191,12 +204,15 @@ async def run(
             metrics.UP.set(1)
             metrics.DB_UP.set(1)
             built = followers(settings, pool) if with_followers else []
-            server = api_server(settings, pool) if with_api else None
+            servers = api_servers(settings, pool) if with_api else []
             log.info(
                 "daemon_started",
                 followers=[f.chain for f in built],
                 api=f"http://{settings.watcher_api_host}:{settings.watcher_api_port}"
-                if server
+                if servers
+                else None,
+                gateway=f"http://{settings.watcher_gateway_host}:{settings.watcher_gateway_port}"
+                if len(servers) > 1
                 else None,
                 metrics_port=settings.watcher_metrics_port if metrics_server else None,
                 systemd_notify=notifier.enabled,
@@ -204,7 +220,7 @@ async def run(
             tasks = [elected(f, dsn) for f in built]
             health = asyncio.create_task(db_health(pool, stop), name="db-health")
             try:
-                crashed = await _run_tasks(tasks, server, stop, notifier)
+                crashed = await _run_tasks(tasks, servers, stop, notifier)
             finally:
                 health.cancel()
     finally:
@@ -217,7 +233,7 @@ async def run(
 
 async def _run_tasks(
     followers: list[Follower],
-    server: uvicorn.Server | None,
+    servers: list[tuple[str, uvicorn.Server]],
     stop: asyncio.Event,
     notifier: sdnotify.Notifier,
 ) -> bool:
@@ -226,13 +242,13 @@ async def _run_tasks(
     for f in followers:
         metrics.CHAIN_BLOCK_SECONDS.labels(chain=f.chain).set(networks.get(f.chain).block_seconds)
         tasks.append(asyncio.create_task(_supervise(f.chain, f.run(stop), stop), name=f.chain))
-    if server is not None:
-        tasks.append(asyncio.create_task(_supervise("api", server.serve(), stop), name="api"))
+    for name, server in servers:
+        tasks.append(asyncio.create_task(_supervise(name, server.serve(), stop), name=name))
     systemd = asyncio.create_task(_systemd(notifier, [f.chain for f in followers], stop))
     await stop.wait()
     notifier.stopping()
     log.info("stopping", grace_seconds=GRACE_SECONDS)
-    if server is not None:
+    for _, server in servers:
         server.should_exit = True
     done, pending = await asyncio.wait(tasks, timeout=GRACE_SECONDS) if tasks else (set(), set())
     for t in pending:
