@@ -502,3 +502,20 @@ def test_the_gateway_listener_needs_host_and_port_together() -> None:
     assert listener(settings(watcher_gateway_host="127.0.0.1", watcher_gateway_port=8000))
     assert listener(settings(watcher_gateway_host="0.0.0.0", watcher_gateway_port=8080)) == []
     assert listener(settings()) == []
+
+
+def test_the_docs_examples_parse_as_written(tmp_path: Path) -> None:
+    doc = (Path(__file__).parents[2] / "docs" / "gateway.md").read_text()
+    section = doc.split("## Configuration file", 1)[1]
+    blocks = [b.split("```", 1)[0] for b in section.split("```toml\n")[1:]]
+    assert len(blocks) == 2
+    smallest = load(tmp_path, blocks[0])
+    assert [r.label for r in smallest.routes] == ["GET /v1/forecast/{city}", "GET /v1/health"]
+    env = {"WEATHER_GATEWAY_SECRET": SECRET, "WEATHER_API_KEY": "k"}
+    fuller = load(tmp_path, blocks[1], env, stripe_price_id_pro="p1", stripe_price_id_team="p2")
+    assert fuller.upstreams["weather"].url == "https://weather.internal:8443/base"
+    assert [r.calls for r in fuller.routes] == [3, None]
+    hit = fuller.find("GET", "/v1/forecast/s%C3%A3o%2Fpaulo")
+    assert hit is not None and hit[0].target(hit[1], "days=3") == (
+        "/api/forecast/s%C3%A3o%2Fpaulo?days=3"
+    )
