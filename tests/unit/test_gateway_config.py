@@ -519,3 +519,25 @@ def test_the_docs_examples_parse_as_written(tmp_path: Path) -> None:
     assert hit is not None and hit[0].target(hit[1], "days=3") == (
         "/api/forecast/s%C3%A3o%2Fpaulo?days=3"
     )
+
+
+def test_odd_values_are_problems_not_crashes(tmp_path: Path) -> None:
+    text = UPSTREAM + '[[routes]]\nmethod = [["GET"]]\npath = "/v1/x"\nupstream = ["weather"]\n'
+    message = refused(tmp_path, text + 'rails = [1]\ntiers = [[2]]\nprice_usd = "0.10"\n')
+    for where in ("routes[0].method", "routes[0].upstream", "routes[0].rails"):
+        assert where in message
+    up = UPSTREAM + 'headers = { X-Key = { env = "K" }, x-key = { env = "K" } }\n'
+    message = refused(tmp_path, route('price_usd = "0.10"', upstream=up), {"K": "v"})
+    assert "upstreams.weather.headers.x-key" in message and "twice" in message
+
+
+def test_secrets_and_injected_headers_stay_out_of_repr(tmp_path: Path) -> None:
+    up = UPSTREAM + 'headers = { X-Key = { env = "K" } }\n'
+    config = load(
+        tmp_path,
+        route('price_usd = "0.10"', upstream=up),
+        {"K": "private-api-key"},
+        watcher_gateway_secret=SECRET,
+    )
+    assert config.upstreams["weather"].headers["X-Key"] == "private-api-key"
+    assert "private-api-key" not in repr(config) and SECRET not in repr(config)
