@@ -157,12 +157,17 @@ def headers(table: Any, where: str, ctx: Context) -> dict[str, str]:
         ctx.add(where, 'must be a table of Name = { env = "VARIABLE" }')
         return {}
     out: dict[str, str] = {}
+    seen: set[str] = set()
     for name, value in table.items():
         at = f"{where}.{name}"
         if not _HEADER_NAME.match(name):
             ctx.add(at, f"{name!r} is not a header name")
             continue
         low = name.lower()
+        if low in seen:
+            ctx.add(at, f"{name} is given twice (header names ignore case)")
+            continue
+        seen.add(low)
         if low in _FORBIDDEN_HEADERS or low.startswith("x-payment-"):
             ctx.add(at, f"{name} is set by the gateway or by HTTP itself; it cannot be injected")
             continue
@@ -205,10 +210,11 @@ def methods(value: Any, where: str, ctx: Context) -> frozenset[str]:
         ctx.add(where, 'missing; e.g. method = "GET" or method = ["GET", "HEAD"]')
         return frozenset()
     known = ", ".join(sorted(gateway_paths.METHODS))
+    good = [m for m in items if isinstance(m, str) and m in gateway_paths.METHODS]
     for m in items:
-        if m not in gateway_paths.METHODS:
+        if m not in good:
             ctx.add(where, f"{m!r} is not a standard method in upper case ({known})")
-    return frozenset(m for m in items if m in gateway_paths.METHODS)
+    return frozenset(good)
 
 
 def route_path(value: Any, where: str, ctx: Context) -> str | None:
@@ -291,7 +297,9 @@ def price(
     calls = units // per_call if per_call > 0 and units % per_call == 0 else None
     metered = sorted(rails & {"token", "subscription"})
     if calls is None and metered:
-        label = f"{table.get('method')} {table.get('path')}"
+        method = table.get("method")
+        shown = ",".join(map(str, method)) if isinstance(method, list) else method
+        label = f"{shown} {table.get('path')}"
         ctx.add(
             at,
             f"{value!r} on {label} is not a whole number of calls at X402_PRICE_PER_CALL="

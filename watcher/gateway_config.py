@@ -19,7 +19,7 @@ import functools
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -56,10 +56,11 @@ class Upstream:
 
     name: str
     url: str
-    headers: Mapping[str, str]
-    timeout_seconds: float
-    connect_timeout_seconds: float
-    secret: bytes | None
+    # Values from the environment (private API keys): kept out of repr() and so of logs.
+    headers: Mapping[str, str] = field(repr=False)
+    timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
+    connect_timeout_seconds: float = DEFAULT_CONNECT_TIMEOUT_SECONDS
+    secret: bytes | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)

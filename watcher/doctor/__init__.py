@@ -8,7 +8,8 @@ before going live. Production-ready (exit 0) means no ✗ and
 ``WATCHER_ENV=production``.
 
 Modules: ``report`` (rows, masking, score, rendering), ``config`` (settings
-rows), ``probes`` (RPC, contracts, database), ``stripe_probe``. Network probes
+rows), ``probes`` (RPC, contracts, database), ``stripe_probe``, ``gateway`` (the
+gateway file's routes and upstreams). Network probes
 run concurrently, each under its own seconds, so the doctor never hangs.
 """
 
@@ -22,7 +23,7 @@ import httpx
 from pydantic import ValidationError
 
 from watcher import keys
-from watcher.doctor import config, probes, report, solana_accounts, stripe_probe
+from watcher.doctor import config, gateway, probes, report, solana_accounts, stripe_probe
 from watcher.doctor.report import Check
 from watcher.settings import EvmChain, Settings, SolanaChain
 
@@ -38,6 +39,8 @@ async def examine(
 ) -> list[Check]:
     """Every check for ``settings``: the settings rows, then the network probes' rows."""
     rows = config.settings_checks(settings)
+    gateway_file, gateway_rows = gateway.load(settings)
+    rows += gateway_rows
     pending: list[Awaitable[list[Check]]] = []
 
     def add(group: str, name: str, probe: Awaitable[list[Check]]) -> None:
@@ -53,6 +56,8 @@ async def examine(
     )
     if stripe_probe.should_probe(settings):
         add("stripe", "Stripe API", stripe_probe.stripe_rows(settings, seconds, stripe_api_base))
+    for upstream in gateway_file.upstreams.values() if gateway_file else ():
+        add("gateway", f"upstream {upstream.name}", gateway.upstream_rows(upstream))
     for found in await asyncio.gather(*pending):
         rows += found
     for sol in settings.solana_chains():
