@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -313,10 +314,14 @@ async def _meter(call: Call, token: str, key: str | None) -> Charge:
     raise await payment_refused(call, error, message)
 
 
-def check_path(path: str) -> None:
-    """400 for a NUL in the path: it is stored with an x402 settlement (its resource URL),
-    so it is refused before any query or payment, not a database error."""
-    if text.problem(path) is not None:
-        raise ApiError(
-            400, "invalid_path", "the path contains a NUL character", "remove the %00 from the path"
-        )
+def check_path(path: str, query: str = "") -> None:
+    """400 for a NUL in the path or query: both are stored with an x402 settlement (its
+    resource URL), so they are refused before any query or payment, not a database error."""
+    for part, what in ((path, "path"), (urllib.parse.unquote(query), "query string")):
+        if text.problem(part) is not None:
+            raise ApiError(
+                400,
+                "invalid_path",
+                f"the {what} contains a NUL character",
+                f"remove the %00 from the {what}",
+            )

@@ -83,7 +83,7 @@ def paid(cost: int = 1) -> Any:
         payment_signature: Annotated[str | None, Header(alias=offers.PAYMENT_SIGNATURE)] = None,
         x_payment: Annotated[str | None, Header(alias=offers.X_PAYMENT)] = None,
     ) -> Charge:
-        gate.check_path(request.url.path)
+        gate.check_path(request.url.path, request.url.query)
         call = gate.Call(
             state=request.app.state,
             asked=asked(request, Price.of_calls(request.app.state.settings, cost)),

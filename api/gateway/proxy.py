@@ -90,7 +90,7 @@ async def proxy(request: Request) -> Response:
             "check the method and path against the API's documentation",
         )
     route, params = found
-    gate.check_path(request.url.path)
+    gate.check_path(request.url.path, request.url.query)
     body = await _read_body(request, route)
     charged = await _charge(request, route)
     upstream = config.upstreams[route.upstream]

@@ -205,6 +205,8 @@ async def test_a_free_route_passes_without_payment_and_no_route_is_a_404(
     free = await gw.get("/v1/free")
     assert free.status_code == 200
     assert free.json()["headers"]["x-payment-rail"] == "free"
+    nul = await gw.get("/v1/free?q=%00")
+    assert (nul.status_code, nul.json()["error"]) == (400, "invalid_path")
     missing = await gw.get("/v1/nothing-here")
     assert missing.status_code == 404 and missing.json()["error"] == "no_route"
     wrong_method = await gw.delete("/v1/free")
