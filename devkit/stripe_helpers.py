@@ -16,14 +16,16 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 import httpx
 
+from api import entitlements
 from api.app import create_app
 from devkit.anvil import free_port
 from devkit.api_support import serve
-from watcher import db
+from watcher import db, keys
 from watcher.settings import Settings
 
 WEBHOOK_SECRET = "whsec_test_0123456789abcdef"
@@ -158,3 +160,35 @@ async def localstripe() -> AsyncIterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
+
+
+async def subscriber_key(
+    http: httpx.AsyncClient, pool: db.Pool, tier: str = "pro", *, customer: str, sub_id: str
+) -> str:
+    """An active subscription of ``tier`` set up as a subscriber would (checkout, signed
+    webhooks, the claim): the raw subscriber key it hands out once."""
+    claim = entitlements.new_secret(entitlements.CLAIM_PREFIX)
+    cid = await pool.fetchval(
+        db.q("stripe_insert_checkout"),
+        keys.sha256(claim),
+        tier,
+        "sub@example.com",
+        timedelta(days=7),
+    )
+    session = {
+        "id": f"cs_{sub_id}",
+        "object": "checkout.session",
+        "customer": customer,
+        "subscription": sub_id,
+        "client_reference_id": str(cid),
+    }
+    for etype, obj in (
+        ("checkout.session.completed", session),
+        ("customer.subscription.created", subscription(sub_id, customer, "active", tier=tier)),
+    ):
+        r = await deliver(http, event(etype, obj, T0))
+        assert r.status_code == 200, r.text
+    r = await http.post("/api/v1/payments/claim", json={"claim_secret": claim})
+    assert r.status_code == 201, r.text
+    key: str = r.json()["api_key"]
+    return key

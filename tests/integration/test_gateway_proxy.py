@@ -16,6 +16,7 @@ import pytest
 from x402.http.clients.httpx import x402AsyncTransport
 
 from api.app import create_app
+from devkit import stripe_helpers as sh
 from devkit import upstream as upstream_kit
 from devkit.anvil import free_port, start_anvil
 from devkit.api_support import buy_token, make_settings, serve
@@ -106,6 +107,14 @@ upstream_path = "/upload/{{name}}"
 price_usd = "0.10"
 stream_request = true
 max_body_bytes = 10000000
+
+[[routes]]
+method = "GET"
+path = "/v1/team"
+upstream = "api"
+upstream_path = "/echo"
+price_usd = "0.20"
+tiers = ["team", "enterprise"]
 
 [[routes]]
 method = "GET"
@@ -364,3 +373,31 @@ async def test_the_x402_python_client_pays_the_routes_price_once(
         assert [int(r["amount"]) for r in rows] == [3 * PRICE, 150_000]
     finally:
         await node.close()
+
+
+async def test_a_subscriber_key_of_an_allowed_tier_passes_and_another_tier_does_not(
+    up: upstream_kit.Upstream, pool: db.Pool, tmp_path: Path
+) -> None:
+    settings = sh.settings(x402_base_payment_address="0x" + "ab" * 20)
+    config = load(gateway_file(tmp_path, up.url, up.url), settings)
+    async with (
+        serve(create_app(settings, pool, gateway=config)) as url,
+        httpx.AsyncClient(base_url=url, timeout=30) as http,
+    ):
+        team = await sh.subscriber_key(http, pool, "team", customer="cus_GwT", sub_id="sub_GwT")
+        pro = await sh.subscriber_key(http, pool, "pro", customer="cus_GwP", sub_id="sub_GwP")
+        ok = await http.get("/v1/team", headers={"Authorization": f"Bearer {team}"})
+        refused = await http.get("/v1/team", headers={"Authorization": f"Bearer {pro}"})
+        anywhere = await http.get("/v1/echo/a", headers={"Authorization": f"Bearer {pro}"})
+    assert ok.status_code == 200, ok.text
+    seen = {k.lower(): v for k, v in ok.json()["headers"].items()}
+    assert (seen["x-payment-rail"], seen["x-payment-tier"]) == ("subscription", "team")
+    assert seen["x-payment-charge-id"].startswith("sub_")
+    assert "authorization" not in seen  # the subscriber key is a payment: never forwarded
+    assert refused.status_code == 402
+    assert refused.json()["error"] == "subscription_tier_not_allowed"
+    (way,) = [w for w in refused.json()["ways_to_pay"] if w["method"] == "subscription"]
+    assert {t["tier"] for t in way["tiers"]} <= {"team", "enterprise"}
+    assert anywhere.status_code == 200  # a route without tiers takes any tier
+    used = await pool.fetch("SELECT cost FROM subscriber_usage ORDER BY id")
+    assert [r["cost"] for r in used] == [2, 3]  # the routes' prices in calls, nothing else
