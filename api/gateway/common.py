@@ -184,7 +184,9 @@ def forwardable(headers: Iterable[tuple[str, str]], rail: str) -> list[tuple[str
     for name, value in pairs:
         if name in HOP_BY_HOP or name in named_by_connection or name in RECOMPUTED:
             continue
-        if name in PAYMENT_HEADERS or name.startswith(OUR_PREFIX):
+        # Some servers read ``X_Payment_Rail`` as ``X-Payment-Rail``: judge the dashed form.
+        dashed = name.replace("_", "-")
+        if dashed in PAYMENT_HEADERS or dashed.startswith(OUR_PREFIX):
             continue
         if name == "authorization" and (
             rail == "subscription" or entitlements.bearer_key(value) is not None

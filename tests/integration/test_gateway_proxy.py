@@ -183,6 +183,7 @@ async def test_a_token_pays_the_exact_cost_and_the_upstream_sees_who_paid_not_th
         "x-payment-token": token,
         "X-Payment-Charge-Id": "forged",  # a client's copy of our header
         "X-Payment-Rail": "free",
+        "X_Payment_Payer": "someone else",  # an alias some servers read as X-Payment-Payer
         "Connection": "x-hop",
         "X-Hop": "only for the first hop",
         "X-Custom": "kept",
@@ -199,6 +200,7 @@ async def test_a_token_pays_the_exact_cost_and_the_upstream_sees_who_paid_not_th
     assert got["x-payment-charge-id"].startswith("tok_")
     assert got["x-payment-charge-id"] == answers[0].headers["X-Payment-Charge-Id"]
     assert got["x-payment-payer"].startswith("token:")
+    assert "x_payment_payer" not in got
     assert got["x-api-key"] == "upstream-private-key"  # injected from the environment
     assert got["x-custom"] == "kept"
     assert "x-payment-token" not in got and "x-hop" not in got
