@@ -143,7 +143,10 @@ async def up() -> AsyncIterator[upstream_kit.Upstream]:
 async def gw(
     up: upstream_kit.Upstream, pool: db.Pool, tmp_path: Path
 ) -> AsyncIterator[httpx.AsyncClient]:
-    settings = make_settings()
+    # Tiers on sale (the file names them); no Stripe key, so the card rail stays off.
+    settings = make_settings(
+        stripe_price_id_team=sh.PRICES["team"], stripe_price_id_enterprise=sh.PRICES["enterprise"]
+    )
     config = load(gateway_file(tmp_path, up.url, f"http://127.0.0.1:{free_port()}"), settings)
     async with (
         serve(create_app(settings, pool, gateway=config)) as url,
@@ -350,7 +353,11 @@ async def test_the_x402_python_client_pays_the_routes_price_once(
 ) -> None:
     node = await start_anvil(chain_id=BASE_CHAIN_ID)
     try:
-        world = await make_world(node)
+        world = await make_world(
+            node,
+            stripe_price_id_team=sh.PRICES["team"],
+            stripe_price_id_enterprise=sh.PRICES["enterprise"],
+        )
         config = load(gateway_file(tmp_path, up.url, up.url), world.settings)
         app = create_app(world.settings, pool, gateway=config)
         client = paying_client(world.payer, world.token.address, cap_units=3 * PRICE)
