@@ -44,17 +44,24 @@ async def pay(
     key: str,
     rpc: str | None = None,
     method: str = "GET",
+    headers: dict[str, str] | None = None,
+    body: str | None = None,
     version: int = 2,
     max_units: int = 1_000_000,
     timeout: float = 90.0,
 ) -> Result:
-    """One paid request to ``url`` with the named official client; raises
+    """One paid request to ``url`` (``method``, extra ``headers``, text ``body``) with the
+    named official client; ``version=1`` makes ``fetch-v2`` pay the v1 body. Raises
     :class:`ClientError` when the client throws, :class:`TimeoutError` past ``timeout``."""
     node = shutil.which("node")
     if node is None:
         raise ClientError("node is not on PATH")
     args = [node, str(SCRIPT), "--client", client, "--family", family, "--url", url]
     args += ["--method", method, "--version", str(version), "--max", str(max_units)]
+    for name, value in (headers or {}).items():
+        args += ["--header", f"{name}: {value}"]
+    if body is not None:
+        args += ["--body", body]
     if rpc:
         args += ["--rpc", rpc]
     args += ["--key", key]

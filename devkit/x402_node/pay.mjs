@@ -1,7 +1,8 @@
 // One paid request with an official x402 TypeScript client, for the tests.
 //
 //   node devkit/x402_node/pay.mjs --client fetch-v2|x402-fetch --family evm|svm \
-//     --url URL [--method GET] [--version 2|1] [--rpc URL] [--max UNITS] --key KEY
+//     --url URL [--method GET] [--header "Name: value"]... [--body TEXT]
+//     [--version 2|1] [--rpc URL] [--max UNITS] --key KEY
 //
 // KEY is a 0x hex private key (evm) or a base58 64-byte secret key (svm). The client
 // asks URL, gets our 402, signs and retries; we print one JSON line on stdout:
@@ -16,6 +17,8 @@ const { values: opts } = parseArgs({
     family: { type: "string" },
     url: { type: "string" },
     method: { type: "string", default: "GET" },
+    header: { type: "string", multiple: true, default: [] },
+    body: { type: "string" },
     version: { type: "string", default: "2" },
     rpc: { type: "string" },
     key: { type: "string" },
@@ -111,8 +114,16 @@ async function main() {
   if (client === "fetch-v2") pay = await fetchV2(family, key, opts.rpc, opts.version, opts.max);
   else if (client === "x402-fetch") pay = await x402Fetch(family, key, opts.rpc, opts.max);
   else throw new Error(`unknown --client ${client}`);
-  const resp = await pay(url, { method: opts.method });
-  const headers = Object.fromEntries(resp.headers.entries());
+  const headers = new Headers();
+  for (const line of opts.header) {
+    const at = line.indexOf(":");
+    if (at <= 0) throw new Error(`--header must be "Name: value", not ${line}`);
+    headers.append(line.slice(0, at).trim(), line.slice(at + 1).trim());
+  }
+  const init = { method: opts.method, headers };
+  if (opts.body !== undefined) init.body = opts.body;
+  const resp = await pay(url, init);
+  const got = Object.fromEntries(resp.headers.entries());
   const body = await resp.text();
   let json = null;
   try {
@@ -120,8 +131,8 @@ async function main() {
   } catch {
     json = null;
   }
-  const settle = headers["payment-response"] ?? headers["x-payment-response"];
-  const out = { status: resp.status, headers, paymentResponse: decodeHeader(settle), body, json };
+  const settle = got["payment-response"] ?? got["x-payment-response"];
+  const out = { status: resp.status, headers: got, paymentResponse: decodeHeader(settle), body, json };
   process.stdout.write(JSON.stringify(out) + "\n");
 }
 

@@ -72,3 +72,23 @@ async def test_official_client_pays_the_route_once(
     (auth,) = await authorizations(pool)
     assert (auth["status"], auth["x402_version"]) == ("settled", version)
     assert auth["tx_hash"] == settled["transaction"]
+
+
+@pytest.mark.parametrize("client", ["fetch-v2", "x402-fetch"])
+async def test_a_price_over_the_clients_cap_is_not_paid(
+    world: World, pool: db.Pool, client: x402_ts.Client
+) -> None:
+    app = create_app(world.settings, pool)
+    async with serve(app) as url:
+        with pytest.raises(x402_ts.ClientError):
+            await x402_ts.pay(
+                url + ROUTE,
+                client=client,
+                family="evm",
+                key="0x" + world.payer.key.hex().removeprefix("0x"),
+                rpc=world.node.url,
+                version=1 if client == "x402-fetch" else 2,
+                max_units=PRICE - 1,
+            )
+    assert await world.token.balance_of(world.receiver) == 0
+    assert await authorizations(pool) == []
