@@ -193,6 +193,7 @@ def payment_tx(
     decimals: int = 6,
     memo_signers: tuple[Pubkey, ...] = (),
     lookup_table: bool = False,
+    before_transfer: tuple[Instruction, ...] = (),
 ) -> VersionedTransaction:
     """What an x402 client sends: compute budget, TransferChecked and a memo, signed by the
     payer, with our fee payer's signature slot empty. Each keyword bends one rule."""
@@ -208,7 +209,8 @@ def payment_tx(
         amount,
         decimals,
     )
-    ixs = [set_compute_unit_limit(units), set_compute_unit_price(micro_lamports), transfer]
+    ixs = [set_compute_unit_limit(units), set_compute_unit_price(micro_lamports)]
+    ixs += [*before_transfer, transfer]  # e.g. the spec's optional create-ATA
     if memo is not None:
         if memo == b"":  # a fresh nonce, as the x402 client makes
             memo = os.urandom(16).hex().encode()

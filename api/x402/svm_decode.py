@@ -8,9 +8,11 @@ check, offline and in this order, each refusal naming the x402 reason:
 
 * it decodes, has no address lookup tables and exactly two signers: our fee
   payer first, then the payer;
-* the instructions are SetComputeUnitLimit, SetComputeUnitPrice,
-  TransferChecked, then at most one memo (its text is the nonce); the
-  Lighthouse assertions the spec also allows are refused (see ``_optional``);
+* the instructions are SetComputeUnitLimit, SetComputeUnitPrice, optionally
+  the idempotent creation of our owner's token account (spec §6.2; see
+  ``_create_ata``), TransferChecked, then at most one memo (its text is the
+  nonce); the Lighthouse assertions the spec also allows are refused (see
+  ``_optional``);
 * the priority fee (units x price) stays under our cap, so a payer cannot
   make us pay more in fees than the call earns;
 * our fee payer appears in no instruction: it pays the fee and nothing else;
@@ -47,6 +49,9 @@ TOKEN_PROGRAMS = (
     Pubkey.from_string(svm.TOKEN_2022_PROGRAM_ADDRESS),
 )
 MEMO = Pubkey.from_string(svm.MEMO_PROGRAM_ADDRESS)
+ATA_PROGRAM = Pubkey.from_string("ATokenGPvbdGVxr1b2hvZbsiqW5xWH25efTNsLJA8knL")
+SYSTEM_PROGRAM = Pubkey.from_string("11111111111111111111111111111111")
+CREATE_IDEMPOTENT = b"\x01"  # the ATA program's CreateIdempotent; data of plain Create is b""
 OPTIONAL_REASONS = (
     svm.ERR_UNKNOWN_FOURTH_INSTRUCTION,
     svm.ERR_UNKNOWN_FIFTH_INSTRUCTION,
@@ -112,7 +117,10 @@ def verify(settings: Settings, matched: Matched) -> SvmVerified:
             "TransferChecked and at most one memo",
         )
     priority_fee = _priority_fee(settings, keys, ixs[0], ixs[1])
-    memo = _optional(keys, ixs[3:])
+    creates = _program(keys, ixs[2]) == ATA_PROGRAM
+    transfer_ix = ixs[3] if creates and len(ixs) > 3 else ixs[2]
+    first = 4 if creates else 3  # where the optional instructions start
+    memo = _optional(keys, ixs[first:], first)
     if any(i == 0 for ix in ixs for i in bytes(ix.accounts)):
         raise Refused(
             svm.ERR_FEE_PAYER_TRANSFERRING,
@@ -123,11 +131,13 @@ def verify(settings: Settings, matched: Matched) -> SvmVerified:
             svm.ERR_INVALID_PAYLOAD,
             "the transaction must have exactly two signers: our fee payer, then the payer",
         )
-    transfer = _transfer(matched, keys, ixs[2])
+    transfer = _transfer(matched, keys, transfer_ix)
     if transfer.payer != str(keys[1]):
         raise Refused(
             svm.ERR_INVALID_PAYLOAD, "the transfer's authority must be the transaction's signer"
         )
+    if creates:
+        _create_ata(keys, ixs[2], transfer_ix, transfer)
     signed = to_bytes_versioned(message)
     if not tx.signatures[1].verify(keys[1], signed):
         raise Refused(ERR_SIGNATURE, "the payer's signature does not verify over this message")
@@ -177,7 +187,7 @@ def _priority_fee(
     return fee
 
 
-def _optional(keys: list[Pubkey], ixs: list[CompiledInstruction]) -> str | None:
+def _optional(keys: list[Pubkey], ixs: list[CompiledInstruction], first: int) -> str | None:
     """The memo text among the trailing instructions (None without one).
 
     Lighthouse instructions, which the spec allows, are refused: they assert on state
@@ -186,7 +196,8 @@ def _optional(keys: list[Pubkey], ixs: list[CompiledInstruction]) -> str | None:
     memos = []
     for n, ix in enumerate(ixs):
         if _program(keys, ix) != MEMO:
-            raise Refused(OPTIONAL_REASONS[n], f"instruction {n + 4} is not a memo")
+            at = first + n  # 0-based: 3 is the fourth instruction
+            raise Refused(OPTIONAL_REASONS[at - 3], f"instruction {at + 1} is not a memo")
         memos.append(bytes(ix.data))
     if len(memos) > 1:
         raise Refused(svm.ERR_MEMO_COUNT, "at most one memo (the payment's nonce)")
@@ -230,3 +241,36 @@ def _transfer(matched: Matched, keys: list[Pubkey], ix: CompiledInstruction) -> 
         reason = svm.ERR_AMOUNT_INSUFFICIENT if amount < price else ERR_AMOUNT_MISMATCH
         raise Refused(reason, f"the transfer is for {amount} base units; the price is {price}")
     return Transfer(authority, source, destination, mint, amount)
+
+
+def _create_ata(
+    keys: list[Pubkey], ix: CompiledInstruction, transfer_ix: CompiledInstruction, t: Transfer
+) -> None:
+    """The optional instruction before the transfer: CreateIdempotent of the very account
+    the transfer pays (our owner's, for the mint, under the transfer's token program),
+    funded by the payer.
+
+    Our fee payer already appears in no instruction, so it can never be the funder; the
+    funder must also be the transfer's authority, so the rent is the payer's own. Plain
+    Create (which fails once the account exists) and any other account are refused.
+    """
+    accounts, data = bytes(ix.accounts), bytes(ix.data)
+    if data != CREATE_IDEMPOTENT or len(accounts) != 6 or max(accounts) >= len(keys):
+        raise Refused(
+            svm.ERR_NO_TRANSFER_INSTRUCTION,
+            "instruction 3 may only be CreateIdempotent of our associated token account "
+            "(six accounts), before the TransferChecked",
+        )
+    funder, ata, owner, mint, system, program = (keys[i] for i in accounts)
+    if str(funder) != t.payer:
+        raise Refused(svm.ERR_INVALID_PAYLOAD, "the token account's rent must be the payer's")
+    token_program = _program(keys, transfer_ix)
+    if (
+        (str(ata), str(mint)) != (t.destination, t.mint)
+        or (system, program) != (SYSTEM_PROGRAM, token_program)
+        or derive_ata(str(owner), t.mint, str(token_program)) != t.destination
+    ):
+        raise Refused(
+            svm.ERR_RECIPIENT_MISMATCH,
+            f"the account created must be our owner's {t.destination}, the one the transfer pays",
+        )

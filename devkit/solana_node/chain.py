@@ -30,12 +30,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from solders.account import Account
+from solders.hash import Hash
 from solders.litesvm import LiteSVM
 from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 from solders.transaction_metadata import FailedTransactionMetadata
 
-from devkit.solana_node import layouts, parse
+from devkit.solana_node import layouts, parse, rebuild
 
 BLOCKHASH_WINDOW = 150
 SYSTEM_PROGRAM = Pubkey.from_string(parse.SYSTEM)
@@ -300,23 +301,42 @@ class Chain:
         self._settle()
         return sig
 
-    def simulate(self, tx: VersionedTransaction) -> dict[str, Any]:
+    def simulate(
+        self, tx: VersionedTransaction, *, sig_verify: bool = True, replace_blockhash: bool = False
+    ) -> dict[str, Any]:
         """Run a transaction against the newest state without landing it (simulateTransaction).
 
-        Signatures are always verified (LiteSVM's sigverify is on), as with ``sigVerify: true``.
+        As the JSON-RPC says: ``sig_verify`` off runs it unsigned (what clients estimating
+        compute units send); ``replace_blockhash`` runs it under the newest confirmed
+        blockhash, returned as ``replacementBlockhash``.
         """
-        if str(tx.message.recent_blockhash) not in self.recent_blockhashes():
+        replacement = None
+        if replace_blockhash:
+            block = self.latest_block("confirmed")
+            tx = rebuild.with_blockhash(tx, Hash.from_string(block.blockhash))
+            replacement = {
+                "blockhash": block.blockhash,
+                "lastValidBlockHeight": block.slot + BLOCKHASH_WINDOW,
+            }
+        elif str(tx.message.recent_blockhash) not in self.recent_blockhashes():
             return {"err": "BlockhashNotFound", "logs": [], "unitsConsumed": 0}
         if str(tx.signatures[0]) in self.by_sig:
             return {"err": "AlreadyProcessed", "logs": [], "unitsConsumed": 0}
-        result = self.svm.simulate_transaction(tx)
+        # LiteSVM's switch is on the instance: off for this call only, on again after.
+        self.svm.with_sigverify(sig_verify)
+        try:
+            result = self.svm.simulate_transaction(tx)
+        finally:
+            self.svm.with_sigverify(True)
         if isinstance(result, FailedTransactionMetadata):
             meta = result.meta()
             err = json.loads(result.to_json())["err"]
         else:
             meta, err = result.meta(), None
         units = meta.compute_units_consumed()
-        return {"err": err, "logs": list(meta.logs()), "unitsConsumed": units}
+        value = {"err": err, "logs": list(meta.logs()), "unitsConsumed": units}
+        value["replacementBlockhash"] = replacement
+        return value
 
     def airdrop(self, pubkey: Pubkey, lamports: int) -> str:
         result = self.svm.airdrop(pubkey, lamports)

@@ -144,9 +144,14 @@ class Methods:
         tx, cfg = self._transaction(params)
         if cfg.get("replaceRecentBlockhash") and cfg.get("sigVerify"):
             raise _invalid("Invalid params: sigVerify may not be used with replaceRecentBlockhash")
-        value = self.chain.simulate(tx)
+        # Both default to false, as on a real node: a client estimating compute units sends
+        # an unsigned transaction with a placeholder blockhash and both switches set so.
+        value = self.chain.simulate(
+            tx,
+            sig_verify=bool(cfg.get("sigVerify", False)),
+            replace_blockhash=bool(cfg.get("replaceRecentBlockhash", False)),
+        )
         value.update(accounts=None, innerInstructions=None, returnData=None)
-        value["replacementBlockhash"] = None
         return {"context": self._ctx("confirmed"), "value": value}
 
     def send_transaction(self, params: list[Any]) -> str:
