@@ -126,8 +126,6 @@ class Relayer:
             signed = await nonces.sign_next(
                 pool, self._pool.chain, self.address, pending, self._signer(prepared), auth_id
             )
-        if signed.behind:  # a nonce below ours may be lost: re-send what we stored
-            await self._resend_stored(pool, pending)
         try:
             await self._pool.request("eth_sendRawTransaction", [signed.raw])
         except errors.RpcResponseError as exc:
@@ -136,6 +134,8 @@ class Relayer:
                 raise
         except errors.RpcError as exc:  # it may have arrived: the receipt says, resends heal
             log.warning("x402_relayer_send_unknown", tx_hash=signed.tx_hash, error=str(exc))
+        if signed.behind:  # a nonce below ours may be lost (ours waits behind it): re-send
+            await self._resend_stored(pool, pending)
         return await self._receipt(pool, signed)
 
     def _signer(self, prepared: Prepared) -> nonces.Signer:
@@ -158,8 +158,10 @@ class Relayer:
 
     async def _resend_stored(self, pool: db.Pool, pending: int) -> None:
         """Re-broadcast our stored transactions the node does not hold (bounded batch)."""
-        for row in await nonces.unconfirmed(pool, self._pool.chain, self.address, pending):
-            await self._resend(pool, str(row["tx_hash"]), str(row["raw_tx"]))
+        rows = await nonces.unconfirmed(pool, self._pool.chain, self.address, pending)
+        await asyncio.gather(
+            *(self._resend(pool, str(r["tx_hash"]), str(r["raw_tx"])) for r in rows)
+        )
 
     async def _resend(self, pool: db.Pool, tx_hash: str, raw: str) -> bool:
         """Send stored bytes again; False once the node refused them for good."""
