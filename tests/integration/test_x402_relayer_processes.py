@@ -1,6 +1,8 @@
 """Two API processes (`watcher api`, real uvicorn, one PostgreSQL, one anvil) settling x402
 payments with one relayer key at once: every payment settled exactly once, none lost, and a
 process killed after handing out a nonce (its transaction lost by the node) wedges nothing.
+Then, in one process: a transaction the node drops is sent again; one it refuses gives its
+nonce to the next payment.
 
 anvil mines on a timer here, not on every transaction: transactions wait in its pool as on
 a real chain, so two processes reading the pending nonce at once collide as they would.
@@ -9,6 +11,7 @@ a real chain, so two processes reading the pending nonce at once collide as they
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import subprocess
 import sys
@@ -21,8 +24,12 @@ import httpx
 import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from starlette.responses import Response
 
+from api.app import create_app
 from devkit.anvil import ROOT, TRANSFER_TOPIC, Anvil, free_port, start_anvil
+from devkit.api_support import serve
+from devkit.faultproxy import FaultProxy
 from devkit.x402kit import BASE_CHAIN_ID, PRICE, ROUTE, World, decode_header, make_world, v2_header
 from tests.integration.test_daemon import _env
 from watcher import db
@@ -200,10 +207,13 @@ async def test_two_processes_settle_twenty_payments_at_once_each_exactly_once(
 
 
 async def _wait_in_pool(node: Anvil, pool: db.Pool, timeout: float = 30) -> str:
-    """The hash of the first relayer transaction stored, once the node holds it."""
+    """The hash of the first settlement transaction (recorded before broadcast), once the
+    node holds it."""
     deadline = time.monotonic() + timeout
     while True:
-        tx_hash = await pool.fetchval("SELECT tx_hash FROM relayer_transactions LIMIT 1")
+        tx_hash = await pool.fetchval(
+            "SELECT tx_hash FROM x402_authorizations WHERE tx_hash IS NOT NULL LIMIT 1"
+        )
         if tx_hash is not None and await node.rpc("eth_getTransactionByHash", tx_hash):
             return str(tx_hash)
         assert time.monotonic() < deadline, "no relayer transaction reached the node"
@@ -251,3 +261,58 @@ async def test_a_process_killed_after_taking_a_nonce_wedges_nothing_and_settles_
     auths = await _rows(pool, "SELECT status, tx_hash FROM x402_authorizations ORDER BY id")
     assert [a["status"] for a in auths] == ["settling"] + ["settled"] * 5  # A's: never served
     assert auths[0]["tx_hash"] == lost
+
+
+# ---- one process: the node losing or refusing a transaction ------------------------------
+
+
+async def test_a_transaction_the_node_drops_while_we_wait_is_sent_again_and_settles(
+    base_anvil: Anvil, pool: db.Pool
+) -> None:
+    world = await make_world(base_anvil, x402_settle_timeout_seconds=20)
+    app = create_app(world.settings, pool)
+    async with serve(app) as url:
+        headers = await _headers(url, world, world.payer)
+        await base_anvil.rpc("evm_setAutomine", False)
+        paying = asyncio.create_task(_pay(url, headers))
+        lost = await _wait_in_pool(base_anvil, pool)
+        await base_anvil.rpc("anvil_dropTransaction", lost)
+        assert await base_anvil.rpc("eth_getTransactionByHash", lost) is None
+        await base_anvil.rpc("evm_setIntervalMining", 1)
+        paid = await paying
+    assert _assert_paid(paid, world.payer) == lost  # the same transaction, sent again
+    assert await world.token.balance_of(world.receiver) == PRICE
+    assert await _mined_nonce(world) == 1
+
+
+async def test_a_send_the_node_refuses_gives_its_nonce_to_the_next_payment(
+    base_anvil: Anvil, pool: db.Pool
+) -> None:
+    proxy = await FaultProxy(base_anvil.url, base_anvil.ws_url).start()
+    refused: list[str] = []
+
+    async def refuse_first_send(call: dict[str, Any], _: FaultProxy) -> Response | None:
+        if call.get("method") != "eth_sendRawTransaction" or refused:
+            return None
+        refused.append(call["params"][0])
+        error = {"code": -32000, "message": "insufficient funds for gas * price + value"}
+        body = {"jsonrpc": "2.0", "id": call.get("id"), "error": error}
+        return Response(json.dumps(body), media_type="application/json")
+
+    proxy.intercept = refuse_first_send
+    world = await make_world(base_anvil, x402_base_rpc_url=proxy.url)
+    second: LocalAccount = Account.create()
+    await world.token.mint(second.address.lower(), PRICE)
+    try:
+        app = create_app(world.settings, pool)
+        async with serve(app) as url:
+            first = await _pay(url, await _headers(url, world, world.payer))
+            then = await _pay(url, await _headers(url, world, second))
+    finally:
+        await proxy.stop()
+    assert first.status_code == 503, first.text  # refused for good: not settled, not served
+    _assert_paid(then, second)
+    txs = await _rows(pool, "SELECT nonce, status FROM relayer_transactions ORDER BY created_at")
+    assert [(t["nonce"], t["status"]) for t in txs] == [(0, "replaced"), (0, "signed")]
+    assert await _mined_nonce(world) == 1  # the next payment took nonce 0: no gap
+    assert await world.token.balance_of(world.receiver) == PRICE
