@@ -2,10 +2,10 @@
 
 An EVM account's transactions are mined in nonce order, one per nonce. Two API
 processes that each ask the node for the pending count and sign with it pick
-the same nonce whenever they settle at once: one transaction wins, the other
-is refused ("nonce too low", "replacement underpriced") or silently replaced,
-and its payer is refused after a full timeout. One process avoided this with
-an asyncio lock; several processes need the database, which they all share.
+the same nonce whenever they settle at once: one transaction wins, the node
+refuses the other ("nonce too low", "replacement transaction underpriced")
+and a payment that was fine is answered 503. One process avoided this with an
+asyncio lock; several processes need the database, which they all share.
 
 The choice, and why:
 
