@@ -51,8 +51,9 @@ class Clients:
         self._eip1271: dict[str, rpc.RpcPool] = {}
         self._relayers: dict[str, relayer.Relayer] = {}
         self._facilitator: facilitator.Facilitator | None = None
-        # One per EVM network for the app's life: the relayer's account nonces are taken
-        # in order, whichever Relayer object sends.
+        # One per EVM network for the app's life, whichever Relayer object sends: one
+        # request of this process at a time waits on the database's nonce row lock
+        # (api.x402.nonces), the others wait here without holding a pooled connection.
         self._locks: dict[str, asyncio.Lock] = {
             c.name: asyncio.Lock()
             for c in chains.all_chains(settings)

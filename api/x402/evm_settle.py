@@ -132,12 +132,8 @@ async def _by_relayer(
     except SettlementRejected as exc:
         raise Refused(exc.reason, str(exc)) from exc
     auth_id = await _claim(pool, verified, "relayer", resource)
-
-    async def on_hash(tx_hash: str) -> None:
-        await records.db_value(pool, "x402_mark_settling", auth_id, tx_hash)
-
     try:
-        receipt = await relayer.submit(prepared, on_hash)
+        receipt = await relayer.submit(prepared, pool, auth_id)
     except (SettlementUnknown, errors.RpcError) as exc:
         await _fail(pool, verified, auth_id, f"not confirmed: {exc}")
         raise service_unavailable("settlement (the transaction was not confirmed in time)") from exc

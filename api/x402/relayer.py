@@ -4,26 +4,31 @@
 chain's settlement :class:`watcher.rpc.RpcPool` (one per app, see
 :mod:`api.x402.clients`). ``prepare`` simulates the call (``eth_estimateGas``)
 and checks the relayer can pay the gas *before* anything is claimed;
-``submit`` signs, reports the transaction hash (known before broadcast, so the
-ledger can link a racing credit), sends and waits for the receipt.
+``submit`` takes the account nonce from the database, signs and stores the
+transaction with the authorization marked ``settling`` (the hash is known
+before broadcast, so the ledger can link a racing credit), sends, and waits
+for the receipt, re-sending the same bytes while it waits. Several API
+processes share one key safely: :mod:`api.x402.nonces` says how.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
 from eth_abi.abi import encode as abi_encode
 from eth_account import Account
 from eth_utils.abi import function_signature_to_4byte_selector
 from eth_utils.address import to_checksum_address
 
-from api.x402 import evm
+from api.x402 import evm, nonces
 from api.x402.errors import RelayerUnfunded, SettlementRejected, SettlementUnknown
-from watcher import errors, rpc
+from watcher import db, errors, rpc
+
+log = structlog.get_logger(__name__)
 
 TWA_TYPES = (
     "address",
@@ -40,6 +45,7 @@ TWA_SIGNATURE = f"transferWithAuthorization({','.join(TWA_TYPES)})"
 _TWA_SELECTOR = function_signature_to_4byte_selector(TWA_SIGNATURE)
 GAS_HEADROOM = 1.25  # estimates are exact on a quiet chain; state can move before inclusion
 RECEIPT_POLL_SECONDS = 0.2
+RESEND_SECONDS = 2.0  # while waiting, the node gets our transaction again this often
 
 
 def transfer_calldata(auth: evm.Authorization) -> str:
@@ -83,8 +89,8 @@ class Relayer:
         self._pool = pool
         self._chain_id = chain_id
         self._receipt_timeout = receipt_timeout
-        # One process sends one transaction at a time per relayer: account nonces stay in
-        # order. api.x402.clients passes the app's lock for the chain, which outlives this.
+        # One nonce allocation at a time per process (the database orders processes).
+        # api.x402.clients passes the app's lock for the chain, which outlives this.
         self._lock = lock or asyncio.Lock()
 
     async def prepare(self, asset: str, auth: evm.Authorization) -> Prepared:
@@ -110,16 +116,34 @@ class Relayer:
             )
         return Prepared(call=call, gas=gas, max_fee=max_fee, tip=tip)
 
-    async def submit(
-        self, prepared: Prepared, on_hash: Callable[[str], Awaitable[None]]
-    ) -> dict[str, Any]:
-        """Sign, record the hash (``on_hash``), send, and return the receipt."""
-        async with self._lock:
-            count = await self._pool.request("eth_getTransactionCount", [self.address, "pending"])
+    async def submit(self, prepared: Prepared, pool: db.Pool, auth_id: int) -> dict[str, Any]:
+        """Take a nonce from the database, sign, store the transaction and mark the
+        authorization ``settling`` (all before broadcast, see :mod:`api.x402.nonces`), send,
+        and return the receipt."""
+        count = await self._pool.request("eth_getTransactionCount", [self.address, "pending"])
+        pending = int(count, 16)
+        async with self._lock:  # one connection per process waits on the row lock, not many
+            signed = await nonces.sign_next(
+                pool, self._pool.chain, self.address, pending, self._signer(prepared), auth_id
+            )
+        try:
+            await self._pool.request("eth_sendRawTransaction", [signed.raw])
+        except errors.RpcResponseError as exc:
+            if not _another_copy_is_there(exc):
+                await nonces.refused(pool, signed.tx_hash)
+                raise
+        except errors.RpcError as exc:  # it may have arrived: the receipt says, resends heal
+            log.warning("x402_relayer_send_unknown", tx_hash=signed.tx_hash, error=str(exc))
+        if signed.behind:  # a nonce below ours may be lost (ours waits behind it): re-send
+            await self._resend_stored(pool, pending)
+        return await self._receipt(pool, signed)
+
+    def _signer(self, prepared: Prepared) -> nonces.Signer:
+        def sign(nonce: int) -> tuple[str, str]:
             tx = {
                 "type": 2,
                 "chainId": self._chain_id,
-                "nonce": int(count, 16),
+                "nonce": nonce,
                 "to": to_checksum_address(prepared.call["to"]),  # eth-account insists
                 "data": prepared.call["data"],
                 "value": 0,
@@ -128,19 +152,56 @@ class Relayer:
                 "maxPriorityFeePerGas": prepared.tip,
             }
             signed = self._account.sign_transaction(tx)
-            tx_hash = "0x" + bytes(signed.hash).hex()
-            await on_hash(tx_hash)
-            await self._pool.request(
-                "eth_sendRawTransaction", ["0x" + signed.raw_transaction.hex()]
-            )
-        return await self._receipt(tx_hash)
+            return "0x" + bytes(signed.hash).hex(), "0x" + signed.raw_transaction.hex()
 
-    async def _receipt(self, tx_hash: str) -> dict[str, Any]:
+        return sign
+
+    async def _resend_stored(self, pool: db.Pool, pending: int) -> None:
+        """Re-broadcast our stored transactions the node does not hold (bounded batch)."""
+        rows = await nonces.unconfirmed(pool, self._pool.chain, self.address, pending)
+        await asyncio.gather(
+            *(self._resend(pool, str(r["tx_hash"]), str(r["raw_tx"])) for r in rows)
+        )
+
+    async def _resend(self, pool: db.Pool, tx_hash: str, raw: str) -> bool:
+        """Send stored bytes again; False once the node refused them for good."""
+        try:
+            await self._pool.request("eth_sendRawTransaction", [raw])
+        except errors.RpcResponseError as exc:
+            if _another_copy_is_there(exc):
+                return True
+            log.warning("x402_relayer_tx_refused", tx_hash=tx_hash, error=str(exc))
+            await nonces.refused(pool, tx_hash)
+            return False
+        except errors.RpcError:
+            return True  # the node is unwell; the next resend tries again
+        return True
+
+    async def _receipt(self, pool: db.Pool, signed: nonces.Signed) -> dict[str, Any]:
+        """Poll for the receipt; every RESEND_SECONDS re-send the transaction (a node that
+        lost it, or never got it, gets it again: the same hash)."""
         deadline = time.monotonic() + self._receipt_timeout
+        resend_at = time.monotonic() + RESEND_SECONDS
         while time.monotonic() < deadline:
-            receipt = await self._pool.request("eth_getTransactionReceipt", [tx_hash])
+            receipt = await self._pool.request("eth_getTransactionReceipt", [signed.tx_hash])
             if receipt is not None:
                 out: dict[str, Any] = receipt
                 return out
+            if time.monotonic() >= resend_at:
+                resend_at = time.monotonic() + RESEND_SECONDS
+                if not await self._resend(pool, signed.tx_hash, signed.raw):
+                    raise SettlementUnknown(f"the node refused {signed.tx_hash} on resend")
             await asyncio.sleep(RECEIPT_POLL_SECONDS)
-        raise SettlementUnknown(f"no receipt for {tx_hash} within {self._receipt_timeout:.0f} s")
+        raise SettlementUnknown(
+            f"no receipt for {signed.tx_hash} within {self._receipt_timeout:.0f} s"
+        )
+
+
+def _another_copy_is_there(exc: errors.RpcResponseError) -> bool:
+    """The node's refusal says the transaction (or one with its nonce) is known already:
+    not a reason to give the nonce back. Anything else (funds, fees, gas) is final."""
+    text = str(exc).lower()
+    return any(m in text for m in _KNOWN_MARKERS)
+
+
+_KNOWN_MARKERS = ("already", "known", "nonce too low", "underpriced", "pool is full", "txpool")

@@ -107,3 +107,49 @@ WHERE id = $1 AND status = 'settling';
 
 -- name: x402_svm_settlement
 SELECT * FROM x402_solana_settlements WHERE id = $1;
+
+-- ---------------- The relayer's account nonces (api/x402/nonces.py)
+
+-- name: relayer_nonce_lock
+-- Lock the relayer's row (created at the chain's pending count the first time) until
+-- commit; the value back is the lowest nonce never handed out.
+INSERT INTO relayer_nonces (chain, address, next_nonce) VALUES ($1, $2, $3)
+ON CONFLICT (chain, address) DO UPDATE SET updated_at = now()
+RETURNING next_nonce;
+
+-- name: relayer_nonce_reusable
+-- The lowest nonce handed out before, at or above the chain's pending count ($3) and
+-- below the next one ($4), whose transaction the node refused and that nothing live holds.
+SELECT min(t.nonce) FROM relayer_transactions t
+WHERE t.chain = $1 AND t.address = $2 AND t.nonce >= $3 AND t.nonce < $4
+  AND t.status = 'refused'
+  AND NOT EXISTS (SELECT 1 FROM relayer_transactions l
+                  WHERE l.chain = t.chain AND l.address = t.address AND l.nonce = t.nonce
+                    AND l.status = 'signed');
+
+-- name: relayer_nonce_advance
+UPDATE relayer_nonces SET next_nonce = $3, updated_at = now() WHERE chain = $1 AND address = $2;
+
+-- name: relayer_tx_insert
+-- Stored before it is broadcast: any process can re-send these bytes if the node lost them.
+INSERT INTO relayer_transactions (chain, address, nonce, tx_hash, raw_tx, authorization_id)
+VALUES ($1, $2, $3, $4, $5, $6);
+
+-- name: relayer_tx_unconfirmed
+-- Live transactions the node may have lost (their nonce at or above its pending count $3),
+-- signed more than $4 seconds ago (a younger one may still be on its way), lowest first.
+SELECT nonce, tx_hash, raw_tx FROM relayer_transactions
+WHERE chain = $1 AND address = $2 AND status = 'signed' AND nonce >= $3
+  AND created_at < now() - make_interval(secs => $4)
+ORDER BY nonce
+LIMIT $5;
+
+-- name: relayer_tx_refused
+-- The node refused it for good: its nonce may be handed out again.
+UPDATE relayer_transactions SET status = 'refused', updated_at = now()
+WHERE tx_hash = $1 AND status = 'signed';
+
+-- name: relayer_tx_replace
+-- Its nonce is handed out again (only a refused one is): keep it for the record.
+UPDATE relayer_transactions SET status = 'replaced', updated_at = now()
+WHERE chain = $1 AND address = $2 AND nonce = $3 AND status = 'refused';
