@@ -21,7 +21,8 @@ $(NODE_STAMP): package.json package-lock.json
 
 install: $(PY_STAMP) $(NODE_STAMP) system-deps
 
-# prometheus/promtool, docker-compose, systemd-analyze for the operations tests.
+# prometheus/promtool, docker-compose, systemd-analyze for the operations tests; nginx and
+# caddy for the gateway tests (their packaged services are not started).
 system-deps:
 	bash scripts/install_system_deps.sh
 

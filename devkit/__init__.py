@@ -16,6 +16,10 @@ folder nor ``tests/``. Import it from a source checkout (the repo root on
     stripe_helpers  signed Stripe webhook deliveries, event builders, localstripe
     x402kit       an EIP-3009 USDC on anvil and the x402 package's own EVM client paying
     x402svmkit    the x402 package's SVM client and hand-built Solana payment transactions
+    proxies       real nginx, Caddy and Traefik from a test's config, own port and temp dir
+    upstream      a small real upstream (echo, streams, SSE, slow, failing, uploads) that
+                  checks the gateway's X-Payment-* signature (``verify_gateway``)
+    gateway_verify.mjs  the same check in plain Node, plus a tiny server mode
 
 Nothing here asserts a test's outcome: fixtures stay in ``tests/conftest.py`` and
 the checks in the tests.
