@@ -202,9 +202,13 @@ async def test_a_token_pays_the_exact_cost_and_the_upstream_checks_it(
     st: Stack, pool: db.Pool
 ) -> None:
     token = await token_for(st, pool)
-    sent = {"x-payment-token": token, "X-Payment-Charge-Id": "tok_forged", "X-Payment-Rail": "x"}
-    first = await st.http.get("/echo/paris?days=3", headers=sent)
+    forged = {"X-Payment-Charge-Id": "tok_999999", "X-Payment-Rail": "x", "X-Payment-Tier": "pro"}
+    first = await st.http.get("/echo/paris?days=3", headers={"x-payment-token": token, **forged})
     got = seen_by_upstream(first)
+    names = [k for k, _ in first.json()["raw_headers"]]
+    assert names.count("x-payment-charge-id") == names.count("x-payment-rail") == 1
+    assert got["x-payment-charge-id"] != "tok_999999"
+    assert "x-payment-tier" not in got, got.get("x-payment-tier")
     assert got["x-payment-rail"] == "token"
     assert got["x-payment-remaining"] == "7"  # 10 - 3
     assert got["x-payment-charge-id"].startswith("tok_")
@@ -316,3 +320,31 @@ async def test_upstream_down_or_slow_the_charge_stands(
     assert failed.status_code == 500
     rows = await pool.fetch("SELECT remaining FROM access_tokens ORDER BY id")
     assert [r["remaining"] for r in rows] == [7, 8]  # no refund in this mode
+
+
+async def test_envoy_style_the_path_after_the_prefix(pool: db.Pool, tmp_path: Path) -> None:
+    """Envoy's ext_authz sends the payer's method and ``path_prefix`` + the original path;
+    no proxy here (Envoy is not installable), the check request is made as Envoy makes it."""
+    settings = settings_for()
+    async with upstream.upstream(SECRET.encode()) as up:
+        path = tmp_path / "gateway.toml"
+        path.write_text(GATEWAY.format(url=up.url))
+        app = create_app(settings, pool, gateway=gateway_config.load(path, settings))
+        async with api_support.serve(app) as url, httpx.AsyncClient(base_url=url) as w:
+            token = (await api_support.buy_token(w, pool))["token"]
+            unpaid = await w.post("/gateway/authorize/echo/a%2Fb?x=1")
+            paid = await w.post(
+                "/gateway/authorize/echo/a%2Fb?x=1", headers={"x-payment-token": token}
+            )
+            signed = {k: v for k, v in paid.headers.items() if k.startswith("x-payment-")}
+            as_get = await w.get(f"{up.url}/echo/a%2Fb?x=1", headers=signed)  # signed for POST
+            forwarded = await w.post(f"{up.url}/echo/a%2Fb?x=1", headers=signed)
+            nothing = await w.get("/gateway/authorize")
+    assert unpaid.status_code == 402 and unpaid.json()["calls"] == 3
+    assert unpaid.json()["accepts"][0]["resource"] == f"{url}/echo/a%2Fb?x=1"
+    assert paid.status_code == 200, paid.text
+    assert signed["x-payment-remaining"] == "7"
+    assert as_get.status_code == 401 and up.refused == ["bad signature"]
+    assert forwarded.status_code == 200, forwarded.text
+    assert forwarded.json()["method"] == "POST"
+    assert nothing.status_code == 400 and nothing.json()["error"] == "forward_auth_no_original"
