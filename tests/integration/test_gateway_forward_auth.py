@@ -20,7 +20,7 @@ from api.app import create_app
 from devkit import api_support, proxies, upstream
 from devkit import stripe_helpers as sh
 from devkit.anvil import Anvil, free_port, start_anvil
-from devkit.x402kit import BASE_CHAIN_ID, PRICE, decode_header, make_world, v2_header
+from devkit.x402kit import BASE_CHAIN_ID, PRICE, decode_header, make_world, v1_header, v2_header
 from watcher import db, gateway_config, keys
 from watcher.settings import Settings
 
@@ -291,6 +291,8 @@ async def test_an_x402_payment_of_the_routes_price_passes_once(
         paid = await v2_header(s.http, world, route="/echo/x402", cap_units=3 * PRICE)
         first = await s.http.get("/echo/x402", headers=paid)
         again = await s.http.get("/echo/x402", headers=paid)
+        v1 = await v1_header(s.http, world, route="/echo/v1", cap_units=3 * PRICE)
+        paid_v1 = await s.http.get("/echo/v1", headers=v1)
     got = seen_by_upstream(first)
     assert got["x-payment-rail"] == "x402"
     assert got["x-payment-payer"].lower() == world.payer.address.lower()
@@ -298,8 +300,12 @@ async def test_an_x402_payment_of_the_routes_price_passes_once(
     if kind == "nginx":  # the others cannot add an auth header to the payer's answer
         assert decode_header(first.headers["PAYMENT-RESPONSE"])["success"] is True
     assert again.status_code == 402
-    assert await world.token.balance_of(world.receiver) == 3 * PRICE
-    assert s.up.accepted == 1
+    got_v1 = seen_by_upstream(paid_v1)
+    assert got_v1["x-payment-rail"] == "x402" and "x-payment" not in got_v1
+    if kind == "nginx":
+        assert decode_header(paid_v1.headers["X-PAYMENT-RESPONSE"])["success"] is True
+    assert await world.token.balance_of(world.receiver) == 6 * PRICE
+    assert s.up.accepted == 2
 
 
 @pytest.mark.parametrize("kind", PROXIES)
