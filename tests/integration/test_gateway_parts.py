@@ -313,7 +313,7 @@ TAMPERINGS: dict[str, tuple[Tamper, str]] = {
         lambda _: (
             "POST",
             TARGET,
-            sign(SECRET, "POST", TARGET, b"{}", ts=int(time.time()) + 301),
+            sign(SECRET, "POST", TARGET, b"{}", ts=int(time.time()) + 310),
             b"{}",
         ),
         "timestamp outside 300 s",
