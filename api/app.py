@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from api import errors, idempotency, paywall
+from api.gateway import charge as gateway_charge
 from api.routes import admin, health, tokens
 from api.routes import stripe as stripe_routes
 from api.x402 import clients
@@ -46,6 +47,8 @@ def create_app(
     app.include_router(tokens.router)
     app.include_router(admin.router)
     app.include_router(paywall.router)
+    if app.state.gateway is not None:  # backends charge the gateway's routes
+        app.include_router(gateway_charge.router)
     if stripe_routes.enabled(settings):  # the card rail is off until Stripe is configured
         app.include_router(stripe_routes.router)
     app.add_middleware(idempotency.StoreAnswers)
