@@ -21,7 +21,7 @@ from watcher import (
     logs,
     networks,
     sentry,
-    service_keys,
+    service_keys_cli,
 )
 from watcher.settings import Settings, load_settings
 
@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--hours", type=int, default=72, help="how far back (Stripe keeps 30 days)")
     p.set_defaults(func=_cmd_stripe_sync)
-    service_keys.add_parser(sub)
+    service_keys_cli.add_parser(sub)
     return parser
 
 

@@ -77,7 +77,9 @@ def gateway(
 
 @pytest.fixture
 async def server(pool: db.Pool, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    settings = sh.settings(x402_base_payment_address=api_support.BASE_RECEIVER)
+    settings = sh.settings(
+        x402_base_payment_address=api_support.BASE_RECEIVER, x402_admin_key=api_support.ADMIN_KEY
+    )
     app = create_app(settings, pool, gateway=gateway(tmp_path, settings))
     async with api_support.serve(app) as url, httpx.AsyncClient(base_url=url, timeout=60) as http:
         yield http
@@ -210,6 +212,15 @@ async def test_the_same_key_twice_charges_once_another_body_is_422(
     )
     assert await remaining(pool, token) == 4
     assert await pool.fetchval("SELECT count(*) FROM token_usage") == 2
+    # After 24 h a key is forgotten: the same body under it is a new (charged) call,
+    # and the operator's cleanup drops what expired.
+    await pool.execute("UPDATE gateway_charges SET expires_at = now() - interval '1 second'")
+    later = await server.post("/gateway/charge", json=body("same", {"token": token}), headers=auth)
+    assert later.status_code == 200 and "Idempotent-Replayed" not in later.headers
+    assert await remaining(pool, token) == 1
+    cleanup = await server.post("/x402/cleanup", headers={"x-admin-key": api_support.ADMIN_KEY})
+    assert cleanup.json()["idempotency_keys_forgotten"] == 1  # the other backend's
+    assert await pool.fetchval("SELECT count(*) FROM gateway_charges") == 1
 
 
 async def test_ten_identical_requests_at_once_charge_once(
