@@ -265,6 +265,11 @@ async def test_a_subscriber_of_an_allowed_tier_passes_another_does_not(
     assert team.json()["error"].startswith("subscription_")
     used = await pool.fetch("SELECT endpoint, cost FROM subscriber_usage WHERE NOT refunded")
     assert [(r["endpoint"], r["cost"]) for r in used] == [(FORECAST, 3)]
+    # The backend's job failed: the calls go back to the subscription, once.
+    back = await server.post(f"/gateway/charge/{pro.json()['charge_id']}/refund", headers=auth)
+    assert back.status_code == 200, back.text
+    assert await pool.fetchval("SELECT count(*) FROM subscriber_usage WHERE NOT refunded") == 0
+    assert await pool.fetchval("SELECT used FROM subscriber_keys") == 0
 
 
 async def test_refund_gives_a_token_charge_back_once_and_frees_the_key(
@@ -350,6 +355,7 @@ async def test_an_x402_payment_of_the_routes_price_is_charged_once(
         paid = await http.post("/gateway/charge", json=body("x1", x402), headers=auth)
         again = await http.post("/gateway/charge", json=body("x1", x402), headers=auth)
         reused = await http.post("/gateway/charge", json=body("x2", x402), headers=auth)
+        refund = await http.post(f"/gateway/charge/{paid.json()['charge_id']}/refund", headers=auth)
     assert paid.status_code == 200, paid.text
     got = paid.json()
     assert (got["rail"], got["units"], got["payer"].lower()) == (
@@ -360,6 +366,7 @@ async def test_an_x402_payment_of_the_routes_price_is_charged_once(
     assert decode_header(got["payer_headers"]["PAYMENT-RESPONSE"])["success"] is True
     assert again.json() == got
     assert reused.status_code == 402 and reused.json()["charged"] is False
+    assert (refund.status_code, refund.json()["error"]) == (409, "charge_not_refundable")
     assert await world.token.balance_of(world.receiver) == 3 * PRICE
     rows = await pool.fetch("SELECT amount, status FROM x402_authorizations")
     assert [(int(r["amount"]), r["status"]) for r in rows] == [(3 * PRICE, "settled")]
