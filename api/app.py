@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from api import errors, idempotency, paywall
 from api.gateway import charge as gateway_charge
+from api.gateway import service_keys_admin
 from api.routes import admin, health, tokens
 from api.routes import stripe as stripe_routes
 from api.x402 import clients
@@ -49,6 +50,7 @@ def create_app(
     app.include_router(paywall.router)
     if app.state.gateway is not None:  # backends charge the gateway's routes
         app.include_router(gateway_charge.router)
+        app.include_router(service_keys_admin.router)
     if stripe_routes.enabled(settings):  # the card rail is off until Stripe is configured
         app.include_router(stripe_routes.router)
     app.add_middleware(idempotency.StoreAnswers)

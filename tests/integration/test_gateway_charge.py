@@ -417,3 +417,34 @@ async def test_cli_creates_lists_and_revokes_keys(
     twice = await asyncio.to_thread(cli, env, "revoke", str(row["id"]), "--reason", "again")
     assert (gone.returncode, twice.returncode) == (0, 1)
     assert await pool.fetchval("SELECT revoked_reason FROM service_keys") == "rotated"
+
+
+async def test_the_admin_api_creates_lists_and_revokes_keys(
+    server: httpx.AsyncClient, pool: db.Pool
+) -> None:
+    admin = {"x-admin-key": api_support.ADMIN_KEY}
+    base = "/x402/admin/service-keys"
+    nobody = await server.post(base, json={"name": "q", "all_routes": True})
+    unknown = await server.post(base, json={"name": "q", "routes": ["GET /nope"]}, headers=admin)
+    both = await server.post(
+        base, json={"name": "q", "routes": [FORECAST], "all_routes": True}, headers=admin
+    )
+    made = await server.post(base, json={"name": "q", "routes": [HEALTH]}, headers=admin)
+    assert (nobody.status_code, unknown.status_code, both.status_code) == (403, 422, 422)
+    assert made.status_code == 201, made.text
+    key = made.json()["key"]
+    auth = {"Authorization": f"Bearer {key}"}
+    served = await server.post("/gateway/charge", json=body("a1", None, HEALTH), headers=auth)
+    assert served.status_code == 200
+    (listed,) = (await server.get(base, headers=admin)).json()["service_keys"]
+    assert (listed["routes"], listed["revoked_at"]) == ([HEALTH], None)
+    assert key not in json.dumps(listed) and listed["last_used_at"] is not None
+    gone = await server.post(
+        f"{base}/{made.json()['id']}/revoke", json={"reason": "x"}, headers=admin
+    )
+    twice = await server.post(
+        f"{base}/{made.json()['id']}/revoke", json={"reason": "y"}, headers=admin
+    )
+    assert (gone.status_code, twice.status_code) == (200, 404)
+    after = await server.post("/gateway/charge", json=body("a2", None, HEALTH), headers=auth)
+    assert (after.status_code, after.json()["error"]) == (403, "service_key_revoked")
