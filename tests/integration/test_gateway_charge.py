@@ -291,6 +291,11 @@ async def test_refund_gives_a_token_charge_back_once_and_frees_the_key(
     retry = await server.post("/gateway/charge", json=body("job", {"token": token}), headers=auth)
     assert retry.status_code == 200 and retry.json()["charge_id"] != charged["charge_id"]
     assert await remaining(pool, token) == 7
+    # Past the refund window: refused, nothing given back.
+    await pool.execute("UPDATE gateway_charges SET created_at = now() - interval '16 minutes'")
+    late = await server.post(f"/gateway/charge/{retry.json()['charge_id']}/refund", headers=auth)
+    assert (late.status_code, late.json()["error"]) == (409, "refund_window_passed")
+    assert await remaining(pool, token) == 7
 
 
 async def test_a_database_fault_is_503_never_a_charge(
