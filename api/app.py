@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from api import errors, idempotency, paywall
-from api.gateway import forward_auth, proxy
+from api.gateway import charge as gateway_charge
+from api.gateway import forward_auth, proxy, service_keys_admin
 from api.routes import admin as admin_routes
 from api.routes import health, tokens
 from api.routes import stripe as stripe_routes
@@ -58,8 +59,11 @@ def create_app(
     if admin:
         app.include_router(admin_routes.router)
     app.include_router(paywall.router)
-    if app.state.gateway is not None:  # forward-auth mode: the operator's proxy asks here
+    if app.state.gateway is not None:  # forward-auth, and backends charging the routes
         forward_auth.mount(app)
+        app.include_router(gateway_charge.router)
+    if admin and config is not None:  # service keys are the operator's, on the admin side
+        app.include_router(service_keys_admin.router)
     if stripe_routes.enabled(settings):  # the card rail is off until Stripe is configured
         app.include_router(stripe_routes.router)
     if app.state.gateway is not None:  # last: our own routes always match first

@@ -12,7 +12,17 @@ from collections.abc import Sequence
 
 import structlog
 
-from watcher import __version__, daemon, db, errors, gateway_config, logs, networks, sentry
+from watcher import (
+    __version__,
+    daemon,
+    db,
+    errors,
+    gateway_config,
+    logs,
+    networks,
+    sentry,
+    service_keys_cli,
+)
 from watcher.settings import Settings, load_settings
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
@@ -137,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--hours", type=int, default=72, help="how far back (Stripe keeps 30 days)")
     p.set_defaults(func=_cmd_stripe_sync)
+    service_keys_cli.add_parser(sub)
     return parser
 
 

@@ -67,11 +67,17 @@ async def cleanup(request: Request) -> dict[str, Any]:
         async with pool.acquire() as conn:
             expired = await ledger.expire_invoices(conn)
         await pool.execute(db.q("api_rate_prune"))
-        # Expired Idempotency-Keys are forgotten and their stored answers dropped.
-        forgotten = await pool.execute(db.q("api_idem_prune"))
+        # Expired Idempotency-Keys are forgotten and their stored answers dropped
+        # (the paywall's, and the charge endpoint's).
+        forgotten = [
+            await pool.execute(db.q(q)) for q in ("api_idem_prune", "gateway_charge_prune")
+        ]
     except DB_ERRORS as exc:
         raise service_unavailable("the database") from exc
-    return {"invoices_expired": expired, "idempotency_keys_forgotten": int(forgotten.split()[-1])}
+    return {
+        "invoices_expired": expired,
+        "idempotency_keys_forgotten": sum(int(f.split()[-1]) for f in forgotten),
+    }
 
 
 @router.get(

@@ -50,6 +50,7 @@ def test_every_file_of_the_tree_says_what_it_holds() -> None:
     assert [f.name for f in files] == [
         "api.sql",
         "evm.sql",
+        "gateway.sql",
         "ledger.sql",
         "ops.sql",
         "solana.sql",
