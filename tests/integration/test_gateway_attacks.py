@@ -20,6 +20,7 @@ from api.app import create_app
 from devkit import upstream as upstream_kit
 from devkit.api_support import buy_token, make_settings, serve
 from watcher import db, gateway_config
+from watcher.settings import Settings
 
 SECRET = b"attack-test-secret-0123456789abcdef"
 UPSTREAM_KEY = "upstream-private-key-attack"
@@ -33,6 +34,11 @@ OURS = {
     "x-payment-signature",
     "x-payment-tier",
 }
+
+
+def load(tmp_path: Path, up: str, settings: Settings) -> gateway_config.GatewayConfig:
+    env = {"ATTACK_GATEWAY_SECRET": SECRET.decode(), "ATTACK_UPSTREAM_KEY": UPSTREAM_KEY}
+    return gateway_config.load(gateway_file(tmp_path, up), settings, env)
 
 
 def gateway_file(tmp_path: Path, up: str) -> Path:
@@ -90,6 +96,14 @@ path = "/v1/fail"
 upstream = "api"
 upstream_path = "/fail"
 price_usd = "0.10"
+
+[[routes]]
+method = "GET"
+path = "/v1/odd"
+upstream = "api"
+upstream_path = "/echo/odd"
+price_usd = "0.15"
+rails = ["x402"]
 """
     )
     return path
@@ -104,8 +118,7 @@ async def up() -> AsyncIterator[upstream_kit.Upstream]:
 @pytest.fixture
 async def gw_url(up: upstream_kit.Upstream, pool: db.Pool, tmp_path: Path) -> AsyncIterator[str]:
     settings = make_settings()
-    env = {"ATTACK_GATEWAY_SECRET": SECRET.decode(), "ATTACK_UPSTREAM_KEY": UPSTREAM_KEY}
-    config = gateway_config.load(gateway_file(tmp_path, up.url), settings, env)
+    config = load(tmp_path, up.url, settings)
     async with serve(create_app(settings, pool, gateway=config)) as url:
         yield url
 
