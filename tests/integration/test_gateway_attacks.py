@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from api.app import create_app
+from devkit import proxies
 from devkit import upstream as upstream_kit
 from devkit.api_support import buy_token, make_settings, serve
 from watcher import db, gateway_config
@@ -95,6 +96,13 @@ method = "GET"
 path = "/v1/fail"
 upstream = "api"
 upstream_path = "/fail"
+price_usd = "0.10"
+
+[[routes]]
+method = "GET"
+path = "/v1/stream"
+upstream = "api"
+upstream_path = "/stream"
 price_usd = "0.10"
 
 [[routes]]
@@ -185,6 +193,28 @@ async def test_no_encoded_slash_or_dot_walks_a_free_route_onto_a_paid_upstream_p
     assert escaped == []
 
 
+NGINX_UPSTREAM = """
+server {
+    listen 127.0.0.1:@PORT@;
+    location /echo/free/ { return 200 "free $uri"; }
+    location /echo/paid/ { return 200 "PAID $uri"; }
+    location / { return 200 "other $uri"; }
+}
+"""
+
+
+async def test_an_upstream_that_normalises_paths_never_serves_a_paid_path_on_a_free_route(
+    pool: db.Pool, tmp_path: Path
+) -> None:
+    # A real nginx as the merchant's upstream: it decodes %2F and resolves dot segments.
+    settings = make_settings()
+    async with proxies.nginx(NGINX_UPSTREAM) as ng:
+        config = load(tmp_path, ng.url, settings)
+        async with serve(create_app(settings, pool, gateway=config)) as url:
+            status, body = await raw(url, get(b"/v1/free/..%2Fpaid%2Fx"))
+    assert not (status == 200 and body.startswith(b"PAID")), body
+
+
 async def test_path_method_and_case_tricks_on_a_paid_route_are_never_served_unpaid(
     gw_url: str, up: upstream_kit.Upstream
 ) -> None:
@@ -254,12 +284,19 @@ async def test_a_method_override_header_never_reaches_the_upstream(
 ) -> None:
     # A GET paid (or free) as a GET must not become a DELETE at an upstream honouring these.
     overrides = [b"X-HTTP-Method-Override: DELETE", b"X-HTTP-Method: DELETE"]
-    overrides += [b"X-Method-Override: DELETE"]
+    overrides += [b"X-Method-Override: DELETE", b"X-Original-URL: /echo/paid/x"]
+    overrides += [b"X-Rewrite-URL: /echo/paid/x"]
     status, body = await raw(gw_url, get(b"/v1/free/x", *overrides))
     assert status in (200, 400), body
     if status == 200:
         names = {k.lower() for k, _ in upstream_saw(body)["raw_headers"]}
-        assert not names & {"x-http-method-override", "x-http-method", "x-method-override"}
+        assert not names & {
+            "x-http-method-override",
+            "x-http-method",
+            "x-method-override",
+            "x-original-url",
+            "x-rewrite-url",
+        }
 
 
 async def test_the_payers_credentials_never_reach_the_upstream(
@@ -297,6 +334,7 @@ async def test_our_secrets_appear_in_no_answer_or_log_line(
         assert SECRET.decode() not in text and UPSTREAM_KEY not in text, resp.request.url
         assert "x-payment-signature" not in {k.lower() for k in resp.headers}
     assert SECRET.decode() not in out + err and UPSTREAM_KEY not in out + err
+    assert token not in out + err  # nor the payer's token
 
 
 async def test_smuggling_and_crafted_input_get_a_4xx_never_a_500_nor_a_free_call(

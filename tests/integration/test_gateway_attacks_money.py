@@ -145,3 +145,15 @@ async def test_an_x402_payment_is_never_reused_on_a_dearer_route_nor_twice(
         assert odd.status_code in (400, 402), odd.text
         paid = await world.token.balance_of(world.receiver) - start  # type: ignore[attr-defined]
         assert paid == 100_000 and up.accepted == 1
+
+
+async def test_a_keyed_retry_of_a_streamed_answer_never_calls_the_upstream_unpaid(
+    gw: httpx.AsyncClient, up: upstream_kit.Upstream, pool: db.Pool
+) -> None:
+    token = (await buy_token(gw, pool))["token"]
+    h = {"x-payment-token": token, "Idempotency-Key": "streamed-1"}
+    first = await gw.get("/v1/stream?n=3&delay_ms=10", headers=h)
+    assert first.status_code == 200
+    retries = [await gw.get("/v1/stream?n=3&delay_ms=10", headers=h) for _ in range(3)]
+    calls_paid = 10 - await remaining(pool, token)
+    assert up.accepted <= calls_paid, ([r.status_code for r in retries], up.accepted, calls_paid)
