@@ -341,12 +341,16 @@ async def test_smuggling_and_crafted_input_get_a_4xx_never_a_500_nor_a_free_call
     gw_url: str, up: upstream_kit.Upstream
 ) -> None:
     smuggled = b"GET /v1/paid/x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
-    te_cl = get(
-        b"/v1/small",
-        b"Content-Length: 4",
-        b"Transfer-Encoding: chunked",
-        method=b"POST",
-    ) + b"0\r\n\r\n" + smuggled
+    te_cl = (
+        get(
+            b"/v1/small",
+            b"Content-Length: 4",
+            b"Transfer-Encoding: chunked",
+            method=b"POST",
+        )
+        + b"0\r\n\r\n"
+        + smuggled
+    )
     crafted = [
         te_cl,
         get(b"/v1/one", b"Transfer-Encoding: chunked, identity", method=b"POST") + b"0\r\n\r\n",

@@ -16,7 +16,7 @@ from api.app import create_app
 from devkit import upstream as upstream_kit
 from devkit.anvil import start_anvil
 from devkit.api_support import buy_token, serve
-from devkit.x402kit import BASE_CHAIN_ID, make_world, v1_header, v2_header
+from devkit.x402kit import BASE_CHAIN_ID, World, make_world, v1_header, v2_header
 from tests.integration.test_gateway_attacks import get, gw, gw_url, load, raw, up
 from watcher import db
 
@@ -58,7 +58,10 @@ async def test_twenty_calls_at_once_on_a_ten_call_token_serve_exactly_ten(
     keyed = await buy_token(gw, pool)
     answers = await asyncio.gather(
         *(
-            gw.get("/v1/paid/x", headers={"x-payment-token": keyed["token"], "Idempotency-Key": f"k{i}"})
+            gw.get(
+                "/v1/paid/x",
+                headers={"x-payment-token": keyed["token"], "Idempotency-Key": f"k{i}"},
+            )
             for i in range(6)
         )
     )
@@ -79,7 +82,10 @@ async def test_an_idempotency_key_never_replays_across_tokens_or_routes(
     cross = await gw.get("/v1/paid/x", headers={"x-payment-token": a, "Idempotency-Key": "k"})
     assert cross.status_code == 422 and "Idempotent-Replayed" not in cross.headers
     same = await asyncio.gather(
-        *(gw.get("/v1/one", headers={"x-payment-token": a, "Idempotency-Key": "z"}) for _ in range(5))
+        *(
+            gw.get("/v1/one", headers={"x-payment-token": a, "Idempotency-Key": "z"})
+            for _ in range(5)
+        )
     )
     assert all(s.status_code in (200, 409) for s in same), [s.status_code for s in same]
     assert up.accepted == 3 and await remaining(pool, a) == 8
@@ -102,8 +108,16 @@ async def test_an_upload_over_the_limit_is_never_forwarded_whole(
     assert streamed.json()["error"] == "body_too_large"
     assert up.uploads.get("big", 0) <= 1000
     chunk = b"%x\r\n%s\r\n" % (150, b"c" * 150)
-    request = get(b"/v1/small", b"Transfer-Encoding: chunked", b"x-payment-token: " + token.encode(),
-                  method=b"POST") + chunk + b"0\r\n\r\n"
+    request = (
+        get(
+            b"/v1/small",
+            b"Transfer-Encoding: chunked",
+            b"x-payment-token: " + token.encode(),
+            method=b"POST",
+        )
+        + chunk
+        + b"0\r\n\r\n"
+    )
     status, _ = await raw(gw_url, request)
     assert status == 413
     # The streamed one reached the upstream cut off (it sees the client go away, so it
@@ -114,7 +128,7 @@ async def test_an_upload_over_the_limit_is_never_forwarded_whole(
 
 async def x402_gateway(
     up: upstream_kit.Upstream, pool: db.Pool, tmp_path: Path
-) -> AsyncIterator[tuple[httpx.AsyncClient, object]]:
+) -> AsyncIterator[tuple[httpx.AsyncClient, World]]:
     node = await start_anvil(chain_id=BASE_CHAIN_ID)
     try:
         world = await make_world(node)
@@ -129,21 +143,21 @@ async def test_an_x402_payment_is_never_reused_on_a_dearer_route_nor_twice(
     up: upstream_kit.Upstream, pool: db.Pool, tmp_path: Path
 ) -> None:
     async for http, world in x402_gateway(up, pool, tmp_path):
-        start = await world.token.balance_of(world.receiver)  # type: ignore[attr-defined]
-        cheap = await v2_header(http, world, route="/v1/one", cap_units=300_000)  # type: ignore[arg-type]
+        start = await world.token.balance_of(world.receiver)
+        cheap = await v2_header(http, world, route="/v1/one", cap_units=300_000)
         dear = await http.get("/v1/paid/x", headers=cheap)
         assert dear.status_code == 402, dear.text
-        under = await v2_header(http, world, route="/v1/paid/x", cap_units=300_000, amount="100000")  # type: ignore[arg-type]
+        under = await v2_header(http, world, route="/v1/paid/x", cap_units=300_000, amount="100000")
         lied = await http.get("/v1/paid/x", headers=under)
         assert lied.status_code in (400, 402), lied.text
         once = await http.get("/v1/one", headers=cheap)
         twice = await http.get("/v1/one", headers=cheap)
         assert once.status_code == 200, once.text
         assert twice.status_code in (400, 402, 409), twice.text
-        v1 = await v1_header(http, world, route="/v1/one", cap_units=300_000)  # type: ignore[arg-type]
+        v1 = await v1_header(http, world, route="/v1/one", cap_units=300_000)
         odd = await http.get("/v1/odd", headers=v1)
         assert odd.status_code in (400, 402), odd.text
-        paid = await world.token.balance_of(world.receiver) - start  # type: ignore[attr-defined]
+        paid = await world.token.balance_of(world.receiver) - start
         assert paid == 100_000 and up.accepted == 1
 
 
