@@ -7,10 +7,10 @@ A pattern is ``/`` followed by segments separated by ``/``. Each segment is
 * ``{name:path}``: the rest of the path, one or more non-empty segments (last only).
 
 Paths are matched as the client sent them, still percent-encoded (the ASGI
-``raw_path``), and a captured value keeps its encoding: ``%2F`` stays ``%2F`` and is
-never turned into a ``/`` that would move the request to another upstream path. A
-captured segment that is ``.`` or ``..`` (or their encoded forms) never matches: an
-upstream that normalises the path would otherwise serve a route nobody paid for.
+``raw_path``), and a captured value keeps its encoding. A captured segment that is
+``.`` or ``..`` (or their encoded forms), or that holds an encoded slash (``%2F``) or a
+backslash (raw or ``%5C``), never matches: an upstream that decodes and normalises the
+path (``..%2Fpaid`` becomes ``../paid``) would otherwise serve a route nobody paid for.
 
 Precedence (:func:`specificity`): segment by segment from the left, a literal beats
 ``{name}``, which beats ``{name:path}``; the first segment that differs decides, and
@@ -46,6 +46,10 @@ _PARAM = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)(:path)?\}$")
 # RFC 3986 pchar: unreserved / pct-encoded / sub-delims / ":" / "@".
 _LITERAL = re.compile(r"^(?:[A-Za-z0-9\-._~!$&'()*+,;=:@]|%[0-9A-Fa-f]{2})*$")
 _DOT = re.compile(r"^(?:\.|%2[eE])(?:\.|%2[eE])?$")
+# An encoded slash or a backslash (raw or encoded) inside a captured value: many upstreams
+# (nginx among them) decode it and resolve ``..%2F`` into another path, so a free route's
+# ``{rest}`` could walk onto a paid upstream path. Such a value never matches.
+_SLASHY = re.compile(r"%2[fF]|%5[cC]|\\")
 
 LITERAL, ONE, REST = 0, 1, 2
 
@@ -107,7 +111,7 @@ def match(segments: tuple[Segment, ...], path: str) -> dict[str, str] | None:
     for i, seg in enumerate(segments):
         if seg.kind == REST:
             rest = parts[i:]
-            if not rest or any(p == "" or _DOT.match(p) for p in rest):
+            if not rest or any(p == "" or _DOT.match(p) or _SLASHY.search(p) for p in rest):
                 return None
             params[seg.text] = "/".join(rest)
             return params
@@ -117,7 +121,7 @@ def match(segments: tuple[Segment, ...], path: str) -> dict[str, str] | None:
         if seg.kind == LITERAL:
             if part != seg.text:
                 return None
-        elif part == "" or _DOT.match(part):
+        elif part == "" or _DOT.match(part) or _SLASHY.search(part):
             return None
         else:
             params[seg.text] = part

@@ -60,6 +60,17 @@ PAYMENT_HEADERS = frozenset(
 )
 # Set by the proxy itself: the upstream's host and the body's framing.
 RECOMPUTED = frozenset({"host", "content-length"})
+# Headers some frameworks (Symfony, IIS, Express method-override) obey to change the
+# method or path after we charged and signed another: never forwarded.
+OVERRIDES = frozenset(
+    {
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+        "x-original-url",
+        "x-rewrite-url",
+    }
+)
 
 
 def price_of(route: Route) -> Price:
@@ -186,10 +197,12 @@ def forwardable(headers: Iterable[tuple[str, str]], rail: str) -> list[tuple[str
             continue
         # Some servers read ``X_Payment_Rail`` as ``X-Payment-Rail``: judge the dashed form.
         dashed = name.replace("_", "-")
-        if dashed in PAYMENT_HEADERS or dashed.startswith(OUR_PREFIX):
+        if dashed in PAYMENT_HEADERS or dashed.startswith(OUR_PREFIX) or dashed in OVERRIDES:
             continue
-        if name == "authorization" and (
-            rail == "subscription" or entitlements.bearer_key(value) is not None
+        if dashed == "authorization" and (
+            rail == "subscription"
+            or entitlements.bearer_key(value) is not None
+            or entitlements.KEY_PREFIX in value  # any spelling: a key is never forwarded
         ):
             continue  # a subscriber key is a payment: never the upstream's to see
         kept.append((name, value))

@@ -8,20 +8,18 @@ import contextlib
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from api import entitlements
 from api.app import create_app
 from devkit import api_support, proxies, upstream
 from devkit import stripe_helpers as sh
 from devkit.anvil import Anvil, free_port, start_anvil
 from devkit.x402kit import BASE_CHAIN_ID, PRICE, decode_header, make_world, v1_header, v2_header
-from watcher import db, gateway_config, keys
+from watcher import db, gateway_config
 from watcher.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -140,33 +138,10 @@ async def st(request: pytest.FixtureRequest, pool: db.Pool, tmp_path: Path) -> A
 
 async def subscribe(s: Stack, pool: db.Pool, tier: str, n: int) -> str:
     """A subscriber key of ``tier`` through the watcher's own Stripe routes."""
-    cus, sub = f"cus_Fwd{tier}{n}", f"sub_Fwd{tier}{n}"
-    claim = entitlements.new_secret(entitlements.CLAIM_PREFIX)
-    cid = await pool.fetchval(
-        db.q("stripe_insert_checkout"),
-        keys.sha256(claim),
-        tier,
-        "s@example.com",
-        timedelta(days=7),
-    )
-    session = {
-        "id": f"cs_fwd_{tier}{n}",
-        "object": "checkout.session",
-        "customer": cus,
-        "subscription": sub,
-        "client_reference_id": str(cid),
-    }
     async with httpx.AsyncClient(base_url=s.watcher, timeout=30) as w:
-        for etype, obj in (
-            ("checkout.session.completed", session),
-            ("customer.subscription.created", sh.subscription(sub, cus, "active", tier=tier)),
-        ):
-            r = await sh.deliver(w, sh.event(etype, obj, sh.T0))
-            assert r.status_code == 200, r.text
-        r = await w.post("/api/v1/payments/claim", json={"claim_secret": claim})
-    assert r.status_code == 201, r.text
-    key: str = r.json()["api_key"]
-    return key
+        return await sh.subscriber_key(
+            w, pool, tier, customer=f"cus_Fwd{tier}{n}", sub_id=f"sub_Fwd{tier}{n}"
+        )
 
 
 async def token_for(s: Stack, pool: db.Pool) -> str:

@@ -4,7 +4,6 @@ gateway's routes and the payer's routes there, the admin routes only on the main
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -15,16 +14,7 @@ import httpx
 
 from devkit import upstream as upstream_kit
 from devkit.anvil import free_port
-
-
-def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("X402_", "STRIPE_", "WATCHER_")) and k != "DATABASE_URL"
-    }
-    env.update(WATCHER_DATA_DIR=str(tmp_path / "data"), WATCHER_LOG_FORMAT="json", **extra)
-    return env
+from tests.integration.test_daemon import _env
 
 
 def _wait(url: str, timeout: float = 60) -> None:

@@ -96,18 +96,26 @@ upstream_path = "/store/{rest}"
 free = true
 """
     config = load(tmp_path, text)
-    hit = config.find("GET", "/v1/forecast/s%C3%A3o%2Fpaulo")
+    hit = config.find("GET", "/v1/forecast/s%C3%A3o%20paulo")
     assert hit is not None
     forecast, params = hit
-    assert params == {"city": "s%C3%A3o%2Fpaulo"}
+    assert params == {"city": "s%C3%A3o%20paulo"}
     assert (
         forecast.target(params, "days=3&u=%26")
-        == "/api/forecast/s%C3%A3o%2Fpaulo/today?days=3&u=%26"
+        == "/api/forecast/s%C3%A3o%20paulo/today?days=3&u=%26"
     )
-    assert forecast.target(params, "") == "/api/forecast/s%C3%A3o%2Fpaulo/today"
-    hit = config.find("GET", "/files/a/b%2Fc/d.txt")
+    assert forecast.target(params, "") == "/api/forecast/s%C3%A3o%20paulo/today"
+    hit = config.find("GET", "/files/a/b%20c/d.txt")
     assert hit is not None
-    assert hit[0].target(hit[1], "") == "/store/a/b%2Fc/d.txt"
+    assert hit[0].target(hit[1], "") == "/store/a/b%20c/d.txt"
+    # An encoded slash or backslash never matches: an upstream may decode it into a path.
+    for walk in (
+        "/v1/forecast/..%2Fadmin",
+        "/files/a/..%2f..%2Fpaid",
+        "/files/..%5Cx",
+        "/files/a\\b",
+    ):
+        assert config.find("GET", walk) is None, walk
 
 
 def test_the_default_upstream_path_is_the_path(tmp_path: Path) -> None:
@@ -157,9 +165,9 @@ def test_the_docs_examples_parse_as_written(tmp_path: Path) -> None:
     fuller = load(tmp_path, blocks[1], env, stripe_price_id_pro="p1", stripe_price_id_team="p2")
     assert fuller.upstreams["weather"].url == "https://weather.internal:8443/base"
     assert [r.calls for r in fuller.routes] == [3, None]
-    hit = fuller.find("GET", "/v1/forecast/s%C3%A3o%2Fpaulo")
+    hit = fuller.find("GET", "/v1/forecast/s%C3%A3o%20paulo")
     assert hit is not None and hit[0].target(hit[1], "days=3") == (
-        "/api/forecast/s%C3%A3o%2Fpaulo?days=3"
+        "/api/forecast/s%C3%A3o%20paulo?days=3"
     )
 
 
