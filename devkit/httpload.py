@@ -40,8 +40,8 @@ class Conn:
         started = time.perf_counter()
         self.writer.write(head.encode() + body)
         status_line = await self.reader.readline()
-        if not status_line:
-            raise ConnectionError("the server closed the connection")
+        if not status_line.startswith(b"HTTP/"):  # closed, or a self-connected socket
+            raise ConnectionError(f"no HTTP answer: {status_line[:80]!r}")
         length, chunked = 0, False
         while (line := await self.reader.readline()) not in (b"\r\n", b""):
             name, _, value = line.decode("latin-1").partition(":")
