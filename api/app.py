@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from api import errors, idempotency, paywall
-from api.gateway import proxy
+from api.gateway import forward_auth, proxy
 from api.routes import admin, health, tokens
 from api.routes import stripe as stripe_routes
 from api.x402 import clients
@@ -48,6 +48,8 @@ def create_app(
     app.include_router(tokens.router)
     app.include_router(admin.router)
     app.include_router(paywall.router)
+    if app.state.gateway is not None:  # forward-auth mode: the operator's proxy asks here
+        forward_auth.mount(app)
     if stripe_routes.enabled(settings):  # the card rail is off until Stripe is configured
         app.include_router(stripe_routes.router)
     if app.state.gateway is not None:  # last: our own routes always match first

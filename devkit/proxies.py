@@ -200,7 +200,9 @@ def _start_caddy(
         raise ProxyFailed("caddy missing: run `make install` (install_system_deps.sh)")
     port = free_port()
     subst = _values(d, port, d / "access.log", values)
-    head = f"{{\n\tauto_https off\n\tdefault_bind 127.0.0.1\n{fill(global_options, subst)}\n}}"
+    # Our global block; the JSON below enforces the same again after adapting.
+    ours = "\tadmin off\n\tauto_https off\n\tdefault_bind 127.0.0.1\n"
+    head = "{\n" + ours + fill(global_options, subst) + "\n}"
     (d / "Caddyfile").write_text(head + "\n" + fill(caddyfile, subst) + "\n")
     adapt = subprocess.run(
         [binary, "adapt", "--config", str(d / "Caddyfile"), "--adapter", "caddyfile"],
