@@ -9,8 +9,9 @@
 
 The server is ``watcher api`` in a child process (the deployment path); the
 load comes from keep-alive HTTP/1.1 connections written by hand
-(``devkit/httpload.py``) so the client costs little CPU. PostgreSQL: ``DATABASE_URL`` (a scratch database is
-created and dropped) or the embedded server in a temporary directory.
+(``devkit/httpload.py``) so the client costs little CPU. PostgreSQL: ``DATABASE_URL``
+(a scratch database is created and dropped) or the embedded server in a temporary
+directory.
 
     .venv/bin/python scripts/bench_api.py [--rounds 7] [--seconds 1] [--concurrency 32]
                                           [--claims 200]
