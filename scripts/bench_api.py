@@ -8,9 +8,10 @@
   and with an invoice secret (target p99 <= 10 ms).
 
 The server is ``watcher api`` in a child process (the deployment path); the
-load comes from keep-alive HTTP/1.1 connections written by hand so the
-client costs little CPU. PostgreSQL: ``DATABASE_URL`` (a scratch database is
-created and dropped) or the embedded server in a temporary directory.
+load comes from keep-alive HTTP/1.1 connections written by hand
+(``devkit/httpload.py``) so the client costs little CPU. PostgreSQL: ``DATABASE_URL``
+(a scratch database is created and dropped) or the embedded server in a temporary
+directory.
 
     .venv/bin/python scripts/bench_api.py [--rounds 7] [--seconds 1] [--concurrency 32]
                                           [--claims 200]
@@ -27,7 +28,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -41,77 +41,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from api import claims
+from devkit.httpload import Conn, load, pct, summary, wait_ready
 from watcher import db, keys, ledger, networks
 
 RECEIVER = "0x" + "ab" * 20
 USDC = networks.get("base").usdc.lower()
-
-
-class Conn:
-    """One keep-alive HTTP/1.1 connection; ``request`` returns (status, seconds)."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-
-    @classmethod
-    async def open(cls, port: int, local_host: str = "127.0.0.1") -> Conn:
-        r, w = await asyncio.open_connection("127.0.0.1", port, local_addr=(local_host, 0))
-        return cls(r, w)
-
-    async def request(
-        self, method: str, path: str, headers: dict[str, str], body: bytes = b""
-    ) -> tuple[int, float, bytes]:
-        head = f"{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Length: {len(body)}\r\n"
-        head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
-        started = time.perf_counter()
-        self.writer.write(head.encode() + body)
-        status_line = await self.reader.readline()
-        length = 0
-        while (line := await self.reader.readline()) not in (b"\r\n", b""):
-            name, _, value = line.decode().partition(":")
-            if name.lower() == "content-length":
-                length = int(value)
-        payload = await self.reader.readexactly(length)
-        return int(status_line.split()[1]), time.perf_counter() - started, payload
-
-    def close(self) -> None:
-        self.writer.close()
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
-
-
-async def load(
-    port: int,
-    path: str,
-    tokens: list[str],
-    seconds: float,
-    concurrency: int,
-    latencies: list[float] | None = None,
-    statuses: dict[int, int] | None = None,
-) -> float:
-    """Hammer ``path`` for ``seconds``; appends to ``latencies``/``statuses``; returns req/s."""
-    latencies = [] if latencies is None else latencies
-    statuses = {} if statuses is None else statuses
-    before = len(latencies)
-    deadline = time.monotonic() + seconds
-
-    async def worker(i: int) -> None:
-        conn = await Conn.open(port)
-        headers = {"x-payment-token": tokens[i % len(tokens)]} if tokens else {}
-        try:
-            while time.monotonic() < deadline:
-                status, took, _ = await conn.request("GET", path, headers)
-                statuses[status] = statuses.get(status, 0) + 1
-                latencies.append(took)
-        finally:
-            conn.close()
-
-    started = time.monotonic()
-    await asyncio.gather(*(worker(i) for i in range(concurrency)))
-    return (len(latencies) - before) / (time.monotonic() - started)
 
 
 async def paid_vs_bare(port: int, tokens: list[str], args: argparse.Namespace) -> dict[str, Any]:
@@ -125,18 +59,13 @@ async def paid_vs_bare(port: int, tokens: list[str], args: argparse.Namespace) -
     for _ in range(args.rounds):
         for name, path, toks in (
             ("bare", "/x402/example/free", []),
-            ("paid", "/x402/example/paid", tokens),
+            ("paid", "/x402/example/paid", [{"x-payment-token": t} for t in tokens]),
         ):
             lat, st, rates = runs[name]
             rates.append(await load(port, path, toks, args.seconds, args.concurrency, lat, st))
         ratios.append(runs["paid"][2][-1] / runs["bare"][2][-1])
     for name, (lat, st, rates) in runs.items():
-        out[name] = {
-            "rps": round(statistics.median(rates), 1),
-            "p50_ms": round(pct(lat, 0.50), 3),
-            "p99_ms": round(pct(lat, 0.99), 3),
-            "statuses": {str(k): v for k, v in sorted(st.items())},
-        }
+        out[name] = summary(lat, st, rates)
     out["paid_over_bare"] = round(statistics.median(ratios), 3)
     out["paid_over_bare_rounds"] = [round(r, 3) for r in ratios]
     return out
@@ -231,23 +160,6 @@ async def claim_latency(port: int, bodies: list[dict[str, Any]]) -> dict[str, An
     }
 
 
-async def wait_ready(port: int, proc: asyncio.subprocess.Process) -> None:
-    for _ in range(300):  # bounded: 30 s
-        if proc.returncode is not None:
-            raise RuntimeError(f"api exited with {proc.returncode}")
-        try:
-            conn = await Conn.open(port)
-        except OSError:
-            await asyncio.sleep(0.1)
-            continue
-        status, _, _ = await conn.request("GET", "/readyz", {})
-        conn.close()
-        if status == 200:
-            return
-        await asyncio.sleep(0.1)
-    raise TimeoutError("api did not become ready")
-
-
 async def bench(dsn: str, args: argparse.Namespace) -> dict[str, Any]:
     conn = await asyncpg.connect(dsn)
     try:
@@ -279,7 +191,8 @@ async def bench(dsn: str, args: argparse.Namespace) -> dict[str, Any]:
     try:
         await wait_ready(port, proc)
         await load(port, "/x402/example/free", [], 1.0, args.concurrency)  # warm-up
-        await load(port, "/x402/example/paid", seeded["tokens"], 1.0, args.concurrency)
+        paid = [{"x-payment-token": t} for t in seeded["tokens"]]
+        await load(port, "/x402/example/paid", paid, 1.0, args.concurrency)
         compared = await paid_vs_bare(port, seeded["tokens"], args)
         signed = await claim_latency(port, seeded["signed"])
         invoice = await claim_latency(port, seeded["invoices"])

@@ -11,9 +11,9 @@ One request, in order (docs/gateway.md has the sequence diagram):
 3. The upstream gets the payer's headers minus the payment and hop-by-hop ones,
    the upstream's injected headers, and our signed ``X-Payment-*`` headers.
 4. The answer is relayed as it comes (chunked and server-sent events included);
-   a keyed token call whose answer is small and has a length is read whole so
-   ``idempotency.StoreAnswers`` keeps it and a retry is replayed without calling
-   the upstream again.
+   an answer with a ``Content-Length`` of at most 64 KiB is read whole (cheaper to
+   relay, and ``idempotency.StoreAnswers`` keeps it so a keyed retry is replayed
+   without calling the upstream again).
 
 Failures are ours to name: upstream unreachable 502, timeout 504, each with our
 JSON body. Any 5xx (theirs or ours) gives a token unit or a subscriber call back
@@ -46,7 +46,7 @@ from watcher.gateway_config import GatewayConfig, Route, Upstream
 log = structlog.get_logger(__name__)
 
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
-# A keyed token call's answer is read whole (so it can be replayed) up to this size.
+# An answer of known length up to this size is read whole (and a keyed one replayable).
 REPLAYABLE_BYTES = idempotency.MAX_STORED_BODY_BYTES
 _HTTP_KEY = "gateway_http"
 
@@ -215,7 +215,7 @@ async def _send(
         raise _upstream_error(504, "upstream_timeout", route, upstream, exc) from exc
     except httpx.HTTPError as exc:
         raise _upstream_error(502, "upstream_unreachable", route, upstream, exc) from exc
-    return await _relay(request, reply, charged, route)
+    return await _relay(reply, charged, route)
 
 
 async def _limited(request: Request, route: Route) -> AsyncIterator[bytes]:
@@ -272,14 +272,13 @@ def _response_headers(reply: httpx.Response, charged: gate.Charge) -> dict[str, 
     return kept
 
 
-async def _relay(
-    request: Request, reply: httpx.Response, charged: gate.Charge, route: Route
-) -> Response:
+async def _relay(reply: httpx.Response, charged: gate.Charge, route: Route) -> Response:
     headers = _response_headers(reply, charged)
     length = reply.headers.get("content-length")
-    keyed = idempotency.STATE_KEY in request.scope.get("state", {})
-    if keyed and length is not None and length.isdigit() and int(length) <= REPLAYABLE_BYTES:
-        try:  # read whole: StoreAnswers keeps a one-piece answer for the key's replay
+    if length is not None and length.isdigit() and int(length) <= REPLAYABLE_BYTES:
+        # A small answer of known length is read whole: one piece is cheaper to relay than
+        # a stream, and StoreAnswers keeps a one-piece answer for an Idempotency-Key replay.
+        try:
             body = await reply.aread()
         finally:
             await reply.aclose()
