@@ -33,10 +33,16 @@ def gateway_file(tmp_path: Path, up: str, down: str) -> Path:
         f"""
 [upstreams.api]
 url = "{up}"
-timeout_seconds = 1.5
 secret = {{ env = "TEST_GATEWAY_SECRET" }}
 [upstreams.api.headers]
 X-Api-Key = {{ env = "TEST_UPSTREAM_KEY" }}
+
+# The same server with a short read timeout, for the 504 (a loaded machine must not
+# turn the other routes' answers into timeouts).
+[upstreams.impatient]
+url = "{up}"
+timeout_seconds = 1.5
+secret = {{ env = "TEST_GATEWAY_SECRET" }}
 
 [upstreams.down]
 url = "{down}"
@@ -81,7 +87,7 @@ price_usd = "0.10"
 [[routes]]
 method = "GET"
 path = "/v1/slow"
-upstream = "api"
+upstream = "impatient"
 upstream_path = "/slow"
 price_usd = "0.10"
 
