@@ -313,16 +313,16 @@ async def test_envoy_style_the_path_after_the_prefix(pool: db.Pool, tmp_path: Pa
         app = create_app(settings, pool, gateway=gateway_config.load(path, settings))
         async with api_support.serve(app) as url, httpx.AsyncClient(base_url=url) as w:
             token = (await api_support.buy_token(w, pool))["token"]
-            unpaid = await w.post("/gateway/authorize/echo/a%2Fb?x=1")
+            unpaid = await w.post("/gateway/authorize/echo/a%20b?x=1")
             paid = await w.post(
-                "/gateway/authorize/echo/a%2Fb?x=1", headers={"x-payment-token": token}
+                "/gateway/authorize/echo/a%20b?x=1", headers={"x-payment-token": token}
             )
             signed = {k: v for k, v in paid.headers.items() if k.startswith("x-payment-")}
-            as_get = await w.get(f"{up.url}/echo/a%2Fb?x=1", headers=signed)  # signed for POST
-            forwarded = await w.post(f"{up.url}/echo/a%2Fb?x=1", headers=signed)
+            as_get = await w.get(f"{up.url}/echo/a%20b?x=1", headers=signed)  # signed for POST
+            forwarded = await w.post(f"{up.url}/echo/a%20b?x=1", headers=signed)
             nothing = await w.get("/gateway/authorize")
     assert unpaid.status_code == 402 and unpaid.json()["calls"] == 3
-    assert unpaid.json()["accepts"][0]["resource"] == f"{url}/echo/a%2Fb?x=1"
+    assert unpaid.json()["accepts"][0]["resource"] == f"{url}/echo/a%20b?x=1"
     assert paid.status_code == 200, paid.text
     assert signed["x-payment-remaining"] == "7"
     assert as_get.status_code == 401 and up.refused == ["bad signature"]
