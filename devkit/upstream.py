@@ -8,6 +8,7 @@ Routes (any of them under ``/unsigned/...`` skips the gateway check, see below):
     /sse?n=&delay_ms=      text/event-stream, n events delay_ms apart
     /slow?seconds=         sleeps, then answers
     /fail                  500 with a JSON body
+    /gzip                  a gzip-encoded answer with its Content-Length
     /status/{code}         answers that status
     /upload/{name}         POST/PUT: reads the body as it arrives; ``uploads[name]`` is the
                            byte count so far (a test reads it while still sending, which
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import hashlib
 import hmac
 import json
@@ -231,6 +233,15 @@ async def fail(request: Request) -> Response:
     return JSONResponse({"error": "upstream_failure", "detail": "the upstream broke"}, 500)
 
 
+GZIP_TEXT = b"compressed by the upstream, relayed untouched " * 20
+
+
+async def gzipped(request: Request) -> Response:
+    """A gzip-encoded answer of known length: a proxy must relay the encoded bytes."""
+    body = gzip.compress(GZIP_TEXT)
+    return Response(body, headers={"content-encoding": "gzip", "content-type": "text/plain"})
+
+
 async def status(request: Request) -> Response:
     code = int(request.path_params["code"])
     if not 200 <= code <= 599:
@@ -261,6 +272,7 @@ def _routes(prefix: str) -> list[Route]:
         Route(f"{prefix}/sse", sse),
         Route(f"{prefix}/slow", slow, methods=ANY),
         Route(f"{prefix}/fail", fail, methods=ANY),
+        Route(f"{prefix}/gzip", gzipped),
         Route(f"{prefix}/status/{{code:int}}", status, methods=ANY),
         Route(f"{prefix}/upload/{{name}}", upload, methods=["POST", "PUT"]),
     ]

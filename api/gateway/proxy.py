@@ -278,8 +278,8 @@ async def _relay(reply: httpx.Response, charged: gate.Charge, route: Route) -> R
     if length is not None and length.isdigit() and int(length) <= REPLAYABLE_BYTES:
         # A small answer of known length is read whole: one piece is cheaper to relay than
         # a stream, and StoreAnswers keeps a one-piece answer for an Idempotency-Key replay.
-        try:
-            body = await reply.aread()
+        try:  # the raw bytes: Content-Encoding and Content-Length stay the upstream's
+            body = b"".join([chunk async for chunk in reply.aiter_raw()])
         finally:
             await reply.aclose()
         return Response(body, reply.status_code, headers=headers)

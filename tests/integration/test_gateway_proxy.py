@@ -5,6 +5,7 @@ signature; real PostgreSQL, real anvil for x402."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import time
 from collections.abc import AsyncIterator
@@ -76,6 +77,13 @@ path = "/v1/stream"
 upstream = "api"
 upstream_path = "/stream"
 price_usd = "0.10"
+
+[[routes]]
+method = "GET"
+path = "/v1/gzip"
+upstream = "api"
+upstream_path = "/gzip"
+free = true
 
 [[routes]]
 method = "GET"
@@ -416,3 +424,14 @@ async def test_a_subscriber_key_of_an_allowed_tier_passes_and_another_tier_does_
     assert anywhere.status_code == 200  # a route without tiers takes any tier
     used = await pool.fetch("SELECT cost FROM subscriber_usage ORDER BY id")
     assert [r["cost"] for r in used] == [2, 3]  # the routes' prices in calls, nothing else
+
+
+async def test_an_encoded_answer_is_relayed_as_the_upstream_encoded_it(
+    gw: httpx.AsyncClient,
+) -> None:
+    async with gw.stream("GET", "/v1/gzip", headers={"Accept-Encoding": "gzip"}) as resp:
+        raw = b"".join([piece async for piece in resp.aiter_raw()])
+    assert resp.status_code == 200
+    assert resp.headers["content-encoding"] == "gzip"
+    assert int(resp.headers["content-length"]) == len(raw)
+    assert gzip.decompress(raw) == upstream_kit.GZIP_TEXT
