@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from watcher import gateway_paths, keys, money, stripe_tiers
 
@@ -129,16 +129,21 @@ class Context:
         return text
 
 
+def _bad_port(parts: SplitResult) -> bool:
+    """True when the URL's port is not a number in range (``.port`` raises then)."""
+    try:
+        _ = parts.port
+    except ValueError:
+        return True
+    return False
+
+
 def upstream_url(value: Any, where: str, ctx: Context) -> str | None:
     if not isinstance(value, str):
         ctx.add(where, 'missing; give the base URL, e.g. url = "http://127.0.0.1:9000"')
         return None
     parts = urlsplit(value)
-    why = None
-    try:
-        parts.port  # noqa: B018 (raises on a bad port)
-    except ValueError:
-        why = "has a bad port"
+    why = "has a bad port" if _bad_port(parts) else None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         why = "must be an http:// or https:// URL with a host"
     elif parts.query or parts.fragment or value.endswith(("?", "#")):

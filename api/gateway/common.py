@@ -25,7 +25,7 @@ from typing import Any
 
 from starlette.datastructures import URL
 
-from api import clientip, entitlements, gate, payment_required, ratelimit
+from api import entitlements, gate, payment_required, ratelimit
 from api.price import Price
 from api.x402 import offers
 from watcher import gateway_config
@@ -207,10 +207,3 @@ def forwardable(headers: Iterable[tuple[str, str]], rail: str) -> list[tuple[str
             continue  # a subscriber key is a payment: never the upstream's to see
         kept.append((name, value))
     return kept
-
-
-def client_bucket(state: Any, peer: str | None, forwarded: list[str]) -> str:
-    """The rate-limit bucket of a client: its address through trusted proxies only."""
-    settings: Settings = state.settings
-    addr = clientip.resolve(peer, forwarded, settings.trusted_proxies())
-    return clientip.bucket(addr) if addr is not None else (peer or "unknown")

@@ -33,7 +33,7 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.encoders import jsonable_encoder
 from starlette.datastructures import URL
 
-from api import clientip, entitlements, gate
+from api import clientip, entitlements, gate, ratelimit
 from api.errors import ApiError
 from api.gateway import common
 from api.x402 import offers
@@ -160,11 +160,7 @@ async def _decide(request: Request) -> tuple[gate.Charge, dict[str, str]]:
         )
     route, params = found
     state = request.app.state
-    client = common.client_bucket(
-        state,
-        request.client.host if request.client else None,
-        request.headers.getlist("x-forwarded-for"),
-    )
+    client = ratelimit.client_id(request)
     invoice_path = URL(str(request.url_for("create_invoice"))).path
     charged = await common.charge(
         state,

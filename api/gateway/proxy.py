@@ -37,15 +37,15 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route as StarletteRoute
 
-from api import gate, idempotency
+from api import gate, idempotency, ratelimit
 from api.errors import ApiError
 from api.gateway import common
-from watcher import gateway_config, metrics
+from watcher import gateway_config, gateway_paths, metrics
 from watcher.gateway_config import GatewayConfig, Route, Upstream
 
 log = structlog.get_logger(__name__)
 
-METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+METHODS = sorted(gateway_paths.METHODS)  # every method a route may name
 # An answer of known length up to this size is read whole (and a keyed one replayable).
 REPLAYABLE_BYTES = idempotency.MAX_STORED_BODY_BYTES
 _HTTP_KEY = "gateway_http"
@@ -143,7 +143,6 @@ def _too_large(route: Route) -> ApiError:
 
 async def _charge(request: Request, route: Route) -> gate.Charge:
     state = request.app.state
-    peer = request.client.host if request.client else None
     fingerprint = None
     if not route.stream_request:  # a streamed upload cannot be fingerprinted up front
 
@@ -156,7 +155,7 @@ async def _charge(request: Request, route: Route) -> gate.Charge:
         request.url,
         request.headers,
         request.scope.setdefault("state", {}),
-        client=common.client_bucket(state, peer, request.headers.getlist("x-forwarded-for")),
+        client=ratelimit.client_id(request),
         invoice_url=str(request.url_for("create_invoice")),
         fingerprint=fingerprint,
     )
