@@ -40,7 +40,7 @@ from typing import Literal
 
 import asyncpg
 
-from watcher import db, metrics, money
+from watcher import db, events, metrics, money
 
 RecordState = Literal["observed", "below_minimum", "not_ours"]
 # The two kinds of x402 settlement that can consume a payment when the call is served.
@@ -165,6 +165,9 @@ async def record(conn: db.Connection, transfers: Sequence[Transfer]) -> list[asy
     # One metric update per label set, not per row: a backfill records 1e5 rows.
     for (chain, state), n in Counter((r["chain"], r["state"]) for r in rows).items():
         metrics.PAYMENTS.labels(chain, state).inc(n)
+    await events.payments(
+        conn, "payment.observed", [r["id"] for r in rows if r["state"] == "observed"]
+    )
     return rows
 
 
@@ -228,12 +231,17 @@ async def _credited(conn: db.Connection, rows: Sequence[asyncpg.Record]) -> None
 
 
 async def _follow_credit(conn: db.Connection, ids: Iterable[int]) -> None:
+    """What follows every credit: x402 links, invoices, and the events, in that order."""
     ids = list(ids)
     if not ids:
         return
     # x402 first: a payment consumed by a served call (now claimed) pays no invoice.
-    await conn.execute(db.q("link_x402_credits"), ids)
-    await conn.fetch(db.q("link_invoices"), ids, INVOICE_GRACE, INVOICE_AMOUNT_HOLD)
+    served = await conn.fetch(db.q("link_x402_credits"), ids)
+    linked = await conn.fetch(db.q("link_invoices"), ids, INVOICE_GRACE, INVOICE_AMOUNT_HOLD)
+    # Events after the links, so each carries the payment (and invoice) as it now is.
+    await events.payments(conn, "payment.credited", ids)
+    await events.payments(conn, "payment.claimed", [r["id"] for r in served])
+    await events.invoices(conn, "invoice.credited", [r["invoice_id"] for r in linked])
 
 
 async def orphan(conn: db.Connection, ids: Sequence[int], reason: str) -> list[asyncpg.Record]:
@@ -250,6 +258,7 @@ async def orphan(conn: db.Connection, ids: Sequence[int], reason: str) -> list[a
         metrics.PAYMENTS.labels(r["chain"], "orphaned").inc()
     if rows:
         await conn.execute(db.q("mark_x402_orphaned"), [r["id"] for r in rows])
+        await events.payments(conn, "payment.orphaned", [r["id"] for r in rows])
     return rows
 
 
@@ -268,6 +277,7 @@ async def flag_reorged_credits(
     rows = await conn.fetch(db.q("flag_reorged_credits"), list(ids), reason, SUSPENDED_REORGED)
     for r in rows:
         metrics.CREDITED_REORGED.labels(r["chain"]).inc()
+    await events.payments(conn, "payment.reorged", [r["id"] for r in rows])
     return rows
 
 
@@ -282,6 +292,7 @@ async def clear_reorg_flags(conn: db.Connection, ids: Sequence[int]) -> list[asy
     rows = await conn.fetch(db.q("clear_reorg_flags"), list(ids))
     for r in rows:
         metrics.CREDITED_RELANDED.labels(r["chain"]).inc()
+    await events.payments(conn, "payment.relanded", [r["id"] for r in rows])
     return rows
 
 
@@ -310,6 +321,10 @@ async def claim(
     if row is not None:
         metrics.TOKENS_ISSUED.labels(row["chain"]).inc()
         metrics.PAYMENTS.labels(row["chain"], "claimed").inc()
+        await events.payments(conn, "payment.claimed", [payment_id])
+        await events.tokens(conn, "token.issued", [row["id"]])
+        if row["invoice_id"] is not None:
+            await events.invoices(conn, "invoice.claimed", [row["invoice_id"]])
     return row
 
 
@@ -320,7 +335,10 @@ async def claim_served(conn: db.Connection, rail: X402Rail, row_id: int, payment
     settlement row ``row_id`` of ``rail`` linked to the payment. Runs in the
     caller's transaction, which holds the settlement row's lock.
     """
-    return bool(await conn.fetchval(db.q(_SERVED_QUERY[rail]), row_id, payment_id))
+    served = bool(await conn.fetchval(db.q(_SERVED_QUERY[rail]), row_id, payment_id))
+    if served:
+        await events.payments(conn, "payment.claimed", [payment_id])
+    return served
 
 
 async def admin_settle(conn: db.Connection, payment_id: int, reason: str) -> asyncpg.Record | None:
@@ -333,7 +351,7 @@ async def admin_settle(conn: db.Connection, payment_id: int, reason: str) -> asy
     row = await conn.fetchrow(db.q("api_admin_settle"), payment_id, reason)
     if row is not None:
         metrics.PAYMENTS.labels(row["chain"], "credited").inc()
-        await _follow_credit(conn, [payment_id])
+        await _follow_credit(conn, [payment_id])  # writes payment.credited
     return row
 
 
@@ -349,6 +367,7 @@ async def admin_invalidate(
     row = await conn.fetchrow(db.q("api_admin_invalidate"), payment_id, reason)
     if row is not None:
         metrics.PAYMENTS.labels(row["chain"], "not_ours").inc()
+        await events.payments(conn, "payment.invalidated", [payment_id])
     return row
 
 
@@ -359,7 +378,9 @@ async def expire_invoices(conn: db.Connection) -> int:
     payments and tokens are never touched. Runs in the caller's transaction (or
     as its own statement). Returns how many expired.
     """
-    return int(await conn.fetchval(db.q("api_expire_invoices"), INVOICE_GRACE))
+    ids = [r["id"] for r in await conn.fetch(db.q("api_expire_invoices"), INVOICE_GRACE)]
+    await events.invoices(conn, "invoice.expired", ids)
+    return len(ids)
 
 
 # ---- cursors ------------------------------------------------------------------------------

@@ -327,7 +327,7 @@ WITH p AS (
     UPDATE invoices SET status = 'claimed'
     FROM m WHERE invoices.id = m.invoice_id AND invoices.status = 'credited'
 )
-SELECT t.id, t.requests_total, t.remaining, t.expires_at, p.chain, p.tx_hash
+SELECT t.id, t.requests_total, t.remaining, t.expires_at, p.chain, p.tx_hash, p.invoice_id
 FROM t JOIN p ON p.id = t.payment_id;
 
 -- name: api_admin_settle
@@ -352,7 +352,11 @@ WITH p AS (
 SELECT p.id, p.chain, p.amount, (SELECT id FROM t) AS token_id FROM p;
 
 -- name: api_expire_invoices
-SELECT cleanup_expired_x402_payments($1::interval);
+-- What cleanup_expired_x402_payments() (0002) does, returning the ids for their
+-- invoice.expired events ($1 the late-payment grace).
+UPDATE invoices SET status = 'expired'
+WHERE status = 'open' AND expires_at + $1::interval < now()
+RETURNING id;
 
 -- name: x402_claim_payment
 -- The call is served: the credited payment is consumed, never claimable for a token.

@@ -1,0 +1,115 @@
+"""Events: the outbox every state change a merchant cares about is written to.
+
+An event is written by the same transaction as the change it reports (the caller's:
+a follower's converge step through ``ledger.py``, or one API request), so it commits
+with the change or not at all. Its ``data`` is the resource as it is after the
+change. From the outbox, deliveries go to webhook endpoints (``watcher/webhooks/``),
+the feed serves pull consumers, and NOTIFY wakes both at commit.
+
+:data:`TYPES` is the contract (docs/webhooks.md lists the same names, checked by
+``tests/unit/test_events.py``). A type is ``<resource>.<what happened>``.
+
+Every event's ``sequence`` (its number in the outbox) increases with each change of
+the same resource: an event is written after its change has locked the resource's
+row, so a later change of that resource gets a larger number. A receiver that gets
+events out of order keeps the one with the largest sequence per resource.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+from uuid import UUID
+
+from watcher import db
+
+# type -> when it is written. The first segment names the resource.
+TYPES: Mapping[str, str] = {
+    "payment.observed": "a transfer toward us was seen on chain, not yet confirmed",
+    "payment.credited": "a payment reached its confirmations and is credited "
+    "(also what a backfill writes for a transfer already deep: no `observed` first)",
+    "payment.orphaned": "a payment's block left the canonical chain before it was credited",
+    "payment.reorged": "a credited payment's block left the canonical chain: "
+    "what it bought is suspended until it re-lands",
+    "payment.relanded": "a reorged credited payment is confirmed again at its new place",
+    "payment.claimed": "a credited payment was consumed: it bought a token or paid an x402 call",
+    "payment.invalidated": "an operator ruled that a payment buys nothing",
+    "invoice.paid": "a payment for the invoice was seen on chain, not yet confirmed",
+    "invoice.credited": "the invoice's payment is credited: its token can be claimed",
+    "invoice.claimed": "the invoice's token was issued",
+    "invoice.expired": "the invoice expired unpaid (after the late-payment grace)",
+    "token.issued": "an access token was issued for a payment",
+    "token.used_up": "an access token's last call was charged",
+    "x402_settlement.settled": "an x402 payment was settled on chain and its call served",
+    "x402_settlement.failed": "an x402 settlement failed: the call was not served",
+    "x402_settlement.reorged": "a served x402 settlement's transfer left the canonical chain",
+    "subscription.activated": "a Stripe subscription started serving calls",
+    "subscription.tier_changed": "a Stripe subscription moved to another tier",
+    "subscription.past_due": "a Stripe subscription's payment failed (grace period running)",
+    "subscription.cancelled": "a Stripe subscription ended",
+    "subscription.refunded": "a Stripe charge of a subscription was refunded",
+    "subscription.disputed": "a Stripe charge of a subscription was disputed",
+    "webhook_endpoint.disabled": "a webhook endpoint was disabled after failing for days",
+}
+
+Resource = Literal["payment", "invoice", "token", "x402_settlement", "subscription"]
+# The channel NOTIFY wakes the delivery worker and the feed on (payload: newest id).
+CHANNEL = "watcher_events"
+# The channel an invoice's changes are announced on (payload: the invoice id).
+INVOICE_CHANNEL = "watcher_invoices"
+
+
+def public_id(event_id: int) -> str:
+    """The id a receiver sees (``webhook-id``, the feed's ``after=``)."""
+    return f"evt_{event_id}"
+
+
+def parse_public_id(text: str) -> int | None:
+    """The outbox number of ``evt_<n>`` (or a bare number); None if it is neither."""
+    raw = text[4:] if text.startswith("evt_") else text
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
+        return None
+    return int(raw)
+
+
+def _check(type_: str, resource: str) -> None:
+    if type_ not in TYPES:
+        raise ValueError(f"unknown event type {type_!r}: add it to events.TYPES and the docs")
+    if type_.split(".", 1)[0] != resource:
+        raise ValueError(f"event type {type_!r} is not about a {resource}")
+
+
+async def payments(conn: db.Connection, type_: str, ids: Sequence[int]) -> int:
+    """Write one ``type_`` event per payment id (the rows as they are now); returns how many."""
+    _check(type_, "payment")
+    if not ids:
+        return 0
+    return int(await conn.fetchval(db.q("emit_payment_events"), type_, list(ids)) or 0)
+
+
+async def invoices(conn: db.Connection, type_: str, ids: Sequence[UUID | str]) -> int:
+    """Write one ``type_`` event per invoice id; returns how many."""
+    _check(type_, "invoice")
+    if not ids:
+        return 0
+    uuids = [i if isinstance(i, UUID) else UUID(str(i)) for i in ids]
+    return int(await conn.fetchval(db.q("emit_invoice_events"), type_, uuids) or 0)
+
+
+async def tokens(conn: db.Connection, type_: str, ids: Sequence[int]) -> int:
+    """Write one ``type_`` event per access token id; returns how many."""
+    _check(type_, "token")
+    if not ids:
+        return 0
+    return int(await conn.fetchval(db.q("emit_token_events"), type_, list(ids)) or 0)
+
+
+async def emit(conn: db.Connection, type_: str, resource_id: str, data: Mapping[str, Any]) -> int:
+    """Write one event whose resource the caller describes (``data`` as it is now)."""
+    resource = type_.split(".", 1)[0]
+    _check(type_, resource)
+    body = {"object": resource, "id": resource_id, **data}
+    return int(
+        await conn.fetchval(db.q("emit_event"), type_, resource, resource_id, json.dumps(body)) or 0
+    )
