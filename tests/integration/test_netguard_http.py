@@ -1,8 +1,9 @@
-"""The guarded webhook client against real HTTP servers on 127.0.0.1.
+"""The guarded webhook client against real HTTP servers on loopback.
 
-Only 127.0.0.1 is ever reached: where a test needs a public or private address, the
-resolver seam answers it and the connect seam records it, then dials the loopback
-server (or refuses), so the test sees exactly what would have been dialled."""
+Only loopback (127.0.0.1, ::1) is ever reached: where a test needs a public or
+private address, the resolver seam answers it and the connect seam records it, then
+dials the loopback server (or refuses), so the test sees exactly what would have
+been dialled."""
 
 from __future__ import annotations
 
@@ -40,8 +41,8 @@ class Receiver:
         assert self.server is not None
         return int(self.server.sockets[0].getsockname()[1])
 
-    async def start(self) -> Receiver:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.tls)
+    async def start(self, host: str = "127.0.0.1") -> Receiver:
+        self.server = await asyncio.start_server(self._serve, host, 0, ssl=self.tls)
         return self
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -89,6 +90,18 @@ async def test_development_delivers_to_loopback(receiver: Receiver) -> None:
         response = await http.post(f"http://127.0.0.1:{receiver.port}/hook", content=b'{"a":1}')
     assert response.status_code == 200 and response.content == b"ok"
     assert receiver.requests == [("POST /hook HTTP/1.1", b'{"a":1}')]
+
+
+async def test_development_delivers_to_ipv6_loopback_in_any_spelling() -> None:
+    v6 = await Receiver().start("::1")
+    try:
+        async with netguard.client(DEV, timeout=5.0) as http:
+            assert (await http.get(f"http://[::1]:{v6.port}/")).status_code == 200
+            with pytest.raises(netguard.Refused):
+                await http.get(f"http://[::ffff:10.0.0.1]:{v6.port}/")
+        assert v6.connections == 1
+    finally:
+        await v6.stop()
 
 
 async def test_production_delivers_to_loopback_only_when_the_operator_lists_it(

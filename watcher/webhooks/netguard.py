@@ -52,6 +52,7 @@ MAX_URL_LENGTH = 2048
 BODY_CAP = 64 * 1024
 # Addresses dialled per connection, in the resolver's order (all are judged first).
 MAX_DIALS = 4
+_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)  # httpx's own
 ALLOW_VARIABLE = "WATCHER_WEBHOOK_ALLOW_NETWORKS"
 
 # Characters URL parsers disagree about (a backslash is a slash to a browser, not to us).
@@ -300,7 +301,12 @@ class _Transport(httpx.AsyncBaseTransport):
     """Judges every request's URL, then sends it through the guarded backend."""
 
     def __init__(
-        self, pol: Policy, backend: _Backend, verify: ssl.SSLContext | None, body_cap: int
+        self,
+        pol: Policy,
+        backend: _Backend,
+        verify: ssl.SSLContext | None,
+        body_cap: int,
+        limits: httpx.Limits,
     ) -> None:
         self._policy = pol
         self._body_cap = body_cap
@@ -310,9 +316,9 @@ class _Transport(httpx.AsyncBaseTransport):
         # is replaced by the same pool over ours (the integration tests prove it is used).
         self._inner._pool = httpcore.AsyncConnectionPool(
             ssl_context=ssl_context,
-            max_connections=100,
-            max_keepalive_connections=20,
-            keepalive_expiry=5.0,
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
             network_backend=backend,
         )
 
@@ -335,15 +341,18 @@ def client(
     connect: Connect | None = None,
     verify: ssl.SSLContext | None = None,
     body_cap: int = BODY_CAP,
+    limits: httpx.Limits | None = None,
 ) -> httpx.AsyncClient:
     """An httpx client that only reaches what ``pol`` allows: each request's URL through
     ``check_url``, each connection's addresses from ``resolver`` (default: the system's)
     all judged and one of them dialled through ``connect`` (default: a TCP connection);
     no redirects, no environment proxies, bodies cut at ``body_cap`` bytes. ``verify``
-    is an ``ssl.SSLContext`` (tests trust their own CA); default the system's CAs."""
+    is an ``ssl.SSLContext`` (tests trust their own CA); default the system's CAs.
+    ``limits``: the connection pool's (default httpx's). Refusals raise ``Refused``
+    (not an ``httpx.HTTPError``): a caller recording attempts catches both."""
     backend = _Backend(pol, resolver or system_resolver, connect)
     return httpx.AsyncClient(
-        transport=_Transport(pol, backend, verify, body_cap),
+        transport=_Transport(pol, backend, verify, body_cap, limits or _LIMITS),
         timeout=timeout,
         follow_redirects=False,
         trust_env=False,
