@@ -32,6 +32,8 @@ _STATUS_EVENTS = (
     (OVERDUE, "subscription.past_due"),
     (ENDED, "subscription.cancelled"),
 )
+# stripe_charges.revoked_reason -> the event a charge's reversal writes.
+_REVERSAL_EVENTS = {"refunded": "subscription.refunded", "disputed": "subscription.disputed"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +75,7 @@ async def write(conn: db.Connection, was: Before) -> int:
         now = (r["subscription_id"], r["revoked_reason"])
         if now[0] is None or now[1] is None or was.charges.get(r["id"]) == now:
             continue
-        n += await events.subscription_charges(conn, f"subscription.{now[1]}", [r["id"]])
+        n += await events.subscription_charges(conn, _REVERSAL_EVENTS[now[1]], [r["id"]])
     return n
 
 
