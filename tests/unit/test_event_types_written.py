@@ -30,4 +30,3 @@ def test_every_type_is_written_somewhere() -> None:
     assert len(ours) == 10  # token.used_up, three x402_settlement.*, six subscription.*
     missing = [t for t in ours if f'"{t}"' not in text and f"'{t}'" not in text]
     assert missing == [], f"event types nothing writes: {missing}"
-
