@@ -1,0 +1,9 @@
+"""Webhooks: events from the outbox delivered to the merchant's endpoints.
+
+* ``payload``  the wire format of one event (webhooks and the feed send the same JSON)
+* ``signing``  ``whsec_`` secrets and the Standard Webhooks headers of one attempt
+* ``schedule`` the retry schedule (``WATCHER_WEBHOOK_RETRY_SCHEDULE``) as data
+* ``worker``   the delivery loop every daemon runs (claims with ``FOR UPDATE SKIP LOCKED``)
+
+docs/webhooks.md is the receiver's side of the same contract.
+"""
