@@ -242,7 +242,8 @@ async def test_an_endpoint_failing_too_long_is_disabled_with_an_event_and_not_se
     assert not [h for hs in receiver.hits.values() for h in hs if b"webhook_endpoint" in h.body]
     assert (
         await pool.fetchval(
-            "SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = $1 AND status = 'succeeded'",
+            "SELECT count(*) FROM webhook_deliveries "
+            "WHERE endpoint_id = $1 AND status = 'succeeded'",
             watcher_,
         )
         == 4
