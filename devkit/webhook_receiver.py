@@ -120,7 +120,8 @@ class Receiver:
                 "headers": [(b"content-type", b"text/plain"), *answer.headers],
             }
         )
-        await send({"type": "http.response.body", "body": answer.body})
+        no_body = answer.status in (204, 304) or answer.status < 200
+        await send({"type": "http.response.body", "body": b"" if no_body else answer.body})
 
 
 def _ok(secret: str, body: bytes, headers: dict[str, str]) -> bool:

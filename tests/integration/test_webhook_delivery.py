@@ -127,9 +127,16 @@ async def test_a_thousand_credits_each_delivered_and_verified_through_every_fail
     assert await pool.fetchval("SELECT count(*) FROM webhook_attempts") == attempts
     got = sum(len(h) for h in receiver.hits.values())
     refused = await pool.fetchval(
-        "SELECT count(*) FROM webhook_attempts WHERE error IS NOT NULL AND error <> 'timeout'"
+        "SELECT count(*) FROM webhook_attempts WHERE error LIKE 'ConnectError%'"
     )
-    assert got == attempts - refused  # refused connections never reached it
+    timeouts = await pool.fetchval("SELECT count(*) FROM webhook_attempts WHERE error = 'timeout'")
+    # Refused connections never reached it; a timeout may have (its answer came too late)
+    # or not (on a loaded machine the request itself can be late).
+    assert attempts - refused - timeouts <= got <= attempts - refused
+    assert not await pool.fetchval(
+        "SELECT count(*) FROM webhook_attempts WHERE error NOT LIKE 'ConnectError%' "
+        "AND error <> 'timeout'"
+    )  # no other failure: a broken answer would hide a bug
     assert refused > 0  # the receiver really was away
     kinds = await pool.fetch(
         "SELECT status_code, error, length(response_snippet) AS len FROM webhook_attempts"

@@ -49,41 +49,50 @@ SELECT extract(epoch FROM min(next_attempt_at) - now())::float8
 FROM webhook_deliveries
 WHERE status = 'pending';
 
--- name: webhook_record_attempt
--- One attempt as it happened ($1 delivery, $2 attempt, $3 worker, $4 started, $5 ms,
--- $6 status code, $7 error, $8 snippet).
-INSERT INTO webhook_attempts
-    (delivery_id, attempt, worker, started_at, duration_ms, status_code, error, response_snippet)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8);
-
--- name: webhook_delivery_succeeded
-UPDATE webhook_deliveries
-SET status = 'succeeded', delivered_at = now(), last_attempt_at = $3,
-    last_status = $4, last_error = NULL
-WHERE id = $1 AND attempts = $2 AND status = 'pending'
-RETURNING id;
-
--- name: webhook_delivery_failed
--- $5 is the delay before the next attempt; NULL: that was the last one (failed).
-UPDATE webhook_deliveries
-SET status = CASE WHEN $5::float8 IS NULL THEN 'failed' ELSE 'pending' END,
-    next_attempt_at = CASE WHEN $5::float8 IS NULL THEN next_attempt_at
-                           ELSE now() + make_interval(secs => $5::float8) END,
-    last_attempt_at = $3, last_status = $4, last_error = $6
-WHERE id = $1 AND attempts = $2 AND status = 'pending'
-RETURNING id;
-
--- name: webhook_endpoint_recovered
--- A success ends the endpoint's failing streak (written only when there is one).
+-- name: webhook_record_success
+-- One successful attempt in one statement: the attempt row, the delivery succeeded (while
+-- the lease is ours: attempts unchanged, still pending), the endpoint's failing streak
+-- ended ($1 delivery, $2 attempt, $3 worker, $4 started, $5 ms, $6 status, $7 snippet,
+-- $8 endpoint).
+WITH attempt AS (
+    INSERT INTO webhook_attempts
+        (delivery_id, attempt, worker, started_at, duration_ms, status_code, response_snippet)
+    VALUES ($1, $2, $3, $4, $5, $6, $7)
+), delivery AS (
+    UPDATE webhook_deliveries
+    SET status = 'succeeded', delivered_at = now(), last_attempt_at = $4,
+        last_status = $6, last_error = NULL
+    WHERE id = $1 AND attempts = $2 AND status = 'pending'
+)
 UPDATE webhook_endpoints
 SET failing_since = NULL, updated_at = now()
-WHERE id = $1 AND failing_since IS NOT NULL;
+WHERE id = $8 AND failing_since IS NOT NULL;
 
--- name: webhook_endpoint_failing
--- The first failure of a streak starts it (later ones leave the row alone).
-UPDATE webhook_endpoints
-SET failing_since = now(), updated_at = now()
-WHERE id = $1 AND failing_since IS NULL;
+-- name: webhook_record_failure
+-- One failed attempt in one statement: the attempt row; the delivery waits $9 seconds
+-- for its next attempt, or is failed when $9 is NULL (that was the last); the endpoint's
+-- failing streak starts if none runs. Returns when the streak began ($7 error, $8
+-- snippet, $10 endpoint; the rest as in webhook_record_success).
+WITH attempt AS (
+    INSERT INTO webhook_attempts
+        (delivery_id, attempt, worker, started_at, duration_ms, status_code, error,
+         response_snippet)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+), delivery AS (
+    UPDATE webhook_deliveries
+    SET status = CASE WHEN $9::float8 IS NULL THEN 'failed' ELSE 'pending' END,
+        next_attempt_at = CASE WHEN $9::float8 IS NULL THEN next_attempt_at
+                               ELSE now() + make_interval(secs => $9::float8) END,
+        last_attempt_at = $4, last_status = $6, last_error = $7
+    WHERE id = $1 AND attempts = $2 AND status = 'pending'
+), streak AS (
+    UPDATE webhook_endpoints
+    SET failing_since = now(), updated_at = now()
+    WHERE id = $10 AND failing_since IS NULL
+    RETURNING failing_since
+)
+SELECT coalesce((SELECT failing_since FROM streak),
+                (SELECT failing_since FROM webhook_endpoints WHERE id = $10));
 
 -- name: webhook_endpoint_disable
 -- Disable an endpoint failing for longer than $2 seconds ($3 reason); the row if it was.

@@ -136,13 +136,14 @@ class Worker:
             while not stop.is_set():
                 if time.monotonic() - gauges_at >= GAUGE_SECONDS:
                     gauges_at = time.monotonic()
-                    await self._gauges()
+                    await self._housekeeping()
+                self._wake.clear()  # before looking: a wake-up from here on is not lost
                 claimed = await self._pass(client)
                 if burst and not claimed and not self._inflight:
                     break
                 if claimed and len(self._inflight) < self.config.concurrency:
                     continue  # a full batch: there may be more due
-                await self._idle(stop)
+                await self._idle(stop, look_ahead=not claimed)
             await self._finish()
         log.info("webhook_worker_stopped", worker=self.name)
 
@@ -151,10 +152,8 @@ class Worker:
         if free <= 0:
             return 0
         try:
-            async with self.pool.acquire() as conn:
-                await conn.execute(db.q("webhook_cancel_unsendable"), CANCELLED_REASON)
-                lease = self.config.timeout + LEASE_MARGIN_SECONDS
-                rows = await conn.fetch(db.q("webhook_claim"), free, lease)
+            lease = self.config.timeout + LEASE_MARGIN_SECONDS
+            rows = await self.pool.fetch(db.q("webhook_claim"), free, lease)
         except ERRORS as exc:  # the database is away: the next pass tries again
             log.warning("webhook_claim_failed", error=type(exc).__name__)
             return 0
@@ -166,21 +165,23 @@ class Worker:
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
-        self._wake.set()
+        # Claim again once half the slots are free: one claim per batch, not per delivery.
+        if len(self._inflight) <= self.config.concurrency // 2:
+            self._wake.set()
         if not task.cancelled() and task.exception() is not None:
             log.error("webhook_delivery_crashed", error=repr(task.exception()))
 
-    async def _idle(self, stop: asyncio.Event) -> None:
-        """Sleep until woken: NOTIFY, a freed slot, the soonest retry, or the poll period."""
+    async def _idle(self, stop: asyncio.Event, *, look_ahead: bool) -> None:
+        """Sleep until woken: NOTIFY, freed slots, the soonest retry (``look_ahead``: when
+        nothing was due), or the poll period."""
         wait = POLL_SECONDS
-        if len(self._inflight) < self.config.concurrency:
+        if look_ahead:
             with contextlib.suppress(*ERRORS):
                 due = await self.pool.fetchval(db.q("webhook_next_due"))
                 if due is not None:
                     wait = min(wait, max(float(due), 0.0))
         if wait <= 0:
             return
-        self._wake.clear()
         waits = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
         try:
             await asyncio.wait(waits, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
@@ -219,8 +220,10 @@ class Worker:
     def _notified(self, *_: object) -> None:
         self._wake.set()
 
-    async def _gauges(self) -> None:
+    async def _housekeeping(self) -> None:
+        """Cancel what a disabled or deleted endpoint will not get; refresh the gauges."""
         with contextlib.suppress(*ERRORS):
+            await self.pool.execute(db.q("webhook_cancel_unsendable"), CANCELLED_REASON)
             row = await self.pool.fetchrow(db.q("webhook_gauges"))
             if row is not None:
                 metrics.WEBHOOK_PENDING.set(row["pending"])
@@ -244,23 +247,20 @@ class Worker:
             metrics.WEBHOOK_DELIVERY_LATENCY.observe(max(age, 0.0))
 
     async def _record(self, row: Mapping[str, Any], o: Outcome) -> None:
+        """The attempt and its outcome, in one statement (one round trip a delivery)."""
         delivery, attempt, endpoint = row["delivery_id"], row["attempt"], row["endpoint_id"]
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                db.q("webhook_record_attempt"),
-                delivery, attempt, self.name, o.started_at, o.duration_ms,
-                o.status, o.error, o.snippet,
-            )  # fmt: skip
-            if o.ok:
-                await conn.execute(db.q("webhook_delivery_succeeded"), delivery, attempt,
-                                   o.started_at, o.status)  # fmt: skip
-                await conn.execute(db.q("webhook_endpoint_recovered"), endpoint)
-                return
-            delay = schedule.delay_after(self.config.schedule, attempt)
-            await conn.execute(db.q("webhook_delivery_failed"), delivery, attempt,
-                               o.started_at, o.status, delay, o.error)  # fmt: skip
-            await conn.execute(db.q("webhook_endpoint_failing"), endpoint)
-            await disable_if_failing_too_long(conn, endpoint, self.config.disable_after_hours)
+        head = (delivery, attempt, self.name, o.started_at, o.duration_ms, o.status)
+        if o.ok:
+            await self.pool.execute(db.q("webhook_record_success"), *head, o.snippet, endpoint)
+            return
+        delay = schedule.delay_after(self.config.schedule, attempt)
+        since = await self.pool.fetchval(
+            db.q("webhook_record_failure"), *head, o.error, o.snippet, delay, endpoint
+        )
+        hours = self.config.disable_after_hours
+        if since is not None and (datetime.now(UTC) - since).total_seconds() > hours * 3600:
+            async with self.pool.acquire() as conn, conn.transaction():
+                await disable_if_failing_too_long(conn, endpoint, hours)
 
 
 async def disable_if_failing_too_long(conn: db.Connection, endpoint: str, hours: float) -> bool:
