@@ -186,6 +186,12 @@ async def backfill(phase: Phase, n: int) -> dict[str, float]:
     }
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used (its own work, whatever the load)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def latencies(receiver: Receiver, commits: Commits) -> list[float]:
     out = []
     for mid, hits in receiver.hits.items():
@@ -212,6 +218,8 @@ async def with_receiver(
         await phase.conn.add_listener("watcher_events", commits.heard)
         async with receiver:
             out: dict[str, Any] = await backfill(phase, n)
+            assert phase.proc is not None
+            cpu_at_credit, wall_at_credit = cpu_seconds(phase.proc.pid), time.time()
             if drain:
 
                 async def all_in() -> bool:
@@ -221,7 +229,16 @@ async def with_receiver(
             else:
                 await asyncio.sleep(SLOW_WATCH_SECONDS)
             lat = latencies(receiver, commits)
+            delivered_after = sum(
+                1 for hs in receiver.hits.values() for h in hs if h.at >= wall_at_credit
+            )
+            # The daemon's CPU per delivery once the credits were in: what bounds the rate
+            # on an idle core (1000 / this = deliveries per second per core).
+            cpu = cpu_seconds(phase.proc.pid) - cpu_at_credit
             out.update(
+                daemon_cpu_ms_per_delivery_after_credit=round(
+                    1000 * cpu / max(delivered_after, 1), 2
+                ),
                 delivered=len(receiver.ids()),
                 unverified=len(receiver.unverified()),
                 deliveries_per_s=delivery_rate(receiver),
