@@ -15,11 +15,12 @@ from devkit.anvil import Anvil, Token
 from devkit.evmkit import drain, evm_chain, follower
 from devkit.webhook_receiver import Answer, Receiver
 from watcher import db, events
-from watcher.webhooks import signing, worker
+from watcher.webhooks import netguard, signing, worker
 
 PAYMENTS = 1000
 PER_TX = 100
 TIMEOUT = 0.5
+DEV = netguard.Policy(production=False)  # development: loopback may be reached
 FAST = "0.05s,0.1s,0.2s,0.5s,1s,1s,2s,2s,2s,2s,2s,2s"  # 15 s in all
 
 
@@ -100,7 +101,9 @@ async def test_a_thousand_credits_each_delivered_and_verified_through_every_fail
     other, _ = await add_endpoint(pool, receiver.url, ["invoice.expired"])  # wants none of it
     receiver.secrets = [secret]
     await pay(anvil, usdc, us, PAYMENTS)
-    cfg = worker.Config(schedule=worker.schedule.parse(FAST), timeout=TIMEOUT, concurrency=16)
+    cfg = worker.Config(
+        schedule=worker.schedule.parse(FAST), timeout=TIMEOUT, concurrency=16, policy=DEV
+    )
     async with running(pool, cfg):
         # The receiver is away while the first deliveries go out, then comes back.
         async with follower(evm_chain(anvil, usdc, [us]), pool) as f:
@@ -167,7 +170,7 @@ async def test_secret_rotation_both_sign_during_the_grace_then_only_the_new(
         pool, receiver.url, ["*"], new, previous_secret=old,
         previous_secret_until=await pool.fetchval("SELECT now() + interval '1 hour'"),
     )  # fmt: skip
-    cfg = worker.Config(schedule=worker.schedule.parse("1.1s"), timeout=2)
+    cfg = worker.Config(schedule=worker.schedule.parse("1.1s"), timeout=2, policy=DEV)
     async with receiver:
         async with pool.acquire() as conn:
             await events.emit(conn, "subscription.activated", "sub_1", {"tier": "pro"})
@@ -212,7 +215,7 @@ async def test_an_endpoint_failing_too_long_is_disabled_with_an_event_and_not_se
             bad,
         )
         await conn.execute("UPDATE webhook_endpoints SET deleted_at = now() WHERE id = $1", gone)
-    cfg = worker.Config(schedule=worker.schedule.parse("1h"), timeout=2, concurrency=1)
+    cfg = worker.Config(schedule=worker.schedule.parse("1h"), timeout=2, concurrency=1, policy=DEV)
     async with receiver, ops:
         await worker.Worker(pool, cfg).run(asyncio.Event(), burst=True)
     ep = await pool.fetchrow("SELECT * FROM webhook_endpoints WHERE id = $1", bad)
@@ -255,3 +258,21 @@ async def test_an_endpoint_failing_too_long_is_disabled_with_an_event_and_not_se
         )
         == 4
     )
+
+
+async def test_in_production_a_loopback_endpoint_is_refused_by_netguard_and_never_reached(
+    pool: db.Pool,
+) -> None:
+    receiver = Receiver(secrets=[])
+    _, key = await add_endpoint(pool, receiver.url, ["*"])
+    receiver.secrets = [key]
+    async with pool.acquire() as conn:
+        await events.emit(conn, "subscription.activated", "sub_1", {"tier": "pro"})
+    cfg = worker.Config(schedule=worker.schedule.parse("1h"), timeout=2)  # production policy
+    async with receiver:
+        await worker.Worker(pool, cfg).run(asyncio.Event(), burst=True)
+    assert receiver.hits == {}
+    (a,) = await pool.fetch("SELECT * FROM webhook_attempts")
+    assert a["error"].startswith("refused:") and a["status_code"] is None
+    d = await pool.fetchrow("SELECT * FROM webhook_deliveries")
+    assert d is not None and d["status"] == "pending" and d["attempts"] == 1

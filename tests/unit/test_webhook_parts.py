@@ -89,6 +89,8 @@ def test_settings_carry_the_webhook_variables_and_name_a_bad_schedule() -> None:
     cfg = worker.Config.from_settings(s)
     assert cfg.schedule == (0.1, 1.0) and cfg.concurrency == 4 and cfg.timeout == 10.0
     assert cfg.disable_after_hours == 120.0
+    assert not cfg.policy.production  # WATCHER_ENV's default: development
+    assert worker.Config(schedule=(1.0,)).policy.production  # unsaid: the strict one
     bad = Settings(watcher_webhook_retry_schedule="soon")
     assert any(p.startswith("WATCHER_WEBHOOK_RETRY_SCHEDULE:") for p in bad.problems())
     assert not any("WEBHOOK" in p for p in Settings().problems())

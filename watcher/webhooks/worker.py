@@ -43,7 +43,7 @@ import structlog
 
 from watcher import __version__, db, events, metrics
 from watcher.settings import Settings
-from watcher.webhooks import payload, schedule, signing
+from watcher.webhooks import netguard, payload, schedule, signing
 
 log = structlog.get_logger(__name__)
 
@@ -55,6 +55,8 @@ GAUGE_SECONDS = 5.0
 STOP_GRACE_SECONDS = 5.0
 CANCELLED_REASON = "endpoint disabled or deleted"
 DISABLED_REASON = "failing for more than {hours:g} hours"
+STRICT = netguard.Policy(production=True)
+USER_AGENT = f"usdc-watcher/{__version__}"
 ERRORS: tuple[type[BaseException], ...] = (asyncpg.PostgresError, *db.TRANSIENT_ERRORS)
 
 
@@ -66,6 +68,8 @@ class Config:
     timeout: float = 10.0
     disable_after_hours: float = 120.0
     concurrency: int = 32
+    # Where deliveries may go; unsaid, production's (public addresses only).
+    policy: netguard.Policy = STRICT
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Config:
@@ -74,6 +78,7 @@ class Config:
             timeout=settings.watcher_webhook_timeout_seconds,
             disable_after_hours=settings.watcher_webhook_disable_after_hours,
             concurrency=settings.watcher_webhook_concurrency,
+            policy=netguard.policy(settings),
         )
 
 
@@ -107,14 +112,10 @@ def worker_id() -> str:
 
 
 def http_client(config: Config) -> httpx.AsyncClient:
-    """The client every attempt goes through (the one place the SSRF guard plugs in)."""
-    return httpx.AsyncClient(
-        timeout=config.timeout,
-        follow_redirects=False,  # a 3xx is an answer, and a failure: never followed
-        trust_env=False,
-        limits=httpx.Limits(max_connections=config.concurrency, max_keepalive_connections=64),
-        headers={"user-agent": f"usdc-watcher/{__version__}", "content-type": "application/json"},
-    )
+    """The client every attempt goes through: netguard's (every address judged, the judged
+    one dialled, redirects never followed: a 3xx is an answer, and a failure)."""
+    limits = httpx.Limits(max_connections=config.concurrency, max_keepalive_connections=64)
+    return netguard.client(config.policy, timeout=config.timeout, limits=limits)
 
 
 @dataclass
@@ -296,32 +297,28 @@ async def send(client: httpx.AsyncClient, row: Mapping[str, Any], limit: float) 
     body = payload.body(row)
     started = datetime.now(UTC)
     keys = [k for k in (row["secret"], row["previous_secret"]) if k]
-    headers = signing.headers(events.public_id(int(row["id"])), body, keys, started)
+    headers = {
+        **signing.headers(events.public_id(int(row["id"])), body, keys, started),
+        "content-type": "application/json",
+        "user-agent": USER_AGENT,
+    }
     t0 = time.monotonic()
     out = Outcome(started_at=started, duration_ms=0)
     try:
         async with asyncio.timeout(limit):
             async with client.stream("POST", row["url"], content=body, headers=headers) as resp:
                 out.status = resp.status_code
-                out.snippet = snippet(await read_capped(resp, READ_LIMIT))
+                out.snippet = snippet(await netguard.read_capped(resp, READ_LIMIT))
     except TimeoutError:
         out.error = "timeout"
+    except netguard.Refused as exc:  # the URL, or an address it resolved to, is not allowed
+        out.error = f"refused: {exc.reason}"[:500]
     except httpx.HTTPError as exc:
         out.error = f"{type(exc).__name__}: {exc}"[:500]
     except OSError as exc:
         out.error = f"{type(exc).__name__}: {exc}"[:500]
     out.duration_ms = int((time.monotonic() - t0) * 1000)
     return out
-
-
-async def read_capped(response: httpx.Response, limit: int) -> bytes:
-    """At most ``limit`` bytes of the answer (a receiver may send gigabytes)."""
-    buf = bytearray()
-    async for chunk in response.aiter_raw():
-        buf += chunk[: limit - len(buf)]
-        if len(buf) >= limit:
-            break
-    return bytes(buf)
 
 
 def snippet(raw: bytes) -> str | None:
