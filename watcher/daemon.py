@@ -32,7 +32,7 @@ import structlog
 import uvicorn
 from prometheus_client import start_http_server
 
-from watcher import __version__, db, leader, metrics, networks, progress, sdnotify
+from watcher import __version__, db, jobs, leader, metrics, networks, progress, sdnotify
 from watcher.chains import follower
 from watcher.settings import Settings
 
@@ -62,6 +62,18 @@ def build_followers(settings: Settings, pool: db.Pool) -> list[Follower]:
     from watcher.chains import evm, solana  # loaded only when followers run (not `watcher api`)
 
     return [f for family in (evm, solana) for f in family.followers(settings, pool)]
+
+
+def build_jobs(settings: Settings) -> list[jobs.Job]:
+    """The scheduled jobs (watcher/jobs.py): the analytics roll-up, the cleanup, and the
+    Stripe catch-up when Stripe is configured (api/ code: the daemon may load it)."""
+    out = jobs.builtin(settings)
+    if settings.value("stripe_secret_key") is not None:
+        from api import stripe_sync
+
+        sync = functools.partial(stripe_sync.run, settings)
+        out.append(jobs.stripe_sync(settings.watcher_job_stripe_sync_seconds, sync))
+    return out
 
 
 class _Server(uvicorn.Server):
@@ -218,9 +230,16 @@ async def run(
                 systemd_notify=notifier.enabled,
             )
             tasks = [elected(f, dsn) for f in built]
+            # Only the process holding the jobs lock runs them (with the followers' lot).
+            runner = jobs.Runner(
+                build_jobs(settings) if with_followers else [],
+                pool,
+                dsn,
+                timeout=settings.watcher_job_timeout_seconds,
+            )
             health = asyncio.create_task(db_health(pool, stop), name="db-health")
             try:
-                crashed = await _run_tasks(tasks, servers, stop, notifier)
+                crashed = await _run_tasks(tasks, servers, stop, notifier, runner)
             finally:
                 health.cancel()
     finally:
@@ -236,9 +255,10 @@ async def _run_tasks(
     servers: list[tuple[str, uvicorn.Server]],
     stop: asyncio.Event,
     notifier: sdnotify.Notifier,
+    runner: jobs.Runner,
 ) -> bool:
     """Run until ``stop``; then give every task the grace period. True if one crashed."""
-    tasks: list[asyncio.Task[None]] = []
+    tasks = [asyncio.create_task(_supervise("jobs", runner.run(stop), stop), name="jobs")]
     for f in followers:
         metrics.CHAIN_BLOCK_SECONDS.labels(chain=f.chain).set(networks.get(f.chain).block_seconds)
         tasks.append(asyncio.create_task(_supervise(f.chain, f.run(stop), stop), name=f.chain))

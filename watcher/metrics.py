@@ -159,3 +159,39 @@ X402_SETTLEMENTS = Counter(
     "x402 authorization settlements by outcome (settled, failed, unfunded, unknown)",
     ["chain", "outcome"],
 )
+
+# ---- scheduled jobs (watcher/jobs.py; only the jobs leader runs them) --------------------
+# The label is ``name``, not ``job``: Prometheus attaches its own ``job`` label to every
+# scraped series and would rename ours to ``exported_job``.
+
+JOBS_LEADER = Gauge("watcher_jobs_leader", "1 while this process holds the scheduled jobs' lock")
+JOB_INTERVAL = Gauge(
+    "watcher_job_interval_seconds", "Seconds between runs of an enabled scheduled job", ["name"]
+)
+JOB_LAST_SUCCESS = Gauge(
+    "watcher_job_last_success_timestamp_seconds",
+    "Unix time of the job's last successful run in this process (its start until then)",
+    ["name"],
+)
+JOB_RUNS = Counter(
+    "watcher_job_runs_total",
+    "Scheduled job runs by outcome (ok, failed, timeout)",
+    ["name", "outcome"],
+)
+JOB_DURATION = Histogram(
+    "watcher_job_duration_seconds",
+    "Time a scheduled job run took, whatever its outcome",
+    ["name"],
+    buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300),
+)
+
+# ---- webhooks (set by the delivery worker, watcher/webhooks/) -----------------------------
+
+WEBHOOK_ENDPOINTS_FAILING = Gauge(
+    "watcher_webhook_endpoints_failing",
+    "Enabled webhook endpoints whose deliveries are failing (failing_since set)",
+)
+WEBHOOK_PENDING_DELIVERIES = Gauge(
+    "watcher_webhook_pending_deliveries",
+    "Webhook deliveries not yet delivered, failed for good or cancelled (the outbox backlog)",
+)
