@@ -11,6 +11,8 @@ Lifecycle (see CONVENTIONS):
   last.
 * Each follower runs only while this process holds its chain's leader lock
   (``watcher.leader``); other processes on the same database stand by.
+* The scheduled jobs (``watcher.jobs``: analytics, cleanup, the Stripe catch-up) run
+  only while this process holds the jobs lock; a failed job never stops the daemon.
 * Under systemd (``Type=notify``): ``READY=1`` once migrations are applied and
   every follower finished its first step (or stands by), ``WATCHDOG=1`` only
   while every follower keeps beating (``watcher.progress``), ``STOPPING=1``
