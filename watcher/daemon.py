@@ -218,6 +218,13 @@ async def run(
             metrics.UP.set(1)
             metrics.DB_UP.set(1)
             built = followers(settings, pool) if with_followers else []
+            # Only the process holding the jobs lock runs them; `watcher api` never does.
+            runner = jobs.Runner(
+                build_jobs(settings) if with_followers else [],
+                pool,
+                dsn,
+                timeout=settings.watcher_job_timeout_seconds,
+            )
             servers = api_servers(settings, pool) if with_api else []
             log.info(
                 "daemon_started",
@@ -229,16 +236,10 @@ async def run(
                 if len(servers) > 1
                 else None,
                 metrics_port=settings.watcher_metrics_port if metrics_server else None,
+                jobs=[j.name for j in runner.jobs],
                 systemd_notify=notifier.enabled,
             )
             tasks = [elected(f, dsn) for f in built]
-            # Only the process holding the jobs lock runs them (with the followers' lot).
-            runner = jobs.Runner(
-                build_jobs(settings) if with_followers else [],
-                pool,
-                dsn,
-                timeout=settings.watcher_job_timeout_seconds,
-            )
             health = asyncio.create_task(db_health(pool, stop), name="db-health")
             try:
                 crashed = await _run_tasks(tasks, servers, stop, notifier, runner)

@@ -183,8 +183,7 @@ class Runner:
     async def run(self, stop: asyncio.Event) -> None:
         """Lead (run the jobs as they fall due) or stand by, until ``stop``. Never raises
         for a job's failure or a lost lock connection."""
-        if not self.jobs:
-            log.info("jobs_disabled")
+        if not self.jobs:  # every interval 0, or `watcher api` (daemon_started lists them)
             return
         _export(self.jobs)
         failures = 0
