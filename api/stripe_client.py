@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
 import time
 import uuid
+import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
@@ -71,26 +73,36 @@ class _Transported(stripe.HTTPClient):
 
 
 class CircuitBreaker:
-    """Closed -> open after N consecutive failures -> one trial after the cooldown."""
+    """Closed -> open after N consecutive failures -> one trial after the cooldown.
+
+    ``watcher_stripe_circuit_open`` is read from the live breakers when scraped: a gauge
+    set only on calls stayed at 1 after the cooldown while no call came to close it,
+    and the StripeCircuitOpen alert kept firing with nothing refused.
+    """
 
     def __init__(self, threshold: int, cooldown: float) -> None:
         self.threshold = threshold
         self.cooldown = cooldown
         self.failures = 0
         self.opened_at: float | None = None
+        with _BREAKERS_LOCK:
+            _BREAKERS.add(self)
+
+    def is_open(self) -> bool:
+        """True while calls are refused (opened, and the cooldown not over)."""
+        opened = self.opened_at
+        return opened is not None and time.monotonic() - opened < self.cooldown
 
     def check(self) -> None:
         if self.opened_at is None:
             return
         waited = time.monotonic() - self.opened_at
         if waited < self.cooldown:
-            metrics.STRIPE_CIRCUIT_OPEN.set(1)
             raise errors.BillingUnavailable(
                 "Stripe is failing; payments are paused for a moment, retry shortly",
                 retry_after=self.cooldown - waited,
             )
         self.opened_at = None  # half-open: this call is the trial
-        metrics.STRIPE_CIRCUIT_OPEN.set(0)
 
     def success(self) -> None:
         self.failures = 0
@@ -100,8 +112,21 @@ class CircuitBreaker:
         self.failures += 1
         if self.failures >= self.threshold:
             self.opened_at = time.monotonic()
-            metrics.STRIPE_CIRCUIT_OPEN.set(1)
             log.warning("stripe_breaker_open", failures=self.failures)
+
+
+# Every breaker of this process (the API's, the daemon's Stripe catch-up), forgotten
+# with its client. The lock: the metrics server scrapes from its own thread.
+_BREAKERS: weakref.WeakSet[CircuitBreaker] = weakref.WeakSet()
+_BREAKERS_LOCK = threading.Lock()
+
+
+def _any_open() -> float:
+    with _BREAKERS_LOCK:
+        return float(any(b.is_open() for b in list(_BREAKERS)))
+
+
+metrics.STRIPE_CIRCUIT_OPEN.set_function(_any_open)
 
 
 class StripeBilling:

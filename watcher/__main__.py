@@ -93,21 +93,12 @@ def _cmd_stripe_sync(args: argparse.Namespace, settings: Settings) -> int:
     import json
     from datetime import UTC, datetime, timedelta
 
-    from api import subscriptions
-    from api.stripe_client import StripeBilling
+    from api import stripe_sync
 
     async def go() -> dict[str, int]:
         async with daemon.database(settings) as pool:
-            billing = StripeBilling(settings)
-            try:
-                return await subscriptions.reconcile(
-                    pool,
-                    billing,
-                    subscriptions.price_tiers(settings),
-                    since=datetime.now(UTC) - timedelta(hours=args.hours),
-                )
-            finally:
-                await billing.aclose()
+            since = datetime.now(UTC) - timedelta(hours=args.hours)
+            return await stripe_sync.run(settings, pool, since)
 
     print(json.dumps(asyncio.run(go()), sort_keys=True))
     return EXIT_OK

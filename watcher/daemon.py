@@ -11,6 +11,8 @@ Lifecycle (see CONVENTIONS):
   last.
 * Each follower runs only while this process holds its chain's leader lock
   (``watcher.leader``); other processes on the same database stand by.
+* The scheduled jobs (``watcher.jobs``: analytics, cleanup, the Stripe catch-up) run
+  only while this process holds the jobs lock; a failed job never stops the daemon.
 * Under systemd (``Type=notify``): ``READY=1`` once migrations are applied and
   every follower finished its first step (or stands by), ``WATCHDOG=1`` only
   while every follower keeps beating (``watcher.progress``), ``STOPPING=1``
@@ -32,7 +34,7 @@ import structlog
 import uvicorn
 from prometheus_client import start_http_server
 
-from watcher import __version__, db, leader, metrics, networks, progress, sdnotify
+from watcher import __version__, db, jobs, leader, metrics, networks, progress, sdnotify
 from watcher.chains import follower
 from watcher.settings import Settings
 
@@ -62,6 +64,18 @@ def build_followers(settings: Settings, pool: db.Pool) -> list[Follower]:
     from watcher.chains import evm, solana  # loaded only when followers run (not `watcher api`)
 
     return [f for family in (evm, solana) for f in family.followers(settings, pool)]
+
+
+def build_jobs(settings: Settings) -> list[jobs.Job]:
+    """The scheduled jobs (watcher/jobs.py): the analytics roll-up, the cleanup, and the
+    Stripe catch-up when Stripe is configured (api/ code: the daemon may load it)."""
+    out = jobs.builtin(settings)
+    if settings.value("stripe_secret_key") is not None:
+        from api import stripe_sync
+
+        sync = functools.partial(stripe_sync.run, settings)
+        out.append(jobs.stripe_sync(settings.watcher_job_stripe_sync_seconds, sync))
+    return out
 
 
 class _Server(uvicorn.Server):
@@ -204,6 +218,13 @@ async def run(
             metrics.UP.set(1)
             metrics.DB_UP.set(1)
             built = followers(settings, pool) if with_followers else []
+            # Only the process holding the jobs lock runs them; `watcher api` never does.
+            runner = jobs.Runner(
+                build_jobs(settings) if with_followers else [],
+                pool,
+                dsn,
+                timeout=settings.watcher_job_timeout_seconds,
+            )
             servers = api_servers(settings, pool) if with_api else []
             log.info(
                 "daemon_started",
@@ -215,6 +236,7 @@ async def run(
                 if len(servers) > 1
                 else None,
                 metrics_port=settings.watcher_metrics_port if metrics_server else None,
+                jobs=[j.name for j in runner.jobs],
                 systemd_notify=notifier.enabled,
             )
             tasks = [elected(f, dsn) for f in built]
@@ -222,7 +244,7 @@ async def run(
             extra = (webhook_task(settings, pool),) if with_followers else ()
             health = asyncio.create_task(db_health(pool, stop), name="db-health")
             try:
-                crashed = await _run_tasks(tasks, servers, stop, notifier, extra)
+                crashed = await _run_tasks(tasks, servers, stop, notifier, runner, extra)
             finally:
                 health.cancel()
     finally:
@@ -245,10 +267,11 @@ async def _run_tasks(
     servers: list[tuple[str, uvicorn.Server]],
     stop: asyncio.Event,
     notifier: sdnotify.Notifier,
+    runner: jobs.Runner,
     extra: tuple[Follower, ...] = (),
 ) -> bool:
     """Run until ``stop``; then give every task the grace period. True if one crashed."""
-    tasks: list[asyncio.Task[None]] = []
+    tasks = [asyncio.create_task(_supervise("jobs", runner.run(stop), stop), name="jobs")]
     for x in extra:
         tasks.append(asyncio.create_task(_supervise(x.chain, x.run(stop), stop), name=x.chain))
     for f in followers:

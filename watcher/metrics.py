@@ -173,10 +173,35 @@ WEBHOOK_DELIVERY_LATENCY = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600, 86400),
 )
 WEBHOOK_PENDING = Gauge(
-    "watcher_webhook_deliveries_pending",
+    "watcher_webhook_pending_deliveries",
     "Webhook deliveries not yet delivered, failed or cancelled",
 )
 WEBHOOK_ENDPOINTS_FAILING = Gauge(
     "watcher_webhook_endpoints_failing",
     "Enabled webhook endpoints whose last attempt failed (a failing streak is running)",
+)
+
+# ---- scheduled jobs (watcher/jobs.py; only the jobs leader runs them) --------------------
+# The label is ``name``, not ``job``: Prometheus attaches its own ``job`` label to every
+# scraped series and would rename ours to ``exported_job``.
+
+JOBS_LEADER = Gauge("watcher_jobs_leader", "1 while this process holds the scheduled jobs' lock")
+JOB_INTERVAL = Gauge(
+    "watcher_job_interval_seconds", "Seconds between runs of an enabled scheduled job", ["name"]
+)
+JOB_LAST_SUCCESS = Gauge(
+    "watcher_job_last_success_timestamp_seconds",
+    "Unix time of the job's last successful run in this process (its start until then)",
+    ["name"],
+)
+JOB_RUNS = Counter(
+    "watcher_job_runs_total",
+    "Scheduled job runs by outcome (ok, failed, timeout)",
+    ["name", "outcome"],
+)
+JOB_DURATION = Histogram(
+    "watcher_job_duration_seconds",
+    "Time a scheduled job run took, whatever its outcome",
+    ["name"],
+    buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300),
 )

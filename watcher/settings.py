@@ -121,6 +121,13 @@ class Settings(_NetworkVariables):
     # unset = the gateway's routes are served by the main API.
     watcher_gateway_host: str | None = None
     watcher_gateway_port: int | None = Field(default=None, ge=1, le=65535)
+    # Scheduled jobs the daemon runs on one process, the jobs leader (watcher/jobs.py,
+    # docs/operations.md): seconds between runs, 0 = off; each run is cut off after the
+    # timeout (its transaction rolls back).
+    watcher_job_analytics_seconds: float = Field(default=600.0, ge=0, le=7 * 86400)
+    watcher_job_cleanup_seconds: float = Field(default=300.0, ge=0, le=7 * 86400)
+    watcher_job_stripe_sync_seconds: float = Field(default=3600.0, ge=0, le=7 * 86400)
+    watcher_job_timeout_seconds: float = Field(default=300.0, gt=0, le=3600)
 
     x402_admin_key: SecretStr | None = None
 

@@ -64,7 +64,8 @@ def _rows(records: list[asyncpg.Record]) -> list[dict[str, Any]]:
 async def cleanup(request: Request) -> dict[str, Any]:
     pool: db.Pool = request.app.state.pool
     try:
-        async with pool.acquire() as conn:
+        # One transaction: each expiry and its invoice.expired event commit together.
+        async with pool.acquire() as conn, conn.transaction():
             expired = await ledger.expire_invoices(conn)
         await pool.execute(db.q("api_rate_prune"))
         # Expired Idempotency-Keys are forgotten and their stored answers dropped

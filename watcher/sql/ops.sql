@@ -71,3 +71,14 @@ INSERT INTO networks (name, family) VALUES ($1, $2) ON CONFLICT (name) DO NOTHIN
 
 -- name: network_families
 SELECT name, family FROM networks;
+
+-- ---------------- scheduled jobs (watcher/jobs.py; the lock is try_leader_lock's)
+
+-- name: job_statement_timeout
+-- A job's statements stop on the server too when the run's time is up ($1: milliseconds;
+-- local to the job's transaction).
+SELECT set_config('statement_timeout', $1::text, true);
+
+-- name: job_update_analytics
+-- The daily roll-up of yesterday and today (0002 / 0017); idempotent.
+SELECT update_x402_analytics();
