@@ -91,6 +91,12 @@ def pool_connector(pool: db.Pool) -> Connect:
     return connect
 
 
+def _report_crash(task: asyncio.Task[None]) -> None:
+    """A hub that died of a bug says so (new streams then get 503, see invoice_stream)."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("live_hub_crashed", error=repr(exc)[:300])
+
+
 def _app_name() -> str:
     return f"{APPLICATION_NAME} pid={os.getpid()}"
 
@@ -124,6 +130,7 @@ class Hub:
         """Start listening in the background (a database that is down is retried)."""
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="live-hub")
+            self._task.add_done_callback(_report_crash)
 
     async def stop(self) -> None:
         """Stop listening and end every stream."""
