@@ -49,6 +49,7 @@ def test_every_file_of_the_tree_says_what_it_holds() -> None:
     files = sorted(SQL_DIR.glob("*.sql"))
     assert [f.name for f in files] == [
         "api.sql",
+        "events.sql",
         "evm.sql",
         "gateway.sql",
         "ledger.sql",

@@ -71,3 +71,7 @@ INSERT INTO networks (name, family) VALUES ($1, $2) ON CONFLICT (name) DO NOTHIN
 
 -- name: network_families
 SELECT name, family FROM networks;
+
+-- name: live_ping
+-- The API's listening connection (api/live.py) is still there: a silent network looks idle.
+SELECT 1;
