@@ -37,6 +37,9 @@ from watcher.settings import Settings
 
 MEDIA_TYPE = "text/event-stream"
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # nginx: do not buffer
+# A read at a deadline waits this much past it: the database's clock decides the
+# status, and a read a moment early would see no change and wait for the next event.
+DEADLINE_MARGIN_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,9 +122,9 @@ def _deadline(snap: Mapping[str, Any]) -> float | None:
     expires: datetime = snap["expires_at"]
     until: datetime = snap["late_payments_until"]
     if snap["status"] == "open" and now < expires:
-        return (expires - now).total_seconds()
+        return (expires - now).total_seconds() + DEADLINE_MARGIN_SECONDS
     if snap["status"] == "expired" and now < until:
-        return (until - now).total_seconds()
+        return (until - now).total_seconds() + DEADLINE_MARGIN_SECONDS
     return None
 
 

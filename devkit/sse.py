@@ -57,12 +57,14 @@ class Stream:
                     fields[name] = value
 
     async def next(self, timeout: float = 20.0) -> Message | None:
-        """The next message (heartbeats skipped); None when the stream ended."""
-        while True:
-            item = await self.next_item(timeout)
-            if item != COMMENT:
-                assert item is None or isinstance(item, Message)
-                return item
+        """The next message (heartbeats skipped, within ``timeout`` in all); None when the
+        stream ended."""
+        async with asyncio.timeout(timeout):
+            while True:
+                item = await self.next_item(timeout)
+                if item != COMMENT:
+                    assert item is None or isinstance(item, Message)
+                    return item
 
 
 @contextlib.asynccontextmanager

@@ -151,3 +151,21 @@ async def test_unknown_invoice_is_a_404_with_our_error_body(pool: db.Pool) -> No
         assert got.status_code == 404 and got.json()["error"] == "invoice_not_found"
         bad = await http.get("/x402/invoices/not-a-uuid/events")
         assert bad.status_code == 422
+
+
+async def test_an_unpaid_invoice_is_sent_expired_when_its_validity_ends(pool: db.Pool) -> None:
+    app = app_for(pool, watcher_sse_heartbeat_seconds=0.5)
+    async with serve(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
+        inv = (await http.post("/x402/invoices", json={"chain": "base", "requests": 1})).json()
+        await pool.execute(
+            "UPDATE invoices SET expires_at = now() + interval '1 second' WHERE id = $1",
+            inv["invoice_id"],
+        )
+        async with sse.open_stream(http, f"/x402/invoices/{inv['invoice_id']}/events") as stream:
+            first = await stream.next()
+            assert first is not None and first.event == "open"
+            # No event marks the end of its validity: the stream reads at that moment.
+            expired = await stream.next(timeout=10)
+            assert expired is not None and expired.event == "expired"
+            # Late payments may still pay it during the grace: the stream stays open.
+            assert await stream.next_item() == sse.COMMENT
