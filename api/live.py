@@ -101,6 +101,35 @@ def _app_name() -> str:
     return f"{APPLICATION_NAME} pid={os.getpid()}"
 
 
+# The hubs running in this process, by pool: id(pool) -> (hub, apps using it). The
+# daemon may serve two apps (the main listener and the gateway's) on one pool; they
+# share one hub, so a process holds one listening connection.
+_SHARED: dict[int, tuple[Hub, int]] = {}
+
+
+def attach(pool: db.Pool) -> Hub:
+    """The process's hub on ``pool``, started by its first app (an app's lifespan start)."""
+    hub, users = _SHARED.get(id(pool), (None, 0))
+    if hub is None:
+        hub = Hub(pool_connector(pool))
+        hub.start()
+    _SHARED[id(pool)] = (hub, users + 1)
+    return hub
+
+
+async def detach(pool: db.Pool) -> None:
+    """An app is done with its hub (its lifespan end); the last one stops it."""
+    entry = _SHARED.get(id(pool))
+    if entry is None:
+        return
+    hub, users = entry
+    if users > 1:
+        _SHARED[id(pool)] = (hub, users - 1)
+        return
+    del _SHARED[id(pool)]
+    await hub.stop()
+
+
 class Hub:
     """The process's one listening connection and the streams it wakes."""
 

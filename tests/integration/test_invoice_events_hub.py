@@ -48,16 +48,27 @@ async def _streams(http: httpx.AsyncClient, path: str, n: int) -> AsyncIterator[
 
 async def test_many_clients_share_one_listening_connection(pool: db.Pool) -> None:
     app = app_for(pool, watcher_sse_heartbeat_seconds=5)
-    async with serve(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
+    other = app_for(pool, watcher_sse_heartbeat_seconds=5)  # as the gateway's own listener
+    async with (
+        serve(app) as url,
+        serve(other) as other_url,
+        httpx.AsyncClient(base_url=url, timeout=30) as http,
+    ):
         hub: live.Hub = app.state.live
+        assert other.state.live is hub  # two apps of one process: one hub
         await asyncio.wait_for(hub.connected.wait(), 10)
         inv = await _invoice(http)
         async with _streams(http, f"/x402/invoices/{inv['invoice_id']}/events", 20) as streams:
             for s in streams:
                 first = await s.next()
                 assert first is not None and first.event == "open"
-            assert hub.subscribers() == 20
-            assert await pool.fetchval(LISTENERS) == 1  # twenty streams, one LISTEN
+            async with (
+                httpx.AsyncClient(base_url=other_url, timeout=30) as http2,
+                sse.open_stream(http2, f"/x402/invoices/{inv['invoice_id']}/events") as there,
+            ):
+                assert (await there.next()) is not None
+                assert hub.subscribers() == 21
+                assert await pool.fetchval(LISTENERS) == 1  # 21 streams, two apps, one LISTEN
             _, tx = await record_payment(pool, amount=int(inv["amount"]), credit=False)
             for s in streams:
                 paid = await s.next()
