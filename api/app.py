@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
-from api import errors, idempotency, paywall
+from api import errors, idempotency, live, paywall
 from api.gateway import charge as gateway_charge
 from api.gateway import forward_auth, proxy, service_keys_admin
 from api.routes import admin as admin_routes
@@ -20,9 +20,13 @@ from watcher.settings import Settings
 
 @contextlib.asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    # The one listening connection of this process (api/live.py), shared by its apps.
+    app.state.live = live.attach(app.state.pool)
     try:
         yield
     finally:  # the RPC pools and HTTP clients the app opened, closed with it
+        await live.detach(app.state.pool)
+        app.state.live = None
         await app.state.clients.aclose()
         await proxy.aclose(app)
 
@@ -52,6 +56,7 @@ def create_app(
     app.state.settings = settings
     app.state.pool = pool
     app.state.clients = clients.Clients(settings)
+    app.state.live = None  # the lifespan attaches the process's hub (api/live.py)
     config = gateway if gateway is not None else gateway_config.from_settings(settings)
     app.state.gateway = config if gateway_routes else None
     app.include_router(health.router)

@@ -58,6 +58,8 @@ Resource = Literal["payment", "invoice", "token", "x402_settlement", "subscripti
 CHANNEL = "watcher_events"
 # The channel an invoice's changes are announced on (payload: the invoice id).
 INVOICE_CHANNEL = "watcher_invoices"
+# The channel a follower announces a new head on ('<chain>:<number>', query set_cursor).
+HEAD_CHANNEL = "watcher_heads"
 
 
 def public_id(event_id: int) -> str:
@@ -88,13 +90,22 @@ async def payments(conn: db.Connection, type_: str, ids: Sequence[int]) -> int:
     return int(await conn.fetchval(db.q("emit_payment_events"), type_, list(ids)) or 0)
 
 
-async def invoices(conn: db.Connection, type_: str, ids: Sequence[UUID | str]) -> int:
-    """Write one ``type_`` event per invoice id; returns how many."""
+async def invoices(
+    conn: db.Connection,
+    type_: str,
+    ids: Sequence[UUID | str],
+    payment_ids: Sequence[int] = (),
+) -> int:
+    """Write one ``type_`` event per invoice id; returns how many.
+
+    ``payment_ids`` (aligned with ``ids``): the payment each event is about when it is
+    not linked yet (``invoice.paid``: a payment observed, not credited)."""
     _check(type_, "invoice")
     if not ids:
         return 0
     uuids = [i if isinstance(i, UUID) else UUID(str(i)) for i in ids]
-    return int(await conn.fetchval(db.q("emit_invoice_events"), type_, uuids) or 0)
+    pays = list(payment_ids)
+    return int(await conn.fetchval(db.q("emit_invoice_events"), type_, uuids, pays) or 0)
 
 
 async def tokens(conn: db.Connection, type_: str, ids: Sequence[int]) -> int:

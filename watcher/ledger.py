@@ -40,7 +40,7 @@ from typing import Literal
 
 import asyncpg
 
-from watcher import db, events, metrics, money
+from watcher import db, events, invoice_paid, metrics, money
 
 RecordState = Literal["observed", "below_minimum", "not_ours"]
 # The two kinds of x402 settlement that can consume a payment when the call is served.
@@ -168,6 +168,7 @@ async def record(conn: db.Connection, transfers: Sequence[Transfer]) -> list[asy
     await events.payments(
         conn, "payment.observed", [r["id"] for r in rows if r["state"] == "observed"]
     )
+    await invoice_paid.announce(conn, rows, grace=INVOICE_GRACE, hold=INVOICE_AMOUNT_HOLD)
     return rows
 
 

@@ -111,6 +111,9 @@ class Settings(_NetworkVariables):
     # Private networks webhooks may reach after all (addresses or CIDRs, comma-separated);
     # empty: only public addresses, and loopback in development (watcher/webhooks/netguard.py).
     watcher_webhook_allow_networks: str = ""
+    # A comment line on a quiet invoice event stream this often, so proxies keep it open
+    # (GET /x402/invoices/{id}/events; docs/webhooks.md).
+    watcher_sse_heartbeat_seconds: float = Field(default=15.0, gt=0, le=300)
     database_url: SecretStr | None = None
     # The gateway (docs/gateway.md): the TOML file of upstreams and priced routes, read by
     # watcher/gateway_config.py at `watcher run` / `watcher api`; unset = no gateway.

@@ -13,8 +13,9 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Header, Request
+from fastapi.responses import StreamingResponse
 
-from api import chains, invoices, lookup, payment_required, paywall, ratelimit
+from api import chains, invoice_stream, invoices, lookup, payment_required, paywall, ratelimit
 from api.errors import DB_ERRORS, ApiError, responses, service_unavailable
 from api.models import (
     ClaimRequest,
@@ -131,6 +132,23 @@ async def create_invoice(request: Request, body: InvoiceRequest) -> dict[str, An
 )
 async def get_invoice(request: Request, invoice_id: UUID) -> dict[str, Any]:
     return await invoices.status(_pool(request), _settings(request), invoice_id)
+
+
+@router.get(
+    "/invoices/{invoice_id}/events",
+    summary="Invoice status as server-sent events: open, paid (k of n), credited, claimed",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {invoice_stream.MEDIA_TYPE: {}}, "description": "the event stream"},
+        **responses(404, 422, 503),
+    },
+)
+async def invoice_events(
+    request: Request,
+    invoice_id: UUID,
+    last_event_id: Annotated[str | None, Header(alias="last-event-id")] = None,
+) -> StreamingResponse:
+    return await invoice_stream.response(request.app, invoice_id, last_event_id)
 
 
 @router.post(

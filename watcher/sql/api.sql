@@ -95,6 +95,12 @@ WHERE i.id = $1
 ORDER BY p.id
 LIMIT 1;
 
+-- name: live_invoice_seq
+-- The invoice's newest event (0: none yet): part of each SSE message id of
+-- GET /x402/invoices/{id}/events (api/invoice_stream.py), so a stream resumed with
+-- Last-Event-ID sends a state again only when an event came since.
+SELECT coalesce(max(id), 0) FROM events WHERE resource = 'invoice' AND resource_id = $1;
+
 -- ---------------- metering (usage) and tokens
 
 -- name: api_meter

@@ -16,16 +16,24 @@ SELECT emit_events($1, 'payment', array_agg(p.id::text ORDER BY p.id), array_agg
 FROM payments p WHERE p.id = ANY ($2::bigint[]);
 
 -- name: emit_invoice_events
--- $1 event type, $2 invoice ids. The paying payment, when one is linked.
+-- $1 event type, $2 invoice ids, $3 the payment each is about, aligned with $2 (or
+-- empty): the linked payment when there is one, else the one given. An invoice.paid
+-- names its payment that way (observed, not linked until credit) and says 'paid',
+-- as GET /x402/invoices/{id} does; invoices.status itself stays 'open'.
 SELECT emit_events($1, 'invoice', array_agg(i.id::text ORDER BY i.created_at, i.id),
     array_agg(jsonb_build_object(
     'object', 'invoice', 'id', i.id::text, 'chain', i.chain, 'pay_to', i.pay_to,
     'token', i.token, 'amount', i.amount::text, 'currency', 'USDC', 'decimals', 6,
-    'requests', i.requests, 'reference', i.reference, 'status', i.status,
+    'requests', i.requests, 'reference', i.reference,
+    'status', CASE WHEN m.payment_id IS NOT NULL AND i.status = 'open' THEN 'paid'
+                   ELSE i.status END,
     'created_at', i.created_at, 'expires_at', i.expires_at,
-    'payment_id', (SELECT p.id::text FROM payments p WHERE p.invoice_id = i.id))
+    'payment_id', coalesce((SELECT p.id::text FROM payments p WHERE p.invoice_id = i.id),
+                           m.payment_id::text))
     ORDER BY i.created_at, i.id))
-FROM invoices i WHERE i.id = ANY ($2::uuid[]);
+FROM invoices i
+LEFT JOIN unnest($2::uuid[], $3::bigint[]) AS m (invoice_id, payment_id) ON m.invoice_id = i.id
+WHERE i.id = ANY ($2::uuid[]);
 
 -- name: emit_token_events
 -- $1 event type, $2 access token ids. Never the token itself: only its hash's id.

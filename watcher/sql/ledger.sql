@@ -128,11 +128,22 @@ FROM p LEFT JOIN t ON t.payment_id = p.id;
 SELECT num, hash, head FROM cursors WHERE chain = $1 AND stream = $2;
 
 -- name: set_cursor
-INSERT INTO cursors (chain, stream, num, hash, head, updated_at)
-VALUES ($1, $2, $3, $4, $5, now())
-ON CONFLICT (chain, stream) DO UPDATE
-    SET num = excluded.num, hash = excluded.hash,
-        head = coalesce(excluded.head, cursors.head), updated_at = now();
+-- When the head moves, the invoice streams hear it at commit (api/live.py: they
+-- recompute a pending payment's confirmations): '<chain>:<head>' on watcher_heads,
+-- a few bytes, once per new head (identical payloads of one transaction are one).
+WITH old AS (
+    SELECT head FROM cursors WHERE chain = $1 AND stream = $2
+), up AS (
+    INSERT INTO cursors (chain, stream, num, hash, head, updated_at)
+    VALUES ($1, $2, $3, $4, $5, now())
+    ON CONFLICT (chain, stream) DO UPDATE
+        SET num = excluded.num, hash = excluded.hash,
+            head = coalesce(excluded.head, cursors.head), updated_at = now()
+    RETURNING head
+)
+SELECT pg_notify('watcher_heads', $1 || ':' || up.head)
+FROM up LEFT JOIN old ON true
+WHERE up.head IS NOT NULL AND up.head IS DISTINCT FROM old.head;
 
 -- ---------------- reads
 
@@ -263,22 +274,29 @@ SELECT 'svm', id FROM svm;
 -- ---------------- invoice links (inside the crediting transaction)
 
 -- name: link_invoices
--- Run by ledger.credit in the follower's transaction: link freshly credited
--- payments to the open (or lately expired) invoice they pay, and mark it
--- credited. EVM: same chain, recipient, token and exact amount. Solana: the
--- invoice's reference among the payment's reference keys, same mint and
--- recipient, at least the invoice amount (references are public: dust with a
--- reference must not take the invoice). Either way the payment's time must
--- fall within [created_at, expires_at + grace]. One payment per invoice.
--- Two equality joins (not one OR) so a 1e5-row backfill credit stays cheap.
-WITH credited AS (
+-- The one invoice-matching rule, for two callers in the follower's transaction:
+--   * credited payments (ledger.credit): link each to the open (or lately expired)
+--     invoice it pays and mark that invoice credited; returns the links;
+--   * observed payments (ledger.record -> watcher/invoice_paid.py): write nothing,
+--     return the open invoice each would pay once credited, for its invoice.paid;
+--     an invoice already announced by a payment still observed (and not orphaned
+--     since) is left out: one announcement per pending payment, again after an orphan.
+-- EVM: same chain, recipient, token and exact amount. Solana: the invoice's
+-- reference among the payment's reference keys, same mint and recipient, at least
+-- the invoice amount (references are public: dust with a reference must not take
+-- the invoice). Either way the payment's time must fall within [created_at,
+-- expires_at + grace]. One payment per invoice. Two equality joins (not one OR) so
+-- a 1e5-row backfill credit stays cheap. $1 payment ids (all credited or all
+-- observed), $2 the late-payment grace, $3 the amount hold.
+WITH given AS (
     SELECT p.id, p.chain, p.family, p.to_address, p.token, p.amount, p.reference_keys,
-           coalesce(p.block_time, p.observed_at) AS paid_at
+           p.state, coalesce(p.block_time, p.observed_at) AS paid_at
     FROM payments p
-    WHERE p.id = ANY ($1::bigint[]) AND p.state = 'credited' AND p.invoice_id IS NULL
+    WHERE p.id = ANY ($1::bigint[]) AND p.state IN ('credited', 'observed')
+      AND p.invoice_id IS NULL
 ), candidates AS (
-    SELECT c.id AS payment_id, i.id AS invoice_id, i.created_at
-    FROM credited c
+    SELECT c.id AS payment_id, c.state, i.id AS invoice_id, i.created_at
+    FROM given c
     JOIN invoices i
       ON i.chain = c.chain AND i.pay_to = c.to_address AND i.amount = c.amount
      AND i.token = c.token
@@ -294,8 +312,8 @@ WITH credited AS (
                         AND o.created_at <= c.paid_at
                         AND o.expires_at + $3::interval >= c.paid_at)
     UNION ALL
-    SELECT c.id, i.id, i.created_at
-    FROM credited c
+    SELECT c.id, c.state, i.id, i.created_at
+    FROM given c
     CROSS JOIN LATERAL unnest(c.reference_keys) AS r (key)
     JOIN invoices i ON i.reference = r.key
     WHERE c.family = 'solana' AND i.chain = c.chain AND i.status IN ('open', 'expired')
@@ -303,21 +321,34 @@ WITH credited AS (
       AND c.paid_at >= date_trunc('second', i.created_at)
       AND c.paid_at <= i.expires_at + $2::interval
 ), pick AS (
-    SELECT DISTINCT ON (payment_id) payment_id, invoice_id
+    SELECT DISTINCT ON (payment_id) payment_id, invoice_id, state
     FROM candidates c
     WHERE NOT EXISTS (SELECT 1 FROM payments o WHERE o.invoice_id = c.invoice_id)
     ORDER BY payment_id, created_at
 ), one AS (
-    SELECT DISTINCT ON (invoice_id) payment_id, invoice_id
+    SELECT DISTINCT ON (invoice_id) payment_id, invoice_id, state
     FROM pick ORDER BY invoice_id, payment_id
 ), linked AS (
     UPDATE payments p SET invoice_id = one.invoice_id, updated_at = now()
-    FROM one WHERE p.id = one.payment_id
+    FROM one WHERE p.id = one.payment_id AND one.state = 'credited'
     RETURNING p.id, p.invoice_id
+), marked AS (
+    UPDATE invoices i SET status = 'credited'
+    FROM linked WHERE i.id = linked.invoice_id
+    RETURNING i.id AS invoice_id, linked.id AS payment_id
 )
-UPDATE invoices i SET status = 'credited'
-FROM linked WHERE i.id = linked.invoice_id
-RETURNING i.id AS invoice_id, linked.id AS payment_id;
+SELECT invoice_id, payment_id FROM marked
+UNION ALL
+SELECT one.invoice_id, one.payment_id
+FROM one JOIN invoices i ON i.id = one.invoice_id
+WHERE one.state = 'observed' AND i.status = 'open'
+  AND NOT EXISTS (
+      SELECT 1 FROM events e
+      JOIN payments q ON q.id = (e.data ->> 'payment_id')::bigint AND q.state = 'observed'
+      WHERE e.resource = 'invoice' AND e.resource_id = i.id::text AND e.type = 'invoice.paid'
+        AND NOT EXISTS (SELECT 1 FROM events o
+                        WHERE o.resource = 'payment' AND o.resource_id = q.id::text
+                          AND o.type = 'payment.orphaned' AND o.id > e.id));
 
 -- ---------------- claims, operator settle/invalidate, invoice expiry (run only by ledger.py)
 

@@ -82,3 +82,7 @@ SELECT set_config('statement_timeout', $1::text, true);
 -- name: job_update_analytics
 -- The daily roll-up of yesterday and today (0002 / 0017); idempotent.
 SELECT update_x402_analytics();
+
+-- name: live_ping
+-- The API's listening connection (api/live.py) is still there: a silent network looks idle.
+SELECT 1;
