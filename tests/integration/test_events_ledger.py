@@ -144,6 +144,7 @@ async def test_an_invoice_credited_claimed_and_expired(pool: db.Pool) -> None:
     kinds = [(t, rid) for t, rid, _ in got]
     assert kinds == [
         ("payment.observed", str(row["id"])),
+        ("invoice.paid", str(paid)),
         ("payment.credited", str(row["id"])),
         ("invoice.credited", str(paid)),
         ("payment.claimed", str(row["id"])),
