@@ -38,6 +38,10 @@ class Conflict(Invalid):
     """The input is fine but the endpoint's state refuses it (the API answers 409)."""
 
 
+class NotFound(Invalid):
+    """What the input names does not exist (the API answers 404)."""
+
+
 def new_secret() -> str:
     """A Standard Webhooks signing secret (``whsec_`` + base64 of 32 random bytes).
     Stand-in for ``watcher.webhooks.signing.new_secret`` until that is merged."""
@@ -259,19 +263,19 @@ async def _live_endpoint(conn: db.Connection, endpoint_id: str) -> Any:
     return row
 
 
-async def redeliver(
-    pool: db.Pool, event_id: int, endpoint_id: str, client: str
-) -> dict[str, Any] | None:
+async def redeliver(pool: db.Pool, event_id: int, endpoint_id: str, client: str) -> dict[str, Any]:
     """Make the (event, endpoint) delivery pending and due now, creating it if the
-    endpoint never had one. None when the event or the endpoint does not exist."""
+    endpoint never had one; :class:`NotFound` names the event or endpoint missing."""
     async with pool.acquire() as conn, conn.transaction():
+        evt = events.public_id(event_id)
         if await conn.fetchrow(db.q("webhook_admin_event"), event_id) is None:
-            return None
+            raise NotFound("unknown_event", f"no event {evt}", "list the events first")
         if await _live_endpoint(conn, endpoint_id) is None:
-            return None
+            raise NotFound(
+                "unknown_webhook", f"no webhook endpoint {endpoint_id}", "list the endpoints first"
+            )
         row = await conn.fetchrow(db.q("webhook_admin_redeliver"), event_id, endpoint_id)
         assert row is not None
-        evt = events.public_id(event_id)
         await _audit(
             conn,
             "event.redeliver",

@@ -70,7 +70,11 @@ async def _run(work: Awaitable[T]) -> T:
     try:
         return await work
     except webhook_admin.Invalid as exc:
-        status = 409 if isinstance(exc, webhook_admin.Conflict) else 422
+        status = 422
+        if isinstance(exc, webhook_admin.Conflict):
+            status = 409
+        elif isinstance(exc, webhook_admin.NotFound):
+            status = 404
         raise ApiError(status, exc.code, exc.message, exc.fix) from exc
     except DB_ERRORS as exc:
         raise service_unavailable("the database") from exc
@@ -237,9 +241,8 @@ async def event(request: Request, evt_id: EventId) -> dict[str, Any]:
     responses=responses(403, 404, 409, 422, 503),
 )
 async def redeliver(request: Request, evt_id: EventId, body: Redeliver) -> dict[str, Any]:
-    got = await _run(
+    return await _run(
         webhook_admin.redeliver(
             _pool(request), _event_number(evt_id), body.endpoint_id, ratelimit.client_id(request)
         )
     )
-    return _found(got, f"event {evt_id} or endpoint {body.endpoint_id}")
