@@ -83,7 +83,7 @@ def shown(row: Any) -> dict[str, Any]:
     return out
 
 
-async def _audit(
+async def audit(
     conn: db.Connection,
     action: str,
     subject: str,
@@ -91,6 +91,7 @@ async def _audit(
     detail: Mapping[str, Any],
     client: str,
 ) -> None:
+    """One ``admin_audit`` row, in the caller's transaction (``detail`` never a secret)."""
     await conn.execute(
         db.q("webhook_admin_audit"), action, subject, reason[:500], json.dumps(detail), client
     )
@@ -113,7 +114,7 @@ async def create(
             db.q("webhook_admin_create"), url, description, wanted, secret, client
         )
         assert row is not None
-        await _audit(
+        await audit(
             conn,
             "webhook.create",
             row["id"],
@@ -162,7 +163,7 @@ async def update(
         detail = {k: v for k, v in changes.items() if k != "events"}
         if wanted is not None:
             detail["events"] = wanted
-        await _audit(
+        await audit(
             conn,
             "webhook.update",
             endpoint_id,
@@ -182,7 +183,7 @@ async def delete(pool: db.Pool, endpoint_id: str, client: str) -> int | None:
         if not row["deleted"]:
             return None
         cancelled = int(row["cancelled"])
-        await _audit(
+        await audit(
             conn,
             "webhook.delete",
             endpoint_id,
@@ -211,7 +212,7 @@ async def rotate(
         if row is None:
             return None
         until = row["previous_secret_until"]
-        await _audit(
+        await audit(
             conn,
             "webhook.rotate_secret",
             endpoint_id,
@@ -276,7 +277,7 @@ async def redeliver(pool: db.Pool, event_id: int, endpoint_id: str, client: str)
             )
         row = await conn.fetchrow(db.q("webhook_admin_redeliver"), event_id, endpoint_id)
         assert row is not None
-        await _audit(
+        await audit(
             conn,
             "event.redeliver",
             evt,
@@ -334,7 +335,7 @@ async def replay(
             "cap": REPLAY_CAP,
         }
         window = {"since": since.isoformat(), "until": until.isoformat() if until else None}
-        await _audit(
+        await audit(
             conn,
             "webhook.replay",
             endpoint_id,
