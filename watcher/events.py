@@ -77,7 +77,7 @@ def _check(type_: str, resource: str) -> None:
     if type_ not in TYPES:
         raise ValueError(f"unknown event type {type_!r}: add it to events.TYPES and the docs")
     if type_.split(".", 1)[0] != resource:
-        raise ValueError(f"event type {type_!r} is not about a {resource}")
+        raise ValueError(f"event type {type_!r} does not belong to resource {resource!r}")
 
 
 async def payments(conn: db.Connection, type_: str, ids: Sequence[int]) -> int:
