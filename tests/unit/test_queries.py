@@ -49,12 +49,14 @@ def test_every_file_of_the_tree_says_what_it_holds() -> None:
     files = sorted(SQL_DIR.glob("*.sql"))
     assert [f.name for f in files] == [
         "api.sql",
+        "events.sql",
         "evm.sql",
         "gateway.sql",
         "ledger.sql",
         "ops.sql",
         "solana.sql",
         "stripe.sql",
+        "webhook_admin.sql",
         "x402.sql",
     ]
     for file in files:
