@@ -47,7 +47,7 @@ def body(row: Any) -> bytes:
     """The wire format of one ``events`` row (private copy of the delivery helper's
     ``watcher.webhooks.payload.body`` until it is merged; the same JSON object)."""
     created: datetime = row["created_at"]
-    stamp = created.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    stamp = created.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     data = row["data"]
     obj = {
         "id": events.public_id(int(row["id"])),
