@@ -53,7 +53,13 @@ def check_url(url: str, settings: Settings) -> str:
     ``watcher.webhooks.netguard.check_url`` until that is merged: scheme, host, length."""
     del settings  # the netguard policy will come from it
     parts = urlsplit(url)
-    if not 8 <= len(url) <= 2048 or parts.scheme not in ("http", "https") or not parts.hostname:
+    odd = any(c.isspace() or ord(c) < 0x20 or c in "\\\x7f" for c in url)
+    if (
+        odd
+        or not 8 <= len(url) <= 2048
+        or parts.scheme not in ("http", "https")
+        or not parts.hostname
+    ):
         raise Invalid(
             "invalid_url",
             f"{url[:100]!r} is not an http(s) URL of 8 to 2048 characters with a host",

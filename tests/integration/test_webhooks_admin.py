@@ -82,7 +82,7 @@ async def test_bad_input_is_a_json_4xx_naming_the_problem(pool: db.Pool) -> None
         )
         body = assert_error(wrong, 422, "unknown_event_type")
         assert "payment.paid" in body["message"] and "payment.credited" in body["fix"]
-        for url in ("ftp://a.example/h", "https:///nohost", "not a url"):
+        for url in ("ftp://a.example/h", "https:///nohost", "not a url", "https://a.example/\x00"):
             bad = await http.post(BASE, headers=ADMIN, json={"url": url, "events": ["*"]})
             assert_error(bad, 422, "invalid_url")
         assert_error(
