@@ -55,6 +55,12 @@ async def test_create_shows_the_secret_once_then_list_get_update(pool: db.Pool) 
         assert changed.status_code == 200, changed.text
         assert changed.json()["events"] == ["*"] and changed.json()["enabled"] is False
         assert changed.json()["description"] is None and "secret" not in changed.json()
+        assert changed.json()["disabled_reason"] == "disabled by the operator"
+        await pool.execute("UPDATE webhook_endpoints SET failing_since = now()")
+        back = await http.patch(f"{BASE}/{made['id']}", headers=ADMIN, json={"enabled": True})
+        assert back.json()["enabled"] is True
+        assert (back.json()["disabled_at"], back.json()["failing_since"]) == (None, None)
+        await http.patch(f"{BASE}/{made['id']}", headers=ADMIN, json={"enabled": False})
         url = await http.patch(
             f"{BASE}/{made['id']}", headers=ADMIN, json={"url": "https://other.example/h"}
         )
@@ -64,6 +70,8 @@ async def test_create_shows_the_secret_once_then_list_get_update(pool: db.Pool) 
     )
     assert [(a["action"], a["subject"]) for a in audit] == [
         ("webhook.create", made["id"]),
+        ("webhook.update", made["id"]),
+        ("webhook.update", made["id"]),
         ("webhook.update", made["id"]),
         ("webhook.update", made["id"]),
     ]

@@ -21,15 +21,19 @@ FROM webhook_endpoints WHERE id = $1 AND deleted_at IS NULL;
 -- name: webhook_admin_update
 -- $2 url, $4 event types, $5 enabled: NULL keeps the value; $3 true sets the
 -- description to $6 (NULL clears it). Enabling again forgets an automatic disable and
--- the failure streak that caused it.
+-- the failure streak that caused it; a new URL starts without a streak too. Disabling
+-- says who did it.
 UPDATE webhook_endpoints SET
     url = coalesce($2, url),
     description = CASE WHEN $3 THEN $6 ELSE description END,
     event_types = coalesce($4, event_types),
     enabled = coalesce($5, enabled),
-    disabled_at = CASE WHEN $5 THEN NULL ELSE disabled_at END,
-    disabled_reason = CASE WHEN $5 THEN NULL ELSE disabled_reason END,
-    failing_since = CASE WHEN $5 THEN NULL ELSE failing_since END,
+    disabled_at = CASE WHEN $5 THEN NULL
+                       WHEN NOT $5 AND enabled THEN now() ELSE disabled_at END,
+    disabled_reason = CASE WHEN $5 THEN NULL
+                           WHEN NOT $5 AND enabled THEN 'disabled by the operator'
+                           ELSE disabled_reason END,
+    failing_since = CASE WHEN $5 OR $2 IS NOT NULL THEN NULL ELSE failing_since END,
     updated_at = now()
 WHERE id = $1 AND deleted_at IS NULL
 RETURNING id, url, description, event_types, enabled, failing_since, disabled_at,
