@@ -11,7 +11,8 @@ from typing import Any
 import asyncpg
 import httpx
 
-from devkit.api_support import ADMIN_KEY, app_for, client, record_payment
+from api.app import create_app
+from devkit.api_support import ADMIN_KEY, app_for, client, make_settings, record_payment
 from watcher import db, event_feed, events
 
 ADMIN = {"x-admin-key": ADMIN_KEY}
@@ -83,6 +84,9 @@ async def test_keys_the_feed_takes_and_refuses(pool: db.Pool) -> None:
     async with client(app_for(pool, x402_admin_key=None)) as http:  # admin off: keys still work
         assert (await http.get(FEED, headers=other)).status_code == 200
         assert (await http.get(FEED, headers=ADMIN)).status_code == 403
+    public = create_app(make_settings(), pool, admin=False)  # the gateway's own listener
+    async with client(public) as http:
+        assert (await http.get(FEED, headers=other)).status_code == 404
 
 
 async def test_items_are_the_wire_format_and_bad_input_is_a_4xx(pool: db.Pool) -> None:
