@@ -107,6 +107,9 @@ class Settings(_NetworkVariables):
     # Proxies whose X-Forwarded-For is believed (addresses or CIDRs, comma-separated);
     # empty: the socket peer is the client (api/clientip.py, docs/operations.md).
     watcher_trusted_proxies: str = ""
+    # Private networks webhooks may reach after all (addresses or CIDRs, comma-separated);
+    # empty: only public addresses, and loopback in development (watcher/webhooks/netguard.py).
+    watcher_webhook_allow_networks: str = ""
     database_url: SecretStr | None = None
     # The gateway (docs/gateway.md): the TOML file of upstreams and priced routes, read by
     # watcher/gateway_config.py at `watcher run` / `watcher api`; unset = no gateway.
@@ -178,6 +181,10 @@ class Settings(_NetworkVariables):
     def trusted_proxies(self) -> tuple[IpNetwork, ...]:
         """``WATCHER_TRUSTED_PROXIES`` parsed (validated at load: see problems())."""
         return parse_networks(self.watcher_trusted_proxies)
+
+    def webhook_allow_networks(self) -> tuple[IpNetwork, ...]:
+        """``WATCHER_WEBHOOK_ALLOW_NETWORKS`` parsed (validated at load: see problems())."""
+        return parse_networks(self.watcher_webhook_allow_networks)
 
     def evm_chain(self, name: str) -> EvmChain:
         """An EVM network's view; KeyError for a name that is not an EVM row."""
@@ -275,6 +282,14 @@ class Settings(_NetworkVariables):
             out.append(
                 f"WATCHER_TRUSTED_PROXIES: {exc}; give addresses or CIDRs of your reverse "
                 "proxies, comma-separated (e.g. 127.0.0.1,10.0.0.0/8), or leave it unset"
+            )
+        try:
+            self.webhook_allow_networks()
+        except ValueError as exc:
+            out.append(
+                f"WATCHER_WEBHOOK_ALLOW_NETWORKS: {exc}; give the private networks webhooks "
+                "may reach as addresses or CIDRs, comma-separated (e.g. 10.20.0.0/16), "
+                "or leave it unset"
             )
         return out
 

@@ -1,0 +1,1 @@
+"""Webhooks: where they may go (netguard), and how they are sent."""
