@@ -16,10 +16,10 @@ import secrets
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 from watcher import db, event_feed, events
 from watcher.settings import Settings
+from watcher.webhooks import netguard
 
 REPLAY_CAP = 10_000  # events one replay may queue; a wider one is refused (use until=)
 MAX_GRACE_HOURS = 168  # a rotation's old secret signs for at most a week
@@ -49,23 +49,17 @@ def new_secret() -> str:
 
 
 def check_url(url: str, settings: Settings) -> str:
-    """The URL as it will be called, or :class:`Invalid`. Stand-in for
-    ``watcher.webhooks.netguard.check_url`` until that is merged: scheme, host, length."""
-    del settings  # the netguard policy will come from it
-    parts = urlsplit(url)
-    odd = any(c.isspace() or ord(c) < 0x20 or c in "\\\x7f" for c in url)
-    if (
-        odd
-        or not 8 <= len(url) <= 2048
-        or parts.scheme not in ("http", "https")
-        or not parts.hostname
-    ):
+    """The URL as it will be called (netguard's judgement under the settings' policy),
+    or :class:`Invalid` saying why not."""
+    try:
+        return netguard.check_url(url, netguard.policy(settings))
+    except netguard.Refused as exc:
         raise Invalid(
             "invalid_url",
-            f"{url[:100]!r} is not an http(s) URL of 8 to 2048 characters with a host",
-            "give the full URL of your receiver, e.g. https://example.com/hooks/usdc",
-        )
-    return url
+            f"{url[:100]!r} is refused: {exc.reason}",
+            "give your receiver's public https URL, e.g. https://example.com/hooks/usdc "
+            "(a private network must be listed in WATCHER_WEBHOOK_ALLOW_NETWORKS)",
+        ) from exc
 
 
 def check_types(types: Sequence[str]) -> list[str]:

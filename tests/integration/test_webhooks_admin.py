@@ -192,3 +192,30 @@ async def test_delete_is_soft_and_cancels_what_was_still_to_be_sent(pool: db.Poo
     assert await pool.fetchval(
         "SELECT deleted_at IS NOT NULL FROM webhook_endpoints WHERE id = $1", gone["id"]
     )
+
+
+async def test_urls_are_judged_by_netguard_on_create_and_update(pool: db.Pool) -> None:
+    refused = [
+        "https://127.0.0.1/h",
+        "https://10.0.0.1/h",
+        "https://169.254.169.254/latest/meta-data",
+        "https://[::1]/h",
+        "https://[::ffff:127.0.0.1]/h",
+        "https://0.0.0.0/h",
+        "https://2130706433/h",
+        "https://user:pw@hooks.example.com/h",
+        "http://hooks.example.com/h",  # plain http in production
+    ]
+    async with client(app_for(pool, watcher_env="production")) as http:
+        made = await make(http)
+        for url in refused:
+            bad = await http.post(BASE, headers=ADMIN, json={"url": url, "events": ["*"]})
+            assert "refused" in assert_error(bad, 422, "invalid_url")["message"], url
+            moved = await http.patch(f"{BASE}/{made['id']}", headers=ADMIN, json={"url": url})
+            assert_error(moved, 422, "invalid_url")
+    assert await pool.fetchval("SELECT url FROM webhook_endpoints") == made["url"]
+    async with client(app_for(pool)) as http:  # development: loopback is how tests deliver
+        local = await make(http, url="http://127.0.0.1:8080/hooks")
+        assert local["url"] == "http://127.0.0.1:8080/hooks"
+        private = await http.post(BASE, headers=ADMIN, json={"url": refused[1], "events": ["*"]})
+        assert_error(private, 422, "invalid_url")
