@@ -6,14 +6,24 @@ from __future__ import annotations
 
 import asyncio
 import random
+import secrets
 from typing import Any
 
 import asyncpg
 import httpx
 
 from api.app import create_app
-from devkit.api_support import ADMIN_KEY, app_for, client, make_settings, record_payment
-from watcher import db, event_feed, events
+from devkit.api_support import (
+    ADMIN_KEY,
+    BASE_RECEIVER,
+    BASE_USDC,
+    app_for,
+    client,
+    evm_hash,
+    make_settings,
+    record_payment,
+)
+from watcher import db, event_feed, events, ledger
 
 ADMIN = {"x-admin-key": ADMIN_KEY}
 FEED = "/x402/events"
@@ -154,9 +164,24 @@ async def test_pages_through_10000_events_with_no_gap_or_repeat(pool: db.Pool) -
         assert [e["sequence"] for e in half] == [i for chunk in odd for i in chunk]
 
 
+def transfer() -> ledger.Transfer:
+    return ledger.Transfer(
+        chain="base",
+        tx_hash=evm_hash(0),
+        log_index=0,
+        block_number=100,
+        block_hash="0x" + secrets.token_hex(32),
+        token=BASE_USDC,
+        to_address=BASE_RECEIVER,
+        amount=1_000_000,
+        from_address="0x" + "12" * 20,
+    )
+
+
 async def _writer(dsn: str, k: int, rounds: int, seed: int) -> list[str]:
     """Transactions that write events, hold them open a while, and commit (or roll back);
-    returns the resource ids it committed."""
+    returns the resource ids it committed. Even writers credit a payment first, through
+    the ledger (its ``payment.credited`` event), as a follower's step does."""
     rng = random.Random(seed)
     conn = await asyncpg.connect(dsn)
     committed: list[str] = []
@@ -164,9 +189,13 @@ async def _writer(dsn: str, k: int, rounds: int, seed: int) -> list[str]:
         for r in range(rounds):
             tx = conn.transaction()
             await tx.start()
-            ids = [f"w{k}r{r}e{j}" for j in range(rng.randint(1, 4))]
-            for rid in ids:
-                await events.emit(conn, "subscription.tier_changed", rid, {"writer": k})
+            ids = []
+            if k % 2 == 0:
+                (row,) = await ledger.record_credited(conn, [transfer()])
+                ids.append(str(row["id"]))
+            for j in range(rng.randint(1, 4)):
+                ids.append(f"w{k}r{r}e{j}")
+                await events.emit(conn, "subscription.tier_changed", ids[-1], {"writer": k})
                 await asyncio.sleep(rng.uniform(0, 0.03))
             if rng.random() < 0.15:
                 await tx.rollback()
@@ -216,3 +245,4 @@ async def test_overlapping_writers_committing_out_of_order(
     order = (await feed_order(pool))[2:]
     assert [e["sequence"] for e in seen] == order  # the feed's order, every time
     assert len(committed) > 100
+    assert sum(e["type"] == "payment.credited" for e in seen) > 20  # the ledger's writers too
