@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 import structlog
 
-from api import stripe_charges
+from api import stripe_charges, stripe_events
 from api.errors import DB_ERRORS
 from api.stripe_client import StripeBilling
 from watcher import db, metrics, stripe_tiers
@@ -264,6 +264,17 @@ APPLY_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+def _touches(etype: str, obj: Obj) -> tuple[list[str], list[str]]:
+    """The subscriptions and charges an event names (whose changes become our events)."""
+    subs = [obj["id"]] if etype.startswith("customer.subscription.") else []
+    if etype.startswith("invoice.payment_"):
+        subs = [s for s in [_invoice_subscription(obj)] if s]
+    charges = [obj["id"]] if etype in stripe_charges.CHARGE_EVENTS else []
+    if etype in stripe_charges.DISPUTE_EVENTS:
+        charges = [c for c in [_id(obj.get("charge"))] if c]
+    return [str(s) for s in subs], [str(c) for c in charges]
+
+
 def stored_payload(event: Obj) -> dict[str, Any]:
     """The event as we keep it: a payment method reduced to id, type, customer, brand, last4."""
     kept = dict(event)
@@ -299,7 +310,9 @@ async def process_event(pool: db.Pool, event: Obj, prices: Mapping[str, str]) ->
             elif handler is None:
                 outcome = "ignored"
             else:
+                was = await stripe_events.before(conn, *_touches(etype, obj))
                 changed = await handler(conn, etype, str(event["id"]), created, obj, prices)
+                await stripe_events.write(conn, was)  # our subscription.* events
                 outcome = (
                     "unmatched" if changed == "unmatched" else "applied" if changed else "stale"
                 )

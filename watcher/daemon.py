@@ -218,9 +218,11 @@ async def run(
                 systemd_notify=notifier.enabled,
             )
             tasks = [elected(f, dsn) for f in built]
+            # Every daemon delivers webhooks (claims are SKIP LOCKED: no leader needed).
+            extra = (webhook_task(settings, pool),) if with_followers else ()
             health = asyncio.create_task(db_health(pool, stop), name="db-health")
             try:
-                crashed = await _run_tasks(tasks, servers, stop, notifier)
+                crashed = await _run_tasks(tasks, servers, stop, notifier, extra)
             finally:
                 health.cancel()
     finally:
@@ -231,14 +233,24 @@ async def run(
     return 1 if crashed else 0
 
 
+def webhook_task(settings: Settings, pool: db.Pool) -> Follower:
+    """The webhook delivery worker, run like a follower (without a leader lock)."""
+    from watcher.webhooks import worker  # httpx client and signing: only where it runs
+
+    return Follower("webhooks", worker.Worker(pool, worker.Config.from_settings(settings)).run)
+
+
 async def _run_tasks(
     followers: list[Follower],
     servers: list[tuple[str, uvicorn.Server]],
     stop: asyncio.Event,
     notifier: sdnotify.Notifier,
+    extra: tuple[Follower, ...] = (),
 ) -> bool:
     """Run until ``stop``; then give every task the grace period. True if one crashed."""
     tasks: list[asyncio.Task[None]] = []
+    for x in extra:
+        tasks.append(asyncio.create_task(_supervise(x.chain, x.run(stop), stop), name=x.chain))
     for f in followers:
         metrics.CHAIN_BLOCK_SECONDS.labels(chain=f.chain).set(networks.get(f.chain).block_seconds)
         tasks.append(asyncio.create_task(_supervise(f.chain, f.run(stop), stop), name=f.chain))

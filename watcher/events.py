@@ -18,7 +18,7 @@ events out of order keeps the one with the largest sequence per resource.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 from uuid import UUID
 
@@ -112,4 +112,50 @@ async def emit(conn: db.Connection, type_: str, resource_id: str, data: Mapping[
     body = {"object": resource, "id": resource_id, **data}
     return int(
         await conn.fetchval(db.q("emit_event"), type_, resource, resource_id, json.dumps(body)) or 0
+    )
+
+
+# The two x402 settlement tables: EVM authorizations, Solana settlements (resource ids
+# evm-<id>, svm-<id>: the tables number separately).
+X402Rail = Literal["evm", "svm"]
+
+
+async def x402_settlements(
+    conn: db.Connection, type_: str, rail: X402Rail, ids: Sequence[int]
+) -> int:
+    """Write one ``type_`` event per settlement row of ``rail`` whose status now is the one
+    the type names (``x402_settlement.settled`` -> 'settled'); returns how many. A row
+    another transaction moved meanwhile writes nothing false."""
+    _check(type_, "x402_settlement")
+    if not ids:
+        return 0
+    evm, svm = (list(ids), []) if rail == "evm" else ([], list(ids))
+    return int(await conn.fetchval(db.q("emit_x402_settlement_events"), type_, evm, svm) or 0)
+
+
+async def x402_settlement_rows(conn: db.Connection, type_: str, rows: Iterable[Any]) -> int:
+    """:func:`x402_settlements` for rows with ``rail`` and ``settlement_id`` columns (the
+    ledger's queries return them), one call per rail present; returns how many."""
+    by_rail: dict[X402Rail, list[int]] = {"evm": [], "svm": []}
+    for r in rows:
+        by_rail[r["rail"]].append(int(r["settlement_id"]))
+    return sum([await x402_settlements(conn, type_, rail, ids) for rail, ids in by_rail.items()])
+
+
+async def subscriptions(conn: db.Connection, type_: str, ids: Sequence[str]) -> int:
+    """Write one ``type_`` event per Stripe subscription id (as stored now); returns how many."""
+    _check(type_, "subscription")
+    if not ids:
+        return 0
+    return int(await conn.fetchval(db.q("emit_subscription_events"), type_, list(ids)) or 0)
+
+
+async def subscription_charges(conn: db.Connection, type_: str, charge_ids: Sequence[str]) -> int:
+    """Write one ``type_`` event (refunded, disputed) per Stripe charge id, about the
+    subscription the charge is tied to, with the charge; returns how many."""
+    _check(type_, "subscription")
+    if not charge_ids:
+        return 0
+    return int(
+        await conn.fetchval(db.q("emit_subscription_charge_events"), type_, list(charge_ids)) or 0
     )

@@ -242,6 +242,9 @@ async def _follow_credit(conn: db.Connection, ids: Iterable[int]) -> None:
     await events.payments(conn, "payment.credited", ids)
     await events.payments(conn, "payment.claimed", [r["id"] for r in served])
     await events.invoices(conn, "invoice.credited", [r["invoice_id"] for r in linked])
+    # events (issue 14, emitters): a reorged settlement credited again is settled again.
+    relanded = [r for r in served if r["relanded"]]
+    await events.x402_settlement_rows(conn, "x402_settlement.settled", relanded)
 
 
 async def orphan(conn: db.Connection, ids: Sequence[int], reason: str) -> list[asyncpg.Record]:
@@ -257,8 +260,10 @@ async def orphan(conn: db.Connection, ids: Sequence[int], reason: str) -> list[a
     for r in rows:
         metrics.PAYMENTS.labels(r["chain"], "orphaned").inc()
     if rows:
-        await conn.execute(db.q("mark_x402_orphaned"), [r["id"] for r in rows])
+        x402 = await conn.fetch(db.q("mark_x402_orphaned"), [r["id"] for r in rows])
         await events.payments(conn, "payment.orphaned", [r["id"] for r in rows])
+        # events (issue 14, emitters): the settlements moved to reorged with the payment.
+        await events.x402_settlement_rows(conn, "x402_settlement.reorged", x402)
     return rows
 
 
@@ -278,6 +283,9 @@ async def flag_reorged_credits(
     for r in rows:
         metrics.CREDITED_REORGED.labels(r["chain"]).inc()
     await events.payments(conn, "payment.reorged", [r["id"] for r in rows])
+    # events (issue 14, emitters): the EVM settlements the flag's trigger moved to reorged.
+    moved = [i for r in rows for i in (r["x402_reorged"] or ())]
+    await events.x402_settlements(conn, "x402_settlement.reorged", "evm", moved)
     return rows
 
 
@@ -293,6 +301,9 @@ async def clear_reorg_flags(conn: db.Connection, ids: Sequence[int]) -> list[asy
     for r in rows:
         metrics.CREDITED_RELANDED.labels(r["chain"]).inc()
     await events.payments(conn, "payment.relanded", [r["id"] for r in rows])
+    # events (issue 14, emitters): the EVM settlements the trigger moved back to settled.
+    moved = [i for r in rows for i in (r["x402_relanded"] or ())]
+    await events.x402_settlements(conn, "x402_settlement.settled", "evm", moved)
     return rows
 
 

@@ -159,3 +159,24 @@ X402_SETTLEMENTS = Counter(
     "x402 authorization settlements by outcome (settled, failed, unfunded, unknown)",
     ["chain", "outcome"],
 )
+
+# ---- webhook delivery (watcher/webhooks/worker.py) ------------------------------------
+
+WEBHOOK_ATTEMPTS = Counter(
+    "watcher_webhook_attempts_total",
+    "Webhook delivery attempts by outcome (succeeded, http_status, timeout, network)",
+    ["outcome"],
+)
+WEBHOOK_DELIVERY_LATENCY = Histogram(
+    "watcher_webhook_delivery_latency_seconds",
+    "Time from an event's creation to its successful delivery (retries included)",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600, 86400),
+)
+WEBHOOK_PENDING = Gauge(
+    "watcher_webhook_deliveries_pending",
+    "Webhook deliveries not yet delivered, failed or cancelled",
+)
+WEBHOOK_ENDPOINTS_FAILING = Gauge(
+    "watcher_webhook_endpoints_failing",
+    "Enabled webhook endpoints whose last attempt failed (a failing streak is running)",
+)

@@ -34,6 +34,7 @@ from watcher.chain_settings import EvmChain, SolanaChain
 from watcher.money import USDC_DECIMALS as USDC_DECIMALS
 from watcher.money import USDC_UNIT as USDC_UNIT
 from watcher.money import usd_to_units as usd_to_units
+from watcher.webhooks import schedule
 
 _PLACEHOLDER = re.compile(
     r"(YOUR_.*_HERE|^dev_.*_change_in_production$|^0xYOUR_|^YOUR_|CHANGE_?ME)", re.IGNORECASE
@@ -156,6 +157,14 @@ class Settings(_NetworkVariables):
     # (the fee payer's key is per network: X402_<NETWORK>_FEE_PAYER_PRIVATE_KEY)
     x402_solana_max_priority_fee_lamports: int = Field(default=50_000, ge=0, le=10**9)
 
+    # Webhook delivery (watcher/webhooks/, docs/webhooks.md): the delays after each failed
+    # attempt, the time an attempt may take, how long an endpoint may fail before it is
+    # disabled, and how many attempts one daemon makes at once.
+    watcher_webhook_retry_schedule: str = schedule.DEFAULT
+    watcher_webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    watcher_webhook_disable_after_hours: float = Field(default=120.0, gt=0, le=24 * 365)
+    watcher_webhook_concurrency: int = Field(default=32, ge=1, le=1000)
+
     # Optional error reporting (watcher/sentry.py); unset = off.
     sentry_dsn: SecretStr | None = None
 
@@ -181,6 +190,10 @@ class Settings(_NetworkVariables):
     def trusted_proxies(self) -> tuple[IpNetwork, ...]:
         """``WATCHER_TRUSTED_PROXIES`` parsed (validated at load: see problems())."""
         return parse_networks(self.watcher_trusted_proxies)
+
+    def webhook_schedule(self) -> schedule.Schedule:
+        """The retry delays in seconds (ValueError if the variable is malformed)."""
+        return schedule.parse(self.watcher_webhook_retry_schedule)
 
     def webhook_allow_networks(self) -> tuple[IpNetwork, ...]:
         """``WATCHER_WEBHOOK_ALLOW_NETWORKS`` parsed (validated at load: see problems())."""
@@ -276,6 +289,12 @@ class Settings(_NetworkVariables):
         out += self._money_problems()
         out += self._stripe_problems()
         out += self._gateway_listener_problems()
+        try:
+            self.webhook_schedule()
+        except ValueError as exc:
+            out.append(
+                f"WATCHER_WEBHOOK_RETRY_SCHEDULE: {exc}; give delays like {schedule.DEFAULT}"
+            )
         try:
             self.trusted_proxies()
         except ValueError as exc:

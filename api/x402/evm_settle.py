@@ -36,12 +36,13 @@ from api.x402.errors import (
 )
 from api.x402.evm import Verified
 from api.x402.relayer import Relayer
-from watcher import db, errors, metrics, rpc
+from watcher import db, errors, ledger, metrics, rpc
 
 log = structlog.get_logger(__name__)
 
 _BALANCE_OF = function_signature_to_4byte_selector("balanceOf(address)")
 VIA = "x402-exact"
+RAIL: ledger.X402Rail = "x402_authorizations"
 
 
 async def settle(
@@ -213,7 +214,9 @@ async def _mark_settled(pool: db.Pool, auth_id: int, tx_hash: str) -> None:
         pool, lambda conn: mark_settled(conn, auth_id, tx_hash), "mark_settled"
     )
     if not served:  # failed meanwhile, or its payment was claimed for a token first
-        await records.db_value(pool, "x402_mark_failed", auth_id, "not served: payment consumed")
+        await records.mark_failed(
+            pool, RAIL, "x402_mark_failed", auth_id, "not served: payment consumed"
+        )
         raise service_unavailable("settlement bookkeeping")  # not ours to serve any more
 
 
@@ -232,6 +235,6 @@ async def mark_settled(conn: db.Connection, auth_id: int, tx_hash: str) -> bool:
 async def _fail(pool: db.Pool, verified: Verified, auth_id: int, why: str) -> None:
     metrics.X402_SETTLEMENTS.labels(verified.offer.chain.name, "failed").inc()
     try:
-        await records.db_value(pool, "x402_mark_failed", auth_id, why[:500])
+        await records.mark_failed(pool, RAIL, "x402_mark_failed", auth_id, why[:500])
     except ApiError:
         log.error("x402_mark_failed_lost", authorization_id=auth_id, why=why)

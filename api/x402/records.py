@@ -19,12 +19,17 @@ import asyncpg
 import structlog
 
 from api.errors import DB_ERRORS, service_unavailable
-from watcher import db, ledger
+from watcher import db, events, ledger
 
 log = structlog.get_logger(__name__)
 
 DB_TIMEOUT_SECONDS = 5.0
 T = TypeVar("T")
+# A settlement table's rail in its events' ids (evm-<id>, svm-<id>).
+RAILS: dict[ledger.X402Rail, events.X402Rail] = {
+    "x402_authorizations": "evm",
+    "x402_solana_settlements": "svm",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,15 +85,38 @@ async def settle_row(
             if row is None:
                 return False
             payment = await conn.fetchrow(db.q(queries[1]), *payment_key(row), row["amount"])
-            if payment is None or payment["state"] not in ("credited", "claimed"):
-                return True
-            if payment["state"] == "credited" and await ledger.claim_served(
-                conn, queries[2], row_id, payment["id"]
-            ):
-                return True
-            raise _Consumed  # rolls the transaction back
+            # Claimed (for an access token) first, or by a racing claim: roll back.
+            consumed = payment is not None and payment["state"] == "claimed"
+            if payment is not None and payment["state"] == "credited":
+                consumed = not await ledger.claim_served(conn, queries[2], row_id, payment["id"])
+            if consumed:
+                raise _Consumed
+            # After the payment's link, so the event carries it.
+            await events.x402_settlements(
+                conn, "x402_settlement.settled", RAILS[queries[2]], [row_id]
+            )
+            return True
     except _Consumed:
         return False
+
+
+async def mark_failed(
+    pool: db.Pool, rail: ledger.X402Rail, query: str, row_id: int, *args: Any
+) -> bool:
+    """Mark an open settlement row failed (``query``: x402_mark_failed or
+    x402_svm_mark_failed, with ``row_id`` and ``args``) and write its
+    ``x402_settlement.failed`` event in the same transaction; False when the row was
+    no longer open (nothing written). A database failure is a 503."""
+
+    async def work(conn: db.Connection) -> bool:
+        async with conn.transaction():
+            failed = await conn.fetchval(db.q(query), row_id, *args)
+            if failed is None:
+                return False
+            await events.x402_settlements(conn, "x402_settlement.failed", RAILS[rail], [row_id])
+            return True
+
+    return await in_db(pool, work, query)
 
 
 class _Consumed(Exception):

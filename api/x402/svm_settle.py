@@ -29,7 +29,7 @@ from api.x402 import offers, records
 from api.x402.clients import Clients
 from api.x402.errors import FeePayerUnfunded, Refused
 from api.x402.svm_decode import SvmVerified
-from watcher import db, errors, metrics, rpc
+from watcher import db, errors, ledger, metrics, rpc
 
 log = structlog.get_logger(__name__)
 
@@ -38,6 +38,7 @@ ERR_FEE_PAYER_UNFUNDED = "fee_payer_unfunded"
 ERR_SOURCE_REFUSED = "invalid_exact_svm_payload_source_failed_recently"
 ERR_SETTLEMENT_PENDING = svm.ERR_SETTLEMENT_PENDING
 VIA = "x402-exact-solana"
+RAIL: ledger.X402Rail = "x402_solana_settlements"
 
 RENT_EXEMPT_MINIMUM = 890_880  # a fee payer must stay rent-exempt after paying
 POLL_SECONDS = 0.5
@@ -328,6 +329,8 @@ async def _fail(
 ) -> None:
     metrics.X402_SETTLEMENTS.labels(v.matched.offer.chain.name, "failed").inc()
     try:
-        await records.db_value(pool, "x402_svm_mark_failed", settlement_id, why[:500], on_chain)
+        await records.mark_failed(
+            pool, RAIL, "x402_svm_mark_failed", settlement_id, why[:500], on_chain
+        )
     except ApiError:
         log.error("x402_svm_mark_failed_lost", settlement_id=settlement_id, why=why)

@@ -57,6 +57,7 @@ def test_every_file_of_the_tree_says_what_it_holds() -> None:
         "solana.sql",
         "stripe.sql",
         "webhook_admin.sql",
+        "webhooks.sql",
         "x402.sql",
     ]
     for file in files:

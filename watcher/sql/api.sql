@@ -104,13 +104,26 @@ WITH t AS (
     UPDATE access_tokens SET remaining = remaining - $2
     WHERE token_hash = $1 AND remaining >= $2 AND expires_at > now()
       AND suspended_reason IS NULL
-    RETURNING id, remaining, expires_at
+    RETURNING id, remaining, expires_at, payment_id, invoice_id, payer, requests_total,
+              created_at
 ), u AS (
     INSERT INTO token_usage (token_id, endpoint, cost)
     SELECT id, $3, $2 FROM t
     RETURNING id
+), used_up AS (
+    -- token.used_up (issue 14), in this statement: only when this call took the last
+    -- unit, so a call that leaves some costs nothing more. The token as it is after
+    -- the charge (t's RETURNING; the same fields as events.sql emit_token_events).
+    SELECT emit_events('token.used_up', 'token', ARRAY[t.id::text], ARRAY[jsonb_build_object(
+        'object', 'token', 'id', t.id::text, 'payment_id', t.payment_id::text,
+        'invoice_id', t.invoice_id, 'payer', t.payer, 'requests_total', t.requests_total,
+        'remaining', t.remaining, 'created_at', t.created_at, 'expires_at', t.expires_at)])
+        AS n
+    FROM t WHERE t.remaining = 0
 )
-SELECT t.id AS token_id, t.remaining, t.expires_at, u.id AS usage_id FROM t, u;
+SELECT t.id AS token_id, t.remaining, t.expires_at, u.id AS usage_id,
+       (SELECT n FROM used_up) AS used_up_events
+FROM t, u;
 
 -- name: api_refund
 -- The handler failed (5xx): give the unit back, once. The key is released so
@@ -140,15 +153,28 @@ WITH t AS (
     UPDATE access_tokens SET remaining = remaining - $2
     WHERE token_hash = $1 AND remaining >= $2 AND expires_at > now()
       AND suspended_reason IS NULL
-    RETURNING id, remaining, expires_at
+    RETURNING id, remaining, expires_at, payment_id, invoice_id, payer, requests_total,
+              created_at
 ), u AS (
     INSERT INTO token_usage
         (token_id, endpoint, cost, idempotency_key, request_hash, replay_state, key_expires_at)
     SELECT id, $3, $2, $4, $5, 'running', least(now() + $6::interval, expires_at) FROM t
     ON CONFLICT (token_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id
+), used_up AS (
+    -- token.used_up (issue 14), in this statement: only when this call took the last
+    -- unit, so a call that leaves some costs nothing more. The token as it is after
+    -- the charge (t's RETURNING; the same fields as events.sql emit_token_events).
+    SELECT emit_events('token.used_up', 'token', ARRAY[t.id::text], ARRAY[jsonb_build_object(
+        'object', 'token', 'id', t.id::text, 'payment_id', t.payment_id::text,
+        'invoice_id', t.invoice_id, 'payer', t.payer, 'requests_total', t.requests_total,
+        'remaining', t.remaining, 'created_at', t.created_at, 'expires_at', t.expires_at)])
+        AS n
+    FROM t WHERE t.remaining = 0
 )
-SELECT t.id AS token_id, t.remaining, t.expires_at, u.id AS usage_id
+-- A twin's conflict (usage_id NULL) is rolled back by the caller, its event with it.
+SELECT t.id AS token_id, t.remaining, t.expires_at, u.id AS usage_id,
+       (SELECT n FROM used_up) AS used_up_events
 FROM t LEFT JOIN u ON true;
 
 -- name: api_idem_lookup

@@ -39,3 +39,59 @@ FROM access_tokens t WHERE t.id = ANY ($2::bigint[]);
 -- name: emit_event
 -- One event whose resource the caller describes ($1 type, $2 resource, $3 id, $4 data).
 SELECT emit_events($1, $2, ARRAY[$3::text], ARRAY[$4::jsonb]);
+
+-- name: emit_x402_settlement_events
+-- $1 event type, $2 EVM authorization ids, $3 Solana settlement ids. Only rows whose
+-- status now is the one the type names are written (settled, failed, reorged): a
+-- caller that passes a row another transaction moved meanwhile writes nothing false.
+-- The id carries its rail (evm-<id>, svm-<id>): the two tables number separately.
+WITH s AS (
+    SELECT 'evm' AS rail, a.id, a.chain, a.payer, a.pay_to, a.asset AS token, a.amount,
+           a.status, a.error, a.tx_hash, a.payment_id, a.resource, a.x402_version,
+           a.settled_by, a.created_at, a.updated_at
+    FROM x402_authorizations a WHERE a.id = ANY ($2::bigint[])
+    UNION ALL
+    -- A Solana row names its network by CAIP-2 id (solana:<genesis hash>).
+    SELECT 'svm', s.id, s.network, s.payer, s.pay_to, s.mint, s.amount, s.status, s.error,
+           s.signature, s.payment_id, s.resource, s.x402_version, 'fee_payer',
+           s.created_at, s.updated_at
+    FROM x402_solana_settlements s WHERE s.id = ANY ($3::bigint[])
+)
+SELECT emit_events($1, 'x402_settlement', array_agg(s.rail || '-' || s.id ORDER BY s.rail, s.id),
+    array_agg(jsonb_build_object(
+    'object', 'x402_settlement', 'id', s.rail || '-' || s.id, 'rail', s.rail,
+    'chain', s.chain, 'payer', s.payer, 'pay_to', s.pay_to, 'token', s.token,
+    'amount', s.amount::text, 'currency', 'USDC', 'decimals', 6, 'status', s.status,
+    'error', s.error, 'tx_hash', s.tx_hash, 'payment_id', s.payment_id::text,
+    'resource', s.resource, 'x402_version', s.x402_version, 'settled_by', s.settled_by,
+    'created_at', s.created_at, 'updated_at', s.updated_at) ORDER BY s.rail, s.id))
+FROM s WHERE s.status = split_part($1, '.', 2);
+
+-- name: emit_subscription_events
+-- $1 event type, $2 Stripe subscription ids (sub_...): the subscription as stored now.
+SELECT emit_events($1, 'subscription', array_agg(s.id ORDER BY s.id), array_agg(jsonb_build_object(
+    'object', 'subscription', 'id', s.id, 'customer', s.customer_id, 'tier', s.tier,
+    'price_id', s.price_id, 'status', s.status,
+    'current_period_start', s.current_period_start,
+    'current_period_end', s.current_period_end,
+    'cancel_at_period_end', s.cancel_at_period_end, 'past_due_since', s.past_due_since,
+    'canceled_at', s.canceled_at, 'updated_at', s.updated_at) ORDER BY s.id))
+FROM stripe_subscriptions s WHERE s.id = ANY ($2::text[]);
+
+-- name: emit_subscription_charge_events
+-- $1 event type (subscription.refunded / .disputed), $2 Stripe charge ids: one event
+-- per charge, about the subscription the charge is tied to, with the charge (amounts
+-- in cents; the charge's amount is null until a charge event said it).
+SELECT emit_events($1, 'subscription', array_agg(s.id ORDER BY c.id), array_agg(jsonb_build_object(
+    'object', 'subscription', 'id', s.id, 'customer', s.customer_id, 'tier', s.tier,
+    'price_id', s.price_id, 'status', s.status,
+    'current_period_start', s.current_period_start,
+    'current_period_end', s.current_period_end,
+    'cancel_at_period_end', s.cancel_at_period_end, 'past_due_since', s.past_due_since,
+    'canceled_at', s.canceled_at, 'updated_at', s.updated_at,
+    'charge', jsonb_build_object('id', c.id, 'amount', c.amount,
+                                 'amount_refunded', c.amount_refunded,
+                                 'invoice', c.invoice_id, 'reversal', c.revoked_reason,
+                                 'period_anchor', c.period_anchor)) ORDER BY c.id))
+FROM stripe_charges c JOIN stripe_subscriptions s ON s.id = c.subscription_id
+WHERE c.id = ANY ($2::text[]);

@@ -91,7 +91,12 @@ WITH p AS (
     FROM p WHERE a.payment_id = p.id
     RETURNING a.id, a.payment_id
 )
-SELECT p.id, p.chain, p.amount, p.tx_hash, t.id AS token_id
+SELECT p.id, p.chain, p.amount, p.tx_hash, t.id AS token_id,
+       -- events (issue 14): the authorizations 0008's trigger on the flag moves to
+       -- 'reorged' at the end of this statement (read before it runs).
+       (SELECT array_agg(a.id ORDER BY a.id) FROM x402_authorizations a
+        WHERE a.chain = p.chain AND a.tx_hash = p.tx_hash
+          AND a.status IN ('settling', 'settled')) AS x402_reorged
 FROM p LEFT JOIN t ON t.payment_id = p.id;
 
 -- name: clear_reorg_flags
@@ -103,13 +108,18 @@ WITH p AS (
         reason = 're-included in block ' || block_number || ' after a reorg, confirmed there'
     WHERE id = ANY($1::bigint[]) AND reorged_after_credit AND relanded_at IS NOT NULL
       AND state IN ('credited', 'claimed')
-    RETURNING id, chain, amount, tx_hash, block_number
+    RETURNING id, chain, amount, tx_hash, block_number, state
 ), t AS (
     UPDATE access_tokens a SET suspended_reason = NULL
     FROM p WHERE a.payment_id = p.id
     RETURNING a.id, a.payment_id
 )
-SELECT p.id, p.chain, p.amount, p.tx_hash, p.block_number, t.id AS token_id
+SELECT p.id, p.chain, p.amount, p.tx_hash, p.block_number, t.id AS token_id,
+       -- events (issue 14): the authorizations 0010's trigger on the flag moves back to
+       -- 'settled' at the end of this statement (read before it runs).
+       (SELECT array_agg(a.id ORDER BY a.id) FROM x402_authorizations a
+        WHERE a.chain = p.chain AND a.tx_hash = p.tx_hash AND a.status = 'reorged'
+          AND a.payment_id = p.id AND p.state = 'claimed') AS x402_relanded
 FROM p LEFT JOIN t ON t.payment_id = p.id;
 
 -- ---------------- stream cursors
@@ -191,33 +201,37 @@ WITH p AS (
     SET payment_id = p.id, updated_at = now(),
         status = CASE a.status WHEN 'reorged' THEN 'settled' ELSE a.status END,
         error = CASE a.status WHEN 'reorged' THEN NULL ELSE a.error END
-    FROM p
+    FROM p, x402_authorizations o  -- o: the row before this statement (events, below)
     WHERE a.chain = p.chain AND a.tx_hash = p.tx_hash AND a.payer = p.from_address
       AND a.pay_to = p.to_address AND a.asset = p.token AND a.amount = p.amount
       AND a.status IN ('settling', 'settled', 'reorged')
-      AND (a.payment_id IS NULL OR a.payment_id = p.id)
+      AND (a.payment_id IS NULL OR a.payment_id = p.id) AND o.id = a.id
     RETURNING p.id AS payment_id, a.status,
-              'x402 authorization ' || a.id || ': the call was served at settlement' AS reason
+              'x402 authorization ' || a.id || ': the call was served at settlement' AS reason,
+              'evm' AS rail, a.id AS settlement_id, o.status = 'reorged' AS relanded
 ), svm AS (
     UPDATE x402_solana_settlements s
     SET payment_id = p.id, updated_at = now(),
         status = CASE s.status WHEN 'reorged' THEN 'settled' ELSE s.status END,
         error = CASE s.status WHEN 'reorged' THEN NULL ELSE s.error END
-    FROM p
+    FROM p, x402_solana_settlements o
     WHERE s.signature = p.tx_hash AND s.destination = p.token_account
       AND s.pay_to = p.to_address AND s.mint = p.token AND s.amount = p.amount
       AND s.status IN ('settling', 'settled', 'reorged')
-      AND (s.payment_id IS NULL OR s.payment_id = p.id)
+      AND (s.payment_id IS NULL OR s.payment_id = p.id) AND o.id = s.id
     RETURNING p.id AS payment_id, s.status,
-              'x402 solana settlement ' || s.id || ': the call was served at settlement' AS reason
+              'x402 solana settlement ' || s.id || ': the call was served at settlement' AS reason,
+              'svm' AS rail, s.id AS settlement_id, o.status = 'reorged' AS relanded
 ), served AS (
-    SELECT payment_id, reason FROM evm WHERE status = 'settled'
+    SELECT payment_id, reason, rail, settlement_id, relanded FROM evm WHERE status = 'settled'
     UNION ALL
-    SELECT payment_id, reason FROM svm WHERE status = 'settled'
+    SELECT payment_id, reason, rail, settlement_id, relanded FROM svm WHERE status = 'settled'
 )
+-- events (issue 14): each row also says which settlement went reorged -> settled here
+-- (`relanded`), for its x402_settlement.settled event.
 UPDATE payments SET state = 'claimed', reason = served.reason, updated_at = now()
 FROM served WHERE payments.id = served.payment_id
-RETURNING payments.id;
+RETURNING payments.id, served.rail, served.settlement_id, served.relanded;
 
 -- name: mark_x402_orphaned
 -- Run by ledger.orphan in that transaction (a trigger of 0008/0009 until the one credit
@@ -233,12 +247,18 @@ WITH p AS (
     FROM p
     WHERE a.chain = p.chain AND a.tx_hash = p.tx_hash AND a.status IN ('settling', 'settled')
     RETURNING a.id
+), svm AS (
+    UPDATE x402_solana_settlements s
+    SET status = 'reorged', updated_at = now(),
+        error = 'settlement transaction was dropped with its fork (payment ' || p.id || ')'
+    FROM p
+    WHERE s.signature = p.tx_hash AND s.status = 'settled'
+    RETURNING s.id
 )
-UPDATE x402_solana_settlements s
-SET status = 'reorged', updated_at = now(),
-    error = 'settlement transaction was dropped with its fork (payment ' || p.id || ')'
-FROM p
-WHERE s.signature = p.tx_hash AND s.status = 'settled';
+-- events (issue 14): the rows moved to reorged, for their x402_settlement.reorged events.
+SELECT 'evm' AS rail, id AS settlement_id FROM evm
+UNION ALL
+SELECT 'svm', id FROM svm;
 
 -- ---------------- invoice links (inside the crediting transaction)
 

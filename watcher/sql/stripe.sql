@@ -335,3 +335,23 @@ SELECT brand, last4 FROM stripe_payment_methods WHERE customer_id = $1 ORDER BY 
 
 -- name: stripe_tiers
 SELECT tier, monthly_quota, rate_per_minute, price_usd_cents FROM stripe_tiers ORDER BY price_usd_cents;
+
+-- ---------------- our events about subscriptions (api/stripe_events.py)
+
+-- name: stripe_events_lock
+-- One Stripe event applied at a time (all processes): its subscription events are the
+-- difference between the state before and after it, which a concurrent delivery must
+-- not move in between. Stripe sends a few events a second at most.
+SELECT pg_advisory_xact_lock(hashtextextended('stripe-events', 0));
+
+-- name: stripe_subscription_states
+SELECT id, status, tier FROM stripe_subscriptions WHERE id = ANY ($1::text[]);
+
+-- name: stripe_charge_states
+-- The charges an event may reverse or tie to a subscription: the ones named ($1), and
+-- with $2 the reversed ones still waiting for their subscription (stripe_link_charges
+-- may tie them now; its 35-day window).
+SELECT id, subscription_id, revoked_reason FROM stripe_charges
+WHERE id = ANY ($1::text[])
+   OR ($2 AND subscription_id IS NULL AND revoked_reason IS NOT NULL
+       AND updated_at > now() - interval '35 days');

@@ -41,8 +41,10 @@ LIMIT 1
 FOR UPDATE;
 
 -- name: x402_mark_failed
+-- The row back: it was open and is failed now (records.mark_failed writes its event).
 UPDATE x402_authorizations SET status = 'failed', error = $2, updated_at = now()
-WHERE id = $1 AND status IN ('verified', 'settling');
+WHERE id = $1 AND status IN ('verified', 'settling')
+RETURNING id;
 
 -- name: x402_authorization
 SELECT * FROM x402_authorizations WHERE id = $1;
@@ -101,9 +103,11 @@ LIMIT 1
 FOR UPDATE;
 
 -- name: x402_svm_mark_failed
+-- The row back: it was settling and is failed now (records.mark_failed writes its event).
 UPDATE x402_solana_settlements
 SET status = 'failed', error = $2, failed_on_chain = $3, updated_at = now()
-WHERE id = $1 AND status = 'settling';
+WHERE id = $1 AND status = 'settling'
+RETURNING id;
 
 -- name: x402_svm_settlement
 SELECT * FROM x402_solana_settlements WHERE id = $1;

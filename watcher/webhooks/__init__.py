@@ -1,1 +1,10 @@
-"""Webhooks: where they may go (netguard), and how they are sent."""
+"""Webhooks: events from the outbox delivered to the merchant's endpoints.
+
+* ``payload``  the wire format of one event (webhooks and the feed send the same JSON)
+* ``signing``  ``whsec_`` secrets and the Standard Webhooks headers of one attempt
+* ``schedule`` the retry schedule (``WATCHER_WEBHOOK_RETRY_SCHEDULE``) as data
+* ``netguard`` where a webhook may go (every URL and every connection judged)
+* ``worker``   the delivery loop every daemon runs (claims with ``FOR UPDATE SKIP LOCKED``)
+
+docs/webhooks.md is the receiver's side of the same contract.
+"""
