@@ -10,16 +10,14 @@ the answers of :func:`create` and :func:`rotate`. Bad input raises :class:`Inval
 
 from __future__ import annotations
 
-import base64
 import json
-import secrets
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from watcher import db, event_feed, events
 from watcher.settings import Settings
-from watcher.webhooks import netguard
+from watcher.webhooks import netguard, signing
 
 REPLAY_CAP = 10_000  # events one replay may queue; a wider one is refused (use until=)
 MAX_GRACE_HOURS = 168  # a rotation's old secret signs for at most a week
@@ -40,12 +38,6 @@ class Conflict(Invalid):
 
 class NotFound(Invalid):
     """What the input names does not exist (the API answers 404)."""
-
-
-def new_secret() -> str:
-    """A Standard Webhooks signing secret (``whsec_`` + base64 of 32 random bytes).
-    Stand-in for ``watcher.webhooks.signing.new_secret`` until that is merged."""
-    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode("ascii")
 
 
 def check_url(url: str, settings: Settings) -> str:
@@ -108,7 +100,7 @@ async def create(
     """A new endpoint; the answer holds its ``secret``, the only time it is shown."""
     url = check_url(url, settings)
     wanted = check_types(types)
-    secret = new_secret()
+    secret = signing.new_secret()
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
             db.q("webhook_admin_create"), url, description, wanted, secret, client
@@ -204,7 +196,7 @@ async def rotate(
             f"grace_hours {grace_hours} is outside 0 to {MAX_GRACE_HOURS}",
             "give the hours your receivers need to switch secrets (default 24)",
         )
-    secret = new_secret()
+    secret = signing.new_secret()
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
             db.q("webhook_admin_rotate"), endpoint_id, secret, timedelta(hours=grace_hours)
