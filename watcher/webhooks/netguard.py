@@ -34,7 +34,7 @@ import httpcore
 import httpx
 
 from watcher import errors
-from watcher.webhooks import netranges
+from watcher.webhooks import netpool, netranges, netstream
 
 if TYPE_CHECKING:
     from watcher import settings as settings_module
@@ -217,11 +217,7 @@ class _Backend(httpcore.AsyncNetworkBackend):
     def __init__(self, pol: Policy, resolver: Resolver, connect: Connect | None) -> None:
         self._policy = pol
         self._resolver = resolver
-        self._inner = httpcore.AnyIOBackend()
-        self._connect = connect or self._dial
-
-    async def _dial(self, ip: str, port: int, limit: float | None) -> httpcore.AsyncNetworkStream:
-        return await self._inner.connect_tcp(ip, port, timeout=limit)
+        self._connect = connect or netstream.connect
 
     async def connect_tcp(
         self,
@@ -271,7 +267,7 @@ class _Backend(httpcore.AsyncNetworkBackend):
         raise Refused("a unix socket is not a webhook receiver")
 
     async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
+        await asyncio.sleep(seconds)
 
 
 class _CappedStream(httpx.AsyncByteStream):
@@ -313,13 +309,13 @@ class _Transport(httpx.AsyncBaseTransport):
         self._inner = httpx.AsyncHTTPTransport(trust_env=False, retries=0)
         ssl_context = verify if verify is not None else httpx.create_ssl_context(trust_env=False)
         # httpx has no public way to hand its pool a network backend; the pool it made
-        # is replaced by the same pool over ours (the integration tests prove it is used).
-        self._inner._pool = httpcore.AsyncConnectionPool(
+        # is replaced by ours over that backend (the integration tests prove it is used).
+        self._inner._pool = netpool.Pool(  # type: ignore[assignment]  # the same interface
             ssl_context=ssl_context,
+            network_backend=backend,
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,
-            network_backend=backend,
         )
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
