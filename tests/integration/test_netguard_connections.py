@@ -195,3 +195,26 @@ async def test_tls_on_the_native_stream_checks_the_name_not_the_address(tmp_path
         assert server.requests == [("POST /usdc HTTP/1.1", b"{}")]
     finally:
         await server.stop()
+
+
+async def test_a_url_passed_once_is_still_dialled_only_to_judged_addresses(
+    keepalive: KeepAlive,
+) -> None:
+    """check_url's answer is remembered per URL; the name's addresses are not: each new
+    connection judges what the resolver answers now."""
+    port = keepalive.url.split(":")[2].split("/")[0]
+    answers = [["127.0.0.1"], ["10.0.0.1"]]
+
+    async def resolve(host: str, p: int) -> Sequence[str]:
+        return answers.pop(0)
+
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=0)  # dial each time
+    url = f"http://hooks.example.com:{port}/hook"
+    async with netguard.client(DEV, timeout=5.0, resolver=resolve, limits=limits) as http:
+        assert (await http.post(url, content=b"1")).status_code == 200
+        with pytest.raises(netguard.Refused, match="private"):
+            await http.post(url, content=b"2")
+        for _ in range(2):  # a refused URL is refused every time
+            with pytest.raises(netguard.Refused, match="metadata"):
+                await http.post("http://169.254.169.254/latest", content=b"3")
+    assert keepalive.bodies == [b"1"]

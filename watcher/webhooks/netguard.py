@@ -54,6 +54,7 @@ BODY_CAP = 64 * 1024
 MAX_DIALS = 4
 _LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)  # httpx's own
 ALLOW_VARIABLE = "WATCHER_WEBHOOK_ALLOW_NETWORKS"
+PASSED_URLS = 1024  # URLs remembered as passed by check_url, per client
 
 # Characters URL parsers disagree about (a backslash is a slash to a browser, not to us).
 _AMBIGUOUS = re.compile(r"[\x00-\x20\x7f\\]")
@@ -306,6 +307,10 @@ class _Transport(httpx.AsyncBaseTransport):
     ) -> None:
         self._policy = pol
         self._body_cap = body_cap
+        # URLs check_url passed under this policy (its answer depends on nothing else):
+        # the worker sends to the same few URLs all day. Addresses are still judged at
+        # every connection.
+        self._passed: set[str] = set()
         self._inner = httpx.AsyncHTTPTransport(trust_env=False, retries=0)
         ssl_context = verify if verify is not None else httpx.create_ssl_context(trust_env=False)
         # httpx has no public way to hand its pool a network backend; the pool it made
@@ -319,7 +324,12 @@ class _Transport(httpx.AsyncBaseTransport):
         )
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        check_url(str(request.url), self._policy)
+        url = str(request.url)
+        if url not in self._passed:
+            check_url(url, self._policy)
+            if len(self._passed) >= PASSED_URLS:
+                self._passed.clear()
+            self._passed.add(url)
         response = await self._inner.handle_async_request(request)
         assert isinstance(response.stream, httpx.AsyncByteStream)
         response.stream = _CappedStream(response.stream, self._body_cap)
