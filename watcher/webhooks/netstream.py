@@ -17,6 +17,7 @@ checked against the name httpcore passes (the URL's host), not the address diall
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import ssl
 from typing import Any
@@ -100,7 +101,10 @@ class Stream(httpcore.AsyncNetworkStream):
         max_bytes: int,
         timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
     ) -> bytes:
-        await self._flush()
+        # A write that fails here is passed over, as httpcore passes over one while it
+        # sends: a server may answer (413, say) and close before taking the whole body.
+        with contextlib.suppress(httpcore.WriteError):
+            await self._flush()
         p = self._protocol
         try:
             while not p.buffer and not p.eof:
