@@ -105,7 +105,7 @@ class Worker:
     name: str = field(default_factory=worker_id)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _inflight: set[asyncio.Task[None]] = field(default_factory=set)
-    _recorder: record.Recorder | None = None
+    _recorder: record.Recorder = field(init=False)
 
     def __post_init__(self) -> None:
         cfg = self.config
@@ -183,7 +183,6 @@ class Worker:
                 t.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=2)
-        assert self._recorder is not None
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(STOP_GRACE_SECONDS):
                 await self._recorder.drain()
@@ -221,7 +220,6 @@ class Worker:
     async def _deliver(self, client: httpx.AsyncClient, row: Mapping[str, Any]) -> None:
         outcome = await send(client, row, self.config.timeout)
         metrics.WEBHOOK_ATTEMPTS.labels(outcome=outcome.label).inc()
-        assert self._recorder is not None
         await self._recorder.record(row, outcome)
         if outcome.ok:
             age = (datetime.now(UTC) - row["created_at"]).total_seconds()
