@@ -49,50 +49,73 @@ SELECT extract(epoch FROM min(next_attempt_at) - now())::float8
 FROM webhook_deliveries
 WHERE status = 'pending';
 
--- name: webhook_record_success
--- One successful attempt in one statement: the attempt row, the delivery succeeded (while
--- the lease is ours: attempts unchanged, still pending), the endpoint's failing streak
--- ended ($1 delivery, $2 attempt, $3 worker, $4 started, $5 ms, $6 status, $7 snippet,
--- $8 endpoint).
-WITH attempt AS (
-    INSERT INTO webhook_attempts
-        (delivery_id, attempt, worker, started_at, duration_ms, status_code, response_snippet)
-    VALUES ($1, $2, $3, $4, $5, $6, $7)
-), delivery AS (
-    UPDATE webhook_deliveries
-    SET status = 'succeeded', delivered_at = now(), last_attempt_at = $4,
-        last_status = $6, last_error = NULL
-    WHERE id = $1 AND attempts = $2 AND status = 'pending'
-)
-UPDATE webhook_endpoints
-SET failing_since = NULL, updated_at = now()
-WHERE id = $8 AND failing_since IS NOT NULL;
-
--- name: webhook_record_failure
--- One failed attempt in one statement: the attempt row; the delivery waits $9 seconds
--- for its next attempt, or is failed when $9 is NULL (that was the last); the endpoint's
--- failing streak starts if none runs. Returns when the streak began ($7 error, $8
--- snippet, $10 endpoint; the rest as in webhook_record_success).
-WITH attempt AS (
+-- name: webhook_record_batch
+-- The outcomes of a batch of attempts in one statement: each attempt's row (an attempt
+-- already recorded is not recorded again: UNIQUE (delivery, attempt)); each delivery
+-- still leased to that attempt (attempts unchanged, still pending) succeeded, or waits
+-- its delay for the next attempt, or failed when the delay is NULL (that was the last);
+-- each endpoint's failing streak ends with a success and starts with a failure (a
+-- failure after a success in the same batch starts a new one). Arrays, one element per
+-- outcome in the order they came: $1 delivery, $2 attempt, $3 started, $4 ms, $5 status,
+-- $6 error, $7 snippet, $8 delay (seconds; NULL: the last), $9 endpoint, $10 ok;
+-- $11 worker. Returns the outcomes already recorded (kind 'duplicate', delivery_id) and
+-- the endpoints whose streak runs (kind 'failing', endpoint_id, failing_since).
+WITH o AS (
+    SELECT *
+    FROM unnest($1::bigint[], $2::integer[], $3::timestamptz[], $4::integer[],
+                $5::integer[], $6::text[], $7::text[], $8::float8[], $9::text[],
+                $10::boolean[])
+         WITH ORDINALITY
+         AS o(delivery_id, attempt, started_at, duration_ms, status_code, error, snippet,
+              delay, endpoint_id, ok, n)
+), attempt AS (
     INSERT INTO webhook_attempts
         (delivery_id, attempt, worker, started_at, duration_ms, status_code, error,
          response_snippet)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+    SELECT delivery_id, attempt, $11, started_at, duration_ms, status_code, error, snippet
+    FROM o
+    ORDER BY n
+    ON CONFLICT (delivery_id, attempt) DO NOTHING
+    RETURNING delivery_id, attempt
+), recorded AS (
+    SELECT o.* FROM o JOIN attempt a USING (delivery_id, attempt)
 ), delivery AS (
-    UPDATE webhook_deliveries
-    SET status = CASE WHEN $9::float8 IS NULL THEN 'failed' ELSE 'pending' END,
-        next_attempt_at = CASE WHEN $9::float8 IS NULL THEN next_attempt_at
-                               ELSE now() + make_interval(secs => $9::float8) END,
-        last_attempt_at = $4, last_status = $6, last_error = $7
-    WHERE id = $1 AND attempts = $2 AND status = 'pending'
+    UPDATE webhook_deliveries d
+    SET status = CASE WHEN r.ok THEN 'succeeded'
+                      WHEN r.delay IS NULL THEN 'failed' ELSE 'pending' END,
+        delivered_at = CASE WHEN r.ok THEN now() ELSE d.delivered_at END,
+        next_attempt_at = CASE WHEN r.ok OR r.delay IS NULL THEN d.next_attempt_at
+                               ELSE now() + make_interval(secs => r.delay) END,
+        last_attempt_at = r.started_at, last_status = r.status_code,
+        last_error = CASE WHEN r.ok THEN NULL ELSE r.error END
+    FROM recorded r
+    WHERE d.id = r.delivery_id AND d.attempts = r.attempt AND d.status = 'pending'
+), ends AS (
+    -- Per endpoint: the last outcome of the batch, and whether any succeeded.
+    SELECT DISTINCT ON (endpoint_id) endpoint_id, ok AS last_ok,
+           bool_or(ok) OVER (PARTITION BY endpoint_id) AS any_ok
+    FROM recorded
+    ORDER BY endpoint_id, n DESC
 ), streak AS (
-    UPDATE webhook_endpoints
-    SET failing_since = now(), updated_at = now()
-    WHERE id = $10 AND failing_since IS NULL
-    RETURNING failing_since
+    UPDATE webhook_endpoints w
+    SET failing_since = CASE WHEN e.last_ok THEN NULL ELSE now() END, updated_at = now()
+    FROM ends e
+    WHERE w.id = e.endpoint_id
+      AND CASE WHEN e.last_ok THEN w.failing_since IS NOT NULL
+               ELSE w.failing_since IS NULL OR e.any_ok END
+    RETURNING w.id, w.failing_since
 )
-SELECT coalesce((SELECT failing_since FROM streak),
-                (SELECT failing_since FROM webhook_endpoints WHERE id = $10));
+SELECT 'duplicate' AS kind, o.delivery_id, NULL::text AS endpoint_id,
+       NULL::timestamptz AS failing_since
+FROM o
+WHERE NOT EXISTS (SELECT 1 FROM attempt a
+                  WHERE a.delivery_id = o.delivery_id AND a.attempt = o.attempt)
+UNION ALL
+SELECT 'failing', NULL, e.endpoint_id, coalesce(s.failing_since, w.failing_since)
+FROM ends e
+JOIN webhook_endpoints w ON w.id = e.endpoint_id
+LEFT JOIN streak s ON s.id = e.endpoint_id
+WHERE NOT e.last_ok;
 
 -- name: webhook_endpoint_disable
 -- Disable an endpoint failing for longer than $2 seconds ($3 reason); the row if it was.

@@ -34,7 +34,7 @@ import httpcore
 import httpx
 
 from watcher import errors
-from watcher.webhooks import netranges
+from watcher.webhooks import netpool, netranges, netstream
 
 if TYPE_CHECKING:
     from watcher import settings as settings_module
@@ -54,6 +54,7 @@ BODY_CAP = 64 * 1024
 MAX_DIALS = 4
 _LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)  # httpx's own
 ALLOW_VARIABLE = "WATCHER_WEBHOOK_ALLOW_NETWORKS"
+PASSED_URLS = 1024  # URLs remembered as passed by check_url, per client
 
 # Characters URL parsers disagree about (a backslash is a slash to a browser, not to us).
 _AMBIGUOUS = re.compile(r"[\x00-\x20\x7f\\]")
@@ -217,11 +218,7 @@ class _Backend(httpcore.AsyncNetworkBackend):
     def __init__(self, pol: Policy, resolver: Resolver, connect: Connect | None) -> None:
         self._policy = pol
         self._resolver = resolver
-        self._inner = httpcore.AnyIOBackend()
-        self._connect = connect or self._dial
-
-    async def _dial(self, ip: str, port: int, limit: float | None) -> httpcore.AsyncNetworkStream:
-        return await self._inner.connect_tcp(ip, port, timeout=limit)
+        self._connect = connect or netstream.connect
 
     async def connect_tcp(
         self,
@@ -271,7 +268,7 @@ class _Backend(httpcore.AsyncNetworkBackend):
         raise Refused("a unix socket is not a webhook receiver")
 
     async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
+        await asyncio.sleep(seconds)
 
 
 class _CappedStream(httpx.AsyncByteStream):
@@ -310,20 +307,29 @@ class _Transport(httpx.AsyncBaseTransport):
     ) -> None:
         self._policy = pol
         self._body_cap = body_cap
+        # URLs check_url passed under this policy (its answer depends on nothing else):
+        # the worker sends to the same few URLs all day. Addresses are still judged at
+        # every connection.
+        self._passed: set[str] = set()
         self._inner = httpx.AsyncHTTPTransport(trust_env=False, retries=0)
         ssl_context = verify if verify is not None else httpx.create_ssl_context(trust_env=False)
         # httpx has no public way to hand its pool a network backend; the pool it made
-        # is replaced by the same pool over ours (the integration tests prove it is used).
-        self._inner._pool = httpcore.AsyncConnectionPool(
+        # is replaced by ours over that backend (the integration tests prove it is used).
+        self._inner._pool = netpool.Pool(  # type: ignore[assignment]  # the same interface
             ssl_context=ssl_context,
+            network_backend=backend,
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,
-            network_backend=backend,
         )
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        check_url(str(request.url), self._policy)
+        url = str(request.url)
+        if url not in self._passed:
+            check_url(url, self._policy)
+            if len(self._passed) >= PASSED_URLS:
+                self._passed.clear()
+            self._passed.add(url)
         response = await self._inner.handle_async_request(request)
         assert isinstance(response.stream, httpx.AsyncByteStream)
         response.stream = _CappedStream(response.stream, self._body_cap)

@@ -11,17 +11,19 @@ One pass:
 3. send each claimed delivery, with no database connection held across the request,
    signed afresh, redirects not followed, at most ``READ_LIMIT`` bytes of the answer
    read;
-4. record the attempt and its outcome in one transaction: a 2xx is ``succeeded``;
-   anything else waits its step of the retry schedule, or is ``failed`` after the
-   last one; the endpoint's failing streak starts or ends, and an endpoint failing
-   longer than ``WATCHER_WEBHOOK_DISABLE_AFTER_HOURS`` is disabled with a
-   ``webhook_endpoint.disabled`` event written by that same transaction.
+4. record the attempt and its outcome (``record.Recorder``: outcomes gathered into
+   batches, one statement per batch): a 2xx is ``succeeded``; anything else waits its
+   step of the retry schedule, or is ``failed`` after the last one; the endpoint's
+   failing streak starts or ends, and an endpoint failing longer than
+   ``WATCHER_WEBHOOK_DISABLE_AFTER_HOURS`` is disabled with a
+   ``webhook_endpoint.disabled`` event written in one transaction.
 
 The worker wakes on NOTIFY ``watcher_events`` (written by ``emit_events`` at commit),
 when a slot frees up, when the soonest retry falls due, and every ``POLL_SECONDS``
 regardless (a lost LISTEN connection delays deliveries, it does not lose them).
 At-least-once: a receiver may see an event twice (a crash after its answer, before
-the record), never zero times while the endpoint is enabled.
+the record: at most a batch of outcomes), never zero times while the endpoint is
+enabled.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ import structlog
 
 from watcher import __version__, db, events, metrics
 from watcher.settings import Settings
-from watcher.webhooks import netguard, payload, schedule, signing
+from watcher.webhooks import netguard, payload, record, schedule, signing
 
 log = structlog.get_logger(__name__)
 
@@ -53,8 +55,7 @@ READ_LIMIT = 64 * 1024  # bytes of an answer read at most
 SNIPPET_CHARS = 1024  # of which this many are kept in webhook_attempts
 GAUGE_SECONDS = 5.0
 STOP_GRACE_SECONDS = 5.0
-CANCELLED_REASON = "endpoint disabled or deleted"
-DISABLED_REASON = "failing for more than {hours:g} hours"
+CANCELLED_REASON = record.CANCELLED_REASON
 STRICT = netguard.Policy(production=True)
 USER_AGENT = f"usdc-watcher/{__version__}"
 ERRORS: tuple[type[BaseException], ...] = (asyncpg.PostgresError, *db.TRANSIENT_ERRORS)
@@ -82,30 +83,6 @@ class Config:
         )
 
 
-@dataclass
-class Outcome:
-    """What one attempt got back."""
-
-    started_at: datetime
-    duration_ms: int
-    status: int | None = None
-    error: str | None = None
-    snippet: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.status is not None and 200 <= self.status < 300
-
-    @property
-    def label(self) -> str:
-        """The metric's outcome: succeeded, http_status, timeout, network."""
-        if self.ok:
-            return "succeeded"
-        if self.status is not None:
-            return "http_status"
-        return "timeout" if self.error == "timeout" else "network"
-
-
 def worker_id() -> str:
     """host:pid:random, so two processes (or two runs of one pid) never share a name."""
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
@@ -128,6 +105,13 @@ class Worker:
     name: str = field(default_factory=worker_id)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _inflight: set[asyncio.Task[None]] = field(default_factory=set)
+    _recorder: record.Recorder = field(init=False)
+
+    def __post_init__(self) -> None:
+        cfg = self.config
+        self._recorder = record.Recorder(
+            self.pool, self.name, cfg.schedule, cfg.disable_after_hours
+        )
 
     async def run(self, stop: asyncio.Event, *, burst: bool = False) -> None:
         """Deliver until ``stop`` is set; ``burst``: return once nothing is due or in flight."""
@@ -191,14 +175,17 @@ class Worker:
                 w.cancel()
 
     async def _finish(self) -> None:
-        """Let the attempts in flight finish (their lease covers a cancelled one)."""
-        if not self._inflight:
-            return
-        _, pending = await asyncio.wait(self._inflight, timeout=STOP_GRACE_SECONDS)
-        for t in pending:
-            t.cancel()
-        if pending:
-            await asyncio.wait(pending, timeout=2)
+        """Let the attempts in flight finish (their lease covers a cancelled one), then
+        write down every outcome handed over."""
+        if self._inflight:
+            _, pending = await asyncio.wait(self._inflight, timeout=STOP_GRACE_SECONDS)
+            for t in pending:
+                t.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=2)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(STOP_GRACE_SECONDS):
+                await self._recorder.drain()
 
     @contextlib.asynccontextmanager
     async def _listening(self) -> Any:
@@ -233,65 +220,13 @@ class Worker:
     async def _deliver(self, client: httpx.AsyncClient, row: Mapping[str, Any]) -> None:
         outcome = await send(client, row, self.config.timeout)
         metrics.WEBHOOK_ATTEMPTS.labels(outcome=outcome.label).inc()
-        for pause in (0.0, 0.5, 2.0):  # the database may blink; the lease covers a loss
-            await asyncio.sleep(pause)
-            try:
-                await self._record(row, outcome)
-                break
-            except asyncpg.UniqueViolationError:
-                log.error("webhook_attempt_recorded_twice", delivery=row["delivery_id"])
-                break
-            except ERRORS as exc:
-                log.warning("webhook_record_failed", error=type(exc).__name__)
+        await self._recorder.record(row, outcome)
         if outcome.ok:
             age = (datetime.now(UTC) - row["created_at"]).total_seconds()
             metrics.WEBHOOK_DELIVERY_LATENCY.observe(max(age, 0.0))
 
-    async def _record(self, row: Mapping[str, Any], o: Outcome) -> None:
-        """The attempt and its outcome, in one statement (one round trip a delivery)."""
-        delivery, attempt, endpoint = row["delivery_id"], row["attempt"], row["endpoint_id"]
-        head = (delivery, attempt, self.name, o.started_at, o.duration_ms, o.status)
-        if o.ok:
-            await self.pool.execute(db.q("webhook_record_success"), *head, o.snippet, endpoint)
-            return
-        delay = schedule.delay_after(self.config.schedule, attempt)
-        since = await self.pool.fetchval(
-            db.q("webhook_record_failure"), *head, o.error, o.snippet, delay, endpoint
-        )
-        hours = self.config.disable_after_hours
-        if since is not None and (datetime.now(UTC) - since).total_seconds() > hours * 3600:
-            async with self.pool.acquire() as conn, conn.transaction():
-                await disable_if_failing_too_long(conn, endpoint, hours)
 
-
-async def disable_if_failing_too_long(conn: db.Connection, endpoint: str, hours: float) -> bool:
-    """Disable ``endpoint`` if its failing streak is older than ``hours``: its pending
-    deliveries are cancelled and a ``webhook_endpoint.disabled`` event is written, all in
-    the caller's transaction. True if it was disabled now."""
-    reason = DISABLED_REASON.format(hours=hours)
-    row = await conn.fetchrow(db.q("webhook_endpoint_disable"), endpoint, hours * 3600.0, reason)
-    if row is None:
-        return False
-    await conn.execute(db.q("webhook_cancel_endpoint"), endpoint, CANCELLED_REASON)
-    await events.emit(
-        conn,
-        "webhook_endpoint.disabled",
-        endpoint,
-        {
-            "url": row["url"],
-            "description": row["description"],
-            "events": list(row["event_types"]),
-            "enabled": False,
-            "failing_since": payload.timestamp(row["failing_since"]),
-            "disabled_at": payload.timestamp(row["disabled_at"]),
-            "disabled_reason": row["disabled_reason"],
-        },
-    )
-    log.warning("webhook_endpoint_disabled", endpoint=endpoint, reason=reason)
-    return True
-
-
-async def send(client: httpx.AsyncClient, row: Mapping[str, Any], limit: float) -> Outcome:
+async def send(client: httpx.AsyncClient, row: Mapping[str, Any], limit: float) -> record.Outcome:
     """One signed attempt of one delivery, given ``limit`` seconds in all (connect, send,
     answer); never raises for what the receiver does."""
     body = payload.body(row)
@@ -303,7 +238,7 @@ async def send(client: httpx.AsyncClient, row: Mapping[str, Any], limit: float) 
         "user-agent": USER_AGENT,
     }
     t0 = time.monotonic()
-    out = Outcome(started_at=started, duration_ms=0)
+    out = record.Outcome(started_at=started, duration_ms=0)
     try:
         async with asyncio.timeout(limit):
             async with client.stream("POST", row["url"], content=body, headers=headers) as resp:
