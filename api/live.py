@@ -54,6 +54,7 @@ class Subscription:
 
     invoice_id: str
     chain: str
+    client: str = ""
     queue: asyncio.Queue[Wake] = field(default_factory=lambda: asyncio.Queue(QUEUE_SIZE))
     dropped: bool = False
 
@@ -145,6 +146,7 @@ class Hub:
         self._retry = retry_seconds
         self._by_invoice: dict[str, set[Subscription]] = {}
         self._by_chain: dict[str, set[Subscription]] = {}
+        self._by_client: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
         self._conn: asyncpg.Connection[asyncpg.Record] | None = None
         self.connected = asyncio.Event()  # set while LISTEN is in place
@@ -172,12 +174,30 @@ class Hub:
             for sub in list(subs):
                 sub.wake("dropped")
 
+    def refusal(self, client: str, caps: tuple[int, int]) -> Literal["process", "client"] | None:
+        """Whether a new stream for ``client`` would pass a cap: ``caps`` is (streams in
+        the process, streams of one client); None when it fits."""
+        if self.subscribers() >= caps[0]:
+            return "process"
+        if self._by_client.get(client, 0) >= caps[1]:
+            return "client"
+        return None
+
     @contextlib.contextmanager
-    def subscribe(self, invoice_id: str, chain: str) -> Iterator[Subscription]:
-        """A stream's subscription for as long as the ``with`` block runs."""
-        sub = Subscription(invoice_id, chain)
+    def subscribe(
+        self, invoice_id: str, chain: str, client: str = "", caps: tuple[int, int] | None = None
+    ) -> Iterator[Subscription]:
+        """A stream's subscription for as long as the ``with`` block runs. With ``caps``
+        (see :meth:`refusal`), one over a cap (streams opened at once all passed the
+        check before any subscribed) is handed back already dropped, never registered."""
+        sub = Subscription(invoice_id, chain, client)
+        if caps is not None and self.refusal(client, caps) is not None:
+            sub.dropped = True
+            yield sub
+            return
         self._by_invoice.setdefault(invoice_id, set()).add(sub)
         self._by_chain.setdefault(chain, set()).add(sub)
+        self._by_client[client] = self._by_client.get(client, 0) + 1
         try:
             yield sub
         finally:
@@ -187,12 +207,21 @@ class Hub:
         return sum(len(s) for s in self._by_invoice.values())
 
     def _forget(self, sub: Subscription) -> None:
+        held = self._by_client.get(sub.client)
+        if held is not None and self._in(sub):
+            if held <= 1:
+                del self._by_client[sub.client]
+            else:
+                self._by_client[sub.client] = held - 1
         for index, key in ((self._by_invoice, sub.invoice_id), (self._by_chain, sub.chain)):
             subs = index.get(key)
             if subs is not None:
                 subs.discard(sub)
                 if not subs:
                     del index[key]
+
+    def _in(self, sub: Subscription) -> bool:
+        return sub in self._by_invoice.get(sub.invoice_id, ())
 
     def _fan_out(self, subs: set[Subscription] | None, what: Wake) -> None:
         for sub in list(subs or ()):

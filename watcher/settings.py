@@ -114,6 +114,12 @@ class Settings(_NetworkVariables):
     # A comment line on a quiet invoice event stream this often, so proxies keep it open
     # (GET /x402/invoices/{id}/events; docs/webhooks.md).
     watcher_sse_heartbeat_seconds: float = Field(default=15.0, gt=0, le=300)
+    # Invoice event streams one API process serves at once (more are answered 503); each
+    # holds a socket, and a wake-up makes each read the invoice.
+    watcher_sse_max_streams: int = Field(default=1000, ge=1, le=100_000)
+    # ... and one client holds at once (its address, an IPv6 /64: api/ratelimit.py); a
+    # checkout page needs one, a reconnecting payer a few (more are answered 429).
+    watcher_sse_max_streams_per_client: int = Field(default=8, ge=1, le=100_000)
     database_url: SecretStr | None = None
     # The gateway (docs/gateway.md): the TOML file of upstreams and priced routes, read by
     # watcher/gateway_config.py at `watcher run` / `watcher api`; unset = no gateway.

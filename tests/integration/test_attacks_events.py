@@ -1,0 +1,71 @@
+"""Attacks on issue 14's events, webhooks, feed and live streams (each a hole once)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import httpx
+
+from api import live
+from devkit import sse
+from devkit.api_support import app_for, serve
+from watcher import db
+
+
+async def _invoice(http: httpx.AsyncClient) -> str:
+    got = await http.post("/x402/invoices", json={"chain": "base", "requests": 2})
+    assert got.status_code == 201, got.text
+    return str(got.json()["invoice_id"])
+
+
+async def test_one_client_cannot_hold_unbounded_invoice_streams(pool: db.Pool) -> None:
+    """A stranger opened thousands of SSE streams on one invoice (no cap anywhere): each
+    holds a socket and a task, and every wake-up makes each of them read the invoice
+    from a ten-connection pool. Now a client holds at most
+    WATCHER_SSE_MAX_STREAMS_PER_CLIENT (8)."""
+    app = app_for(pool, watcher_sse_heartbeat_seconds=5)
+    async with serve(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
+        hub: live.Hub = app.state.live
+        await asyncio.wait_for(hub.connected.wait(), 10)
+        path = f"/x402/invoices/{await _invoice(http)}/events"
+        cap = 8
+        assert app.state.settings.watcher_sse_max_streams_per_client == cap  # the default
+        async with contextlib.AsyncExitStack() as stack:
+            # Kept in a list: a Stream collected closes its response.
+            streams = [
+                await stack.enter_async_context(sse.open_stream(http, path)) for _ in range(cap)
+            ]
+            for s in streams:
+                first = await s.next()
+                assert first is not None and first.event == "open"
+            over = await http.get(path, headers={"accept": "text/event-stream"})
+            assert over.status_code == 429, over.text
+            assert over.json()["error"] == "too_many_streams"
+            assert "Retry-After" in over.headers
+            assert hub.subscribers() == cap
+        # Closing them frees the client's places.
+        for _ in range(200):  # bounded: 10 s
+            if hub.subscribers() == 0:
+                break
+            await asyncio.sleep(0.05)
+        async with sse.open_stream(http, path) as again:
+            assert (await again.next()) is not None
+
+
+async def test_a_process_holds_at_most_its_stream_cap(pool: db.Pool) -> None:
+    """Many clients (an IPv6 /48 is 65,536 buckets) share the process's cap."""
+    app = app_for(pool, watcher_sse_heartbeat_seconds=5, watcher_sse_max_streams=3)
+    async with serve(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
+        hub: live.Hub = app.state.live
+        await asyncio.wait_for(hub.connected.wait(), 10)
+        path = f"/x402/invoices/{await _invoice(http)}/events"
+        async with contextlib.AsyncExitStack() as stack:
+            streams = [
+                await stack.enter_async_context(sse.open_stream(http, path)) for _ in range(3)
+            ]
+            for s in streams:
+                assert (await s.next()) is not None
+            over = await http.get(path, headers={"accept": "text/event-stream"})
+            assert over.status_code == 503, over.text
+            assert over.json()["error"] == "too_many_streams"
