@@ -11,7 +11,7 @@ from api import errors, idempotency, live, paywall
 from api.gateway import charge as gateway_charge
 from api.gateway import forward_auth, proxy, service_keys_admin
 from api.routes import admin as admin_routes
-from api.routes import health, tokens
+from api.routes import events_feed, health, tokens, webhooks_admin
 from api.routes import stripe as stripe_routes
 from api.x402 import clients
 from watcher import __version__, db, gateway_config
@@ -63,6 +63,10 @@ def create_app(
     app.include_router(tokens.router)
     if admin:
         app.include_router(admin_routes.router)
+        app.include_router(webhooks_admin.router)
+        # The feed is for the merchant's own systems: beside the admin routes, off the
+        # public gateway listener.
+        app.include_router(events_feed.router)
     app.include_router(paywall.router)
     if app.state.gateway is not None:  # forward-auth, and backends charging the routes
         forward_auth.mount(app)

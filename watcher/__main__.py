@@ -22,6 +22,7 @@ from watcher import (
     networks,
     sentry,
     service_keys_cli,
+    webhooks_cli,
 )
 from watcher.settings import Settings, load_settings
 
@@ -139,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hours", type=int, default=72, help="how far back (Stripe keeps 30 days)")
     p.set_defaults(func=_cmd_stripe_sync)
     service_keys_cli.add_parser(sub)
+    webhooks_cli.add_parsers(sub)
     return parser
 
 

@@ -162,6 +162,10 @@ async def test_files_made_on_anvil_with_ledger_state(
             ("below_minimum", "below_minimum"),
         ], name
         assert lines[0]["confirmations"] == 4 and lines[0]["from"] == payer
+        # What the ledger told the merchant's systems: one credited event (a straight
+        # credit of a deep transfer), none for what was not recorded.
+        assert [e.split(" (")[0] for e in lines[0]["events"]] == ["payment.credited"]
+        assert "events" not in lines[1] and lines[3]["events"] == []
         assert report["credit_total"] == "2000000"
         if name == "logs":
             (wrong_line,) = by_tx[wrong["transactionHash"]]["transfers"]

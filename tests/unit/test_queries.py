@@ -56,6 +56,7 @@ def test_every_file_of_the_tree_says_what_it_holds() -> None:
         "ops.sql",
         "solana.sql",
         "stripe.sql",
+        "webhook_admin.sql",
         "webhooks.sql",
         "x402.sql",
     ]

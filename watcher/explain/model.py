@@ -11,7 +11,8 @@ for every network family::
                                       "amount": "BASE_UNITS", "verdict": VERDICT,
                                       "state": LEDGER_STATE,      # with DATABASE_URL
                                       "reason": LEDGER_REASON,    # when the ledger has one
-                                      "confirmations": N}]}],     # EVM, when known
+                                      "confirmations": N,         # EVM, when known
+                                      "events": [EVENT, ...]}]}], # with DATABASE_URL
      "credit_total": "BASE_UNITS",
      "notes": [...]}                                              # only when there are any
 
@@ -45,6 +46,9 @@ class Transfer:
     state: str | None = None  # the ledger's state, when the database was read
     reason: str | None = None  # the ledger's reason, when it has one
     confirmations: int | None = None
+    # The events the ledger wrote for it, oldest first, each with its webhook deliveries
+    # ("payment.credited (webhooks: 1 delivered)"), when the database was read.
+    events: list[str] | None = None
 
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -55,7 +59,7 @@ class Transfer:
             "amount": money.units_text(self.amount),
             "verdict": self.verdict,
         }
-        for name in ("state", "reason", "confirmations"):
+        for name in ("state", "reason", "confirmations", "events"):
             if (value := getattr(self, name)) is not None:
                 out[name] = value
         return out

@@ -42,4 +42,5 @@ def _line(report: model.Report, t: model.Transfer) -> str:
     frm = show(t.from_address) if t.from_address else "?"
     to = show(t.to_address) if t.to_address else "?"
     line = f"  {report.index_label} {t.index}: {amount} {frm} -> {to}  => {t.verdict}{extra}"
-    return line + (f"\n      {t.reason}" if t.reason else "")
+    line += f"\n      {t.reason}" if t.reason else ""
+    return line + (f"\n      events: {'; '.join(t.events)}" if t.events else "")

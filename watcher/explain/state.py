@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from watcher import db
+from watcher import db, events
 from watcher.explain import model
 
 
@@ -34,10 +34,21 @@ async def annotate(report: model.Report, dsn: str, *, cursor_stream: str | None 
                 t.state = "not_recorded" if row is None else _state(row)
                 if row is not None and row["reason"]:
                     t.reason = row["reason"]
+                if row is not None:
+                    t.events = [
+                        _event(e) for e in await conn.fetch(db.q("explain_events"), row["id"])
+                    ]
                 if head is not None and t.block is not None and t.confirmations is None:
                     t.confirmations = max(0, head - t.block + 1)
     finally:
         await conn.close()
+
+
+def _event(row: asyncpg.Record) -> str:
+    """``payment.credited (evt_12; webhooks: 1 delivered, 2 pending)``."""
+    counts = [f"{row[k]} {k}" for k in ("delivered", "pending", "failed", "cancelled") if row[k]]
+    hooks = f"; webhooks: {', '.join(counts)}" if counts else ""
+    return f"{row['type']} ({events.public_id(row['id'])}{hooks})"
 
 
 def _state(row: asyncpg.Record) -> str:

@@ -103,3 +103,15 @@ SELECT emit_events($1, 'subscription', array_agg(s.id ORDER BY c.id), array_agg(
                                  'period_anchor', c.period_anchor)) ORDER BY c.id))
 FROM stripe_charges c JOIN stripe_subscriptions s ON s.id = c.subscription_id
 WHERE c.id = ANY ($2::text[]);
+
+-- name: explain_events
+-- `watcher explain`: the events written for one payment ($1), oldest first, with how
+-- their webhook deliveries stand.
+SELECT e.id, e.type,
+       count(d.id) FILTER (WHERE d.status = 'succeeded') AS delivered,
+       count(d.id) FILTER (WHERE d.status = 'pending') AS pending,
+       count(d.id) FILTER (WHERE d.status = 'failed') AS failed,
+       count(d.id) FILTER (WHERE d.status = 'cancelled') AS cancelled
+FROM events e LEFT JOIN webhook_deliveries d ON d.event_id = e.id
+WHERE e.resource = 'payment' AND e.resource_id = $1::bigint::text
+GROUP BY e.id, e.type ORDER BY e.id;

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-DEFAULT = "5s,5m,30m,2h,5h,10h,10h,14h,20h"  # 10 attempts over 2 d 13 h 35 m
+DEFAULT = "5s,5m,30m,2h,5h,10h,10h,10h,14h,20h"  # 11 attempts over 2 d 23 h 35 m
 MAX_STEPS = 50
 MAX_DELAY_SECONDS = 7 * 86400.0
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "": 1.0}
