@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 
 import httpx
 
@@ -11,6 +12,7 @@ from api import live
 from devkit import sse
 from devkit.api_support import app_for, serve
 from watcher import db
+from watcher.webhooks import signing, worker
 
 
 async def _invoice(http: httpx.AsyncClient) -> str:
@@ -69,3 +71,24 @@ async def test_a_process_holds_at_most_its_stream_cap(pool: db.Pool) -> None:
             over = await http.get(path, headers={"accept": "text/event-stream"})
             assert over.status_code == 503, over.text
             assert over.json()["error"] == "too_many_streams"
+
+
+async def test_a_disabled_endpoints_event_does_not_carry_its_secret_url(pool: db.Pool) -> None:
+    """Receivers such as Slack's or Zapier's take a URL whose path (or query) is the
+    credential. webhook_endpoint.disabled carried the endpoint's whole URL to every
+    other endpoint wanting it and to every read-only feed key: a foothold learnt a URL
+    to post forged events to. The event names the endpoint by id and origin only."""
+    url = "https://hooks.example.com:8443/services/T0001/B0002/s3cretPathToken?key=s3cretQuery"
+    endpoint = await pool.fetchval(
+        "INSERT INTO webhook_endpoints (url, event_types, secret, failing_since) "
+        "VALUES ($1, ARRAY['*'], $2, now() - interval '200 hours') RETURNING id",
+        url,
+        signing.new_secret(),
+    )
+    async with pool.acquire() as conn, conn.transaction():
+        assert await worker.disable_if_failing_too_long(conn, endpoint, 120)
+    row = await pool.fetchrow("SELECT * FROM events WHERE type = 'webhook_endpoint.disabled'")
+    assert row is not None and row["resource_id"] == endpoint
+    text = row["data"]
+    assert "s3cret" not in text, text
+    assert json.loads(text)["url"] == "https://hooks.example.com:8443"

@@ -278,7 +278,7 @@ async def disable_if_failing_too_long(conn: db.Connection, endpoint: str, hours:
         "webhook_endpoint.disabled",
         endpoint,
         {
-            "url": row["url"],
+            "url": origin(row["url"]),
             "description": row["description"],
             "events": list(row["event_types"]),
             "enabled": False,
@@ -319,6 +319,14 @@ async def send(client: httpx.AsyncClient, row: Mapping[str, Any], limit: float) 
         out.error = f"{type(exc).__name__}: {exc}"[:500]
     out.duration_ms = int((time.monotonic() - t0) * 1000)
     return out
+
+
+def origin(url: str) -> str:
+    """``scheme://host[:port]`` of a URL: what an event may say of an endpoint. Its path
+    and query can be the receiver's credential (Slack's, Zapier's hooks), and events go
+    to other endpoints and to read-only feed keys."""
+    u = httpx.URL(url)
+    return str(u.copy_with(raw_path=b"", fragment=None)).rstrip("/")
 
 
 def snippet(raw: bytes) -> str | None:
