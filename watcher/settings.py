@@ -180,6 +180,9 @@ class Settings(_NetworkVariables):
     watcher_webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
     watcher_webhook_disable_after_hours: float = Field(default=120.0, gt=0, le=24 * 365)
     watcher_webhook_concurrency: int = Field(default=32, ge=1, le=1000)
+    # Of which one endpoint may hold at once (a receiver answering only at the timeout
+    # must not hold every slot while the others' events wait).
+    watcher_webhook_concurrency_per_endpoint: int = Field(default=8, ge=1, le=1000)
 
     # Optional error reporting (watcher/sentry.py); unset = off.
     sentry_dsn: SecretStr | None = None

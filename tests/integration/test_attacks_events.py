@@ -11,8 +11,9 @@ import httpx
 from api import live
 from devkit import sse
 from devkit.api_support import app_for, serve
-from watcher import db
-from watcher.webhooks import signing, worker
+from devkit.webhook_receiver import Answer, Receiver
+from watcher import db, events
+from watcher.webhooks import netguard, signing, worker
 
 
 async def _invoice(http: httpx.AsyncClient) -> str:
@@ -92,3 +93,55 @@ async def test_a_disabled_endpoints_event_does_not_carry_its_secret_url(pool: db
     text = row["data"]
     assert "s3cret" not in text, text
     assert json.loads(text)["url"] == "https://hooks.example.com:8443"
+
+
+async def test_a_tarpit_receiver_does_not_take_every_delivery_slot(pool: db.Pool) -> None:
+    """A merchant's receiver (or one behind a firewall that drops packets) answers
+    nothing until the timeout. Claims took due deliveries in order whatever their
+    endpoint, so its deliveries soon held every slot, each for the whole timeout, and
+    every other endpoint's events waited behind them. An endpoint now holds at most
+    WATCHER_WEBHOOK_CONCURRENCY_PER_ENDPOINT of a worker's slots."""
+    tarpit = Receiver(secrets=[], behave=lambda _i, _n: Answer(200, delay=5.0))
+    honest = Receiver(secrets=[])
+    await pool.fetchval(
+        "INSERT INTO webhook_endpoints (url, event_types, secret) VALUES ($1, ARRAY['*'], $2)"
+        " RETURNING id",
+        tarpit.url,
+        signing.new_secret(),
+    )
+    key = signing.new_secret()
+    await pool.fetchval(
+        "INSERT INTO webhook_endpoints (url, event_types, secret) VALUES ($1, ARRAY['*'], $2)"
+        " RETURNING id",
+        honest.url,
+        key,
+    )
+    honest.secrets = [key]
+    async with pool.acquire() as conn:
+        for i in range(24):
+            await events.emit(conn, "subscription.activated", f"sub_{i}", {"tier": "pro"})
+    cfg = worker.Config(
+        schedule=worker.schedule.parse("1h"),
+        timeout=1.0,
+        concurrency=8,
+        per_endpoint_limit=2,
+        policy=netguard.Policy(production=False),
+    )
+    stop = asyncio.Event()
+    async with tarpit, honest:
+        w = worker.Worker(pool, cfg)
+        task = asyncio.create_task(w.run(stop))
+        t0 = asyncio.get_running_loop().time()
+        try:
+            for _ in range(200):  # bounded: 10 s
+                if len(honest.ids()) == 24:
+                    break
+                await asyncio.sleep(0.05)
+            took = asyncio.get_running_loop().time() - t0
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 15)
+    assert len(honest.ids()) == 24 and honest.unverified() == []
+    # 24 tarpit attempts of 1 s on 8 slots is 3 s of a full worker; with at most 2
+    # slots to the tarpit the honest receiver has its 24 at once.
+    assert took < 1.5, took
