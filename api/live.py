@@ -146,7 +146,10 @@ class Hub:
         self._retry = retry_seconds
         self._by_invoice: dict[str, set[Subscription]] = {}
         self._by_chain: dict[str, set[Subscription]] = {}
+        # Streams open, by client and in all, until their generator ends: a stream dropped
+        # for not reading still holds its socket until the client goes, so it still counts.
         self._by_client: dict[str, int] = {}
+        self._open = 0
         self._task: asyncio.Task[None] | None = None
         self._conn: asyncpg.Connection[asyncpg.Record] | None = None
         self.connected = asyncio.Event()  # set while LISTEN is in place
@@ -177,7 +180,7 @@ class Hub:
     def refusal(self, client: str, caps: tuple[int, int]) -> Literal["process", "client"] | None:
         """Whether a new stream for ``client`` would pass a cap: ``caps`` is (streams in
         the process, streams of one client); None when it fits."""
-        if self.subscribers() >= caps[0]:
+        if self._open >= caps[0]:
             return "process"
         if self._by_client.get(client, 0) >= caps[1]:
             return "client"
@@ -198,30 +201,26 @@ class Hub:
         self._by_invoice.setdefault(invoice_id, set()).add(sub)
         self._by_chain.setdefault(chain, set()).add(sub)
         self._by_client[client] = self._by_client.get(client, 0) + 1
+        self._open += 1
         try:
             yield sub
         finally:
             self._forget(sub)
+            self._open -= 1
+            held = self._by_client.pop(client, 1) - 1
+            if held > 0:
+                self._by_client[client] = held
 
     def subscribers(self) -> int:
         return sum(len(s) for s in self._by_invoice.values())
 
     def _forget(self, sub: Subscription) -> None:
-        held = self._by_client.get(sub.client)
-        if held is not None and self._in(sub):
-            if held <= 1:
-                del self._by_client[sub.client]
-            else:
-                self._by_client[sub.client] = held - 1
         for index, key in ((self._by_invoice, sub.invoice_id), (self._by_chain, sub.chain)):
             subs = index.get(key)
             if subs is not None:
                 subs.discard(sub)
                 if not subs:
                     del index[key]
-
-    def _in(self, sub: Subscription) -> bool:
-        return sub in self._by_invoice.get(sub.invoice_id, ())
 
     def _fan_out(self, subs: set[Subscription] | None, what: Wake) -> None:
         for sub in list(subs or ()):

@@ -145,3 +145,35 @@ async def test_a_tarpit_receiver_does_not_take_every_delivery_slot(pool: db.Pool
     # 24 tarpit attempts of 1 s on 8 slots is 3 s of a full worker; with at most 2
     # slots to the tarpit the honest receiver has its 24 at once.
     assert took < 1.5, took
+
+
+async def test_a_stream_dropped_for_not_reading_still_counts_until_it_ends(
+    pool: db.Pool,
+) -> None:
+    """A client that never reads is dropped by the hub once its queue fills, but its
+    stream's coroutine waits on the socket until the client goes. The caps counted the
+    hub's subscribers, so each drop gave the client a new place: eight stuck sockets a
+    minute, without end. A stream counts until its subscription ends."""
+    hub = live.Hub(live.pool_connector(pool))
+    hub.start()
+    caps = (100, 2)
+    try:
+        await asyncio.wait_for(hub.connected.wait(), 10)
+        with hub.subscribe("inv-1", "base", "198.51.100.7", caps) as a:
+            with hub.subscribe("inv-1", "base", "198.51.100.7", caps) as b:
+                assert not a.dropped and not b.dropped
+                async with pool.acquire() as conn:
+                    for _ in range(live.QUEUE_SIZE + 2):
+                        await conn.execute("SELECT pg_notify('watcher_invoices', 'inv-1')")
+                for _ in range(200):  # bounded: 10 s
+                    if a.dropped and b.dropped:
+                        break
+                    await asyncio.sleep(0.05)
+                assert a.dropped and b.dropped and hub.subscribers() == 0
+                assert hub.refusal("198.51.100.7", caps) == "client"
+                with hub.subscribe("inv-1", "base", "198.51.100.7", caps) as c:
+                    assert c.dropped  # over the cap: never registered
+            assert hub.refusal("198.51.100.7", caps) is None  # b ended: a place again
+        assert hub.refusal("198.51.100.7", (1, 2)) is None  # nothing open
+    finally:
+        await hub.stop()
