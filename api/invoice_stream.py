@@ -159,15 +159,15 @@ async def _next_wake(
 
 
 async def _stream(
-    app: FastAPI, invoice_id: UUID, chain: str, resume: Mark | None
+    app: FastAPI, invoice_id: UUID, chain: str, resume: Mark | None, client: str
 ) -> AsyncIterator[str]:
     pool: db.Pool = app.state.pool
     settings: Settings = app.state.settings
     hub: live.Hub = app.state.live
     heartbeat = settings.watcher_sse_heartbeat_seconds
     last, last_out = resume, [time.monotonic()]
-    with hub.subscribe(str(invoice_id), chain) as sub:
-        while True:
+    with hub.subscribe(str(invoice_id), chain, client, _caps(settings)) as sub:
+        while not sub.dropped:  # dropped at once: over a cap (see response)
             try:
                 snap, mark = await read(pool, settings, invoice_id)
             except ApiError:
@@ -186,8 +186,12 @@ async def _stream(
                 return
 
 
-async def response(app: FastAPI, invoice_id: UUID, last_event_id: str | None) -> StreamingResponse:
-    """The stream, after the checks a plain GET makes (404 for an unknown invoice)."""
+async def response(
+    app: FastAPI, invoice_id: UUID, last_event_id: str | None, client: str
+) -> StreamingResponse:
+    """The stream, after the checks a plain GET makes (404 for an unknown invoice) and
+    the caps: ``WATCHER_SSE_MAX_STREAMS`` a process (503),
+    ``WATCHER_SSE_MAX_STREAMS_PER_CLIENT`` for ``client`` (429)."""
     hub: live.Hub | None = getattr(app.state, "live", None)
     if hub is None or not hub.running:
         raise ApiError(
@@ -196,6 +200,31 @@ async def response(app: FastAPI, invoice_id: UUID, last_event_id: str | None) ->
             "live invoice status is not running in this process",
             "poll GET /x402/invoices/{id}, or retry shortly",
         )
+    _refuse_over_cap(hub, client, _caps(app.state.settings))
     snap, _ = await read(app.state.pool, app.state.settings, invoice_id)
-    gen = _stream(app, invoice_id, str(snap["chain"]), parse_mark(last_event_id))
+    gen = _stream(app, invoice_id, str(snap["chain"]), parse_mark(last_event_id), client)
     return StreamingResponse(gen, media_type=MEDIA_TYPE, headers=HEADERS)
+
+
+def _caps(settings: Settings) -> tuple[int, int]:
+    return settings.watcher_sse_max_streams, settings.watcher_sse_max_streams_per_client
+
+
+def _refuse_over_cap(hub: live.Hub, client: str, caps: tuple[int, int]) -> None:
+    over = hub.refusal(client, caps)
+    if over == "process":
+        raise ApiError(
+            503,
+            "too_many_streams",
+            f"this process already serves {caps[0]} invoice streams",
+            "poll GET /x402/invoices/{id}, or retry shortly",
+            headers={"Retry-After": "5"},
+        )
+    if over == "client":
+        raise ApiError(
+            429,
+            "too_many_streams",
+            f"your address already holds {caps[1]} invoice streams open",
+            "close a stream you no longer read, then retry",
+            headers={"Retry-After": "5"},
+        )

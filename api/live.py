@@ -54,6 +54,7 @@ class Subscription:
 
     invoice_id: str
     chain: str
+    client: str = ""
     queue: asyncio.Queue[Wake] = field(default_factory=lambda: asyncio.Queue(QUEUE_SIZE))
     dropped: bool = False
 
@@ -145,6 +146,10 @@ class Hub:
         self._retry = retry_seconds
         self._by_invoice: dict[str, set[Subscription]] = {}
         self._by_chain: dict[str, set[Subscription]] = {}
+        # Streams open, by client and in all, until their generator ends: a stream dropped
+        # for not reading still holds its socket until the client goes, so it still counts.
+        self._by_client: dict[str, int] = {}
+        self._open = 0
         self._task: asyncio.Task[None] | None = None
         self._conn: asyncpg.Connection[asyncpg.Record] | None = None
         self.connected = asyncio.Event()  # set while LISTEN is in place
@@ -172,16 +177,39 @@ class Hub:
             for sub in list(subs):
                 sub.wake("dropped")
 
+    def refusal(self, client: str, caps: tuple[int, int]) -> Literal["process", "client"] | None:
+        """Whether a new stream for ``client`` would pass a cap: ``caps`` is (streams in
+        the process, streams of one client); None when it fits."""
+        if self._open >= caps[0]:
+            return "process"
+        if self._by_client.get(client, 0) >= caps[1]:
+            return "client"
+        return None
+
     @contextlib.contextmanager
-    def subscribe(self, invoice_id: str, chain: str) -> Iterator[Subscription]:
-        """A stream's subscription for as long as the ``with`` block runs."""
-        sub = Subscription(invoice_id, chain)
+    def subscribe(
+        self, invoice_id: str, chain: str, client: str = "", caps: tuple[int, int] | None = None
+    ) -> Iterator[Subscription]:
+        """A stream's subscription for as long as the ``with`` block runs. With ``caps``
+        (see :meth:`refusal`), one over a cap (streams opened at once all passed the
+        check before any subscribed) is handed back already dropped, never registered."""
+        sub = Subscription(invoice_id, chain, client)
+        if caps is not None and self.refusal(client, caps) is not None:
+            sub.dropped = True
+            yield sub
+            return
         self._by_invoice.setdefault(invoice_id, set()).add(sub)
         self._by_chain.setdefault(chain, set()).add(sub)
+        self._by_client[client] = self._by_client.get(client, 0) + 1
+        self._open += 1
         try:
             yield sub
         finally:
             self._forget(sub)
+            self._open -= 1
+            held = self._by_client.pop(client, 1) - 1
+            if held > 0:
+                self._by_client[client] = held
 
     def subscribers(self) -> int:
         return sum(len(s) for s in self._by_invoice.values())

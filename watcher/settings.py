@@ -114,6 +114,12 @@ class Settings(_NetworkVariables):
     # A comment line on a quiet invoice event stream this often, so proxies keep it open
     # (GET /x402/invoices/{id}/events; docs/webhooks.md).
     watcher_sse_heartbeat_seconds: float = Field(default=15.0, gt=0, le=300)
+    # Invoice event streams one API process serves at once (more are answered 503); each
+    # holds a socket, and a wake-up makes each read the invoice.
+    watcher_sse_max_streams: int = Field(default=1000, ge=1, le=100_000)
+    # ... and one client holds at once (its address, an IPv6 /64: api/ratelimit.py); a
+    # checkout page needs one, a reconnecting payer a few (more are answered 429).
+    watcher_sse_max_streams_per_client: int = Field(default=8, ge=1, le=100_000)
     database_url: SecretStr | None = None
     # The gateway (docs/gateway.md): the TOML file of upstreams and priced routes, read by
     # watcher/gateway_config.py at `watcher run` / `watcher api`; unset = no gateway.
@@ -174,6 +180,9 @@ class Settings(_NetworkVariables):
     watcher_webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
     watcher_webhook_disable_after_hours: float = Field(default=120.0, gt=0, le=24 * 365)
     watcher_webhook_concurrency: int = Field(default=32, ge=1, le=1000)
+    # Of which one endpoint may hold at once (a receiver answering only at the timeout
+    # must not hold every slot while the others' events wait).
+    watcher_webhook_concurrency_per_endpoint: int = Field(default=8, ge=1, le=1000)
 
     # Optional error reporting (watcher/sentry.py); unset = off.
     sentry_dsn: SecretStr | None = None

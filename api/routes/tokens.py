@@ -140,7 +140,7 @@ async def get_invoice(request: Request, invoice_id: UUID) -> dict[str, Any]:
     response_class=StreamingResponse,
     responses={
         200: {"content": {invoice_stream.MEDIA_TYPE: {}}, "description": "the event stream"},
-        **responses(404, 422, 503),
+        **responses(404, 422, 429, 503),
     },
 )
 async def invoice_events(
@@ -148,7 +148,8 @@ async def invoice_events(
     invoice_id: UUID,
     last_event_id: Annotated[str | None, Header(alias="last-event-id")] = None,
 ) -> StreamingResponse:
-    return await invoice_stream.response(request.app, invoice_id, last_event_id)
+    client = ratelimit.client_id(request)
+    return await invoice_stream.response(request.app, invoice_id, last_event_id, client)
 
 
 @router.post(

@@ -47,8 +47,10 @@ async def _streams(http: httpx.AsyncClient, path: str, n: int) -> AsyncIterator[
 
 
 async def test_many_clients_share_one_listening_connection(pool: db.Pool) -> None:
-    app = app_for(pool, watcher_sse_heartbeat_seconds=5)
-    other = app_for(pool, watcher_sse_heartbeat_seconds=5)  # as the gateway's own listener
+    # All 21 streams come from 127.0.0.1: one client, above the default per-client cap.
+    caps = {"watcher_sse_heartbeat_seconds": 5, "watcher_sse_max_streams_per_client": 25}
+    app = app_for(pool, **caps)
+    other = app_for(pool, **caps)  # as the gateway's own listener
     async with (
         serve(app) as url,
         serve(other) as other_url,

@@ -244,7 +244,8 @@ async def test_an_endpoint_failing_too_long_is_disabled_with_an_event_and_not_se
     )
     (disabled,) = await pool.fetch("SELECT * FROM events WHERE type = 'webhook_endpoint.disabled'")
     data = json.loads(disabled["data"])
-    assert disabled["resource_id"] == bad and data["url"] == receiver.url and not data["enabled"]
+    origin = receiver.url.removesuffix("/hook")  # the path may be a credential: not shown
+    assert disabled["resource_id"] == bad and data["url"] == origin and not data["enabled"]
     # The operator's endpoint ('*') got everything and was told, verified.
     assert len(ops.ids()) == 4 and ops.unverified() == []
     (told,) = [h for hs in ops.hits.values() for h in hs if b"webhook_endpoint" in h.body]

@@ -15,12 +15,27 @@ WHERE w.id = d.endpoint_id
 
 -- name: webhook_claim
 -- Up to $1 due deliveries, each leased for $2 seconds, with what the attempt needs. The
--- previous secret is handed out only while its grace period runs.
-WITH due AS (
+-- previous secret is handed out only while its grace period runs. At most $4 of one
+-- endpoint, none of the endpoints in $3 (those holding their share of the worker's
+-- slots already): a receiver that answers only at the timeout cannot hold every slot.
+-- The per-endpoint count looks at the first $1 * 4 due rows of the other endpoints.
+WITH ahead AS (
+    SELECT d.id, row_number() OVER (PARTITION BY d.endpoint_id
+                                    ORDER BY d.next_attempt_at, d.id) AS nth
+    FROM (SELECT d.id, d.endpoint_id, d.next_attempt_at
+          FROM webhook_deliveries d
+          WHERE d.status = 'pending'
+            AND d.next_attempt_at <= now()
+            AND NOT d.endpoint_id = ANY ($3::text[])
+          ORDER BY d.next_attempt_at, d.id
+          LIMIT $1 * 4) d
+), due AS (
     SELECT d.id
-    FROM webhook_deliveries d
+    FROM ahead a
+    JOIN webhook_deliveries d ON d.id = a.id
     JOIN webhook_endpoints w ON w.id = d.endpoint_id
-    WHERE d.status = 'pending'
+    WHERE a.nth <= $4
+      AND d.status = 'pending'
       AND d.next_attempt_at <= now()
       AND w.enabled AND w.deleted_at IS NULL
     ORDER BY d.next_attempt_at, d.id

@@ -71,6 +71,10 @@ REFUSED = _table(
 
 # The well-known NAT64 prefix: 64:ff9b::a.b.c.d reaches a.b.c.d, so that is judged.
 NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+# IPv6 unicast on the internet (RFC 4291); outside it (NAT64 aside) nothing is a public
+# receiver, whatever ``is_global`` says: it calls ::ffff:0:7f00:1, the IPv4-translated
+# spelling of 127.0.0.1 (RFC 2765), global.
+GLOBAL_UNICAST = ipaddress.IPv6Network("2000::/3")
 
 METADATA_NAMES = frozenset(
     {
@@ -101,6 +105,8 @@ def kind(ip: IpAddress) -> str | None:
         inner = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
         inner_kind = lookup(inner, NEVER) or kind(inner)
         return None if inner_kind is None else f"NAT64 for {inner}, {inner_kind}"
+    if isinstance(ip, ipaddress.IPv6Address) and ip not in GLOBAL_UNICAST:
+        return "outside IPv6 global unicast (2000::/3)"
     if not ip.is_global:
         return "not a public address"
     return None

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import httpx
 import structlog
 
 from watcher import db, events
@@ -153,7 +154,7 @@ async def disable_if_failing_too_long(conn: db.Connection, endpoint: str, hours:
         "webhook_endpoint.disabled",
         endpoint,
         {
-            "url": row["url"],
+            "url": origin(row["url"]),
             "description": row["description"],
             "events": list(row["event_types"]),
             "enabled": False,
@@ -164,3 +165,11 @@ async def disable_if_failing_too_long(conn: db.Connection, endpoint: str, hours:
     )
     log.warning("webhook_endpoint_disabled", endpoint=endpoint, reason=reason)
     return True
+
+
+def origin(url: str) -> str:
+    """``scheme://host[:port]`` of a URL: what an event may say of an endpoint. Its path
+    and query can be the receiver's credential (Slack's, Zapier's hooks), and events go
+    to other endpoints and to read-only feed keys."""
+    u = httpx.URL(url)
+    return str(u.copy_with(raw_path=b"", fragment=None)).rstrip("/")

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import secrets
 import socket
@@ -72,6 +73,14 @@ class Config:
     # Where deliveries may go; unsaid, production's (public addresses only).
     policy: netguard.Policy = STRICT
 
+    # Slots one endpoint may hold at once: a receiver that answers only at the timeout
+    # holds each of its slots that long, and must not hold them all.
+    per_endpoint_limit: int = 8
+
+    @property
+    def per_endpoint(self) -> int:
+        return max(1, min(self.per_endpoint_limit, self.concurrency))
+
     @classmethod
     def from_settings(cls, settings: Settings) -> Config:
         return cls(
@@ -79,6 +88,7 @@ class Config:
             timeout=settings.watcher_webhook_timeout_seconds,
             disable_after_hours=settings.watcher_webhook_disable_after_hours,
             concurrency=settings.watcher_webhook_concurrency,
+            per_endpoint_limit=settings.watcher_webhook_concurrency_per_endpoint,
             policy=netguard.policy(settings),
         )
 
@@ -105,6 +115,7 @@ class Worker:
     name: str = field(default_factory=worker_id)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _inflight: set[asyncio.Task[None]] = field(default_factory=set)
+    _by_endpoint: dict[str, int] = field(default_factory=dict)  # attempts in flight
     _recorder: record.Recorder = field(init=False)
 
     def __post_init__(self) -> None:
@@ -128,7 +139,8 @@ class Worker:
                     break
                 if claimed and len(self._inflight) < self.config.concurrency:
                     continue  # a full batch: there may be more due
-                await self._idle(stop, look_ahead=not claimed)
+                # With an endpoint at its share, what is due may be its: wait for a slot.
+                await self._idle(stop, look_ahead=not claimed and not self._full())
             await self._finish()
         log.info("webhook_worker_stopped", worker=self.name)
 
@@ -138,20 +150,34 @@ class Worker:
             return 0
         try:
             lease = self.config.timeout + LEASE_MARGIN_SECONDS
-            rows = await self.pool.fetch(db.q("webhook_claim"), free, lease)
+            rows = await self.pool.fetch(
+                db.q("webhook_claim"), free, lease, self._full(), self.config.per_endpoint
+            )
         except ERRORS as exc:  # the database is away: the next pass tries again
             log.warning("webhook_claim_failed", error=type(exc).__name__)
             return 0
         for row in rows:
+            endpoint = str(row["endpoint_id"])
+            self._by_endpoint[endpoint] = self._by_endpoint.get(endpoint, 0) + 1
             task = asyncio.create_task(self._deliver(client, dict(row)))
             self._inflight.add(task)
-            task.add_done_callback(self._done)
+            task.add_done_callback(functools.partial(self._done, endpoint))
         return len(rows)
 
-    def _done(self, task: asyncio.Task[None]) -> None:
+    def _full(self) -> list[str]:
+        """The endpoints holding their share of the slots (claimed for none now)."""
+        return [e for e, n in self._by_endpoint.items() if n >= self.config.per_endpoint]
+
+    def _done(self, endpoint: str, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
-        # Claim again once half the slots are free: one claim per batch, not per delivery.
-        if len(self._inflight) <= self.config.concurrency // 2:
+        held = self._by_endpoint.pop(endpoint, 1) - 1
+        if held > 0:
+            self._by_endpoint[endpoint] = held
+        # Claim again once half the slots are free: one claim per batch, not per delivery;
+        # or when an endpoint at its share got a slot back (its due rows were left).
+        if len(self._inflight) <= self.config.concurrency // 2 or (
+            held == self.config.per_endpoint - 1
+        ):
             self._wake.set()
         if not task.cancelled() and task.exception() is not None:
             log.error("webhook_delivery_crashed", error=repr(task.exception()))
