@@ -13,7 +13,7 @@ from devkit import sse
 from devkit.api_support import app_for, serve
 from devkit.webhook_receiver import Answer, Receiver
 from watcher import db, events
-from watcher.webhooks import netguard, signing, worker
+from watcher.webhooks import netguard, record, signing, worker
 
 
 async def _invoice(http: httpx.AsyncClient) -> str:
@@ -87,7 +87,7 @@ async def test_a_disabled_endpoints_event_does_not_carry_its_secret_url(pool: db
         signing.new_secret(),
     )
     async with pool.acquire() as conn, conn.transaction():
-        assert await worker.disable_if_failing_too_long(conn, endpoint, 120)
+        assert await record.disable_if_failing_too_long(conn, endpoint, 120)
     row = await pool.fetchrow("SELECT * FROM events WHERE type = 'webhook_endpoint.disabled'")
     assert row is not None and row["resource_id"] == endpoint
     text = row["data"]

@@ -27,7 +27,7 @@ async def claimed(pool: db.Pool, n: int) -> tuple[str, list[dict[str, Any]]]:
     async with pool.acquire() as conn:
         for i in range(n):
             await events.emit(conn, "subscription.activated", f"sub_{i}", {"tier": "pro"})
-    rows = await pool.fetch(db.q("webhook_claim"), n, 60.0)
+    rows = await pool.fetch(db.q("webhook_claim"), n, 60.0, [], n)  # no endpoint full, share n
     assert len(rows) == n
     return endpoint, [dict(r) for r in rows]
 
