@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from datetime import timedelta
@@ -10,26 +9,11 @@ from typing import Any
 
 import pytest
 
+from tests.integration.test_ledger import ADDR, TOKEN, transfer
 from watcher import db, events, ledger
 
-ADDR = "0x" + "aa" * 20
-TOKEN = "0x" + "bb" * 20
+# The ledger tests' transfer (base chain, 1 USDC from 0xcc.. to 0xaa..).
 PAYER = "0x" + "cc" * 20
-
-
-def transfer(i: int, **over: Any) -> ledger.Transfer:
-    t = ledger.Transfer(
-        chain="base",
-        tx_hash="0x" + f"{i:064x}",
-        log_index=0,
-        block_number=10 + i,
-        block_hash="0x" + f"{i + 1000:064x}",
-        token=TOKEN,
-        to_address=ADDR,
-        amount=1_000_000,
-        from_address=PAYER,
-    )
-    return dataclasses.replace(t, **over)
 
 
 async def _events(conn: db.Connection) -> list[tuple[str, str, dict[str, Any]]]:
