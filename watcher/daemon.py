@@ -237,7 +237,7 @@ async def run(
     metrics.BUILD.info({"version": __version__})
     metrics_server = _metrics_server(settings) if with_followers else None
     crashed = False
-    sockets: dict[str, socket.socket] = {}
+    sockets: dict[str, list[socket.socket]] = {}
     try:
         # Bound before the database starts: a port in use stops here, naming its variable.
         sockets = startup.api_sockets(settings) if with_api else {}
@@ -278,7 +278,7 @@ async def run(
             finally:
                 health.cancel()
     finally:
-        for sock in sockets.values():
+        for sock in (s for listening in sockets.values() for s in listening):
             sock.close()
         metrics.UP.set(0)
         if metrics_server is not None:
@@ -312,7 +312,7 @@ def webhook_task(settings: Settings, pool: db.Pool) -> Follower:
 async def _run_tasks(
     followers: list[Follower],
     servers: list[tuple[str, uvicorn.Server]],
-    sockets: dict[str, socket.socket],
+    sockets: dict[str, list[socket.socket]],
     stop: asyncio.Event,
     notifier: sdnotify.Notifier,
     runner: jobs.Runner,
@@ -326,7 +326,7 @@ async def _run_tasks(
         metrics.CHAIN_BLOCK_SECONDS.labels(chain=f.chain).set(networks.get(f.chain).block_seconds)
         tasks.append(asyncio.create_task(_supervise(f.chain, f.run(stop), stop), name=f.chain))
     for name, server in servers:
-        serving = server.serve(sockets=[sockets[name]])
+        serving = server.serve(sockets=sockets[name])
         tasks.append(asyncio.create_task(_supervise(name, serving, stop), name=name))
     systemd = asyncio.create_task(_systemd(notifier, [f.chain for f in followers], stop))
     await stop.wait()

@@ -34,8 +34,9 @@ log = structlog.get_logger(__name__)
 DOCTOR = "`watcher doctor` checks the whole configuration"
 
 
-def listen(port_var: str, host_var: str, host: str, port: int) -> socket.socket:
-    """A listening TCP socket on ``host:port``, or ListenError naming the variable."""
+def listen(port_var: str, host_var: str, host: str, port: int) -> list[socket.socket]:
+    """Listening TCP sockets on ``host:port`` (one per address a name resolves to, as
+    asyncio's create_server binds them), or ListenError naming the variable."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror:
@@ -43,20 +44,26 @@ def listen(port_var: str, host_var: str, host: str, port: int) -> socket.socket:
             f"{host_var} {host!r} is not an address or a name this machine resolves; "
             f"set {host_var} to 127.0.0.1, 0.0.0.0 or an address of this machine"
         ) from None
-    family, kind, proto, _, address = infos[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
-        sock.bind(address)
-        sock.listen(2048)
-    except OSError as exc:
-        sock.close()
-        raise errors.ListenError(listen_failure(exc, port_var, host_var, host, port)) from exc
-    sock.setblocking(False)
-    return sock
+    out: list[socket.socket] = []
+    for family, kind, proto, _, address in dict.fromkeys(infos):
+        sock = socket.socket(family, kind, proto)
+        out.append(sock)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio does
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, True)
+            sock.bind(address)
+            sock.listen(2048)
+        except OSError as exc:
+            for s in out:
+                s.close()
+            raise errors.ListenError(listen_failure(exc, port_var, host_var, host, port)) from exc
+        sock.setblocking(False)
+    return out
 
 
 def listen_failure(exc: OSError, port_var: str, host_var: str, host: str, port: int) -> str:
+    """What a failed bind means for the operator, naming the variable to change."""
     if exc.errno == errno.EADDRINUSE:
         return (
             f"{port_var} {port} on {host} is already in use; stop the other process "
@@ -80,7 +87,7 @@ def own_gateway(settings: cfg.Settings) -> bool:
     return settings.watcher_gateway_host is not None and settings.watcher_gateway_port is not None
 
 
-def api_sockets(settings: cfg.Settings) -> dict[str, socket.socket]:
+def api_sockets(settings: cfg.Settings) -> dict[str, list[socket.socket]]:
     """The API's listening sockets, by server name (``api``, and ``gateway`` when it has
     its own listener); ListenError naming the variable of the first that cannot open."""
     out = {
@@ -98,7 +105,8 @@ def api_sockets(settings: cfg.Settings) -> dict[str, socket.socket]:
                 settings.watcher_gateway_port,
             )  # fmt: skip
         except errors.ListenError:
-            out["api"].close()
+            for sock in out["api"]:
+                sock.close()
             raise
     return out
 
