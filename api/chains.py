@@ -96,7 +96,10 @@ def enabled_chain(settings: Settings, name: str) -> ChainInfo:
             400,
             "chain_not_accepted",
             f"this server does not accept payments on {name}",
-            f"pay on one of: {', '.join(accepted) or 'none configured'}",
+            f"pay on one of: {', '.join(accepted)}"
+            if accepted
+            else "this server takes payments on no network yet (none is configured: its "
+            "operator sets X402_<NETWORK>_PAYMENT_ADDRESS)",
             accepted_chains=accepted,
         )
     return info

@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 import asyncpg
 
-from api import subscriptions
+from api import chains, subscriptions
 from watcher import db, keys, money
 from watcher.settings import Settings
 
@@ -234,16 +234,20 @@ async def how_to_pay(conn: db.Connection, settings: Settings) -> dict[str, Any]:
 
 
 def ways_to_pay(settings: Settings, tiers: list[asyncpg.Record] | None) -> dict[str, Any]:
-    """Both ways to pay; ``tiers`` rows give the numbers (None: the database is unreachable)."""
-    ways: list[dict[str, Any]] = [
-        {
-            "method": "x402",
-            "header": "x-payment-token",
-            "price_per_call_usd": money.usd(settings.price_per_call_units),
-            "how": "pay USDC on Base, Ethereum or Solana (see accepts), claim a token, "
-            "send it in the x-payment-token header",
-        }
-    ]
+    """Both ways to pay; ``tiers`` rows give the numbers (None: the database is unreachable).
+    USDC only on the networks that take payments here, and not at all when none does."""
+    payable = [c.name for c in chains.all_chains(settings) if c.enabled]
+    ways: list[dict[str, Any]] = []
+    if payable:
+        ways.append(
+            {
+                "method": "x402",
+                "header": "x-payment-token",
+                "price_per_call_usd": money.usd(settings.price_per_call_units),
+                "how": f"pay USDC on {', '.join(payable)} (see accepts), claim a token, "
+                "send it in the x-payment-token header",
+            }
+        )
     sold = set(subscriptions.price_tiers(settings).values())
     if sold and settings.stripe_secret_key is not None:
         ways.append(

@@ -18,7 +18,7 @@ from api import chains
 from api.errors import ApiError
 from api.price import ALL_RAILS, Price
 from api.x402 import offers
-from watcher import money, networks
+from watcher import money
 from watcher.settings import Settings
 
 TOKEN_HEADER = "x-payment-token"  # where a bought token travels; every 402 names it
@@ -53,6 +53,9 @@ def refusal(
     route takes are offered."""
     body = payment_required_body(settings, asked, error, message)
     body.update(_ways(ways_to_pay, asked))
+    offered = body["accepts"] or "invoice" in body
+    if not offered and {"x402", "token"} & asked.rails and not _payable(settings):
+        body["fix"] = _nothing_to_pay_on(body["ways_to_pay"])
     headers = dict(NO_STORE)
     if "x402" in asked.rails:
         v2 = offers.payment_required_header(settings, asked.url, asked.price, message, error)
@@ -61,6 +64,21 @@ def refusal(
     return ApiError(
         status, body.pop("error"), body.pop("message"), body.pop("fix"), headers=headers, **body
     )
+
+
+def _payable(settings: Settings) -> list[str]:
+    """The networks that take payments here (a receiving address is set), registry order."""
+    return [c.name for c in chains.all_chains(settings) if c.enabled]
+
+
+def _nothing_to_pay_on(ways: list[dict[str, Any]]) -> str:
+    """The fix of a 402 that can offer no network: say so, instead of offering one that
+    the invoice endpoint would then refuse."""
+    none = "this server has no network to pay USDC on (none is configured: its operator "
+    none += "sets X402_<NETWORK>_PAYMENT_ADDRESS)"
+    if ways:
+        return f"{none}; subscribe instead (ways_to_pay)"
+    return f"{none}, so nothing can be bought here yet"
 
 
 def _ways(ways_to_pay: dict[str, Any], asked: Asked) -> dict[str, Any]:
@@ -105,10 +123,10 @@ def payment_required_body(
     }
     if asked.price.calls is not None:
         body["calls"] = asked.price.calls
-    if "token" in asked.rails and asked.price.calls is not None:
-        suggested = next(
-            (c.name for c in chains.all_chains(settings) if c.enabled), networks.NAMES[0]
-        )
+    # The invoice suggests a network that takes payments here; with none, no invoice.
+    takes_tokens = "token" in asked.rails and asked.price.calls is not None
+    payable = _payable(settings) if takes_tokens else []
+    if payable and asked.price.calls is not None:
         body["fix"] = (
             f"create an invoice with POST {asked.invoice_url}, pay it, claim a token with "
             f"POST /x402/generate-token and send it in the {TOKEN_HEADER} header"
@@ -116,7 +134,7 @@ def payment_required_body(
         body["invoice"] = {
             "method": "POST",
             "url": asked.invoice_url,
-            "body": {"chain": suggested, "requests": 10 * asked.price.calls},
+            "body": {"chain": payable[0], "requests": 10 * asked.price.calls},
         }
     return body
 

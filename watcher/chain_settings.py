@@ -200,11 +200,21 @@ def url_problems(name: str, value: Value, schemes: tuple[str, ...]) -> list[str]
     """Each entry of a comma-separated URL variable that is not a full URL of ``schemes``."""
     out = []
     for url in split(value(name)):
-        parts = urlsplit(url)
-        if parts.scheme not in schemes or not parts.hostname:
+        try:
+            parts = urlsplit(url)
+            ok = "://" in url and parts.scheme in schemes and bool(parts.hostname)
+            _ = parts.port  # a port that is not a number raises here
+        except ValueError:
+            ok = False
+        if not ok:
+            # As typed (the path, where providers put API keys, elided): re-parsing
+            # "localhost:8545" would show it as "localhost://?".
+            shown = keys.redact_typed(url)
+            hint = f"add {schemes[0]}:// or {schemes[1]}:// in front; " if "://" not in url else ""
             out.append(
-                f"{name.upper()}: {keys.redact_url(url)!r} is not a {'/'.join(schemes)} URL; "
-                "give a comma-separated list of full URLs, primary first"
+                f"{name.upper()}: {shown!r} is not a {'/'.join(schemes)} URL; {hint}"
+                f"give a comma-separated list of full URLs ({schemes[1]}://host:port/...), "
+                "primary first"
             )
     return out
 

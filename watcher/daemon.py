@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import functools
 import signal
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
@@ -34,7 +35,18 @@ import structlog
 import uvicorn
 from prometheus_client import start_http_server
 
-from watcher import __version__, db, jobs, leader, metrics, networks, progress, sdnotify
+from watcher import (
+    __version__,
+    db,
+    errors,
+    jobs,
+    leader,
+    metrics,
+    networks,
+    progress,
+    sdnotify,
+    startup,
+)
 from watcher.chains import follower
 from watcher.settings import Settings
 
@@ -89,18 +101,28 @@ class _Server(uvicorn.Server):
 @contextlib.asynccontextmanager
 async def database(settings: Settings) -> AsyncIterator[db.Pool]:
     """A migrated pool on ``DATABASE_URL``, or on the embedded server when it is unset."""
-    async with database_dsn(settings) as dsn, migrated_pool(dsn) as pool:
+    async with (
+        database_dsn(settings) as dsn,
+        migrated_pool(dsn, from_env=settings.database_url is not None) as pool,
+    ):
         yield pool
 
 
 @contextlib.asynccontextmanager
 async def database_dsn(settings: Settings) -> AsyncIterator[str]:
-    """``DATABASE_URL``, or the DSN of the embedded server (started here, stopped on exit)."""
+    """``DATABASE_URL``, or the DSN of the embedded server (started here, stopped on exit).
+
+    A data directory the embedded server cannot use is refused first (ConfigError); a
+    server that does not start is a DatabaseUnreachable naming WATCHER_DATA_DIR."""
     if settings.database_url is not None:
         yield settings.database_url.get_secret_value()
         return
+    startup.check_data_dir(settings)
     embedded = db.EmbeddedPostgres(settings.watcher_data_dir)
-    dsn = await asyncio.to_thread(embedded.start)
+    try:
+        dsn = await asyncio.to_thread(embedded.start)
+    except Exception as exc:  # pgserver raises OSError, CalledProcessError, RuntimeError...
+        raise startup.embedded_failure(exc, settings.watcher_data_dir) from exc
     try:
         yield dsn
     finally:
@@ -108,9 +130,15 @@ async def database_dsn(settings: Settings) -> AsyncIterator[str]:
 
 
 @contextlib.asynccontextmanager
-async def migrated_pool(dsn: str) -> AsyncIterator[db.Pool]:
-    """A pool on ``dsn`` after applying pending migrations; closed (or terminated) on exit."""
-    pool = await db.create_pool(dsn)
+async def migrated_pool(dsn: str, *, from_env: bool = False) -> AsyncIterator[db.Pool]:
+    """A pool on ``dsn`` after applying pending migrations; closed (or terminated) on exit.
+    ``from_env``: the DSN is DATABASE_URL, which a failure to connect then names."""
+    try:
+        pool = await db.create_pool(dsn)
+    except errors.DatabaseError as exc:
+        if not from_env or exc.__cause__ is None:
+            raise
+        raise startup.connect_failure(exc.__cause__, dsn) from exc.__cause__
     try:
         async with pool.acquire() as conn:
             await db.migrate(conn)
@@ -155,7 +183,7 @@ def api_servers(settings: Settings, pool: db.Pool) -> list[tuple[str, uvicorn.Se
     routes, so the main listener (admin, Stripe webhooks) can stay private."""
     from api.app import create_app
 
-    own = settings.watcher_gateway_host is not None and settings.watcher_gateway_port is not None
+    own = startup.own_gateway(settings)
     main = create_app(settings, pool, gateway_routes=not own)
     config = uvicorn_config(main, settings.watcher_api_host, settings.watcher_api_port)
     servers: list[tuple[str, uvicorn.Server]] = [("api", _Server(config))]
@@ -207,14 +235,16 @@ async def run(
     _install_signals(stop)
     notifier = sdnotify.Notifier()
     metrics.BUILD.info({"version": __version__})
-    metrics_server = None
-    if with_followers and settings.watcher_metrics_port:
-        metrics_server, _ = start_http_server(
-            settings.watcher_metrics_port, addr=settings.watcher_metrics_host
-        )
+    metrics_server = _metrics_server(settings) if with_followers else None
     crashed = False
+    sockets: dict[str, list[socket.socket]] = {}
     try:
-        async with database_dsn(settings) as dsn, migrated_pool(dsn) as pool:
+        # Bound before the database starts: a port in use stops here, naming its variable.
+        sockets = startup.api_sockets(settings) if with_api else {}
+        async with (
+            database_dsn(settings) as dsn,
+            migrated_pool(dsn, from_env=settings.database_url is not None) as pool,
+        ):
             metrics.UP.set(1)
             metrics.DB_UP.set(1)
             built = followers(settings, pool) if with_followers else []
@@ -244,15 +274,32 @@ async def run(
             extra = (webhook_task(settings, pool),) if with_followers else ()
             health = asyncio.create_task(db_health(pool, stop), name="db-health")
             try:
-                crashed = await _run_tasks(tasks, servers, stop, notifier, runner, extra)
+                crashed = await _run_tasks(tasks, servers, sockets, stop, notifier, runner, extra)
             finally:
                 health.cancel()
     finally:
+        for sock in (s for listening in sockets.values() for s in listening):
+            sock.close()
         metrics.UP.set(0)
         if metrics_server is not None:
             metrics_server.shutdown()
     log.info("daemon_stopped", crashed=crashed)
     return 1 if crashed else 0
+
+
+def _metrics_server(settings: Settings) -> Any:
+    """The Prometheus endpoint (WATCHER_METRICS_PORT; 0 = none); ListenError if taken."""
+    if not settings.watcher_metrics_port:
+        return None
+    host, port = settings.watcher_metrics_host, settings.watcher_metrics_port
+    try:
+        server, _ = start_http_server(port, addr=host)
+    except OSError as exc:
+        why = startup.listen_failure(
+            exc, "WATCHER_METRICS_PORT", "WATCHER_METRICS_HOST", host, port
+        ).replace("a free port", "a free port (0 turns the endpoint off)")
+        raise errors.ListenError(why) from exc
+    return server
 
 
 def webhook_task(settings: Settings, pool: db.Pool) -> Follower:
@@ -265,6 +312,7 @@ def webhook_task(settings: Settings, pool: db.Pool) -> Follower:
 async def _run_tasks(
     followers: list[Follower],
     servers: list[tuple[str, uvicorn.Server]],
+    sockets: dict[str, list[socket.socket]],
     stop: asyncio.Event,
     notifier: sdnotify.Notifier,
     runner: jobs.Runner,
@@ -278,7 +326,8 @@ async def _run_tasks(
         metrics.CHAIN_BLOCK_SECONDS.labels(chain=f.chain).set(networks.get(f.chain).block_seconds)
         tasks.append(asyncio.create_task(_supervise(f.chain, f.run(stop), stop), name=f.chain))
     for name, server in servers:
-        tasks.append(asyncio.create_task(_supervise(name, server.serve(), stop), name=name))
+        serving = server.serve(sockets=sockets[name])
+        tasks.append(asyncio.create_task(_supervise(name, serving, stop), name=name))
     systemd = asyncio.create_task(_systemd(notifier, [f.chain for f in followers], stop))
     await stop.wait()
     notifier.stopping()

@@ -3,7 +3,9 @@
     WatcherError
     ├── ConfigError            settings missing, malformed or placeholders in production
     ├── DatabaseError          PostgreSQL unreachable, a migration failed or was edited
+    │   ├── DatabaseUnreachable  the server did not answer or refused us (names the fix)
     │   └── MigrationError
+    ├── ListenError            a port to serve on is taken or not ours (names the variable)
     ├── QueryFileError         the named-query files (watcher/sql/) are malformed: a name twice
     ├── RpcError               a JSON-RPC call could not be answered
     │   ├── RpcTransportError  connection refused/reset, timeout, HTTP 5xx, garbage body
@@ -44,6 +46,14 @@ class ConfigError(WatcherError):
 
 class DatabaseError(WatcherError):
     """The database could not be used."""
+
+
+class DatabaseUnreachable(DatabaseError):
+    """PostgreSQL could not be reached or refused the connection."""
+
+
+class ListenError(WatcherError):
+    """A listening port could not be opened."""
 
 
 class MigrationError(DatabaseError):

@@ -33,6 +33,30 @@ def redact_url(url: str) -> str:
     return f"{parts.scheme}://{host}{port}"
 
 
+def redact_typed(text: str, *, keep_path: bool = False) -> str:
+    """A URL as the operator typed it, for an error message: a ``user:password@`` keeps
+    the user only, and unless ``keep_path`` the path and query (where RPC providers put
+    their API key) become ``/…``. A malformed URL is shown as typed, not re-parsed:
+    ``localhost:8545`` stays ``localhost:8545``."""
+    text = text.strip()
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        scheme, rest = "", text
+    # The authority ends at the first /, ? or # after the last @ (a password may hold them).
+    at = rest.rfind("@")
+    cut = re.search(r"[/?#]", rest[at + 1 :])
+    end = len(rest) if cut is None else at + 1 + cut.start()
+    authority, tail = rest[:end], rest[end:]
+    user, at_sign, host = authority.rpartition("@")
+    if at_sign and ":" in user:
+        user = user.split(":", 1)[0] + ":***"
+    if tail and not keep_path:
+        tail = "/…"
+    elif keep_path:
+        tail = re.sub(r"(?i)(password=)[^&#]*", r"\1***", tail)
+    return f"{scheme}{sep}{user}{at_sign}{host}{tail}"
+
+
 def b58decode(value: str) -> bytes:
     """Decode base58 (Bitcoin alphabet); raises ValueError on foreign characters."""
     if not value or not _BASE58.match(value):

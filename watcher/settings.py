@@ -22,6 +22,7 @@ import re
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
 
 import pydantic
 from pydantic import Field, SecretStr, ValidationError
@@ -308,6 +309,7 @@ class Settings(_NetworkVariables):
         out += self._money_problems()
         out += self._stripe_problems()
         out += self._gateway_listener_problems()
+        out += self._database_url_problems()
         try:
             self.webhook_schedule()
         except ValueError as exc:
@@ -352,6 +354,28 @@ class Settings(_NetworkVariables):
         if port is not None and host == self.watcher_api_host and port == self.watcher_api_port:
             return ["WATCHER_GATEWAY_PORT: the same address as the API; pick another port"]
         return []
+
+    def _database_url_problems(self) -> list[str]:
+        """A DATABASE_URL asyncpg cannot even parse is a typo: name it (as typed, password
+        hidden) and show the form, instead of a connect error from deep inside."""
+        if self.database_url is None:
+            return []
+        dsn = self.database_url.get_secret_value().strip()
+        try:
+            parts = urlsplit(dsn)
+            ok = "://" in dsn and parts.scheme in ("postgresql", "postgres")
+            for host in parts.netloc.rpartition("@")[2].split(","):  # asyncpg: h1:p1,h2:p2
+                port = host.rpartition(":")[2] if ":" in host.rpartition("]")[2] else ""
+                ok = ok and (port == "" or port.isdigit())
+        except ValueError:
+            ok = False
+        if ok:
+            return []
+        return [
+            f"DATABASE_URL: {keys.redact_typed(dsn, keep_path=True)!r} is not a PostgreSQL URL; "
+            "write it as postgresql://user:password@host:5432/dbname, or unset it to use "
+            "the embedded PostgreSQL"
+        ]
 
     def _placeholder_problems(self) -> list[str]:
         out = []
