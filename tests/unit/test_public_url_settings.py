@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from api import public_url as api_public_url  # the API's side of the same variable
 from watcher import errors, public_url
 from watcher.settings import load_settings
 
@@ -74,3 +75,24 @@ def test_production_takes_https_only() -> None:
 def test_unset_and_empty_mean_the_request_host() -> None:
     assert load_settings().value("watcher_public_url") is None
     assert load_settings(watcher_public_url="").value("watcher_public_url") is None
+
+
+def test_stripe_return_urls_left_at_their_default_move_under_the_public_url(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("WATCHER_PUBLIC_URL", "https://api.example.com/pay")
+    monkeypatch.setenv("STRIPE_CANCEL_URL", "https://shop.example/pricing")
+    s = load_settings()
+    assert api_public_url.settings_url(s, "stripe_success_url") == (
+        "https://api.example.com/pay/api/v1/payments/success"
+    )
+    assert api_public_url.settings_url(s, "stripe_portal_return_url") == (
+        "https://api.example.com/pay/"
+    )
+    # Set by the operator: as set.
+    assert api_public_url.settings_url(s, "stripe_cancel_url") == "https://shop.example/pricing"
+    # No public URL: the defaults as before.
+    monkeypatch.delenv("WATCHER_PUBLIC_URL")
+    s = load_settings()
+    assert api_public_url.settings_url(s, "stripe_success_url") == s.stripe_success_url
+    assert s.stripe_success_url == "http://127.0.0.1:8000/api/v1/payments/success"
