@@ -33,9 +33,9 @@ def parse(text: str) -> PublicUrl:
         parts = urlsplit(text.strip())
         parts.port  # noqa: B018 - raises ValueError on a port that is not a number
     except ValueError:
-        raise ValueError("not a URL") from None
+        raise ValueError("is not a URL") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("not an absolute http:// or https:// URL")
+        raise ValueError("is not an absolute http:// or https:// URL")
     if parts.username is not None or parts.password is not None:
         raise ValueError("has credentials in it")
     if parts.query or parts.fragment or text.strip().endswith(("?", "#")):
