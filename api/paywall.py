@@ -35,7 +35,7 @@ import structlog
 from fastapi import APIRouter, Depends, Header, Request, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api import gate, idempotency, payment_required
+from api import gate, idempotency, payment_required, public_url
 from api.errors import DB_ERRORS, ERROR_SCHEMA, responses
 from api.price import Price
 from api.x402 import offers
@@ -66,7 +66,9 @@ def route_template(request: Request) -> str:
 def asked(request: Request, price: Price) -> payment_required.Asked:
     """What a call to this route asks: the resource at its URL for ``price``, every rail."""
     return payment_required.Asked(
-        url=request.url, invoice_url=str(request.url_for("create_invoice")), price=price
+        url=public_url.of_request(request),
+        invoice_url=public_url.of_route(request, "create_invoice"),
+        price=price,
     )
 
 

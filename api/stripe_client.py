@@ -31,6 +31,7 @@ import httpx
 import stripe
 import structlog
 
+from api import public_url
 from watcher import errors, metrics
 from watcher.settings import Settings, is_placeholder
 
@@ -239,8 +240,9 @@ class StripeBilling:
             "customer": customer,
             "client_reference_id": str(checkout_id),
             "line_items": [{"price": price, "quantity": 1}],
-            "success_url": self.settings.stripe_success_url + "?session_id={CHECKOUT_SESSION_ID}",
-            "cancel_url": self.settings.stripe_cancel_url,
+            "success_url": public_url.settings_url(self.settings, "stripe_success_url")
+            + "?session_id={CHECKOUT_SESSION_ID}",
+            "cancel_url": public_url.settings_url(self.settings, "stripe_cancel_url"),
             "metadata": {"tier": tier, "checkout_id": str(checkout_id)},
             "subscription_data": {"metadata": {"tier": tier}},
         }
@@ -263,7 +265,7 @@ class StripeBilling:
         key = f"portal-{uuid.uuid4()}"  # one per request; reused by its retries
         params: Any = {
             "customer": customer,
-            "return_url": self.settings.stripe_portal_return_url,
+            "return_url": public_url.settings_url(self.settings, "stripe_portal_return_url"),
         }
         session = await self._call(
             "portal session create",

@@ -28,7 +28,7 @@ import pydantic
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from watcher import chain_settings, errors, keys, networks
+from watcher import chain_settings, errors, keys, networks, public_url
 from watcher.chain_settings import EvmChain, SolanaChain
 
 # These moved to watcher.money; re-exported so settings.usd_to_units & co. keep working.
@@ -106,6 +106,9 @@ class Settings(_NetworkVariables):
     watcher_metrics_port: int = Field(default=9102, ge=0, le=65535)
     watcher_log_level: Literal["debug", "info", "warning", "error"] = "info"
     watcher_log_format: Literal["auto", "json", "console"] = "auto"
+    # The address payers reach the API at (behind TLS termination): every absolute URL the
+    # API hands out starts with it (watcher/public_url.py); unset = the request's Host.
+    watcher_public_url: str | None = None
     # Proxies whose X-Forwarded-For is believed (addresses or CIDRs, comma-separated);
     # empty: the socket peer is the client (api/clientip.py, docs/operations.md).
     watcher_trusted_proxies: str = ""
@@ -306,6 +309,7 @@ class Settings(_NetworkVariables):
         if key is not None and not re.fullmatch(r"(0x)?[0-9a-fA-F]{64}", key):
             out.append("X402_RELAYER_PRIVATE_KEY: not 32 bytes of hex; export the key as 0x...")
         out += chain_settings.url_problems("x402_facilitator_url", self.value, ("http", "https"))
+        out += public_url.problems(self.value("watcher_public_url"), self.production)
         out += self._money_problems()
         out += self._stripe_problems()
         out += self._gateway_listener_problems()

@@ -32,7 +32,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.datastructures import URL, Headers
 
-from api import gate, idempotency, payment_required
+from api import gate, idempotency, payment_required, public_url
 from api.errors import DB_ERRORS, ApiError, responses, service_unavailable
 from api.gateway import charge_store, common
 from api.x402 import offers
@@ -215,7 +215,7 @@ async def charge(request: Request, key: Key, body: ChargeRequest) -> JSONRespons
     )
     if isinstance(claim, charge_store.Stored):
         return JSONResponse(claim.answer, headers={idempotency.REPLAYED_HEADER: "true"})
-    url = URL(body.resource_url) if body.resource_url else request.base_url.replace(path=path)
+    url = URL(body.resource_url) if body.resource_url else public_url.of_path(request, path)
     scope_state: dict[str, Any] = request.scope.setdefault("state", {})
     try:
         charged = await common.charge(
@@ -225,7 +225,7 @@ async def charge(request: Request, key: Key, body: ChargeRequest) -> JSONRespons
             body.payment.headers() if body.payment is not None else Headers({}),
             scope_state,
             client=body.client or f"service-key:{key.id}",
-            invoice_url=str(request.url_for("create_invoice")),
+            invoice_url=public_url.of_route(request, "create_invoice"),
         )
     except ApiError as exc:  # nothing was charged: the key is free for the retry
         await charge_store.release(state.pool, claim)

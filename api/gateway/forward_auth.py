@@ -33,7 +33,7 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.encoders import jsonable_encoder
 from starlette.datastructures import URL
 
-from api import clientip, entitlements, gate, ratelimit
+from api import clientip, entitlements, gate, public_url, ratelimit
 from api.errors import ApiError
 from api.gateway import common
 from api.x402 import offers
@@ -131,6 +131,15 @@ def _origin(request: Request) -> str:
     return f"{proto}://{host}"
 
 
+def _invoice_url(request: Request) -> str:
+    """Where the payer creates an invoice: under ``WATCHER_PUBLIC_URL`` when set, else at
+    the origin the proxy says the payer used. (The resource stays the proxy's: it is the
+    merchant's URL, which need not be ours.)"""
+    if public_url.configured(request.app.state.settings) is not None:
+        return public_url.of_route(request, "create_invoice")
+    return _origin(request) + URL(str(request.url_for("create_invoice"))).path
+
+
 def _check_peer(request: Request) -> None:
     peer = request.client.host if request.client else None
     addr = clientip.parse_ip(peer) if peer else None
@@ -161,7 +170,6 @@ async def _decide(request: Request) -> tuple[gate.Charge, dict[str, str]]:
     route, params = found
     state = request.app.state
     client = ratelimit.client_id(request)
-    invoice_path = URL(str(request.url_for("create_invoice"))).path
     charged = await common.charge(
         state,
         route,
@@ -169,7 +177,7 @@ async def _decide(request: Request) -> tuple[gate.Charge, dict[str, str]]:
         request.headers,
         request.scope.setdefault("state", {}),
         client=client,
-        invoice_url=f"{_origin(request)}{invoice_path}",
+        invoice_url=_invoice_url(request),
     )
     upstream = config.upstreams[route.upstream]
     out = common.upstream_headers(

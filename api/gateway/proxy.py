@@ -37,7 +37,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route as StarletteRoute
 
-from api import gate, idempotency, ratelimit
+from api import gate, idempotency, public_url, ratelimit
 from api.errors import ApiError
 from api.gateway import common
 from watcher import gateway_config, gateway_paths, metrics
@@ -152,11 +152,11 @@ async def _charge(request: Request, route: Route) -> gate.Charge:
     return await common.charge(
         state,
         route,
-        request.url,
+        public_url.of_request(request),
         request.headers,
         request.scope.setdefault("state", {}),
         client=ratelimit.client_id(request),
-        invoice_url=str(request.url_for("create_invoice")),
+        invoice_url=public_url.of_route(request, "create_invoice"),
         fingerprint=fingerprint,
     )
 

@@ -83,14 +83,33 @@ def test_systemd_verify_catches_a_broken_unit(tmp_path: Path, unit: Path) -> Non
     assert "notifyy" in result.stderr
 
 
-def test_compose_file_is_valid_with_every_service() -> None:
+def _compose_project(tmp_path: Path, env: str | None) -> Path:
+    """A copy of docker-compose.yml with ``env`` as its .env (None: no .env at all)."""
+    shutil.copy(ROOT / "docker-compose.yml", tmp_path / "docker-compose.yml")
+    if env is not None:
+        (tmp_path / ".env").write_text(env)
+    return tmp_path
+
+
+def _service_environment(rendered: str, service: str) -> dict[str, str]:
+    """The environment docker-compose 1.x renders for ``service`` (env_file merged in)."""
+    block = re.search(rf"^  {service}:\n((?:    .*\n)+)", rendered, re.MULTILINE)
+    assert block, f"no service {service} in the rendered file"
+    env = re.search(r"^    environment:\n((?:      .*\n)+)", block.group(1), re.MULTILINE)
+    assert env, f"{service} has no environment"
+    pairs = re.findall(r"^      (\w+): (.*)$", env.group(1), re.MULTILINE)
+    return {k: v.strip("'\"") for k, v in pairs}
+
+
+def test_compose_file_is_valid_with_every_service(tmp_path: Path) -> None:
     compose = _tool("docker-compose")
-    check = _run(compose, "config", "-q")
+    project = _compose_project(tmp_path, (ROOT / ".env.example").read_text())
+    check = _run(compose, "config", "-q", cwd=project)
     assert check.returncode == 0, check.stderr
-    services = set(_run(compose, "config", "--services").stdout.split())
+    services = set(_run(compose, "config", "--services", cwd=project).stdout.split())
     assert services == {"postgres", "watcher", "api", "prometheus", "grafana", "anvil"}
     # docker-compose 1.x lists every service; the rendered file shows anvil is opt-in.
-    rendered = _run(compose, "config").stdout
+    rendered = _run(compose, "config", cwd=project).stdout
     anvil = re.search(r"^  anvil:\n((?:    .*\n)+)", rendered, re.MULTILINE)
     assert anvil and "profiles:\n    - local" in anvil.group(1)
     others = rendered.replace(anvil.group(0), "")
@@ -98,6 +117,59 @@ def test_compose_file_is_valid_with_every_service() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert dockerfile.startswith("#") and "FROM python:3.11-slim" in dockerfile
     assert re.search(r"^USER watcher$", dockerfile, re.MULTILINE)
+
+
+RELAYER_KEY = "0x" + "ab" * 32
+DOTENV = f"""WATCHER_ENV=production
+X402_RELAYER_PRIVATE_KEY={RELAYER_KEY}
+X402_FACILITATOR_URL=https://facilitator.example.com
+X402_BASE_CONFIRMATIONS=9
+X402_BASE_START_BLOCK=12345678
+X402_SOLANA_NETWORK=solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1
+STRIPE_PAST_DUE_GRACE_HOURS=24
+# compose's own values win over these two
+DATABASE_URL=postgresql://me@127.0.0.1:5432/mine
+WATCHER_API_HOST=127.0.0.1
+"""
+
+
+def test_compose_hands_dotenv_whole_to_the_watcher_and_the_api(tmp_path: Path) -> None:
+    """Every variable set in .env reaches both processes, not only a forwarded list; the
+    compose-only values (database, listeners, log format) win over .env's."""
+    project = _compose_project(tmp_path, DOTENV)
+    rendered = _run(_tool("docker-compose"), "config", cwd=project)
+    assert rendered.returncode == 0, rendered.stderr
+    for service in ("watcher", "api"):
+        env = _service_environment(rendered.stdout, service)
+        assert env["X402_RELAYER_PRIVATE_KEY"] == RELAYER_KEY, service
+        assert env["X402_FACILITATOR_URL"] == "https://facilitator.example.com", service
+        assert env["X402_BASE_CONFIRMATIONS"] == "9", service
+        assert env["X402_BASE_START_BLOCK"] == "12345678", service
+        assert env["X402_SOLANA_NETWORK"] == "solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1"
+        assert env["STRIPE_PAST_DUE_GRACE_HOURS"] == "24", service
+        assert env["WATCHER_ENV"] == "production", service
+        assert env["DATABASE_URL"] == "postgresql://watcher:watcher@postgres:5432/watcher"
+        assert env["WATCHER_LOG_FORMAT"] == "json", service
+        assert env["WATCHER_DATA_DIR"] == "/var/lib/usdc-watcher", service
+    assert _service_environment(rendered.stdout, "api")["WATCHER_API_HOST"] == "0.0.0.0"
+    assert _service_environment(rendered.stdout, "watcher")["WATCHER_METRICS_HOST"] == "0.0.0.0"
+    # The others get none of it: .env's secrets stay with the two processes that read them.
+    for service in ("postgres", "prometheus", "grafana"):
+        block = re.search(rf"^  {service}:\n((?:    .*\n)+)", rendered.stdout, re.MULTILINE)
+        assert block and "X402_" not in block.group(1), service
+
+
+def test_compose_without_dotenv_refuses_and_says_which_file(tmp_path: Path) -> None:
+    """As the file's header and docs/operations.md say: no .env, no configuration, no start
+    (`cp .env.example .env` first)."""
+    project = _compose_project(tmp_path, None)
+    result = _run(_tool("docker-compose"), "config", "-q", cwd=project)
+    assert result.returncode != 0
+    assert f"Couldn't find env file: {project / '.env'}" in result.stderr
+    header = (ROOT / "docker-compose.yml").read_text().split("\nx-watcher-env")[0]
+    assert "cp .env.example .env" in header and "Couldn't find env file" in header
+    ops = (ROOT / "docs" / "operations.md").read_text()
+    assert "cp .env.example .env" in ops and "Couldn't find env file" in ops
 
 
 def test_prometheus_config_and_alert_rules_pass_promtool() -> None:

@@ -2,8 +2,8 @@
 
 Alerts and the dashboard name no network: thresholds come from the registry's block
 time (``watcher_chain_block_seconds``) and the dashboard's networks from the metrics.
-The files that must name each network (``.env.example``, ``docker-compose.yml``) fail
-here when a row is added without its lines.
+``.env.example`` must name each network's prefix, and fails here when a row is added
+without its line; ``docker-compose.yml`` takes ``.env`` whole and names none.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from watcher import metrics, networks
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS = ROOT / "deploy" / "prometheus"
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "watcher.json"
-PER_NETWORK = ("PAYMENT_ADDRESS", "RPC_URL", "WS_URL")  # what compose passes for each
 
 
 def _network_names_in(text: str) -> set[str]:
@@ -84,12 +83,33 @@ def test_env_example_lists_every_network_prefix() -> None:
     assert "X402_<NETWORK>_" in text
 
 
-def test_compose_passes_every_network_its_variables() -> None:
+def _service(compose: str, name: str) -> str:
+    block = re.search(rf"^  {name}:\n((?:    .*\n|\n)+)", compose, re.MULTILINE)
+    assert block, f"no service {name} in docker-compose.yml"
+    return block.group(1)
+
+
+def test_compose_hands_dotenv_whole_so_no_network_needs_its_own_lines() -> None:
+    """The watcher and the API take .env whole (env_file): a network added to the registry
+    reaches the containers with nothing edited, and so does every other variable. What
+    compose sets itself is only what is true inside compose, never a network's variable
+    (which would hide the operator's value)."""
     compose = (ROOT / "docker-compose.yml").read_text()
-    passed = set(re.findall(r"^\s+(X402_[A-Z0-9_]+): \$\{\1:-\}$", compose, re.MULTILINE))
-    wanted = {f"X402_{row.env}_{s}" for row in networks.NETWORKS.values() for s in PER_NETWORK}
-    assert wanted <= passed, f"missing in docker-compose.yml: {sorted(wanted - passed)}"
-    # Nothing for a network the registry does not have.
-    suffixes = "|".join(PER_NETWORK)
-    prefixes = {m for v in passed for m in re.findall(rf"^X402_(\w+?)_(?:{suffixes})$", v)}
-    assert prefixes == {row.env for row in networks.NETWORKS.values()}
+    for name in ("watcher", "api"):
+        assert re.search(r"^    env_file: \.env$", _service(compose, name), re.MULTILINE), name
+    anchor = re.search(r"^x-watcher-env: &watcher-env\n((?:  .*\n)+)", compose, re.MULTILINE)
+    assert anchor, "the shared environment block is gone"
+    fixed = set(re.findall(r"^  (\w+):", anchor.group(1), re.MULTILINE))
+    assert fixed == {"WATCHER_ENV", "DATABASE_URL", "WATCHER_DATA_DIR", "WATCHER_LOG_FORMAT"}
+    per_service = set()
+    for name in ("watcher", "api"):
+        env = re.search(r"^    environment:\n((?:      .*\n)+)", _service(compose, name), re.M)
+        assert env and "<<: *watcher-env" in env.group(1), name
+        per_service |= set(re.findall(r"^      ([A-Z]\w+):", env.group(1), re.MULTILINE))
+    assert per_service == {
+        "WATCHER_METRICS_HOST",
+        "WATCHER_METRICS_PORT",
+        "WATCHER_API_HOST",
+        "WATCHER_API_PORT",
+    }
+    assert not [v for v in fixed | per_service if v.startswith("X402_")]
