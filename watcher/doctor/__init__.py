@@ -55,7 +55,9 @@ async def examine(
         probes.guarded("database", "PostgreSQL", probes.database(settings, seconds), 6 * seconds)
     )
     if stripe_probe.should_probe(settings):
-        add("stripe", "Stripe API", stripe_probe.stripe_rows(settings, seconds, stripe_api_base))
+        # STRIPE_API_BASE (a local fake, a proxy) is honoured as the API process honours it.
+        base = stripe_api_base or settings.stripe_api_base
+        add("stripe", "Stripe API", stripe_probe.stripe_rows(settings, seconds, base))
     for upstream in gateway_file.upstreams.values() if gateway_file else ():
         add("gateway", f"upstream {upstream.name}", gateway.upstream_rows(upstream))
     for found in await asyncio.gather(*pending):
