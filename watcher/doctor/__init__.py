@@ -4,12 +4,14 @@ Each row has a status (✓ ok, ⚠ warn, ✗ fail), the value found with secrets
 masked, and the fix; then a score and a verdict. The configuration is always
 judged *as production* (placeholders, weak keys and test-mode Stripe keys count
 even while ``WATCHER_ENV=development``), so the report says what must change
-before going live. Production-ready (exit 0) means no ✗ and
-``WATCHER_ENV=production``.
+before going live. One exception: a free public RPC endpoint (``public_rpc``) is
+a warning in development, where trying a testnet on one is fine. Production-ready
+(exit 0) means no ✗ and ``WATCHER_ENV=production``.
 
 Modules: ``report`` (rows, masking, score, rendering), ``config`` (settings
-rows), ``probes`` (RPC, contracts, database), ``stripe_probe``, ``gateway`` (the
-gateway file's routes and upstreams). Network probes
+rows), ``public_rpc`` (the free public RPC hosts), ``deployment`` (a network
+taking payments, the public URL), ``probes`` (RPC, contracts, database),
+``stripe_probe``, ``gateway`` (the gateway file's routes and upstreams). Network probes
 run concurrently, each under its own seconds, so the doctor never hangs.
 """
 
