@@ -4,12 +4,14 @@ Each row has a status (✓ ok, ⚠ warn, ✗ fail), the value found with secrets
 masked, and the fix; then a score and a verdict. The configuration is always
 judged *as production* (placeholders, weak keys and test-mode Stripe keys count
 even while ``WATCHER_ENV=development``), so the report says what must change
-before going live. Production-ready (exit 0) means no ✗ and
-``WATCHER_ENV=production``.
+before going live. One exception: a free public RPC endpoint (``public_rpc``) is
+a warning in development, where trying a testnet on one is fine. Production-ready
+(exit 0) means no ✗ and ``WATCHER_ENV=production``.
 
 Modules: ``report`` (rows, masking, score, rendering), ``config`` (settings
-rows), ``probes`` (RPC, contracts, database), ``stripe_probe``, ``gateway`` (the
-gateway file's routes and upstreams). Network probes
+rows), ``public_rpc`` (the free public RPC hosts), ``deployment`` (a network
+taking payments, the public URL), ``probes`` (RPC, contracts, database),
+``stripe_probe``, ``gateway`` (the gateway file's routes and upstreams). Network probes
 run concurrently, each under its own seconds, so the doctor never hangs.
 """
 
@@ -55,7 +57,9 @@ async def examine(
         probes.guarded("database", "PostgreSQL", probes.database(settings, seconds), 6 * seconds)
     )
     if stripe_probe.should_probe(settings):
-        add("stripe", "Stripe API", stripe_probe.stripe_rows(settings, seconds, stripe_api_base))
+        # STRIPE_API_BASE (a local fake, a proxy) is honoured as the API process honours it.
+        base = stripe_api_base or settings.stripe_api_base
+        add("stripe", "Stripe API", stripe_probe.stripe_rows(settings, seconds, base))
     for upstream in gateway_file.upstreams.values() if gateway_file else ():
         add("gateway", f"upstream {upstream.name}", gateway.upstream_rows(upstream))
     for found in await asyncio.gather(*pending):

@@ -9,6 +9,7 @@ from pydantic import SecretStr
 
 from watcher import chain_settings, keys, networks
 from watcher import settings as cfg
+from watcher.doctor import deployment, public_rpc
 from watcher.doctor.report import Check, Status, mask_dsn, mask_secret, secret
 from watcher.settings import Settings
 
@@ -33,6 +34,9 @@ def settings_checks(settings: Settings) -> list[Check]:
             rows += _evm_checks(settings, net)
         else:
             rows += _solana_checks(settings, net)
+    if none_on:
+        rows.append(deployment.no_receivers_check())
+    rows.append(deployment.public_url_check(settings))
     rows += _money_checks(settings)
     rows += _stripe_checks(settings)
     # Attach each problem to its row (worsening it), or give it its own row.
@@ -122,6 +126,7 @@ def _evm_checks(s: Settings, row: networks.Network) -> list[Check]:
     view = s.evm_chain(row.name)
     rows = [_receiver_check(s, p + "payment_address", f"{row.name} payments are not watched")]
     rows.append(_rpc_url_check(s, p + "rpc_url", bool(view.receivers)))
+    rows += _ws_url_check(s, p + "ws_url")
     usdc = str(s.raw(p + "usdc_address"))
     on_network = view.chain_id == row.chain_id
     if on_network and usdc.lower() != row.usdc.lower():
@@ -174,7 +179,13 @@ def _chain_off(row: networks.Network, status: Status) -> Check:
 def _receiver_check(s: Settings, name: str, disabled: str) -> Check:
     raw = _raw(s, name)
     if raw is None:
-        return Check("settings", name.upper(), "warn", "unset", f"{disabled}; set it to enable")
+        # Only asked when the network's RPC URL is set: a network followed for nothing.
+        rpc = name.removesuffix("payment_address").upper() + "RPC_URL"
+        fix = (
+            f"{disabled}, yet {rpc} is set; set your receiving address (a hardware wallet or "
+            f"multisig on EVM, a wallet you hold the keypair of on Solana) or unset {rpc}"
+        )
+        return Check("settings", name.upper(), "fail", "unset", fix)
     if cfg.is_placeholder(raw):
         return Check("settings", name.upper(), "fail", repr(raw), "set your receiving address")
     return Check("settings", name.upper(), "ok", raw)
@@ -189,6 +200,8 @@ def _rpc_url_check(s: Settings, name: str, receiving: bool) -> Check:
     if cfg.is_placeholder(raw):
         return Check("settings", name.upper(), "fail", "placeholder", "set your provider's URL")
     urls = [u.strip() for u in raw.split(",") if u.strip()]
+    if (public := public_rpc.url_check(name, urls, s.production)) is not None:
+        return public
     shown = ", ".join(keys.redact_url(u) for u in urls)
     plain = [u for u in urls if _plain_remote(u)]
     if plain:
@@ -211,6 +224,16 @@ def _rpc_url_check(s: Settings, name: str, receiving: bool) -> Check:
     return Check("settings", name.upper(), "ok", shown)
 
 
+def _ws_url_check(s: Settings, name: str) -> list[Check]:
+    raw = _raw(s, name)
+    if raw is None or cfg.is_placeholder(raw):
+        return []  # optional; a placeholder is already a problem row
+    urls = [u.strip() for u in raw.split(",") if u.strip()]
+    public = public_rpc.url_check(name, urls, s.production)
+    shown = ", ".join(keys.redact_url(u) for u in urls)
+    return [public or Check("settings", name.upper(), "ok", shown)]
+
+
 def _plain_remote(url: str) -> bool:
     parts = urlsplit(url)
     local = parts.hostname in ("localhost", "127.0.0.1", "::1") or str(parts.hostname).endswith(
@@ -225,6 +248,7 @@ def _solana_checks(s: Settings, row: networks.Network) -> list[Check]:
     view = s.solana_chain(row.name)
     rows = [_receiver_check(s, p + "payment_address", f"{row.title} payments are not watched")]
     rows.append(_rpc_url_check(s, p + "rpc_url", view.owner is not None))
+    rows += _ws_url_check(s, p + "ws_url")
     if view.usdc_mint != row.usdc:
         rows.append(
             Check(
