@@ -20,13 +20,8 @@ def no_receivers_check() -> Check:
 
 
 def _public_url(s: Settings) -> str | None:
-    # WATCHER_PUBLIC_URL is added to Settings by the deployment work of issue 15; read it
-    # defensively so this row works before and after that field exists.
-    for name in ("watcher_public_url", "public_url"):
-        value = getattr(s, name, None)
-        if value is not None and not callable(value) and str(value).strip():
-            return str(value).strip()
-    return None
+    value = s.value("watcher_public_url")
+    return None if value is None else str(value).strip() or None
 
 
 def public_url_check(s: Settings) -> Check:
