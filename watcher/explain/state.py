@@ -28,11 +28,16 @@ async def read_ledger(report: model.Report, settings: Settings) -> None:
     embedded = db.EmbeddedPostgres(settings.watcher_data_dir)
     # PG_VERSION is written by initdb: without it, starting the server would create an
     # empty database, which would tell the operator nothing was ever recorded.
-    if not (embedded.pgdata / "PG_VERSION").is_file():
+    try:
+        (embedded.pgdata / "PG_VERSION").stat()
+    except (FileNotFoundError, NotADirectoryError):
         report.notes.append(
             f"no ledger at {where} and DATABASE_URL is unset: no ledger state shown "
             "(set DATABASE_URL, or WATCHER_DATA_DIR to where watcher run keeps its data)"
         )
+        return
+    except OSError as exc:  # e.g. another user's data dir
+        report.notes.append(f"cannot read {where} ({exc.strerror}): no ledger state shown")
         return
     try:
         dsn = await asyncio.to_thread(embedded.start)
@@ -62,8 +67,8 @@ async def annotate(report: model.Report, dsn: str, *, cursor_stream: str | None 
         return
     try:
         await _annotate(report, conn, cursor_stream)
-    except asyncpg.UndefinedTableError:
-        report.notes.append("the database has no ledger yet (watcher migrate creates it)")
+    except asyncpg.UndefinedTableError as exc:  # never migrated, or older than this code
+        report.notes.append(f"the database lacks the ledger's tables ({exc}): run watcher migrate")
     finally:
         await conn.close()
 
