@@ -93,6 +93,7 @@ def _add_explain(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "--token", metavar="ADDR", help="the token contract or mint to accept instead of USDC"
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--all", action="store_true", help="also list transfers that are not ours")
     p.set_defaults(func=_cmd_explain)
 
 

@@ -55,14 +55,20 @@ def test_both_families_read_the_same_in_the_human_view() -> None:
     assert f"account 4: 3.80 USDC 3V9bd3EN5aNuhE4RiHGbZ1eZakJ1F9cDb8V4YLjCG8cg -> {SOL_US}" in (
         sol_text
     )
-    assert evm_text.endswith("credit total: 1800.00 USDC (1800000000 base units)")
-    assert sol_text.endswith("credit total: 3.80 USDC (3800000 base units)")
+    # The verdict and the total lead (issue 15: they used to close a block's long listing).
+    assert evm_text.startswith("credit total: 1800.00 USDC (1800000000 base units) from 1 payment")
+    assert sol_text.startswith("credit total: 3.80 USDC (3800000 base units) from 1 payment")
 
 
 def test_other_tokens_are_shown_in_their_base_units_not_as_dollars() -> None:
-    text = render.render(_solana(ORCA_CPI, "D7XYERWodEGaoN2X855T2qLvse28BSjfkvfCyW2EDBWy"))
+    report = _solana(ORCA_CPI, "D7XYERWodEGaoN2X855T2qLvse28BSjfkvfCyW2EDBWy")
+    text = render.render(report)
     assert "0.000907 USDC" in text and "=> below_minimum" in text
-    assert "999999 base units of token So11111111111111111111111111111111111111112" in text
+    assert "88808 base units of token xxxxa1sKNGwFtw2kFn8XauW9xq8hBZ5kVtcSesTT9fW" in text
+    # A swap's legs to others are a count; --all lists them, by the same rule.
+    assert "So11111111111111111111111111111111111111112" not in text
+    every = render.render(report, show_all=True)
+    assert "999999 base units of token So11111111111111111111111111111111111111112" in every
 
 
 def test_ledger_fields_and_notes_appear_only_when_known() -> None:
@@ -77,3 +83,14 @@ def test_ledger_fields_and_notes_appear_only_when_known() -> None:
     text = render.render(report)
     assert "[ledger: below_minimum]" in text and "below the minimum payment of 0.10 USDC" in text
     assert text.endswith("note: database unreachable (OSError): no ledger state shown")
+
+
+def test_the_summary_counts_by_receiver_not_by_verdict() -> None:
+    # On Solana wrong_token is judged before ownership: the swap's other legs are not ours.
+    s = _solana(ORCA_CPI, "D7XYERWodEGaoN2X855T2qLvse28BSjfkvfCyW2EDBWy").summary()
+    assert (s.credits, s.credit_total, s.others) == (0, 0, 3)
+    assert dict(s.not_credited) == {"below_minimum": 1, "wrong_token": 1}
+    assert not s.ledger_read and not s.ledger
+    e = _evm().summary()
+    assert (e.credits, e.credit_total, sum(e.not_credited.values())) == (1, 1_800_000_000, 0)
+    assert e.credits + e.others == sum(len(tx.transfers) for tx in _evm().transactions)

@@ -17,7 +17,7 @@ from typing import Any
 import asyncpg
 import structlog
 
-from watcher import db, ledger, metrics
+from watcher import db, ledger, metrics, money
 
 log = structlog.get_logger(__name__)
 
@@ -132,8 +132,9 @@ async def _judge_final(
             continue
         # Seen at confirmed, different at finalized (a fork ran it differently):
         # when in doubt, do not credit; say what the finalized transaction does.
-        why = f"finalized transaction pays {now_pays[1] if now_pays else 0} here, not "
-        why += f"{int(r['amount'])}; not credited, needs review"
+        pays, seen = now_pays[1] if now_pays else 0, int(r["amount"])
+        why = f"finalized transaction pays {money.usd(pays)} USDC here, not "
+        why += f"{money.usd(seen)} USDC; not credited, needs review"
         stats.orphaned += len(await ledger.orphan(conn, [r["id"]], why))
         log.error("solana_final_differs", signature=r["tx_hash"], reason=why)
     return rows, good

@@ -3,8 +3,10 @@
 One command for every network: the network's family (``networks.get(name).family``)
 picks who reads the transaction (:mod:`.evm`: receipts and logs; :mod:`.solana`:
 ``getTransaction`` answers); both fill the one data model (:mod:`.model`), the
-ledger's state is added the same way (:mod:`.state`) and one renderer shows it
-(:mod:`.render`), so amounts, verdicts and ledger states read alike everywhere.
+ledger's state is added the same way (:mod:`.state`: from ``DATABASE_URL`` or the
+embedded database under ``WATCHER_DATA_DIR``, as ``watcher run`` keeps it) and one
+renderer shows it, verdict and total first (:mod:`.render`), so amounts, verdicts and
+ledger states read alike everywhere.
 A network added to the registry is explained with nothing written for it.
 """
 
@@ -36,9 +38,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> tuple[str, int]:
     got = await BUILDERS[networks.get(args.chain).family](args, settings)
     if isinstance(got, model.Refusal):
         return got.message, got.code
-    if settings.database_url is not None:
-        dsn = settings.database_url.get_secret_value()
-        await state.annotate(got, dsn, cursor_stream=got.cursor_stream)
+    await state.read_ledger(got, settings)
     if args.json:
         return json.dumps(got.as_json(), indent=2), 0
-    return render.render(got), 0
+    return render.render(got, show_all=args.all), 0

@@ -9,10 +9,10 @@ for every network family::
                        "transfers": [{"log_index": INDEX, "token": CONTRACT_OR_MINT,
                                       "from": PAYER, "to": RECEIVER,
                                       "amount": "BASE_UNITS", "verdict": VERDICT,
-                                      "state": LEDGER_STATE,      # with DATABASE_URL
+                                      "state": LEDGER_STATE,      # when the ledger was read
                                       "reason": LEDGER_REASON,    # when the ledger has one
                                       "confirmations": N,         # EVM, when known
-                                      "events": [EVENT, ...]}]}], # with DATABASE_URL
+                                      "events": [EVENT, ...]}]}], # when the ledger was read
      "credit_total": "BASE_UNITS",
      "notes": [...]}                                              # only when there are any
 
@@ -25,6 +25,7 @@ Optional fields are left out, not null, when unknown.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -82,6 +83,18 @@ class Refusal:
     code: int
 
 
+@dataclass(frozen=True)
+class Summary:
+    """What a report comes to: the verdict first, then where the rest went."""
+
+    credits: int  # transfers to us that credit
+    credit_total: int  # their sum, base units
+    not_credited: Counter[str]  # verdict -> count, for transfers to us that do not credit
+    others: int  # transfers to addresses that are not ours: ignored
+    ledger: Counter[str]  # ledger state -> count, for transfers to us (when read)
+    ledger_read: bool
+
+
 def _as_is(address: str) -> str:
     return address
 
@@ -106,6 +119,29 @@ class Report:
     @property
     def credit_total(self) -> int:
         return sum(t.amount for t in self.transfers() if t.verdict == "credit")
+
+    def to_us(self, t: Transfer) -> bool:
+        """Whether ``t`` is addressed to one of our receivers (or may be: ``owner_unknown``).
+
+        By the receiving address, not the verdict: on Solana ``wrong_token`` is judged
+        before ownership, so a swap's other legs are ``wrong_token`` without being ours.
+        """
+        if t.verdict in ("credit", "owner_unknown"):
+            return True
+        return t.to_address is not None and t.to_address in self.receivers
+
+    def summary(self) -> Summary:
+        """The counts the human view leads with."""
+        ours = [t for t in self.transfers() if self.to_us(t)]
+        credits = [t for t in ours if t.verdict == "credit"]
+        return Summary(
+            credits=len(credits),
+            credit_total=self.credit_total,
+            not_credited=Counter(t.verdict for t in ours if t.verdict != "credit"),
+            others=sum(1 for t in self.transfers() if not self.to_us(t)),
+            ledger=Counter(t.state for t in ours if t.state is not None),
+            ledger_read=any(t.state is not None for t in self.transfers()),
+        )
 
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {

@@ -1,33 +1,90 @@
-"""The human view of a :class:`~watcher.explain.model.Report`, the same for every family."""
+"""The human view of a :class:`~watcher.explain.model.Report`, the same for every family.
+
+The verdict comes first: what credits and its total, what reached us without
+crediting, how many transfers went to others; then the ledger's states, then the
+transactions. A saved block holds hundreds of transfers of which one may be
+ours, so by default only what is addressed to us is listed (a report on a single
+transaction always shows that transaction); ``--all`` lists everything.
+Amounts follow :mod:`watcher.money`: USDC in dollars, base units beside the total.
+"""
 
 from __future__ import annotations
+
+from collections import Counter
 
 from watcher import money
 from watcher.explain import model
 
 
-def render(report: model.Report) -> str:
-    """One block per transaction; transfers to others summarised; totals in dollars and units."""
-    out: list[str] = []
+def render(report: model.Report, *, show_all: bool = False) -> str:
+    """The verdict and totals, the ledger's states, then the transactions; notes last."""
+    summary = report.summary()
+    out = [_headline(summary)]
     if not report.receivers:
         out.append("note: no receiving address configured or given (--receiver): nothing is ours")
-    for tx in report.transactions:
-        out.append(f"{report.chain} tx {tx.tx}  status: {tx.status}")
-        shown = [t for t in tx.transfers if t.verdict != "not_ours"]
-        out.extend(_line(report, t) for t in shown)
-        others = len(tx.transfers) - len(shown)
-        if others:
-            out.append(f"  ({others} transfer(s) to addresses that are not ours)")
-        if not tx.transfers:
-            out.append(
-                "  nothing moved (the transaction failed)"
-                if tx.status == "failed"
-                else "  no token transfers"
-            )
-    total = report.credit_total
-    out.append(f"credit total: {money.usd(total)} USDC ({total} base units)")
+    if summary.ledger_read:
+        out.append(f"ledger: {_counts(summary.ledger) or 'nothing to us to look up'}")
+    listed = [
+        tx
+        for tx in report.transactions
+        if show_all or len(report.transactions) == 1 or any(report.to_us(t) for t in tx.transfers)
+    ]
+    if len(report.transactions) > 1:
+        out.append(_scope(report, len(listed), show_all))
+    for tx in listed:
+        out.extend(_transaction(report, tx, show_all))
     out.extend(f"note: {n}" for n in report.notes)
     return "\n".join(out)
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def _counts(counter: Counter[str]) -> str:
+    return ", ".join(f"{n} {name}" for name, n in sorted(counter.items()))
+
+
+def _headline(s: model.Summary) -> str:
+    """``credit total: 1800.00 USDC (1800000000 base units) from 1 payment to us; ...``."""
+    total = f"{money.usd(s.credit_total)} USDC ({s.credit_total} base units)"
+    missed = sum(s.not_credited.values())
+    why = f" ({_counts(s.not_credited)})" if missed else ""
+    return (
+        f"credit total: {total} from {_plural(s.credits, 'payment')} to us; "
+        f"{missed} to us not credited{why}; "
+        f"{_plural(s.others, 'transfer')} to others ignored"
+    )
+
+
+def _scope(report: model.Report, listed: int, show_all: bool) -> str:
+    txs = report.transactions
+    failed = sum(1 for tx in txs if tx.status == "failed")
+    moved = sum(len(tx.transfers) for tx in txs)
+    head = f"{report.chain}: {_plural(len(txs), 'transaction')}"
+    head += f" ({failed} failed), " if failed else ", "
+    head += f"{_plural(moved, 'token transfer')}; "
+    if show_all:
+        return head + "all listed"
+    if not listed:
+        return head + "none to us (--all lists them)"
+    return head + f"listed: the {_plural(listed, 'transaction')} to us (--all lists every one)"
+
+
+def _transaction(report: model.Report, tx: model.Tx, show_all: bool) -> list[str]:
+    out = [f"{report.chain} tx {tx.tx}  status: {tx.status}"]
+    shown = [t for t in tx.transfers if show_all or report.to_us(t)]
+    out.extend(_line(report, t) for t in shown)
+    others = len(tx.transfers) - len(shown)
+    if others:
+        out.append(f"  ({_plural(others, 'transfer')} to others: --all lists them)")
+    if not tx.transfers:
+        out.append(
+            "  nothing moved (the transaction failed)"
+            if tx.status == "failed"
+            else "  no token transfers"
+        )
+    return out
 
 
 def _line(report: model.Report, t: model.Transfer) -> str:

@@ -15,7 +15,7 @@ account's history tells, which the follower walks and explain does not; the
 ledger state and reason say what the follower decided), ``zero_value``,
 ``below_minimum``, ``credit``. Amounts are balance deltas, the same rule the
 follower applies; the owner is never taken from today's state of the account.
-With ``DATABASE_URL`` set, each transfer also gets the ledger's ``state``
+When the ledger is read (:mod:`.state`), each transfer also gets its ``state``
 (``not_recorded`` when absent) and ``reason``, as on EVM.
 """
 

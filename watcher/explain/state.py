@@ -1,11 +1,57 @@
-"""The ledger's side of ``watcher explain``: what the follower recorded for each transfer."""
+"""The ledger's side of ``watcher explain``: what the follower recorded for each transfer.
+
+The ledger is where ``watcher run`` keeps it: ``DATABASE_URL``, else the embedded
+PostgreSQL under ``WATCHER_DATA_DIR``, joined when it runs and started (then
+stopped again) when it does not. Explain only reads: it never creates a database
+where there is none, and says so instead.
+"""
 
 from __future__ import annotations
+
+import asyncio
+import subprocess
 
 import asyncpg
 
 from watcher import db, events
 from watcher.explain import model
+from watcher.settings import Settings
+
+
+async def read_ledger(report: model.Report, settings: Settings) -> None:
+    """Annotate ``report`` from the ledger ``watcher run`` writes, or note why not."""
+    if settings.database_url is not None:
+        dsn = settings.database_url.get_secret_value()
+        await annotate(report, dsn, cursor_stream=report.cursor_stream)
+        return
+    where = f"WATCHER_DATA_DIR={settings.watcher_data_dir}"
+    embedded = db.EmbeddedPostgres(settings.watcher_data_dir)
+    # PG_VERSION is written by initdb: without it, starting the server would create an
+    # empty database, which would tell the operator nothing was ever recorded.
+    try:
+        (embedded.pgdata / "PG_VERSION").stat()
+    except (FileNotFoundError, NotADirectoryError):
+        report.notes.append(
+            f"no ledger at {where} and DATABASE_URL is unset: no ledger state shown "
+            "(set DATABASE_URL, or WATCHER_DATA_DIR to where watcher run keeps its data)"
+        )
+        return
+    except OSError as exc:  # e.g. another user's data dir
+        report.notes.append(f"cannot read {where} ({exc.strerror}): no ledger state shown")
+        return
+    try:
+        dsn = await asyncio.to_thread(embedded.start)
+    except (OSError, subprocess.SubprocessError, AssertionError) as exc:
+        # pgserver raises what pg_ctl raised, and asserts the server came up.
+        report.notes.append(
+            f"the embedded database at {where} did not start ({type(exc).__name__}): "
+            "no ledger state shown"
+        )
+        return
+    try:
+        await annotate(report, dsn, cursor_stream=report.cursor_stream)
+    finally:
+        await asyncio.to_thread(embedded.stop)
 
 
 async def annotate(report: model.Report, dsn: str, *, cursor_stream: str | None = None) -> None:
@@ -20,28 +66,32 @@ async def annotate(report: model.Report, dsn: str, *, cursor_stream: str | None 
         report.notes.append(f"database unreachable ({type(exc).__name__}): no ledger state shown")
         return
     try:
-        head = None
-        if cursor_stream is not None:
-            cur = await conn.fetchrow(db.q("get_cursor"), report.chain, cursor_stream)
-            head = cur["head"] if cur is not None else None
-        for tx in report.transactions:
-            rows = {
-                r["log_index"]: r
-                for r in await conn.fetch(db.q("payments_by_tx"), report.chain, tx.tx)
-            }
-            for t in tx.transfers:
-                row = rows.get(t.index)
-                t.state = "not_recorded" if row is None else _state(row)
-                if row is not None and row["reason"]:
-                    t.reason = row["reason"]
-                if row is not None:
-                    t.events = [
-                        _event(e) for e in await conn.fetch(db.q("explain_events"), row["id"])
-                    ]
-                if head is not None and t.block is not None and t.confirmations is None:
-                    t.confirmations = max(0, head - t.block + 1)
+        await _annotate(report, conn, cursor_stream)
+    except asyncpg.UndefinedTableError as exc:  # never migrated, or older than this code
+        report.notes.append(f"the database lacks the ledger's tables ({exc}): run watcher migrate")
     finally:
         await conn.close()
+
+
+async def _annotate(report: model.Report, conn: db.Connection, cursor_stream: str | None) -> None:
+    """Each transfer's state, reason and events; confirmations from the cursor's head."""
+    head = None
+    if cursor_stream is not None:
+        cur = await conn.fetchrow(db.q("get_cursor"), report.chain, cursor_stream)
+        head = cur["head"] if cur is not None else None
+    for tx in report.transactions:
+        rows = {
+            r["log_index"]: r for r in await conn.fetch(db.q("payments_by_tx"), report.chain, tx.tx)
+        }
+        for t in tx.transfers:
+            row = rows.get(t.index)
+            t.state = "not_recorded" if row is None else _state(row)
+            if row is not None and row["reason"]:
+                t.reason = row["reason"]
+            if row is not None:
+                t.events = [_event(e) for e in await conn.fetch(db.q("explain_events"), row["id"])]
+            if head is not None and t.block is not None and t.confirmations is None:
+                t.confirmations = max(0, head - t.block + 1)
 
 
 def _event(row: asyncpg.Record) -> str:

@@ -18,9 +18,11 @@ USDC = "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v"
 
 
 @pytest.fixture(autouse=True)
-def _no_ledger(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Explain reads the ledger only where a test gives it DATABASE_URL."""
+def _no_ledger(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Explain reads the ledger only where a test gives it DATABASE_URL (without it, the
+    embedded one under WATCHER_DATA_DIR: here a directory with no database)."""
     monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.setenv("WATCHER_DATA_DIR", str(tmp_path / "no-ledger"))
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any]:
@@ -153,6 +155,23 @@ async def test_explain_node_transactions(
     assert [t["verdict"] for t in first["failed"]] == ["failed_tx"]
     assert by[sigs["failed"]]["status"] == "failed"
     assert doc["credit_total"] == "2500000"
+    # The human view: the verdict and the total first, amounts in USDC as on EVM.
+    argv = ["explain", "--chain", "solana", "--from-file", str(tmp_path / "all.json")]
+    assert await asyncio.to_thread(main, [*argv, "--receiver", str(merchant), "--token", usdc]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:2] == [
+        "credit total: 2.50 USDC (2500000 base units) from 1 payment to us; 4 to us not "
+        "credited (1 below_minimum, 1 failed_tx, 1 wrong_token, 1 zero_value); "
+        "1 transfer to others ignored",
+        "solana: 6 transactions (1 failed), 6 token transfers; "
+        "listed: the 5 transactions to us (--all lists every one)",
+    ]
+    verdicts = {ln.split("=> ")[1]: ln.split(": ", 1)[1] for ln in lines if "=> " in ln}
+    assert verdicts["credit"].startswith("2.50 USDC ")
+    assert verdicts["below_minimum"].startswith("0.00001 USDC ")
+    assert verdicts["zero_value"].startswith("0.00 USDC ")
+    assert verdicts["failed_tx"].startswith("1000000000000.00 USDC ")
+    assert verdicts["wrong_token"].startswith(f"1000000 base units of token {fake} ")
     code, one = await arun(
         capsys,
         "--from-file",

@@ -217,7 +217,7 @@ async def test_observed_payment_that_fails_on_the_final_fork_is_not_credited(
     chain.advance(2)
     await f.sync_once()
     (row,) = await rows(pool)
-    assert row["state"] == "orphaned" and "pays 0 here, not 650000" in row["reason"]
+    assert row["state"] == "orphaned" and "pays 0.00 USDC here, not 0.65 USDC" in row["reason"]
     await f.rpc.aclose()
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 from solders.keypair import Keypair
@@ -160,7 +161,9 @@ async def test_history_from_before_a_handover_is_not_ours(
     assert json.loads(capsys.readouterr().out)["credit_total"] == "0"
 
 
-async def test_modern_answers_show_the_owner_then(world: World, pool: db.Pool, capsys: Any) -> None:
+async def test_modern_answers_show_the_owner_then(
+    world: World, pool: db.Pool, capsys: Any, tmp_path: Path
+) -> None:
     bank, merchant, chain, usdc = world.bank, world.merchant.pubkey(), world.node.chain, world.usdc
     attacker = bank.wallet()
     acct, deposits, _ = handed_over_account(world, attacker)
@@ -174,6 +177,7 @@ async def test_modern_answers_show_the_owner_then(world: World, pool: db.Pool, c
     await f.rpc.aclose()
     # explain reads the owner then from the answer, not the owner today (us)
     env = {
+        "WATCHER_DATA_DIR": str(tmp_path / "no-ledger"),  # and no ledger (none there)
         "X402_SOLANA_RPC_URL": world.node.url,
         "X402_SOLANA_PAYMENT_ADDRESS": str(merchant),
         "X402_SOLANA_USDC_MINT": str(usdc),

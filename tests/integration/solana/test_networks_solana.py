@@ -247,6 +247,7 @@ async def test_explain_judges_a_saved_transaction_with_the_row_s_settings(
     # The receiver and the mint come from the row's variables, not from flags.
     var = chain_settings.prefix(row).upper()
     monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.setenv("WATCHER_DATA_DIR", str(tmp_path / "no-ledger"))  # no embedded one
     monkeypatch.setenv(var + "PAYMENT_ADDRESS", str(merchant))
     monkeypatch.setenv(var + "USDC_MINT", str(row_world.usdc))
     argv = ["explain", "--chain", row.name, "--json", "--from-file", str(path)]
