@@ -118,6 +118,10 @@ class RefundOn5xx:
             nonlocal status, delivered
             if message["type"] == "http.response.start":
                 status = message["status"]
+                if status >= 500:
+                    # Given back before the client reads the failure: a payer who retries
+                    # at once finds the unit there (``_refund`` runs once: it pops the key).
+                    await self._refund(scope, state, status)
             await send(message)
             if message["type"] == "http.response.body" and not message.get("more_body"):
                 delivered = True
