@@ -1,13 +1,17 @@
-"""The built wheel carries every named query: loaded from the installed package, not the tree."""
+"""The built wheel carries every named query and every migration, loaded from the installed
+package, not the tree; its license is the PEP 639 form, built with no deprecation."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
+
+import pytest
 
 from watcher import db
 
@@ -25,20 +29,32 @@ print(json.dumps({"file": watcher.__file__, "queries": {n: db.q(n) for n in db.q
 
 
 def build_wheel(tmp: Path) -> Path:
+    return _build(tmp)[0]
+
+
+def _build(tmp: Path) -> tuple[Path, str]:
+    """The wheel, and what the build printed (-v: the build backend's warnings)."""
     # Built from a copy: setuptools writes build/ and *.egg-info next to the sources.
+    # What it reads is what an sdist holds (MANIFEST.in adds migrations/).
     src = tmp / "src"
     src.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "LICENSE"):
         shutil.copy2(ROOT / name, src / name)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for package in ("watcher", "api"):
+    for package in ("watcher", "api", "migrations"):
         shutil.copytree(ROOT / package, src / package, ignore=ignore)
     out = tmp / "dist"
-    cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(out), str(src)]
+    cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-v", "-w", str(out), str(src)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
-    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     (wheel,) = out.glob("usdc_watcher-*.whl")
-    return wheel
+    return wheel, done.stdout + done.stderr
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    # One build for the tests that only read the wheel (each build takes seconds).
+    return _build(tmp_path_factory.mktemp("wheel"))
 
 
 def test_every_query_loads_from_the_built_wheel(tmp_path: Path) -> None:
@@ -69,3 +85,67 @@ def test_the_image_copies_the_query_files() -> None:
     assert copied & {"watcher", "watcher/", "watcher/sql", "watcher/sql/"}, copied
     ignored = (ROOT / ".dockerignore").read_text(encoding="utf-8").split()
     assert not [p for p in ignored if p.strip("/*") in ("watcher", "watcher/sql", "sql", "*.sql")]
+
+
+def test_the_wheel_carries_every_migration_byte_for_byte(built: tuple[Path, str]) -> None:
+    wheel, _ = built
+    with zipfile.ZipFile(wheel) as zf:
+        inside = {
+            Path(n).name: zf.read(n) for n in zf.namelist() if n.startswith("watcher/migrations/")
+        }
+    repo = {p.name: p.read_bytes() for p in (ROOT / "migrations").glob("*.sql")}
+    assert repo and inside == repo
+
+
+def test_the_license_is_an_spdx_expression_with_its_file(built: tuple[Path, str]) -> None:
+    wheel, output = built
+    with zipfile.ZipFile(wheel) as zf:
+        names = zf.namelist()
+        (meta,) = [n for n in names if n.endswith(".dist-info/METADATA")]
+        metadata = zf.read(meta).decode().splitlines()
+        (license_file,) = [n for n in names if n.endswith(".dist-info/licenses/LICENSE")]
+        assert "MIT License" in zf.read(license_file).decode()
+    assert "License-Expression: MIT" in metadata
+    assert "License-File: LICENSE" in metadata
+    # `license = { text = "MIT" }` drew setuptools' "project.license as a TOML table is
+    # deprecated" (a 2027-02-18 deadline).
+    assert "deprecat" not in output.lower(), output
+
+
+def test_an_installed_wheel_migrates_from_its_own_files(
+    built: tuple[Path, str], tmp_path: Path
+) -> None:
+    wheel, _ = built
+    target = tmp_path / "site"
+    install = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "--target", str(target), str(wheel)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert install.returncode == 0, install.stderr
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONPATH"] = str(target)  # the installed copy first; the venv keeps the deps
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from watcher import db; print(db.MIGRATIONS_DIR, len(db.list_migrations()))",
+        ],
+        cwd=tmp_path,  # not the checkout, whose watcher/ must not be the one imported
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert probe.returncode == 0, probe.stderr
+    where, count = probe.stdout.split()
+    assert Path(where) == target / "watcher" / "migrations"
+    assert int(count) == len(db.list_migrations()) == len(list((ROOT / "migrations").glob("*.sql")))
+
+
+def test_a_checkout_reads_the_migrations_beside_the_package() -> None:
+    # Editable installs and the test suite: migrations/ where every branch adds them.
+    assert db.MIGRATIONS_DIR == ROOT / "migrations"
