@@ -43,6 +43,8 @@ clean:
 	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache
 
 # Anvil + local Solana node + embedded PostgreSQL + watcher + API; then, in another
-# terminal: .venv/bin/python scripts/pay.py --chain base (or solana).
+# terminal: .venv/bin/python scripts/pay.py --chain base (or solana). Ports taken by
+# another process are named at start; move them with e.g. DEVNET_ARGS='--api-port 9000'.
+DEVNET_ARGS ?=
 devnet: install
-	$(BIN)/python scripts/devnet.py
+	$(BIN)/python scripts/devnet.py $(DEVNET_ARGS)
