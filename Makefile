@@ -1,6 +1,7 @@
 # Two commands for a fresh machine (Python 3.11+, Node 20+):
-#   make run    install, then start the daemon and API on the embedded defaults
-#   make test   install, then run the whole test suite
+#   make run    install the Python packages, then start the daemon and API on the embedded defaults
+#   make test   install (Python, npm and, as root through apt-get, Debian packages), then run
+#               the whole test suite
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -21,8 +22,9 @@ $(NODE_STAMP): package.json package-lock.json
 
 install: $(PY_STAMP) $(NODE_STAMP) system-deps
 
-# prometheus/promtool, docker-compose, systemd-analyze for the operations tests; nginx and
-# caddy for the gateway tests (their packaged services are not started).
+# Runs apt-get as root (sudo when not root) for what is missing of: prometheus/promtool,
+# docker-compose, systemd-analyze for the operations tests; nginx and caddy for the gateway
+# tests (their packaged services are not started). README "Two commands" says so too.
 system-deps:
 	bash scripts/install_system_deps.sh
 
