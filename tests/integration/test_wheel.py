@@ -11,8 +11,10 @@ import sys
 import zipfile
 from pathlib import Path
 
+import asyncpg
 import pytest
 
+from devkit.pg import SessionPostgres
 from watcher import db
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -112,9 +114,11 @@ def test_the_license_is_an_spdx_expression_with_its_file(built: tuple[Path, str]
     assert "deprecat" not in output.lower(), output
 
 
-def test_an_installed_wheel_migrates_from_its_own_files(
-    built: tuple[Path, str], tmp_path: Path
+async def test_an_installed_wheel_migrates_from_its_own_files(
+    built: tuple[Path, str], tmp_path: Path, postgres: SessionPostgres
 ) -> None:
+    # `pip install .` (not editable), then `watcher migrate` on an empty database, away
+    # from the checkout: every migration comes from the installed package.
     wheel, _ = built
     target = tmp_path / "site"
     install = subprocess.run(
@@ -125,25 +129,46 @@ def test_an_installed_wheel_migrates_from_its_own_files(
         check=False,
     )
     assert install.returncode == 0, install.stderr
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["PYTHONPATH"] = str(target)  # the installed copy first; the venv keeps the deps
-    probe = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "from watcher import db; print(db.MIGRATIONS_DIR, len(db.list_migrations()))",
-        ],
-        cwd=tmp_path,  # not the checkout, whose watcher/ must not be the one imported
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert probe.returncode == 0, probe.stderr
-    where, count = probe.stdout.split()
-    assert Path(where) == target / "watcher" / "migrations"
-    assert int(count) == len(db.list_migrations()) == len(list((ROOT / "migrations").glob("*.sql")))
+    dsn = await postgres.create_empty()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k != "PYTHONPATH" and not k.startswith(("X402_", "WATCHER_", "STRIPE_"))
+    }
+    # The installed copy first; the venv keeps the dependencies.
+    env.update(PYTHONPATH=str(target), DATABASE_URL=dsn, WATCHER_DATA_DIR=str(tmp_path / "d"))
+    probe = "from watcher import db; print(db.MIGRATIONS_DIR)"
+    try:
+        where = subprocess.run(
+            [sys.executable, "-c", probe],
+            cwd=tmp_path,  # not the checkout, whose watcher/ must not be the one imported
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert where.returncode == 0, where.stderr
+        assert Path(where.stdout.strip()) == target / "watcher" / "migrations"
+        migrate = subprocess.run(
+            [sys.executable, "-m", "watcher", "migrate"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert migrate.returncode == 0, migrate.stdout + migrate.stderr
+        conn = await asyncpg.connect(dsn)
+        try:
+            applied = await conn.fetch("SELECT version, checksum FROM schema_migrations")
+        finally:
+            await conn.close()
+    finally:
+        await postgres.drop(dsn)
+    expected = {m.version: m.checksum for m in db.list_migrations()}
+    assert {r["version"]: r["checksum"] for r in applied} == expected
 
 
 def test_a_checkout_reads_the_migrations_beside_the_package() -> None:
