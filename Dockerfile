@@ -16,16 +16,17 @@ RUN groupadd --system --gid 10001 watcher \
 
 WORKDIR /app
 # Dependencies first so code edits do not reinstall them.
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY watcher/__init__.py watcher/__init__.py
 COPY api/__init__.py api/__init__.py
 RUN pip install . && pip uninstall -y usdc-watcher
-# watcher/ carries sql/, the named queries (package data, read via importlib.resources).
+# watcher/ carries sql/, the named queries (package data, read via importlib.resources);
+# setup.py copies migrations/ into the wheel as watcher/migrations/.
+COPY setup.py MANIFEST.in ./
 COPY watcher watcher
 COPY api api
 COPY migrations migrations
-# Editable: the migrations are read from /app/migrations next to the package.
-RUN pip install --no-deps -e .
+RUN pip install --no-deps . && rm -rf build
 
 USER watcher
 EXPOSE 8000 9102

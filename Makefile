@@ -1,6 +1,7 @@
 # Two commands for a fresh machine (Python 3.11+, Node 20+):
-#   make run    install, then start the daemon and API on the embedded defaults
-#   make test   install, then run the whole test suite
+#   make run    install the Python packages, then start the daemon and API on the embedded defaults
+#   make test   install (Python, npm and, as root through apt-get, Debian packages), then run
+#               the whole test suite
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -21,8 +22,9 @@ $(NODE_STAMP): package.json package-lock.json
 
 install: $(PY_STAMP) $(NODE_STAMP) system-deps
 
-# prometheus/promtool, docker-compose, systemd-analyze for the operations tests; nginx and
-# caddy for the gateway tests (their packaged services are not started).
+# Runs apt-get as root (sudo when not root) for what is missing of: prometheus/promtool,
+# docker-compose, systemd-analyze for the operations tests; nginx and caddy for the gateway
+# tests (their packaged services are not started). README "Two commands" says so too.
 system-deps:
 	bash scripts/install_system_deps.sh
 
@@ -43,6 +45,8 @@ clean:
 	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache
 
 # Anvil + local Solana node + embedded PostgreSQL + watcher + API; then, in another
-# terminal: .venv/bin/python scripts/pay.py --chain base (or solana).
+# terminal: .venv/bin/python scripts/pay.py --chain base (or solana). Ports taken by
+# another process are named at start; move them with e.g. DEVNET_ARGS='--api-port 9000'.
+DEVNET_ARGS ?=
 devnet: install
-	$(BIN)/python scripts/devnet.py
+	$(BIN)/python scripts/devnet.py $(DEVNET_ARGS)

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
-from api import errors, idempotency, live, paywall
+from api import docs_ui, errors, idempotency, live, paywall
 from api.gateway import charge as gateway_charge
 from api.gateway import forward_auth, proxy, service_keys_admin
 from api.routes import admin as admin_routes
@@ -52,6 +52,9 @@ def create_app(
         version=__version__,
         description="Look up credited USDC payments, claim access tokens, pay per call (x402).",
         lifespan=_lifespan,
+        # FastAPI's pages load Swagger UI and ReDoc from a CDN: ours serve packaged copies.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.pool = pool
@@ -60,6 +63,7 @@ def create_app(
     config = gateway if gateway is not None else gateway_config.from_settings(settings)
     app.state.gateway = config if gateway_routes else None
     app.include_router(health.router)
+    docs_ui.install(app)
     app.include_router(tokens.router)
     if admin:
         app.include_router(admin_routes.router)

@@ -11,8 +11,11 @@ Starts, on 127.0.0.1 only:
     a funded payer (``scripts/solana_node.py``);
   * ``watcher run``: the embedded PostgreSQL, both followers and the API.
 
-Then writes ``<data-dir>/devnet.json`` (what ``scripts/pay.py`` needs) and
-``<data-dir>/watcher.env`` (the watcher's variables, e.g. for ``watcher doctor``), and waits
+First it checks that every port it needs is free (the embedded PostgreSQL listens on a
+unix socket only) and, if one is taken, says which, and the flag that moves it, and exits 1.
+Once the API answers with this devnet's configuration, it writes ``<data-dir>/devnet.json``
+(what ``scripts/pay.py`` needs) and ``<data-dir>/watcher.env`` (the watcher's variables,
+e.g. for ``watcher doctor``), prints "devnet up" and the pay.py command to run, and waits
 for Ctrl-C / SIGTERM, which stops everything. Each start begins a fresh chain, so
 the ledger (the embedded database under the data dir) is started fresh too.
 """
@@ -25,16 +28,24 @@ import contextlib
 import json
 import os
 import secrets
+import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-from solders.keypair import Keypair
+try:
+    import httpx
+    from solders.keypair import Keypair
+except ImportError as exc:  # a bare `python` without the project's packages
+    sys.exit(
+        f"devnet.py: {exc.name} is missing: run it with the project's interpreter, "
+        ".venv/bin/python scripts/devnet.py (`make install` creates .venv), or `make devnet`"
+    )
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -42,6 +53,19 @@ sys.path.insert(0, str(ROOT))
 from devkit.anvil import Anvil, deploy_token, start_anvil
 
 STARTUP_SECONDS = 90
+
+# Every TCP port the devnet listens on: (flag, attribute, what listens there).
+PORTS = (
+    ("--api-port", "api_port", "the API"),
+    ("--metrics-port", "metrics_port", "the watcher's metrics"),
+    ("--anvil-port", "anvil_port", "anvil (the EVM chain)"),
+    ("--solana-port", "solana_port", "the Solana node's JSON-RPC"),
+    ("--solana-ws-port", "solana_ws_port", "the Solana node's websocket"),
+)
+
+
+class DevnetError(Exception):
+    """A start that cannot go on; the message says what to do."""
 
 
 def parse_args() -> argparse.Namespace:
@@ -55,7 +79,52 @@ def parse_args() -> argparse.Namespace:
         "--solana-ws-port", type=int, default=None, help="default: the Solana HTTP port + 1"
     )
     p.add_argument("--confirmations", type=int, default=2, help="EVM blocks before credit")
-    return p.parse_args()
+    args = p.parse_args()
+    if args.solana_ws_port is None:
+        args.solana_ws_port = args.solana_port + 1
+    return args
+
+
+def _taken(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # As the servers bind: a port left in TIME_WAIT is free to them.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def port_problems(args: argparse.Namespace) -> list[str]:
+    """One line per port that is taken (or asked for twice), naming the flag that moves it."""
+    problems, seen = [], {}
+    for flag, attr, what in PORTS:
+        port = getattr(args, attr)
+        if port in seen:
+            problems.append(f"port {port} is asked for twice ({seen[port]} and {flag})")
+        elif _taken(port):
+            problems.append(
+                f"port {port} ({what}) is taken by another process: stop it, or pick another "
+                f"port with {flag} (make devnet DEVNET_ARGS='{flag} {port + 1000}')"
+            )
+        seen.setdefault(port, flag)
+    return problems
+
+
+def last_error(log: Path) -> str:
+    """Why the watcher stopped, from its log: the plain text it printed last (a
+    configuration error), else its last error line (its logs are JSON lines)."""
+    lines = [ln.rstrip() for ln in _tail(log, 20000).splitlines() if ln.strip()]
+    text: list[str] = []
+    for ln in reversed(lines):
+        if ln.startswith("{"):
+            break
+        text.insert(0, ln)
+    if text:
+        return "\n  ".join(text[-8:])
+    errors = [ln for ln in lines if '"level": "error"' in ln or '"level": "critical"' in ln]
+    return (errors or lines or ["(no output)"])[-1][:600]
 
 
 def _tail(path: Path, limit: int = 2000) -> str:
@@ -89,11 +158,11 @@ async def start_solana(
         line = await asyncio.to_thread(proc.stdout.readline)
         if not line:
             tail = await asyncio.to_thread(_tail, log)
-            raise RuntimeError(f"solana node exited ({proc.wait()}); {log}:\n{tail}")
+            raise DevnetError(f"the Solana node exited with {proc.wait()}; {log}:\n{tail}")
         if line.startswith("{"):
             info: dict[str, Any] = json.loads(line)
             return proc, info
-    raise TimeoutError("solana node did not start")
+    raise DevnetError(f"the Solana node did not start within {STARTUP_SECONDS} s; see {log}")
 
 
 def watcher_env(
@@ -131,17 +200,42 @@ def watcher_env(
     return env
 
 
-async def wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
+async def _answers_as_ours(client: httpx.AsyncClient, api: str, merchant: str) -> bool:
+    # Ready, and offering this devnet's receiving address: our watcher, not another process.
+    if (await client.get(f"{api}/readyz")).status_code != 200:
+        return False
+    chains = (await client.get(f"{api}/x402/supported-chains")).json().get("chains", [])
+    return any(str(c.get("pay_to", "")).lower() == merchant.lower() for c in chains)
+
+
+async def wait_ready(api: str, proc: subprocess.Popen[bytes], merchant: str, log: Path) -> None:
+    """Until the watcher's API answers with this devnet's configuration."""
     deadline = time.monotonic() + STARTUP_SECONDS
     async with httpx.AsyncClient(timeout=2) as client:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise RuntimeError(f"watcher exited with {proc.returncode}")
-            with contextlib.suppress(httpx.HTTPError):
-                if (await client.get(url)).status_code == 200:
+                raise DevnetError(
+                    f"the watcher exited with {proc.returncode} before its API answered: "
+                    f"{last_error(log)} (the whole log: {log})"
+                )
+            with contextlib.suppress(httpx.HTTPError, ValueError, AttributeError):
+                if await _answers_as_ours(client, api, merchant):
                     return
             await asyncio.sleep(0.2)
-    raise TimeoutError(f"{url} did not answer")
+    raise DevnetError(f"{api} did not answer within {STARTUP_SECONDS} s; see {log}")
+
+
+def pay_command(args: argparse.Namespace) -> str:
+    """The pay.py command line that works from the repository root: this interpreter (it
+    has httpx, which a bare `python` may lack), and the state file when it is not the
+    default."""
+    exe = Path(sys.executable)
+    python = str(exe.relative_to(ROOT)) if exe.is_relative_to(ROOT) else str(exe)
+    cmd = [python, "scripts/pay.py", "--chain", "base"]
+    state = (args.data_dir / "devnet.json").resolve()
+    if state != ROOT / ".devnet" / "devnet.json":
+        cmd += ["--state", str(state)]
+    return shlex.join(cmd)
 
 
 def stop(proc: subprocess.Popen[Any] | None) -> None:
@@ -156,6 +250,19 @@ def stop(proc: subprocess.Popen[Any] | None) -> None:
 
 
 async def main(args: argparse.Namespace) -> int:
+    problems = port_problems(args)
+    if problems:
+        for line in problems:
+            print(f"devnet: {line}", file=sys.stderr, flush=True)
+        return 1
+    try:
+        return await run(args)
+    except (DevnetError, RuntimeError) as exc:  # RuntimeError: anvil did not start
+        print(f"devnet: {exc}", file=sys.stderr, flush=True)
+        return 1
+
+
+async def run(args: argparse.Namespace) -> int:
     # A fresh chain every time, so a fresh ledger too (cursors of an old chain would not fit).
     shutil.rmtree(args.data_dir, ignore_errors=True)
     args.data_dir.mkdir(parents=True)
@@ -174,21 +281,22 @@ async def main(args: argparse.Namespace) -> int:
         owner = Keypair()
         sol_proc, sol = await start_solana(
             args.solana_port,
-            args.solana_ws_port if args.solana_ws_port is not None else args.solana_port + 1,
+            args.solana_ws_port,
             str(owner.pubkey()),
             args.data_dir / "solana_node.log",
         )
         admin_key = secrets.token_urlsafe(32)
         env = watcher_env(args, anvil, usdc.address, merchant, str(owner.pubkey()), sol, admin_key)
+        log = args.data_dir / "watcher.log"
         watcher = subprocess.Popen(
             [sys.executable, "-m", "watcher", "run"],
             env=env,
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
-            stderr=(args.data_dir / "watcher.log").open("wb"),
+            stderr=log.open("wb"),
         )
         api = f"http://127.0.0.1:{args.api_port}"
-        await wait_ready(f"{api}/readyz", watcher)
+        await wait_ready(api, watcher, merchant, log)
         info = {
             "api": api,
             "admin_key": admin_key,
@@ -218,14 +326,13 @@ async def main(args: argparse.Namespace) -> int:
             flush=True,
         )
         print(f"state in {state}; logs in {args.data_dir}/*.log", flush=True)
-        print(
-            "next: python scripts/pay.py --chain base   (or --chain solana); Ctrl-C stops",
-            flush=True,
-        )
+        print(f"next: {pay_command(args)}   (or --chain solana); Ctrl-C stops", flush=True)
         while not stopping.is_set():
             if watcher.poll() is not None:
-                print(f"watcher exited with {watcher.returncode}; see watcher.log", flush=True)
-                return 1
+                raise DevnetError(
+                    f"the watcher exited with {watcher.returncode}: {last_error(log)} "
+                    f"(the whole log: {log})"
+                )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), 1)
         return 0

@@ -17,7 +17,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
+try:
+    import httpx
+except ImportError as exc:  # a bare `python` without the project's packages
+    sys.exit(
+        f"pay.py: {exc.name} is missing: run it with the project's interpreter, "
+        ".venv/bin/python scripts/pay.py (`make install` creates .venv)"
+    )
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -91,14 +97,16 @@ def wait_credited(client: httpx.Client, invoice_id: str) -> dict[str, Any]:
     last = None
     while time.monotonic() < deadline:
         status: dict[str, Any] = client.get(f"/x402/invoices/{invoice_id}").json()
-        conf = status.get("confirmations")
+        # A payment still short of its confirmations: {"have", "need"} blocks (EVM) or the
+        # commitment it waits for (Solana).
+        conf = (status.get("payment") or {}).get("confirmations")
         shown = (status.get("status"), json.dumps(conf, sort_keys=True))
         if shown != last:
-            detail = (
-                f" ({conf['have']} of {conf['need']} confirmations)"
-                if isinstance(conf, dict) and "have" in conf
-                else ""
-            )
+            detail = ""
+            if isinstance(conf, dict) and "have" in conf:
+                detail = f" ({conf['have']} of {conf['need']} confirmations)"
+            elif isinstance(conf, dict) and "commitment" in conf:
+                detail = f" (waiting for {conf['commitment']})"
             step(f"invoice {status.get('status')}{detail}")
             last = shown
         if status.get("status") == "credited":

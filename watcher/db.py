@@ -35,7 +35,17 @@ log = structlog.get_logger(__name__)
 
 # Read through importlib.resources, so the files are found in an installed wheel too.
 QUERIES_DIR: Traversable = importlib.resources.files("watcher") / "sql"
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def _migrations_dir() -> Path:
+    # A wheel carries them inside the package (setup.py copies them there at build time); a
+    # checkout or an editable install reads migrations/ beside the package, where they live.
+    here = Path(__file__).resolve().parent
+    packaged = here / "migrations"
+    return packaged if packaged.is_dir() else here.parent / "migrations"
+
+
+MIGRATIONS_DIR = _migrations_dir()
 # Arbitrary but fixed: the advisory lock every migrating process takes.
 MIGRATION_LOCK_KEY = 0x5553_4443_4D49_4752  # "USDCMIGR"
 

@@ -35,6 +35,8 @@ RESERVED = (
     "/api/v1",  # Stripe: checkout, webhook, portal, success/cancel pages
     "/healthz",
     "/readyz",
+    "/health",  # aliases of /healthz and /readyz (the previous deployment's paths)
+    "/ready",
     "/metrics",
     "/docs",  # FastAPI's Swagger UI (and /docs/oauth2-redirect)
     "/redoc",

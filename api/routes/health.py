@@ -1,4 +1,8 @@
-"""Liveness, readiness and metrics: what load balancers and Prometheus ask."""
+"""Liveness, readiness and metrics: what load balancers and Prometheus ask.
+
+``/health`` and ``/ready`` answer as ``/healthz`` and ``/readyz`` (same bodies, same codes):
+the previous deployment's load balancers and monitors probe those paths
+(docs/migrating.md)."""
 
 from __future__ import annotations
 
@@ -39,6 +43,19 @@ async def readyz(request: Request) -> JSONResponse:
         )
     metrics.DB_UP.set(1)
     return JSONResponse({"status": "ready", "database": "ok"})
+
+
+# The old paths: the same handlers, listed in the schema under their own operation ids.
+router.add_api_route(
+    "/health", healthz, summary="The process is alive (alias of /healthz)", operation_id="health"
+)
+router.add_api_route(
+    "/ready",
+    readyz,
+    summary="The database answers (alias of /readyz)",
+    operation_id="ready",
+    responses={503: {"description": "PostgreSQL is unreachable"}},
+)
 
 
 @router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
