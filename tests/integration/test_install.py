@@ -127,9 +127,11 @@ def test_install_refuses_unknown_options() -> None:
 def test_install_run_twice_keeps_the_env_and_copies_no_other_secret(tmp_path: Path) -> None:
     # A checkout at a path with a space, holding a stray env file besides the example.
     source = tmp_path / "my checkout"
-    files = subprocess.run(
-        ["git", "-C", str(ROOT), "ls-files", "-z"], capture_output=True, check=True
-    ).stdout.decode().split("\0")
+    files = (
+        subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z"], capture_output=True, check=True)
+        .stdout.decode()
+        .split("\0")
+    )
     for name in filter(None, files):
         if (ROOT / name).is_file():
             (source / name).parent.mkdir(parents=True, exist_ok=True)
