@@ -134,9 +134,18 @@ def payment_required_body(
         body["invoice"] = {
             "method": "POST",
             "url": asked.invoice_url,
-            "body": {"chain": payable[0], "requests": 10 * asked.price.calls},
+            "body": {"chain": payable[0], "requests": _suggested_requests(settings, asked)},
         }
     return body
+
+
+def _suggested_requests(settings: Settings, asked: Asked) -> int:
+    """Ten times the route's calls, raised to the invoice minimum (api/invoices.py refuses
+    less, and the 402 must not suggest an invoice the server then refuses)."""
+    assert asked.price.calls is not None
+    price = settings.price_per_call_units
+    at_least = -(-max(settings.min_payment_units, price) // price)  # whole calls, rounded up
+    return max(10 * asked.price.calls, at_least)
 
 
 def _v1_accept(settings: Settings, asked: Asked, c: chains.ChainInfo) -> dict[str, Any]:

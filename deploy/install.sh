@@ -7,6 +7,7 @@
 #      migrations are read from /opt/usdc-watcher/migrations, next to the package)
 #   4. the configuration: --env-file (default: .env of the checkout) as
 #      /etc/usdc-watcher/watcher.env, mode 0640 root:usdc-watcher; an existing one is kept
+#      (its content; write by the group and any access by others are taken away)
 #   5. the units: deploy/watcher.service -> /etc/systemd/system/usdc-watcher.service,
 #      deploy/watcher-api.service -> usdc-watcher-api.service (mode 0644)
 #   6. systemctl daemon-reload && systemctl enable --now (needs root)
@@ -24,7 +25,7 @@ set -eu
 
 ROOT=""
 NO_ROOT_STEPS=0
-SOURCE=$(cd "$(dirname "$0")/.." && pwd)
+SOURCE=$(cd "$(dirname "$0")/.." && pwd -P)
 ENV_FILE=""
 PYTHON=python3
 PIP_ARGS=""
@@ -39,7 +40,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --root) ROOT=${2%/}; shift 2 ;;
         --no-root-steps) NO_ROOT_STEPS=1; shift ;;
-        --source) SOURCE=$(cd "$2" && pwd); shift 2 ;;
+        --source) SOURCE=$(cd "$2" && pwd -P); shift 2 ;;
         --env-file) ENV_FILE=$2; shift 2 ;;
         --python) PYTHON=$2; shift 2 ;;
         --pip-args) PIP_ARGS=$2; shift 2 ;;
@@ -90,11 +91,17 @@ install -d -m 0700 $(own "$USER_NAME" "$USER_NAME") "$DATA"
 install -d -m 0755 "$UNITS"
 
 step "3/6 code and venv in /opt/usdc-watcher"
-if [ "$SOURCE" != "$(cd "$APP" && pwd)" ]; then
-    # The checkout without its git history, local venv, node_modules or secrets.
+if [ "$SOURCE" != "$(cd "$APP" && pwd -P)" ]; then
+    # The checkout without its git history, local venv, node_modules or secrets: no
+    # .env, nor .env.local, .env.production and the like (/opt is world-readable), only
+    # the example.
     tar -C "$SOURCE" --exclude=./.git --exclude=./.venv --exclude=./node_modules \
-        --exclude=./.env --exclude='*/__pycache__' --exclude=./.devnet -cf - . \
+        --exclude=./.env --exclude='./.env.*' --exclude='*/__pycache__' \
+        --exclude=./.devnet -cf - . \
         | tar -C "$APP" --no-same-owner -xf -
+    if [ -f "$SOURCE/.env.example" ]; then
+        install -m 0644 "$SOURCE/.env.example" "$APP/.env.example"
+    fi
 fi
 "$PYTHON" -m venv "$APP/.venv"
 # shellcheck disable=SC2086 # PIP_ARGS is a list of options
@@ -102,6 +109,8 @@ fi
 
 step "4/6 configuration /etc/usdc-watcher/watcher.env"
 if [ -f "$ETC/watcher.env" ]; then
+    # It holds the secrets: never readable by others, never writable by the service.
+    chmod g-w,o-rwx "$ETC/watcher.env"
     echo "    kept the existing one (edit it, then: systemctl restart usdc-watcher usdc-watcher-api)"
 else
     # shellcheck disable=SC2046

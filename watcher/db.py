@@ -14,9 +14,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib.resources
+import os
+import pwd
 import re
 import warnings
 from collections.abc import Mapping
@@ -221,6 +224,48 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, **kw: 
     return pool
 
 
+# The system user pgserver runs PostgreSQL as when started by root.
+PGSERVER_ROOT_USER = "pgserver"
+
+
+def refuse_foreign_pgdata(pgdata: Path) -> None:
+    """PermissionError when the embedded server would take ``pgdata`` from its owner.
+
+    Started by root, pgserver creates a ``pgserver`` system user, opens every parent
+    directory to everyone and chowns pgdata to that user, even to join a running server.
+    ``sudo watcher explain`` (or doctor, or migrate) on a host where the service user owns
+    /var/lib/usdc-watcher would then leave the service unable to start its own database.
+    So root may use only a pgdata (or, before one exists, a data dir) that is root's or
+    already pgserver's; any other user only a pgdata it owns (PostgreSQL insists anyway).
+    """
+    euid = os.geteuid()
+    target = pgdata if pgdata.exists() or euid != 0 else pgdata.parent
+    try:
+        owner = target.stat().st_uid
+    except FileNotFoundError:
+        return  # nothing there yet: whatever is made is this user's
+    allowed = {euid}
+    if euid == 0:
+        with contextlib.suppress(KeyError):  # no such user yet: root's own data only
+            allowed.add(pwd.getpwnam(PGSERVER_ROOT_USER).pw_uid)
+    if owner in allowed:
+        return
+    try:
+        name = pwd.getpwuid(owner).pw_name
+    except KeyError:
+        name = f"uid {owner}"
+    raise PermissionError(
+        f"WATCHER_DATA_DIR: {str(target)!r} belongs to {name}, not to this user "
+        f"(uid {euid}); run the command as {name} (e.g. sudo -u {name} -E watcher ...), "
+        "or set DATABASE_URL"
+        + (
+            "; as root the embedded PostgreSQL would chown it away from its owner"
+            if euid == 0
+            else ""
+        )
+    )
+
+
 class EmbeddedPostgres:
     """A private PostgreSQL from the pgserver wheel, in ``data_dir/pgdata``."""
 
@@ -229,7 +274,9 @@ class EmbeddedPostgres:
         self._server: Any = None
 
     def start(self) -> str:
-        """Start (or join) the server; returns a DSN over its unix socket."""
+        """Start (or join) the server; returns a DSN over its unix socket. PermissionError
+        (naming WATCHER_DATA_DIR and its owner) for a data dir of another user."""
+        refuse_foreign_pgdata(self.pgdata)
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
         with warnings.catch_warnings():
             # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI).

@@ -196,10 +196,13 @@ def unfollowed(settings: cfg.Settings) -> list[str]:
     for row in networks.NETWORKS.values():
         p = chain_settings.prefix(row)
         address, rpc = p + "payment_address", p + "rpc_url"
-        has_address, has_rpc = settings.value(address) is not None, settings.value(rpc) is not None
+        # Parsed as the follower reads them: "," is an RPC URL list with no URL in it.
+        has_address = bool(chain_settings.split(settings.value(address)))
+        has_rpc = bool(chain_settings.split(settings.value(rpc)))
         if has_address and not has_rpc:
+            unset = "not set" if settings.value(rpc) is None else "holds no URL"
             out.append(
-                f"{rpc.upper()}: not set, so {row.title} is not followed although "
+                f"{rpc.upper()}: {unset}, so {row.title} is not followed although "
                 f"{address.upper()} is set (payments there would never be credited); set it "
                 "to your RPC provider's URL, or unset the address"
             )

@@ -40,3 +40,14 @@ async def test_with_one_network_the_402_suggests_and_names_only_it(pool: db.Pool
         assert way["how"].startswith("pay USDC on solana (see accepts)")
         made = await http.post("/x402/invoices", json=body["invoice"]["body"])
         assert made.status_code == 201, made.text
+
+
+async def test_the_suggested_invoice_meets_the_invoice_minimum(pool: db.Pool) -> None:
+    # A $5 minimum at $0.10 a call: ten calls ($1) would be refused as amount_too_small.
+    async with client(app_for(pool, x402_min_payment_usd="5.05")) as http:
+        body = (await http.get(PAID)).json()
+        assert body["invoice"]["body"]["requests"] == 51
+        made = await http.post("/x402/invoices", json=body["invoice"]["body"])
+        assert made.status_code == 201, made.text
+    async with client(app_for(pool)) as http:  # the default minimum: ten calls, as before
+        assert (await http.get(PAID)).json()["invoice"]["body"]["requests"] == 10

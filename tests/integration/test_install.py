@@ -121,3 +121,39 @@ def test_install_without_a_configuration_stops_first_and_says_how(tmp_path: Path
 def test_install_refuses_unknown_options() -> None:
     done = _install("--prefix", "/x")
     assert done.returncode == 2 and "unknown option --prefix" in done.stderr
+
+
+@pytest.mark.timeout(900)
+def test_install_run_twice_keeps_the_env_and_copies_no_other_secret(tmp_path: Path) -> None:
+    # A checkout at a path with a space, holding a stray env file besides the example.
+    source = tmp_path / "my checkout"
+    files = (
+        subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z"], capture_output=True, check=True)
+        .stdout.decode()
+        .split("\0")
+    )
+    for name in filter(None, files):
+        if (ROOT / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, source / name)
+    (source / ".env.production").write_text("X402_ADMIN_KEY=secret-in-the-checkout\n")
+    root = tmp_path / "scratch root"
+    shutil.copytree("/usr/lib/systemd/system", root / "usr/lib/systemd/system", symlinks=True)
+    first, second = tmp_path / "first.env", tmp_path / "second.env"
+    first.write_text(DOTENV)
+    second.write_text("WATCHER_ENV=development\n")
+    args = ("--root", str(root), "--no-root-steps", "--source", str(source),
+            "--python", sys.executable, "--pip-args", "--no-deps")  # fmt: skip
+    done = _install(*args, "--env-file", str(first))
+    assert done.returncode == 0, done.stdout + done.stderr
+    app, env = root / "opt/usdc-watcher", root / "etc/usdc-watcher/watcher.env"
+    assert not (app / ".env.production").exists()  # /opt is world-readable
+    assert (app / ".env.example").read_text() == (ROOT / ".env.example").read_text()
+    # An operator loosened the installed file; the second run keeps its content and
+    # takes back what others and the service's group must not have.
+    env.chmod(0o666)
+    again = _install(*args, "--env-file", str(second))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "kept the existing one" in again.stdout
+    assert env.read_text() == DOTENV and _mode(env) == 0o640
+    assert _mode(root / "var/lib/usdc-watcher") == 0o700

@@ -21,6 +21,11 @@ PUBLIC = [
     "https://1rpc.io/eth",
     "https://MAINNET.BASE.ORG.",  # hosts are case-insensitive, a trailing dot is the same host
     "https://mainnet.gateway.tenderly.co",
+    # What the HTTP client connects to, however it is spelled: a port, credentials, the
+    # ideographic full stop (httpx's IDNA reads it as a dot and connects to the public host).
+    "https://mainnet.base.org:443/",
+    "https://user:pw@mainnet.base.org",
+    "https://mainnet\u3002base\u3002org",
 ]
 KEYED_OR_OTHER = [
     "https://base-mainnet.g.alchemy.com/v2/KEY",

@@ -29,6 +29,8 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         ("https://API.example.com:8443/", ("https", "api.example.com:8443", "")),
         ("https://example.com/pay/", ("https", "example.com", "/pay")),
         ("http://127.0.0.1:8000", ("http", "127.0.0.1:8000", "")),
+        ("https://[::1]:8443/pay", ("https", "[::1]:8443", "/pay")),
+        ("https://xn--e1afmkfd.example/a%20b", ("https", "xn--e1afmkfd.example", "/a%20b")),
     ],
 )
 def test_a_public_url_is_taken_apart(text: str, parts: tuple[str, str, str]) -> None:
@@ -48,6 +50,22 @@ def test_a_public_url_is_taken_apart(text: str, parts: tuple[str, str, str]) -> 
         ("https://user:pw@example.com", "has credentials in it"),
         ("https://example.com:port", "not a URL"),
         ("https://example.com/a/../b", "has . or .. in its path"),
+        ("https://example.com/%2E%2e/b", "has . or .. in its path"),
+        # urlsplit takes each of these as a host or a path; a browser reads some otherwise
+        # (a backslash as a slash), and a tab or newline inside would be silently dropped.
+        ("https://evil.example\\.example.com", "a backslash"),
+        ("https://exa mple.com", "a space"),
+        ("https://example.com/pa y", "a space"),
+        ("https://api.exa\tmple.com", "a control character"),
+        ("https://api.example.com/x\ny", "a control character"),
+        ("https://\u0435xample.com", "non-ASCII character in it (give an international name"),
+        ("https://example.com%2fevil.com", "has no valid host name, IP address or port"),
+        ("https://a_b.example.com", "has no valid host name, IP address or port"),
+        ("https://example.com;x", "has no valid host name, IP address or port"),
+        ("https://example.com:0", "has no valid host name, IP address or port"),
+        ("https://[1.2.3.4]", "not a URL"),
+        ('https://example.com/x"><script>', "characters a URL path cannot hold"),
+        ("https://example.com/" + "p" * 600, "is longer than 512 characters"),
     ],
 )
 def test_a_malformed_public_url_is_refused_in_every_mode(text: str, why: str) -> None:

@@ -74,10 +74,19 @@ def _host_matches(pattern: str, host: str) -> bool:
     return host == pattern
 
 
+def _ascii_host(host: str) -> str:
+    """The host as the HTTP client resolves it: IDNA-encoded, so the ideographic full stop
+    (``mainnet\u3002base\u3002org``, which httpx connects to as dots) is the public host."""
+    try:
+        return host.encode("idna").decode("ascii").lower()
+    except UnicodeError:  # not a name IDNA can encode: compare it as it is
+        return host.lower()
+
+
 def match(url: str) -> PublicEndpoint | None:
     """The known public endpoint ``url`` points at, or None (a provider's keyed URL, a node)."""
     parts = urlsplit(url.strip())
-    host = (parts.hostname or "").rstrip(".").lower()
+    host = _ascii_host(parts.hostname or "").rstrip(".")
     for known in KNOWN:
         if _host_matches(known.host, host):
             segments = [part for part in parts.path.split("/") if part]

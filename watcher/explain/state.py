@@ -41,6 +41,9 @@ async def read_ledger(report: model.Report, settings: Settings) -> None:
         return
     try:
         dsn = await asyncio.to_thread(embedded.start)
+    except PermissionError as exc:  # another user's data dir (watcher/db.py): never taken
+        report.notes.append(f"{exc}: no ledger state shown")
+        return
     except (OSError, subprocess.SubprocessError, AssertionError) as exc:
         # pgserver raises what pg_ctl raised, and asserts the server came up.
         report.notes.append(
