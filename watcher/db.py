@@ -278,6 +278,7 @@ class EmbeddedPostgres:
         (naming WATCHER_DATA_DIR and its owner) for a data dir of another user."""
         refuse_foreign_pgdata(self.pgdata)
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        joined = (self.pgdata / "postmaster.pid").exists()  # another process runs it
         with warnings.catch_warnings():
             # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI).
             warnings.simplefilter("ignore")
@@ -285,7 +286,8 @@ class EmbeddedPostgres:
 
             self._server = postgres_server.get_server(self.pgdata, cleanup_mode="stop")
         uri: str = self._server.get_uri()
-        log.info("embedded_postgres_started", pgdata=str(self.pgdata))
+        event = "embedded_postgres_joined" if joined else "embedded_postgres_started"
+        log.info(event, pgdata=str(self.pgdata))
         return uri
 
     def stop(self) -> None:
@@ -293,7 +295,11 @@ class EmbeddedPostgres:
         if self._server is not None:
             self._server.cleanup()
             self._server = None
-            log.info("embedded_postgres_stopped", pgdata=str(self.pgdata))
+            # pgserver stops the server only when no other process holds it: say which,
+            # so `watcher explain` beside a running daemon does not log a false "stopped".
+            running = (self.pgdata / "postmaster.pid").exists()
+            event = "embedded_postgres_left_running" if running else "embedded_postgres_stopped"
+            log.info(event, pgdata=str(self.pgdata))
 
     def __enter__(self) -> str:
         return self.start()

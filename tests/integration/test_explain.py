@@ -308,6 +308,9 @@ async def test_the_embedded_ledger_is_read_where_watcher_run_keeps_it(
         ]
         assert "=> credit  [ledger: credited]  [4 confirmations]" in out
         assert (data / "pgdata" / "postmaster.pid").exists()  # still running: not ours to stop
+        # and its log says so: joined and left running, not "started" and "stopped".
+        assert "embedded_postgres_joined" in err and "embedded_postgres_left_running" in err
+        assert "embedded_postgres_stopped" not in err
     finally:
         await asyncio.to_thread(embedded.stop)
     assert not (data / "pgdata" / "postmaster.pid").exists()
