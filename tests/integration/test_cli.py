@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
+from devkit import cli_env
 from tests.unit.test_settings import PLACEHOLDERS
 
 
@@ -20,22 +20,8 @@ def test_help_lists_the_commands() -> None:
 
 
 def test_cli_exits_2_and_starts_nothing_on_bad_production_config(tmp_path: Path) -> None:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("X402_", "STRIPE_", "WATCHER_")) and k != "DATABASE_URL"
-    }
-    env.update(PLACEHOLDERS)
-    env["WATCHER_ENV"] = "production"
-    env["WATCHER_DATA_DIR"] = str(tmp_path / "data")
-    proc = subprocess.run(
-        [sys.executable, "-m", "watcher", "run"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    env = cli_env.process_env(tmp_path, WATCHER_ENV="production", **PLACEHOLDERS)
+    proc = cli_env.run(tmp_path, env, "run", timeout=60)
     assert proc.returncode == 2
     for name in PLACEHOLDERS:
         assert name in proc.stderr
@@ -43,35 +29,12 @@ def test_cli_exits_2_and_starts_nothing_on_bad_production_config(tmp_path: Path)
 
 
 def test_cli_exits_2_on_a_bad_trusted_proxy_list(tmp_path: Path) -> None:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("X402_", "STRIPE_", "WATCHER_")) and k != "DATABASE_URL"
-    }
-    env["WATCHER_DATA_DIR"] = str(tmp_path / "data")
-    env["WATCHER_TRUSTED_PROXIES"] = "127.0.0.1,10.0.0.0/40"
+    env = cli_env.process_env(tmp_path, WATCHER_TRUSTED_PROXIES="127.0.0.1,10.0.0.0/40")
     for command in ("run", "api"):
-        proc = subprocess.run(
-            [sys.executable, "-m", "watcher", command],
-            env=env,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        proc = cli_env.run(tmp_path, env, command, timeout=60)
         assert proc.returncode == 2
         assert "WATCHER_TRUSTED_PROXIES" in proc.stderr and "10.0.0.0/40" in proc.stderr
     assert not (tmp_path / "data").exists()
-
-
-def _clean_env(tmp_path: Path) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("X402_", "STRIPE_", "WATCHER_")) and k != "DATABASE_URL"
-    }
-    env["WATCHER_DATA_DIR"] = str(tmp_path / "data")
-    return env
 
 
 def test_cli_exits_2_on_a_bad_gateway_file_naming_file_and_table_path(tmp_path: Path) -> None:
@@ -81,17 +44,10 @@ def test_cli_exits_2_on_a_bad_gateway_file_naming_file_and_table_path(tmp_path: 
         '[[routes]]\nmethod = "GET"\npath = "/v1/a"\nupstream = "weather"\nfree = true\n\n'
         '[[routes]]\nmethod = "GET"\npath = "/v1/b"\nupstream = "weather"\nprice_usd = 0.30\n'
     )
-    env = _clean_env(tmp_path)
+    env = cli_env.process_env(tmp_path)
     env["WATCHER_GATEWAY_CONFIG"] = str(gateway)
     for command in ("run", "api"):
-        proc = subprocess.run(
-            [sys.executable, "-m", "watcher", command],
-            env=env,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        proc = cli_env.run(tmp_path, env, command, timeout=60)
         assert proc.returncode == 2, proc.stderr
         assert str(gateway) in proc.stderr
         assert "routes[1].price_usd (line 10)" in proc.stderr and "TOML number" in proc.stderr
@@ -99,18 +55,11 @@ def test_cli_exits_2_on_a_bad_gateway_file_naming_file_and_table_path(tmp_path: 
 
 
 def test_cli_exits_2_when_the_gateway_file_is_missing_or_not_toml(tmp_path: Path) -> None:
-    env = _clean_env(tmp_path)
+    env = cli_env.process_env(tmp_path)
     broken = tmp_path / "broken.toml"
     broken.write_text("[upstreams.weather\n")
     for path, words in ((tmp_path / "absent.toml", "cannot read"), (broken, "line 1")):
         env["WATCHER_GATEWAY_CONFIG"] = str(path)
-        proc = subprocess.run(
-            [sys.executable, "-m", "watcher", "api"],
-            env=env,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        proc = cli_env.run(tmp_path, env, "api", timeout=60)
         assert proc.returncode == 2, proc.stderr
         assert str(path) in proc.stderr and words in proc.stderr

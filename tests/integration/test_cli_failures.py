@@ -7,7 +7,6 @@ The ports a test needs taken it holds itself, on 127.0.0.1.
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import socket
@@ -20,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from devkit import cli_env
 from devkit.anvil import free_port
 from devkit.pg import SessionPostgres, with_database
 from watcher import settings as cfg
@@ -31,13 +31,8 @@ BASE_ADDRESS = "0x70997970c51812dc3a010c7d01b50e0d17dc79c8"
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("X402_", "STRIPE_", "WATCHER_")) and k != "DATABASE_URL"
-    }
+    env = cli_env.process_env(tmp_path)
     env.update(
-        WATCHER_DATA_DIR=str(tmp_path / "data"),
         WATCHER_LOG_FORMAT="json",
         WATCHER_API_PORT=str(free_port()),
         WATCHER_METRICS_PORT=str(free_port()),
@@ -47,14 +42,7 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 
 def _watcher(tmp_path: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "watcher", *args],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=90,
-    )
+    return cli_env.run(tmp_path, env, *args)
 
 
 @pytest.fixture

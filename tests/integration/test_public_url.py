@@ -9,9 +9,6 @@ request, which is what the Host-header test shows, and production logs a warning
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +17,7 @@ import structlog
 
 from api import public_url
 from api.app import create_app
-from devkit import api_support
+from devkit import api_support, cli_env
 from devkit.x402kit import decode_header
 from watcher import db, gateway_config, service_keys
 from watcher.settings import Settings
@@ -150,23 +147,11 @@ async def test_the_gateway_its_charge_endpoint_and_forward_auth_use_it(
 
 
 def test_a_bad_public_url_stops_the_command_with_exit_2_naming_it(tmp_path: Path) -> None:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("X402_", "STRIPE_", "WATCHER_")) and k != "DATABASE_URL"
-    }
-    env["WATCHER_DATA_DIR"] = str(tmp_path / "data")
+    env = cli_env.process_env(tmp_path)
     for value, why in (("api.example.com/pay", "not an absolute"), (PUBLIC + "?a=1", "query")):
         env["WATCHER_PUBLIC_URL"] = value
         for command in ("run", "api"):
-            proc = subprocess.run(
-                [sys.executable, "-m", "watcher", command],
-                env=env,
-                cwd=tmp_path,
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
+            proc = cli_env.run(tmp_path, env, command, timeout=60)
             assert proc.returncode == 2, proc.stderr
             assert f"WATCHER_PUBLIC_URL: {value!r}" in proc.stderr and why in proc.stderr
             assert "Traceback" not in proc.stderr

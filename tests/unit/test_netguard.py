@@ -6,7 +6,6 @@ Nothing here opens a socket: the seams answer, and a dial would fail the test.""
 from __future__ import annotations
 
 import ipaddress
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import httpcore
 import httpx
 import pytest
 
+from devkit import cli_env
 from watcher import errors, settings
 from watcher.webhooks import netguard
 
@@ -190,10 +190,7 @@ def test_resolved_addresses_are_judged_alike(address: str, ok: bool) -> None:
 
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for key in list(os.environ):
-        if key.startswith(("X402_", "STRIPE_", "WATCHER_")) or key == "DATABASE_URL":
-            monkeypatch.delenv(key)
-    monkeypatch.chdir(tmp_path)
+    cli_env.clear(monkeypatch, tmp_path)  # no stray variables or .env
 
 
 @pytest.mark.usefixtures("clean_env")

@@ -8,12 +8,12 @@ suffix, ``<ENV>`` being the row's name upper-cased with ``-`` as ``_``.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 from solders.keypair import Keypair
 
+from devkit import cli_env
 from watcher import errors, networks
 from watcher.doctor import config
 from watcher.doctor.report import Check
@@ -44,10 +44,7 @@ def by_name(rows: list[networks.Network]) -> pytest.MarkDecorator:
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for key in list(os.environ):
-        if key.startswith(("X402_", "STRIPE_", "WATCHER_")) or key == "DATABASE_URL":
-            monkeypatch.delenv(key)
-    monkeypatch.chdir(tmp_path)  # no stray .env
+    cli_env.clear(monkeypatch, tmp_path)  # no stray variables or .env
 
 
 def var(row: networks.Network, suffix: str) -> str:

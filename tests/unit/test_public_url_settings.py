@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from api import public_url as api_public_url  # the API's side of the same variable
+from devkit import cli_env
 from watcher import errors, public_url
 from watcher.settings import load_settings
 
@@ -16,10 +16,7 @@ GOOD_ADMIN = "Vq3m9T_x2Lk8-WcR4pZ7sN1bJ6dF0hY5gE2aU8oI3eQ"  # 256 bits
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for key in list(os.environ):
-        if key.startswith(("X402_", "STRIPE_", "WATCHER_")) or key == "DATABASE_URL":
-            monkeypatch.delenv(key)
-    monkeypatch.chdir(tmp_path)  # no stray .env
+    cli_env.clear(monkeypatch, tmp_path)  # no stray variables or .env
 
 
 @pytest.mark.parametrize(

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
+from devkit import cli_env
 from watcher import errors
 from watcher.keys import estimate_key_bits
 from watcher.settings import Settings, load_settings
@@ -25,10 +25,7 @@ PLACEHOLDERS = {
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for key in list(os.environ):
-        if key.startswith(("X402_", "STRIPE_", "WATCHER_")) or key == "DATABASE_URL":
-            monkeypatch.delenv(key)
-    monkeypatch.chdir(tmp_path)  # no stray .env
+    cli_env.clear(monkeypatch, tmp_path)  # no stray variables or .env
 
 
 def test_defaults_match_the_seed() -> None:

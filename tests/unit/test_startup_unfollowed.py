@@ -3,11 +3,11 @@ URL list comes out empty."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
+from devkit import cli_env
 from watcher import errors, startup
 from watcher.settings import load_settings
 
@@ -17,10 +17,7 @@ ADDRESS = "0x70997970c51812dc3a010c7d01b50e0d17dc79c8"
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for key in list(os.environ):
-        if key.startswith(("X402_", "STRIPE_", "WATCHER_")) or key == "DATABASE_URL":
-            monkeypatch.delenv(key)
-    monkeypatch.chdir(tmp_path)  # no stray .env
+    cli_env.clear(monkeypatch, tmp_path)  # no stray variables or .env
 
 
 @pytest.mark.parametrize("rpc", [",", " , ,"])

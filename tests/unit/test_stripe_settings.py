@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
+from devkit import cli_env
 from watcher import errors
 from watcher.settings import load_settings
 
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for key in list(os.environ):
-        if key.startswith(("X402_", "STRIPE_", "WATCHER_")) or key == "DATABASE_URL":
-            monkeypatch.delenv(key)
-    monkeypatch.chdir(tmp_path)  # no stray .env
+    cli_env.clear(monkeypatch, tmp_path)  # no stray variables or .env
 
 
 def test_half_configured_stripe_is_refused_with_every_reason(

@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 from solders.keypair import Keypair
 
+from devkit import cli_env
 from watcher import errors
 from watcher.settings import load_settings
 
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for key in list(os.environ):
-        if key.startswith(("X402_", "STRIPE_", "WATCHER_")) or key == "DATABASE_URL":
-            monkeypatch.delenv(key)
-    monkeypatch.chdir(tmp_path)  # no stray .env
+    cli_env.clear(monkeypatch, tmp_path)  # no stray variables or .env
 
 
 def test_off_by_default() -> None:
