@@ -20,12 +20,13 @@ def test_the_gauge_falls_back_to_0_when_the_cooldown_ends_without_a_call(
 ) -> None:
     # Only this test's breaker: another test's client may still be alive, and open.
     monkeypatch.setattr(stripe_client, "_BREAKERS", weakref.WeakSet())
-    breaker = stripe_client.CircuitBreaker(threshold=2, cooldown=0.2)
+    # A cooldown long enough that a loaded machine reads the gauge before it ends.
+    breaker = stripe_client.CircuitBreaker(threshold=2, cooldown=1.0)
     breaker.failure()
     assert not breaker.is_open() and _open_gauge() == 0
     breaker.failure()
     assert breaker.is_open() and _open_gauge() == 1
-    time.sleep(0.25)  # nobody calls Stripe meanwhile: nothing is refused any more
+    time.sleep(1.05)  # nobody calls Stripe meanwhile: nothing is refused any more
     assert not breaker.is_open() and _open_gauge() == 0
     breaker.check()  # the trial is let through
     breaker.failure()  # and fails: open again at once
