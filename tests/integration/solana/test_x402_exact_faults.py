@@ -306,10 +306,21 @@ async def test_payments_from_one_source_at_once_never_fail_on_chain_at_our_expen
         headers = [v2_header_for(offer, payment_tx(x402, payer=bob)) for _ in range(4)]
         answers = await asyncio.gather(*(http.get(ROUTE, headers=h) for h in headers))
     assert sorted(r.status_code for r in answers) == [200, 402, 402, 402]
-    refused = {r.json()["error"] for r in answers if r.status_code == 402}
-    assert refused <= {"settlement_pending", "transaction_simulation_failed"}
+    refused = [r.json() for r in answers if r.status_code == 402]
+    for body in refused:
+        # Usually refused at the claim or the simulation. On a loaded machine a request can
+        # simulate before the first payment lands and claim after it settled: the node's
+        # preflight then refuses it (or its blockhash expires unsent). Either costs nothing.
+        assert body["error"] in {
+            "settlement_pending",
+            "transaction_simulation_failed",
+            "transaction_failed",
+        }, body
+        if body["error"] == "transaction_failed":
+            assert "refused" in body["message"] or "expired" in body["message"], body
     rows = await settlements(pool)
-    assert [r["status"] for r in rows] == ["settled"]  # nothing failed on chain
+    assert [r["status"] for r in rows if r["status"] != "failed"] == ["settled"]
+    assert not any(r["failed_on_chain"] for r in rows)  # nothing failed on chain: no fee spent
     assert x402.balance(x402.owner) == PRICE and x402.balance(bob.pubkey()) == 0
 
 
