@@ -120,9 +120,10 @@ async def test_an_upload_over_the_limit_is_never_forwarded_whole(
     )
     status, _ = await raw(gw_url, request)
     assert status == 413
-    # The streamed one reached the upstream cut off (it sees the client go away, so it
-    # never completes); the chunked one never reached it; only the streamed one is charged.
-    assert up.accepted == 1 and "bytes" not in streamed.json()
+    # The streamed one was relayed and cut off (the upstream sees the client go away, so
+    # it never completes; on a loaded machine the cut can come before its handler ran at
+    # all); the chunked one never reached it; only the streamed one is charged.
+    assert up.accepted <= 1 and "bytes" not in streamed.json()
     assert await remaining(pool, token) == 9
 
 
