@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
 import httpx
 from fastapi import FastAPI
 
@@ -22,17 +26,25 @@ def _app(pool: db.Pool, anvil: Anvil, usdc: Token, receiver: str) -> FastAPI:
     )
 
 
+@contextlib.asynccontextmanager
+async def _served(
+    pool: db.Pool, anvil: Anvil, usdc: Token, receiver: str
+) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
+    """The API over real HTTP and a follower of anvil, both for ``receiver``."""
+    chain = evmkit.evm_chain(anvil, usdc, [receiver], confirmations=3)
+    async with (
+        serve(_app(pool, anvil, usdc, receiver)) as url,
+        httpx.AsyncClient(base_url=url, timeout=30) as http,
+        evmkit.follower(chain, pool) as follower,
+    ):
+        yield http, follower
+
+
 async def test_a_payment_followed_from_open_to_claimed(
     pool: db.Pool, anvil: Anvil, usdc: Token
 ) -> None:
     receiver = anvil.accounts[9]
-    app = _app(pool, anvil, usdc, receiver)
-    chain = evmkit.evm_chain(anvil, usdc, [receiver], confirmations=3)
-    async with (
-        serve(app) as url,
-        httpx.AsyncClient(base_url=url, timeout=30) as http,
-        evmkit.follower(chain, pool) as follower,
-    ):
+    async with _served(pool, anvil, usdc, receiver) as (http, follower):
         await evmkit.drain(follower)  # the follower is at the head before the invoice
         inv = (await http.post("/x402/invoices", json={"chain": "base", "requests": 3})).json()
         path = f"/x402/invoices/{inv['invoice_id']}/events"
@@ -77,13 +89,7 @@ async def test_last_event_id_resumes_with_only_what_is_new(
     pool: db.Pool, anvil: Anvil, usdc: Token
 ) -> None:
     receiver = anvil.accounts[9]
-    app = _app(pool, anvil, usdc, receiver)
-    chain = evmkit.evm_chain(anvil, usdc, [receiver], confirmations=3)
-    async with (
-        serve(app) as url,
-        httpx.AsyncClient(base_url=url, timeout=30) as http,
-        evmkit.follower(chain, pool) as follower,
-    ):
+    async with _served(pool, anvil, usdc, receiver) as (http, follower):
         await evmkit.drain(follower)
         inv = (await http.post("/x402/invoices", json={"chain": "base", "requests": 2})).json()
         path = f"/x402/invoices/{inv['invoice_id']}/events"
