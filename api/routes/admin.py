@@ -1,8 +1,10 @@
 """Operator routes behind ``x-admin-key``: housekeeping, stats, manual settle/invalidate.
 
 The key is compared in constant time. While ``X402_ADMIN_KEY`` is unset or a
-placeholder every admin route answers 403: no default key ever opens them.
-Manual marks write an ``admin_audit`` row in the same transaction as the change.
+placeholder every admin route answers 403: no default key ever opens them. Every
+admin request also names its operator (``x-admin-operator``, api/operator.py), reads
+included: one shared key cannot tell people apart. Manual marks write an
+``admin_audit`` row, with that name, in the same transaction as the change.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Annotated, Any
 import asyncpg
 from fastapi import APIRouter, Depends, Header, Path, Request
 
-from api import ratelimit
+from api import operator, ratelimit
 from api.errors import DB_ERRORS, ApiError, responses, service_unavailable
 from api.models import MarkRequest
 from watcher import db, ledger
@@ -22,8 +24,14 @@ from watcher.settings import Settings
 
 
 async def require_admin(
-    request: Request, x_admin_key: Annotated[str | None, Header(alias="x-admin-key")] = None
-) -> None:
+    request: Request,
+    x_admin_key: Annotated[str | None, Header(alias="x-admin-key")] = None,
+    x_admin_operator: Annotated[str | None, Header(alias="x-admin-operator")] = None,
+) -> str:
+    """The operator of an admin request: 403 without the admin key, then 400 without a
+    valid ``x-admin-operator`` (the key first, so a caller without it learns nothing
+    more). The name is returned (a handler that records it depends on this again:
+    FastAPI runs it once per request) and kept in ``request.state.operator``."""
     settings: Settings = request.app.state.settings
     expected = settings.admin_key()
     if expected is None:
@@ -41,6 +49,12 @@ async def require_admin(
             "missing or wrong x-admin-key",
             "send the configured X402_ADMIN_KEY in the x-admin-key header",
         )
+    name = await operator.require_operator(x_admin_operator)
+    request.state.operator = name
+    return name
+
+
+Operator = Annotated[str, Depends(require_admin)]
 
 
 router = APIRouter(prefix="/x402", tags=["admin"], dependencies=[Depends(require_admin)])
@@ -110,9 +124,11 @@ async def mark_payment(
     request: Request,
     body: MarkRequest,
     payment_id: Annotated[int, Path(ge=1, le=2**63 - 1)],
+    who: Operator,
 ) -> dict[str, Any]:
     pool: db.Pool = request.app.state.pool
-    reason = f"{body.action} by operator: {body.reason}"
+    # the payment's own reason names the operator too: watcher explain shows it
+    reason = f"{body.action} by operator {who}: {body.reason}"
     try:
         async with pool.acquire() as conn, conn.transaction():
             before = await conn.fetchrow(db.q("api_payment_state"), payment_id)
@@ -144,6 +160,7 @@ async def mark_payment(
                 to_state,
                 body.reason,
                 ratelimit.client_id(request),
+                who,
             )
     except DB_ERRORS as exc:
         raise service_unavailable("the database") from exc
@@ -154,4 +171,5 @@ async def mark_payment(
         "to_state": to_state,
         "audit_id": audit["id"],
         "at": audit["at"],
+        "operator": who,
     }

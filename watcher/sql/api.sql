@@ -249,6 +249,6 @@ FROM v_x402_active_payments;
 SELECT id, state FROM payments WHERE id = $1;
 
 -- name: api_admin_audit
-INSERT INTO admin_audit (action, payment_id, from_state, to_state, reason, client)
-VALUES ($1, $2, $3, $4, $5, $6)
+INSERT INTO admin_audit (action, payment_id, from_state, to_state, reason, client, operator)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
 RETURNING id, at;
