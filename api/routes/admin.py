@@ -10,11 +10,12 @@ included: one shared key cannot tell people apart. Manual marks write an
 from __future__ import annotations
 
 import hmac
+import json
 from decimal import Decimal
 from typing import Annotated, Any
 
 import asyncpg
-from fastapi import APIRouter, Depends, Header, Path, Request
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
 
 from api import operator, ratelimit
 from api.errors import DB_ERRORS, ApiError, responses, service_unavailable
@@ -113,6 +114,37 @@ async def stats(request: Request) -> dict[str, Any]:
     except DB_ERRORS as exc:
         raise service_unavailable("the database") from exc
     return out
+
+
+@router.get(
+    "/admin/audit",
+    summary="Who did what: the admin audit, newest first (filters optional)",
+    responses=responses(400, 403, 422, 503),
+)
+async def audit_list(
+    request: Request,
+    payment_id: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
+    # patterns keep what PostgreSQL cannot store (NUL, lone surrogates) out: a 422
+    subject: Annotated[str | None, Query(max_length=200, pattern=r"^[\x21-\x7e]+$")] = None,
+    operator_name: Annotated[
+        str | None, Query(alias="operator", pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._@+\-]{0,63}$")
+    ] = None,
+    before: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> dict[str, Any]:
+    pool: db.Pool = request.app.state.pool
+    try:
+        rows = await pool.fetch(
+            db.q("api_admin_audit_list"), payment_id, subject, operator_name, before, limit
+        )
+    except DB_ERRORS as exc:
+        raise service_unavailable("the database") from exc
+    items = [
+        {**dict(r), "detail": None if r["detail"] is None else json.loads(r["detail"])}
+        for r in rows
+    ]
+    # a full page may have more: ask again with before=next_before
+    return {"audit": items, "next_before": items[-1]["id"] if len(items) == limit else None}
 
 
 @router.post(

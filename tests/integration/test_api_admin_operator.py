@@ -181,3 +181,57 @@ async def test_the_feed_wants_an_operator_with_the_admin_key_only(pool: db.Pool)
         assert (await http.get("/x402/events", headers=ADMIN_HEADERS)).status_code == 200
         wrong = {"x-admin-key": ADMIN_KEY[:-1]}
         assert_error(await http.get("/x402/events", headers=wrong), 403, "feed_key_refused")
+
+
+async def test_the_audit_reads_back_who_did_what(pool: db.Pool) -> None:
+    pid, _ = await record_payment(pool, credit=False)
+    carol = {**ADMIN_HEADERS, "x-admin-operator": "carol"}
+    async with client(app_for(pool)) as http:
+        marked = await http.post(
+            f"/x402/admin/payments/{pid}/mark",
+            headers=carol,
+            json={"action": "settle", "reason": "seen on the explorer"},
+        )
+        assert marked.status_code == 200, marked.text
+        hook = await http.post(
+            "/x402/admin/webhooks",
+            headers=ADMIN_HEADERS,
+            json={"url": "https://hooks.example.com/usdc", "events": ["*"]},
+        )
+        assert hook.status_code == 201, hook.text
+        assert_error(
+            await http.get("/x402/admin/audit", headers=KEY_ONLY), 400, "operator_required"
+        )
+        every = (await http.get("/x402/admin/audit", headers=ADMIN_HEADERS)).json()
+        mine = await http.get(
+            "/x402/admin/audit", headers=ADMIN_HEADERS, params={"operator": "carol"}
+        )
+        paged = await http.get("/x402/admin/audit", headers=ADMIN_HEADERS, params={"limit": 1})
+        rest = await http.get(
+            "/x402/admin/audit",
+            headers=ADMIN_HEADERS,
+            params={"before": paged.json()["next_before"]},
+        )
+        for bad in ({"subject": "a\x00"}, {"operator": "<b>"}, {"limit": 501}):
+            refused = await http.get("/x402/admin/audit", headers=ADMIN_HEADERS, params=bad)
+            assert refused.status_code == 422, (bad, refused.text)
+        of_hook = await http.get(
+            "/x402/admin/audit", headers=ADMIN_HEADERS, params={"subject": hook.json()["id"]}
+        )
+    assert [(a["action"], a["operator"]) for a in every["audit"]] == [
+        ("webhook.create", OPERATOR),
+        ("settle", "carol"),
+    ]
+    assert every["next_before"] is None
+    assert every["audit"][0]["detail"]["events"] == ["*"]
+    assert hook.json()["secret"] not in str(every)
+    (settled,) = mine.json()["audit"]
+    assert (settled["payment_id"], settled["from_state"], settled["to_state"]) == (
+        pid,
+        "observed",
+        "credited",
+    )
+    assert settled["id"] == marked.json()["audit_id"] and settled["client"]
+    assert [a["action"] for a in paged.json()["audit"]] == ["webhook.create"]
+    assert [a["action"] for a in rest.json()["audit"]] == ["settle"]
+    assert [a["action"] for a in of_hook.json()["audit"]] == ["webhook.create"]
