@@ -30,6 +30,9 @@ BASE_RECEIVER = "0x" + "ab" * 20
 ETH_RECEIVER = "0x" + "cd" * 20
 SOLANA_OWNER = str(Keypair().pubkey())
 ADMIN_KEY = secrets.token_urlsafe(32)
+OPERATOR = "tester@example.com"
+# What every admin request sends: the key, and who is acting (api/routes/admin.py).
+ADMIN_HEADERS = {"x-admin-key": ADMIN_KEY, "x-admin-operator": OPERATOR}
 BASE_USDC = networks.get("base").usdc.lower()
 SOLANA_MINT = networks.get("solana").usdc
 

@@ -9,6 +9,8 @@ It is a label, not a credential: the admin key is the credential.
 
 from __future__ import annotations
 
+import argparse
+import getpass
 import os
 import re
 
@@ -49,3 +51,21 @@ def from_cli(value: str | None) -> str:
             ]
         )
     raise errors.ConfigError([f"--operator: {given!r} is not an operator name; use {RULE}"])
+
+
+def add_flag(parser: argparse.ArgumentParser) -> None:
+    """``--operator NAME`` on an admin CLI command that changes something."""
+    parser.add_argument(
+        "--operator",
+        metavar="NAME",
+        help=f"who is acting, recorded with the action (default: ${ENV}; one is required)",
+    )
+
+
+def cli_client() -> str:
+    """Where a CLI action came from, for the audit's ``client`` (the login, not a name
+    anyone chose: the operator says who, this says from which account)."""
+    try:
+        return f"cli:{getpass.getuser()}"[:200]
+    except (OSError, KeyError):  # no login name in some containers
+        return "cli"

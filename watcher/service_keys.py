@@ -4,7 +4,9 @@
 The operator creates one per backend (``watcher service-key create``); the key is
 printed once and only its SHA-256 is stored (as subscriber keys). Each key is
 scoped to route labels of the gateway file (``GET /v1/forecast/{city}``) or,
-said explicitly, to every route; it is revoked with a reason, never deleted.
+said explicitly, to every route; it is revoked with a reason, never deleted. Creating
+and revoking write an ``admin_audit`` row (``service_key.create``, ``service_key.revoke``:
+the operator, the client, never the key) in the transaction of the change.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from watcher import db, errors, gateway_config, keys
+from watcher import db, errors, gateway_config, keys, webhook_admin
 
 PREFIX = "wsv_"
 PREFIX_SHOWN = 12  # characters kept in clear to tell keys apart in a listing
@@ -45,18 +47,32 @@ def check_routes(routes: Sequence[str], config: gateway_config.GatewayConfig | N
         )
 
 
-async def create(pool: db.Pool, name: str, routes: Sequence[str] | None) -> Created:
-    """A new key for ``routes`` (None: every route); returns the key in clear, once."""
+async def create(
+    pool: db.Pool, name: str, routes: Sequence[str] | None, *, operator: str, client: str
+) -> Created:
+    """A new key for ``routes`` (None: every route); returns the key in clear, once.
+    Audited as ``operator`` acting from ``client``."""
     key = new_key()
-    row = await pool.fetchrow(
-        db.q("gateway_service_key_insert"),
-        name,
-        keys.sha256(key),
-        key[:PREFIX_SHOWN],
-        routes is None,
-        None if routes is None else sorted(set(routes)),
-    )
-    assert row is not None
+    scope = None if routes is None else sorted(set(routes))
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            db.q("gateway_service_key_insert"),
+            name,
+            keys.sha256(key),
+            key[:PREFIX_SHOWN],
+            routes is None,
+            scope,
+        )
+        assert row is not None
+        await webhook_admin.audit(
+            conn,
+            "service_key.create",
+            str(row["id"]),
+            f"service key {name[:100]!r}",
+            {"name": name, "routes": scope, "all_routes": routes is None},
+            client,
+            operator,
+        )
     return Created(int(row["id"]), key)
 
 
@@ -72,6 +88,12 @@ async def listing(pool: db.Pool) -> list[dict[str, Any]]:
     return out
 
 
-async def revoke(pool: db.Pool, key_id: int, reason: str) -> bool:
-    """Revoke key ``key_id``; False when there is no such live key."""
-    return await pool.fetchval(db.q("gateway_service_key_revoke"), key_id, reason) is not None
+async def revoke(pool: db.Pool, key_id: int, reason: str, *, operator: str, client: str) -> bool:
+    """Revoke key ``key_id``; False when there is no such live key (nothing audited)."""
+    async with pool.acquire() as conn, conn.transaction():
+        if await conn.fetchval(db.q("gateway_service_key_revoke"), key_id, reason) is None:
+            return False
+        await webhook_admin.audit(
+            conn, "service_key.revoke", str(key_id), reason, {}, client, operator
+        )
+    return True

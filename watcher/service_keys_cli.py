@@ -1,5 +1,6 @@
 """``watcher service-key create|list|revoke``: the operator's side of service keys
-(``watcher/service_keys.py``); the key is printed once."""
+(``watcher/service_keys.py``); the key is printed once. create and revoke take
+``--operator NAME`` (default ``WATCHER_OPERATOR``), recorded in ``admin_audit``."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import json
 import sys
 from typing import Any
 
-from watcher import daemon, errors, gateway_config, service_keys
+from watcher import daemon, errors, gateway_config, operator, service_keys
 from watcher.settings import Settings
 
 
@@ -29,17 +30,20 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     scope.add_argument("--all-routes", action="store_true", help="every route of the file")
     c.add_argument("--json", action="store_true", help="machine-readable output")
+    operator.add_flag(c)
     ls = actions.add_parser("list", help="every key: id, name, prefix, scope, last use")
     ls.add_argument("--json", action="store_true", help="machine-readable output")
     r = actions.add_parser("revoke", help="revoke a key (its calls are refused from now)")
     r.add_argument("id", type=int, help="the key's id (from list)")
     r.add_argument("--reason", required=True, help="why (kept with the key)")
+    operator.add_flag(r)
     p.set_defaults(func=run_cli)
 
 
 def run_cli(args: argparse.Namespace, settings: Settings) -> int:
     """Run one ``service-key`` action; exit 0, 1 for a revoke of no live key, 2 for bad
-    input (an unknown route label)."""
+    input (an unknown route label, no operator)."""
+    who = operator.from_cli(args.operator) if args.action != "list" else ""  # 2 without
     if args.action == "create":
         try:
             if not args.name.strip() or len(args.name) > 100:
@@ -53,7 +57,9 @@ def run_cli(args: argparse.Namespace, settings: Settings) -> int:
     async def go() -> tuple[int, str]:
         async with daemon.database(settings) as pool:
             if args.action == "create":
-                made = await service_keys.create(pool, args.name, args.routes)
+                made = await service_keys.create(
+                    pool, args.name, args.routes, operator=who, client=operator.cli_client()
+                )
                 if args.json:
                     return 0, json.dumps({"id": made.id, "key": made.key})
                 return 0, (
@@ -65,7 +71,10 @@ def run_cli(args: argparse.Namespace, settings: Settings) -> int:
                 if args.json:
                     return 0, json.dumps(items)
                 return 0, "\n".join(_line(i) for i in items) or "no service keys"
-            if await service_keys.revoke(pool, args.id, args.reason):
+            done = await service_keys.revoke(
+                pool, args.id, args.reason, operator=who, client=operator.cli_client()
+            )
+            if done:
                 return 0, f"service key {args.id} revoked"
             return 1, f"no live service key {args.id}"
 

@@ -2,10 +2,11 @@
 (``api/routes/webhooks_admin.py``) and ``watcher webhooks`` share (docs/webhooks.md,
 "Managing endpoints", "Redelivery and replay").
 
-Every change writes an ``admin_audit`` row (who asked, what changed, never a secret)
-in the transaction of the change. An endpoint's secret leaves this module only in
-the answers of :func:`create` and :func:`rotate`. Bad input raises :class:`Invalid`
-(the API answers 422, the CLI exits 2); a missing endpoint or event returns None.
+Every change writes an ``admin_audit`` row (who asked: the operator's name and the
+client; what changed, never a secret) in the transaction of the change. An endpoint's
+secret leaves this module only in the answers of :func:`create` and :func:`rotate`. Bad
+input raises :class:`Invalid` (the API answers 422, the CLI exits 2); a missing endpoint
+or event returns None.
 """
 
 from __future__ import annotations
@@ -82,10 +83,18 @@ async def audit(
     reason: str,
     detail: Mapping[str, Any],
     client: str,
+    operator: str,
 ) -> None:
-    """One ``admin_audit`` row, in the caller's transaction (``detail`` never a secret)."""
+    """One ``admin_audit`` row, in the caller's transaction (``detail`` never a secret):
+    ``operator`` is who acted (watcher/operator.py), ``client`` where from."""
     await conn.execute(
-        db.q("webhook_admin_audit"), action, subject, reason[:500], json.dumps(detail), client
+        db.q("webhook_admin_audit"),
+        action,
+        subject,
+        reason[:500],
+        json.dumps(detail),
+        client,
+        operator,
     )
 
 
@@ -96,6 +105,7 @@ async def create(
     types: Sequence[str],
     description: str | None,
     client: str,
+    operator: str,
 ) -> dict[str, Any]:
     """A new endpoint; the answer holds its ``secret``, the only time it is shown."""
     url = check_url(url, settings)
@@ -113,6 +123,7 @@ async def create(
             f"endpoint for {url[:300]}",
             {"url": url, "events": wanted, "description": description},
             client,
+            operator,
         )
     return {**shown(row), "secret": secret}
 
@@ -134,6 +145,7 @@ async def update(
     endpoint_id: str,
     changes: Mapping[str, Any],
     client: str,
+    operator: str,
 ) -> dict[str, Any] | None:
     """Change ``url``, ``events``, ``enabled``, ``description`` (the keys given; a
     ``description`` of None clears it). None when there is no such endpoint."""
@@ -162,11 +174,12 @@ async def update(
             "changed " + ", ".join(sorted(detail)),
             detail,
             client,
+            operator,
         )
     return shown(row)
 
 
-async def delete(pool: db.Pool, endpoint_id: str, client: str) -> int | None:
+async def delete(pool: db.Pool, endpoint_id: str, client: str, operator: str) -> int | None:
     """Soft-delete an endpoint and cancel its pending deliveries; returns how many were
     cancelled, None when there is no such endpoint."""
     async with pool.acquire() as conn, conn.transaction():
@@ -182,12 +195,13 @@ async def delete(pool: db.Pool, endpoint_id: str, client: str) -> int | None:
             f"deleted; {cancelled} pending deliveries cancelled",
             {"cancelled": cancelled},
             client,
+            operator,
         )
     return cancelled
 
 
 async def rotate(
-    pool: db.Pool, endpoint_id: str, grace_hours: float, client: str
+    pool: db.Pool, endpoint_id: str, grace_hours: float, client: str, operator: str
 ) -> dict[str, Any] | None:
     """A new secret (in the answer, once); the old one signs too until the grace ends."""
     if not 0 <= grace_hours <= MAX_GRACE_HOURS:
@@ -211,6 +225,7 @@ async def rotate(
             f"secret rotated, grace {grace_hours} h",
             {"grace_hours": grace_hours},
             client,
+            operator,
         )
     return {
         "id": endpoint_id,
@@ -256,7 +271,9 @@ async def _live_endpoint(conn: db.Connection, endpoint_id: str) -> Any:
     return row
 
 
-async def redeliver(pool: db.Pool, event_id: int, endpoint_id: str, client: str) -> dict[str, Any]:
+async def redeliver(
+    pool: db.Pool, event_id: int, endpoint_id: str, client: str, operator: str
+) -> dict[str, Any]:
     """Make the (event, endpoint) delivery pending and due now, creating it if the
     endpoint never had one; :class:`NotFound` names the event or endpoint missing."""
     async with pool.acquire() as conn, conn.transaction():
@@ -276,6 +293,7 @@ async def redeliver(pool: db.Pool, event_id: int, endpoint_id: str, client: str)
             f"redeliver {evt} to {endpoint_id}",
             {"endpoint_id": endpoint_id, "delivery_id": row["id"]},
             client,
+            operator,
         )
     return {
         "event_id": evt,
@@ -293,6 +311,7 @@ async def replay(
     until: datetime | None,
     types: Sequence[str] | None,
     client: str,
+    operator: str,
 ) -> dict[str, Any] | None:
     """Queue to one endpoint every event written since ``since`` (before ``until``) of
     ``types`` (default: the endpoint's own), at most :data:`REPLAY_CAP` of them.
@@ -334,5 +353,6 @@ async def replay(
             f"replay of {out['matched']} events",
             {**window, "events": wanted, **out},
             client,
+            operator,
         )
     return out

@@ -2,32 +2,34 @@
 endpoints, events, redelivery, replay (``watcher/webhook_admin.py``) and the feed's
 read-only keys (``watcher/event_feed.py``). Secrets and keys are printed once.
 
+Every command that changes something takes ``--operator NAME`` (default
+``WATCHER_OPERATOR``), recorded in ``admin_audit`` as the admin API records its header.
+
 Exit codes: 0 done, 1 nothing to act on (no such endpoint, event or live key; a
-disabled endpoint), 2 bad input (the message names it).
+disabled endpoint), 2 bad input (the message names it; no operator is bad input).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
 import json
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
-from watcher import daemon, db, event_feed, events, webhook_admin
+from watcher import daemon, db, event_feed, events, operator, webhook_admin
 from watcher.settings import Settings
 
 Handler = Callable[[argparse.Namespace, Settings, db.Pool], Awaitable[tuple[int, Any]]]
+# the actions that change something: each takes --operator and writes an audit row
+CHANGES = ("create", "update", "delete", "rotate-secret", "redeliver", "replay")
+KEY_CHANGES = ("create", "revoke")
 
 
 def _who() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"[:200]
-    except (OSError, KeyError):  # no login name in some containers
-        return "cli"
+    return operator.cli_client()
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -44,8 +46,10 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     actions.add_parser("list", help="every key: id, name, prefix, last use, revocation")
     r = actions.add_parser("revoke", help="revoke a key (the feed refuses it from now)")
     r.add_argument("id", type=int, help="the key's id (from list)")
-    for a in actions.choices.values():
+    for name, a in actions.choices.items():
         a.add_argument("--json", action="store_true", help="machine-readable output")
+        if name in KEY_CHANGES:
+            operator.add_flag(a)
     p.set_defaults(func=run_event_key)
 
 
@@ -90,8 +94,10 @@ def _add_webhooks(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     rp.add_argument("--since", required=True, help="ISO-8601 time with a zone")
     rp.add_argument("--until", help="ISO-8601 time with a zone (default: now)")
     rp.add_argument("--events", nargs="+", metavar="TYPE", help="default: the endpoint's")
-    for a in actions.choices.values():
+    for name, a in actions.choices.items():
         a.add_argument("--json", action="store_true", help="machine-readable output")
+        if name in CHANGES:
+            operator.add_flag(a)
     p.set_defaults(func=run_webhooks)
 
 
@@ -125,7 +131,7 @@ def _missing(what: str) -> tuple[int, str]:
 
 
 async def _create(a: argparse.Namespace, s: Settings, pool: db.Pool) -> tuple[int, Any]:
-    made = await webhook_admin.create(pool, s, a.url, a.events, a.description, _who())
+    made = await webhook_admin.create(pool, s, a.url, a.events, a.description, _who(), a.operator)
     text = (
         f"endpoint {made['id']} -> {made['url']} ({', '.join(made['events'])})\n"
         f"signing secret: {made['secret']}\nshown once: give it to the receiver now"
@@ -154,14 +160,14 @@ async def _update(a: argparse.Namespace, s: Settings, pool: db.Pool) -> tuple[in
             "nothing to change",
             "give --url, --events, --enable/--disable or --description",
         )
-    got = await webhook_admin.update(pool, s, a.id, changes, _who())
+    got = await webhook_admin.update(pool, s, a.id, changes, _who(), a.operator)
     if got is None:
         return _missing(f"webhook endpoint {a.id}")
     return 0, got if a.json else _line(got)
 
 
 async def _delete(a: argparse.Namespace, s: Settings, pool: db.Pool) -> tuple[int, Any]:
-    n = await webhook_admin.delete(pool, a.id, _who())
+    n = await webhook_admin.delete(pool, a.id, _who(), a.operator)
     if n is None:
         return _missing(f"webhook endpoint {a.id}")
     out = {"id": a.id, "deleted": True, "deliveries_cancelled": n}
@@ -169,7 +175,7 @@ async def _delete(a: argparse.Namespace, s: Settings, pool: db.Pool) -> tuple[in
 
 
 async def _rotate(a: argparse.Namespace, s: Settings, pool: db.Pool) -> tuple[int, Any]:
-    got = await webhook_admin.rotate(pool, a.id, a.grace_hours, _who())
+    got = await webhook_admin.rotate(pool, a.id, a.grace_hours, _who(), a.operator)
     if got is None:
         return _missing(f"webhook endpoint {a.id}")
     until = got["previous_secret_until"] or "now (no grace)"
@@ -216,14 +222,15 @@ async def _deliveries(a: argparse.Namespace, s: Settings, pool: db.Pool) -> tupl
 
 
 async def _redeliver(a: argparse.Namespace, s: Settings, pool: db.Pool) -> tuple[int, Any]:
-    got = await webhook_admin.redeliver(pool, _event(a.event), a.endpoint, _who())
+    got = await webhook_admin.redeliver(pool, _event(a.event), a.endpoint, _who(), a.operator)
     return 0, got if a.json else f"{got['event_id']} to {a.endpoint}: pending, due now"
 
 
 async def _replay(a: argparse.Namespace, s: Settings, pool: db.Pool) -> tuple[int, Any]:
     since = _when(a.since, "--since")
     assert since is not None
-    got = await webhook_admin.replay(pool, a.id, since, _when(a.until, "--until"), a.events, _who())
+    until = _when(a.until, "--until")
+    got = await webhook_admin.replay(pool, a.id, since, until, a.events, _who(), a.operator)
     if got is None:
         return _missing(f"webhook endpoint {a.id}")
     text = f"{got['matched']} events: {got['created']} new deliveries, {got['reset']} sent again"
@@ -256,6 +263,8 @@ def _print(code: int, out: Any, as_json: bool) -> int:
 
 def run_webhooks(args: argparse.Namespace, settings: Settings) -> int:
     """Run one ``webhooks`` action (exit codes in the module docstring)."""
+    if args.action in CHANGES:
+        args.operator = operator.from_cli(args.operator)  # ConfigError: exit 2, no connection
 
     async def go() -> tuple[int, Any]:
         async with daemon.database(settings) as pool:
@@ -275,7 +284,10 @@ def run_webhooks(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_event_key(args: argparse.Namespace, settings: Settings) -> int:
-    """Run one ``event-key`` action: 0 done, 1 a revoke of no live key, 2 a bad name."""
+    """Run one ``event-key`` action: 0 done, 1 a revoke of no live key, 2 a bad name or
+    no operator."""
+    if args.action in KEY_CHANGES:
+        args.operator = operator.from_cli(args.operator)  # ConfigError: exit 2
     if args.action == "create" and not (args.name.strip() and len(args.name) <= 100):
         return _print(2, "watcher: --name must be 1 to 100 characters", False)
 
@@ -291,6 +303,7 @@ def run_event_key(args: argparse.Namespace, settings: Settings) -> int:
                         f"feed key {args.name!r}",
                         {"name": args.name},
                         _who(),
+                        args.operator,
                     )
                 out = {"id": made.id, "key": made.key}
                 text = f"feed key {made.id} ({args.name}): {made.key}\nshown once: store it now"
@@ -308,7 +321,13 @@ def run_event_key(args: argparse.Namespace, settings: Settings) -> int:
                 if not await event_feed.revoke_key(conn, args.id):
                     return 1, f"watcher: no live feed key {args.id}"
                 await webhook_admin.audit(
-                    conn, "event_key.revoke", str(args.id), "feed key revoked", {}, _who()
+                    conn,
+                    "event_key.revoke",
+                    str(args.id),
+                    "feed key revoked",
+                    {},
+                    _who(),
+                    args.operator,
                 )
             return 0, {
                 "id": args.id,

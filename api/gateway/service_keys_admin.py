@@ -1,5 +1,6 @@
-"""Service keys through the admin API (``x-admin-key``), as ``watcher service-key`` does:
-create (the key in the answer, once), list, revoke. Mounted with the charge endpoint."""
+"""Service keys through the admin API (``x-admin-key``, ``x-admin-operator``), as
+``watcher service-key`` does: create (the key in the answer, once), list, revoke, each
+change audited with the operator. Mounted with the charge endpoint."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from api import ratelimit
 from api.errors import DB_ERRORS, ApiError, responses, service_unavailable
 from api.routes import admin
 from watcher import db, errors, service_keys
@@ -49,7 +51,7 @@ def _pool(request: Request) -> db.Pool:
 
 
 @router.post("", status_code=201, summary="Create a service key", responses=responses(403, 422))
-async def create(request: Request, body: CreateKey) -> dict[str, Any]:
+async def create(request: Request, body: CreateKey, who: admin.Operator) -> dict[str, Any]:
     config: GatewayConfig = request.app.state.gateway
     if body.routes is not None:
         try:
@@ -59,7 +61,13 @@ async def create(request: Request, body: CreateKey) -> dict[str, Any]:
                 422, "unknown_route", "; ".join(exc.problems), "name routes of the gateway file"
             ) from exc
     try:
-        made = await service_keys.create(_pool(request), body.name, body.routes)
+        made = await service_keys.create(
+            _pool(request),
+            body.name,
+            body.routes,
+            operator=who,
+            client=ratelimit.client_id(request),
+        )
     except DB_ERRORS as exc:
         raise service_unavailable("the database") from exc
     return {"id": made.id, "key": made.key, "note": "shown once: only its hash is kept"}
@@ -75,10 +83,15 @@ async def listing(request: Request) -> dict[str, Any]:
 
 @router.post("/{key_id}/revoke", summary="Revoke a service key", responses=responses(403, 404, 422))
 async def revoke(
-    request: Request, key_id: Annotated[int, Path(ge=1, le=2**62)], body: RevokeKey
+    request: Request,
+    key_id: Annotated[int, Path(ge=1, le=2**62)],
+    body: RevokeKey,
+    who: admin.Operator,
 ) -> dict[str, Any]:
     try:
-        done = await service_keys.revoke(_pool(request), key_id, body.reason)
+        done = await service_keys.revoke(
+            _pool(request), key_id, body.reason, operator=who, client=ratelimit.client_id(request)
+        )
     except DB_ERRORS as exc:
         raise service_unavailable("the database") from exc
     if not done:

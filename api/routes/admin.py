@@ -1,20 +1,23 @@
 """Operator routes behind ``x-admin-key``: housekeeping, stats, manual settle/invalidate.
 
 The key is compared in constant time. While ``X402_ADMIN_KEY`` is unset or a
-placeholder every admin route answers 403: no default key ever opens them.
-Manual marks write an ``admin_audit`` row in the same transaction as the change.
+placeholder every admin route answers 403: no default key ever opens them. Every
+admin request also names its operator (``x-admin-operator``, api/operator.py), reads
+included: one shared key cannot tell people apart. Manual marks write an
+``admin_audit`` row, with that name, in the same transaction as the change.
 """
 
 from __future__ import annotations
 
 import hmac
+import json
 from decimal import Decimal
 from typing import Annotated, Any
 
 import asyncpg
-from fastapi import APIRouter, Depends, Header, Path, Request
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
 
-from api import ratelimit
+from api import operator, ratelimit
 from api.errors import DB_ERRORS, ApiError, responses, service_unavailable
 from api.models import MarkRequest
 from watcher import db, ledger
@@ -22,8 +25,14 @@ from watcher.settings import Settings
 
 
 async def require_admin(
-    request: Request, x_admin_key: Annotated[str | None, Header(alias="x-admin-key")] = None
-) -> None:
+    request: Request,
+    x_admin_key: Annotated[str | None, Header(alias="x-admin-key")] = None,
+    x_admin_operator: Annotated[str | None, Header(alias="x-admin-operator")] = None,
+) -> str:
+    """The operator of an admin request: 403 without the admin key, then 400 without a
+    valid ``x-admin-operator`` (the key first, so a caller without it learns nothing
+    more). The name is returned (a handler that records it depends on this again:
+    FastAPI runs it once per request) and kept in ``request.state.operator``."""
     settings: Settings = request.app.state.settings
     expected = settings.admin_key()
     if expected is None:
@@ -41,6 +50,12 @@ async def require_admin(
             "missing or wrong x-admin-key",
             "send the configured X402_ADMIN_KEY in the x-admin-key header",
         )
+    name = await operator.require_operator(x_admin_operator)
+    request.state.operator = name
+    return name
+
+
+Operator = Annotated[str, Depends(require_admin)]
 
 
 router = APIRouter(prefix="/x402", tags=["admin"], dependencies=[Depends(require_admin)])
@@ -101,6 +116,37 @@ async def stats(request: Request) -> dict[str, Any]:
     return out
 
 
+@router.get(
+    "/admin/audit",
+    summary="Who did what: the admin audit, newest first (filters optional)",
+    responses=responses(400, 403, 422, 503),
+)
+async def audit_list(
+    request: Request,
+    payment_id: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
+    # patterns keep what PostgreSQL cannot store (NUL, lone surrogates) out: a 422
+    subject: Annotated[str | None, Query(max_length=200, pattern=r"^[\x21-\x7e]+$")] = None,
+    operator_name: Annotated[
+        str | None, Query(alias="operator", pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._@+\-]{0,63}$")
+    ] = None,
+    before: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> dict[str, Any]:
+    pool: db.Pool = request.app.state.pool
+    try:
+        rows = await pool.fetch(
+            db.q("api_admin_audit_list"), payment_id, subject, operator_name, before, limit
+        )
+    except DB_ERRORS as exc:
+        raise service_unavailable("the database") from exc
+    items = [
+        {**dict(r), "detail": None if r["detail"] is None else json.loads(r["detail"])}
+        for r in rows
+    ]
+    # a full page may have more: ask again with before=next_before
+    return {"audit": items, "next_before": items[-1]["id"] if len(items) == limit else None}
+
+
 @router.post(
     "/admin/payments/{payment_id}/mark",
     summary="Settle or invalidate a payment by hand (audited)",
@@ -110,9 +156,11 @@ async def mark_payment(
     request: Request,
     body: MarkRequest,
     payment_id: Annotated[int, Path(ge=1, le=2**63 - 1)],
+    who: Operator,
 ) -> dict[str, Any]:
     pool: db.Pool = request.app.state.pool
-    reason = f"{body.action} by operator: {body.reason}"
+    # the payment's own reason names the operator too: watcher explain shows it
+    reason = f"{body.action} by operator {who}: {body.reason}"
     try:
         async with pool.acquire() as conn, conn.transaction():
             before = await conn.fetchrow(db.q("api_payment_state"), payment_id)
@@ -144,6 +192,7 @@ async def mark_payment(
                 to_state,
                 body.reason,
                 ratelimit.client_id(request),
+                who,
             )
     except DB_ERRORS as exc:
         raise service_unavailable("the database") from exc
@@ -154,4 +203,5 @@ async def mark_payment(
         "to_state": to_state,
         "audit_id": audit["id"],
         "at": audit["at"],
+        "operator": who,
     }

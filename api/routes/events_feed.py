@@ -1,6 +1,8 @@
 """``GET /x402/events``: the event feed for pull consumers (docs/webhooks.md, "The event
-feed"). Authenticated by the admin key (``x-admin-key``) or a read-only feed key
-(``Authorization: Bearer erk_…``, made with ``watcher event-key create``). What it
+feed"). Authenticated by the admin key (``x-admin-key``, with the operator's name in
+``x-admin-operator`` as on every admin request) or a read-only feed key
+(``Authorization: Bearer erk_…``, made with ``watcher event-key create``; a machine's
+key, so no operator). What it
 shows and in which order is ``watcher/event_feed.py``'s; the admin API serves the same
 answer at ``GET /x402/admin/events`` through :func:`serve`.
 """
@@ -13,6 +15,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import Response
 
+from api import operator
 from api.errors import DB_ERRORS, ApiError, responses, service_unavailable
 from watcher import db, event_feed, events
 from watcher.settings import Settings
@@ -26,12 +29,15 @@ async def require_reader(
     request: Request,
     x_admin_key: Annotated[str | None, Header(alias="x-admin-key")] = None,
     authorization: Annotated[str | None, Header()] = None,
+    x_admin_operator: Annotated[str | None, Header(alias="x-admin-operator")] = None,
 ) -> None:
-    """The admin key or a live read-only key; 401 without either, 403 for a wrong one."""
+    """The admin key (with its operator: 400 without) or a live read-only key; 401
+    without either, 403 for a wrong one."""
     settings: Settings = request.app.state.settings
     admin = settings.admin_key()
     given = (x_admin_key or "").encode("utf-8")
     if admin is not None and hmac.compare_digest(given, admin.encode("utf-8")):
+        request.state.operator = await operator.require_operator(x_admin_operator)
         return
     scheme, _, key = (authorization or "").partition(" ")
     if scheme.lower() == "bearer" and key.strip():

@@ -1,6 +1,7 @@
 """Webhook endpoints, events, redelivery and replay through the admin API
-(``x-admin-key``), as ``watcher webhooks`` does (docs/webhooks.md, "Managing endpoints",
-"Redelivery and replay"). The logic and its audit rows are ``watcher/webhook_admin.py``'s.
+(``x-admin-key`` and ``x-admin-operator``), as ``watcher webhooks`` does (docs/webhooks.md,
+"Managing endpoints", "Redelivery and replay"). The logic and its audit rows (with the
+operator) are ``watcher/webhook_admin.py``'s.
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ def _pool(request: Request) -> db.Pool:
     summary="Create a webhook endpoint (secret shown once)",
     responses=responses(403, 422, 503),
 )
-async def create(request: Request, body: CreateEndpoint) -> dict[str, Any]:
+async def create(request: Request, body: CreateEndpoint, who: admin.Operator) -> dict[str, Any]:
     return await _run(
         webhook_admin.create(
             _pool(request),
@@ -112,6 +113,7 @@ async def create(request: Request, body: CreateEndpoint) -> dict[str, Any]:
             body.events,
             body.description,
             ratelimit.client_id(request),
+            who,
         )
     )
 
@@ -140,7 +142,9 @@ async def one(request: Request, endpoint_id: EndpointId) -> dict[str, Any]:
     summary="Change url, events, enabled, description",
     responses=responses(403, 404, 422, 503),
 )
-async def update(request: Request, endpoint_id: EndpointId, body: UpdateEndpoint) -> dict[str, Any]:
+async def update(
+    request: Request, endpoint_id: EndpointId, body: UpdateEndpoint, who: admin.Operator
+) -> dict[str, Any]:
     changes = {k: getattr(body, k) for k in body.model_fields_set}
     for k in ("url", "events", "enabled"):
         if k in changes and changes[k] is None:
@@ -161,6 +165,7 @@ async def update(request: Request, endpoint_id: EndpointId, body: UpdateEndpoint
             endpoint_id,
             changes,
             ratelimit.client_id(request),
+            who,
         )
     )
     return _found(got, f"webhook endpoint {endpoint_id}")
@@ -171,9 +176,9 @@ async def update(request: Request, endpoint_id: EndpointId, body: UpdateEndpoint
     summary="Delete an endpoint; cancel its pending deliveries",
     responses=responses(403, 404, 422, 503),
 )
-async def delete(request: Request, endpoint_id: EndpointId) -> dict[str, Any]:
+async def delete(request: Request, endpoint_id: EndpointId, who: admin.Operator) -> dict[str, Any]:
     cancelled = await _run(
-        webhook_admin.delete(_pool(request), endpoint_id, ratelimit.client_id(request))
+        webhook_admin.delete(_pool(request), endpoint_id, ratelimit.client_id(request), who)
     )
     n = _found(cancelled, f"webhook endpoint {endpoint_id}")
     return {"id": endpoint_id, "deleted": True, "deliveries_cancelled": n}
@@ -185,11 +190,11 @@ async def delete(request: Request, endpoint_id: EndpointId) -> dict[str, Any]:
     responses=responses(403, 404, 422, 503),
 )
 async def rotate(
-    request: Request, endpoint_id: EndpointId, body: Rotate | None = None
+    request: Request, endpoint_id: EndpointId, who: admin.Operator, body: Rotate | None = None
 ) -> dict[str, Any]:
     grace = (body or Rotate()).grace_hours
     got = await _run(
-        webhook_admin.rotate(_pool(request), endpoint_id, grace, ratelimit.client_id(request))
+        webhook_admin.rotate(_pool(request), endpoint_id, grace, ratelimit.client_id(request), who)
     )
     return _found(got, f"webhook endpoint {endpoint_id}")
 
@@ -199,7 +204,9 @@ async def rotate(
     summary=f"Queue every matching event since a time (at most {webhook_admin.REPLAY_CAP})",
     responses=responses(403, 404, 409, 422, 503),
 )
-async def replay(request: Request, endpoint_id: EndpointId, body: Replay) -> dict[str, Any]:
+async def replay(
+    request: Request, endpoint_id: EndpointId, body: Replay, who: admin.Operator
+) -> dict[str, Any]:
     got = await _run(
         webhook_admin.replay(
             _pool(request),
@@ -208,6 +215,7 @@ async def replay(request: Request, endpoint_id: EndpointId, body: Replay) -> dic
             body.until,
             body.events,
             ratelimit.client_id(request),
+            who,
         )
     )
     return _found(got, f"webhook endpoint {endpoint_id}")
@@ -240,9 +248,15 @@ async def event(request: Request, evt_id: EventId) -> dict[str, Any]:
     summary="Send an event to an endpoint again, now",
     responses=responses(403, 404, 409, 422, 503),
 )
-async def redeliver(request: Request, evt_id: EventId, body: Redeliver) -> dict[str, Any]:
+async def redeliver(
+    request: Request, evt_id: EventId, body: Redeliver, who: admin.Operator
+) -> dict[str, Any]:
     return await _run(
         webhook_admin.redeliver(
-            _pool(request), _event_number(evt_id), body.endpoint_id, ratelimit.client_id(request)
+            _pool(request),
+            _event_number(evt_id),
+            body.endpoint_id,
+            ratelimit.client_id(request),
+            who,
         )
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from eth_account import Account
 
 from devkit.api_support import (
+    ADMIN_HEADERS,
     ADMIN_KEY,
     app_for,
     buy_token,
@@ -14,7 +15,7 @@ from devkit.api_support import (
 )
 from watcher import db
 
-ADMIN = {"x-admin-key": ADMIN_KEY}
+ADMIN = ADMIN_HEADERS
 
 
 def assert_error_shape(body: dict[str, object], error: str) -> None:

@@ -17,7 +17,7 @@ import pytest
 
 from api import paywall
 from devkit import stripe_helpers as sh
-from devkit.api_support import ADMIN_KEY, app_for, buy_token, client, record_payment, serve
+from devkit.api_support import ADMIN_HEADERS, app_for, buy_token, client, record_payment, serve
 from watcher import db
 
 NUL = "a\\u0000b"  # as JSON text: the escape, decoded by the server
@@ -56,9 +56,7 @@ async def test_admin_mark_reason_is_a_422_and_nothing_is_audited(
 ) -> None:
     pid, _ = await record_payment(pool)
     body = f'{{"action": "invalidate", "reason": "{bad}"}}'
-    resp = await post_raw(
-        http, f"/x402/admin/payments/{pid}/mark", body, **{"x-admin-key": ADMIN_KEY}
-    )
+    resp = await post_raw(http, f"/x402/admin/payments/{pid}/mark", body, **ADMIN_HEADERS)
     assert_refused_field(resp, "reason")
     assert await pool.fetchval("SELECT count(*) FROM admin_audit") == 0
     assert await pool.fetchval("SELECT state FROM payments WHERE id = $1", pid) == "credited"

@@ -16,7 +16,7 @@ import requests
 import schemathesis
 from hypothesis import HealthCheck
 
-from devkit.api_support import ADMIN_KEY, app_for, buy_token, client, serve
+from devkit.api_support import ADMIN_HEADERS, app_for, buy_token, client, serve
 from watcher import db
 
 EXAMPLES_PER_OPERATION = 25
@@ -40,7 +40,7 @@ def fuzz(base_url: str, token: str) -> dict[str, Any]:
         def check(case: schemathesis.Case) -> None:
             extra = {}
             if "admin" in case.path or case.path.endswith("/cleanup"):
-                extra["x-admin-key"] = ADMIN_KEY  # reach past the 403 into the handlers
+                extra.update(ADMIN_HEADERS)  # reach past the 403 and 400 into the handlers
             if "x-payment-token" in (case.headers or {}) and seen["calls"] % 2:
                 extra["x-payment-token"] = token  # half the paid calls carry a live token
             resp = case.call(base_url=base_url, session=session, headers=extra, timeout=30)

@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.background import BackgroundTask
 
 from api import paywall
-from devkit.api_support import ADMIN_KEY, app_for, buy_token, serve
+from devkit.api_support import ADMIN_HEADERS, app_for, buy_token, serve
 from watcher import db
 
 Paid = Annotated[paywall.Charge, paywall.paid()]
@@ -241,7 +241,7 @@ async def test_cleanup_drops_the_answers_of_expired_keys(rig: Rig) -> None:
         "UPDATE token_usage SET key_expires_at = now() - interval '1 second'"
         " WHERE idempotency_key = 'old'"
     )
-    cleaned = await rig.http.post("/x402/cleanup", headers={"x-admin-key": ADMIN_KEY})
+    cleaned = await rig.http.post("/x402/cleanup", headers=ADMIN_HEADERS)
     assert cleaned.status_code == 200 and cleaned.json()["idempotency_keys_forgotten"] == 1
     rows = await rig.pool.fetch(
         "SELECT idempotency_key, response_body IS NOT NULL AS kept FROM token_usage ORDER BY id"

@@ -14,6 +14,7 @@ import httpx
 
 from api.app import create_app
 from devkit.api_support import (
+    ADMIN_HEADERS,
     ADMIN_KEY,
     BASE_RECEIVER,
     BASE_USDC,
@@ -25,7 +26,7 @@ from devkit.api_support import (
 )
 from watcher import db, event_feed, events, ledger
 
-ADMIN = {"x-admin-key": ADMIN_KEY}
+ADMIN = ADMIN_HEADERS
 FEED = "/x402/events"
 
 

@@ -86,7 +86,7 @@ async def server(pool: db.Pool, tmp_path: Path) -> AsyncIterator[httpx.AsyncClie
 
 
 async def key_for(pool: db.Pool, routes: list[str] | None = None) -> dict[str, str]:
-    made = await service_keys.create(pool, "worker", routes)
+    made = await service_keys.create(pool, "worker", routes, operator="tester", client="test")
     return {"Authorization": f"Bearer {made.key}"}
 
 
@@ -112,7 +112,7 @@ async def test_keys_missing_unknown_revoked_or_out_of_scope_are_refused(
     scoped = await key_for(pool, [HEALTH])
     revoked = await key_for(pool, None)
     revoked_id = int(await pool.fetchval("SELECT max(id) FROM service_keys"))
-    assert await service_keys.revoke(pool, revoked_id, "leaked")
+    assert await service_keys.revoke(pool, revoked_id, "leaked", operator="tester", client="test")
     answers = [
         await server.post("/gateway/charge", json=pay),
         await server.post(
@@ -218,7 +218,7 @@ async def test_the_same_key_twice_charges_once_another_body_is_422(
     later = await server.post("/gateway/charge", json=body("same", {"token": token}), headers=auth)
     assert later.status_code == 200 and "Idempotent-Replayed" not in later.headers
     assert await remaining(pool, token) == 1
-    cleanup = await server.post("/x402/cleanup", headers={"x-admin-key": api_support.ADMIN_KEY})
+    cleanup = await server.post("/x402/cleanup", headers=api_support.ADMIN_HEADERS)
     assert cleanup.json()["idempotency_keys_forgotten"] == 1  # the other backend's
     assert await pool.fetchval("SELECT count(*) FROM gateway_charges") == 1
 
@@ -387,6 +387,7 @@ def _env(tmp_path: Path, database_url: str) -> dict[str, str]:
     env["WATCHER_DATA_DIR"] = str(tmp_path / "data")
     (tmp_path / "gateway.toml").write_text(NO_TIERS_TOML)
     env["WATCHER_GATEWAY_CONFIG"] = str(tmp_path / "gateway.toml")
+    env["WATCHER_OPERATOR"] = "ops@example.com"
     return env
 
 
@@ -422,12 +423,29 @@ async def test_cli_creates_lists_and_revokes_keys(
     twice = await asyncio.to_thread(cli, env, "revoke", str(row["id"]), "--reason", "again")
     assert (gone.returncode, twice.returncode) == (0, 1)
     assert await pool.fetchval("SELECT revoked_reason FROM service_keys") == "rotated"
+    audit = await pool.fetch("SELECT action, subject, operator, detail FROM admin_audit")
+    assert [(a["action"], a["subject"], a["operator"]) for a in audit] == [
+        ("service_key.create", str(row["id"]), "ops@example.com"),
+        ("service_key.revoke", str(row["id"]), "ops@example.com"),
+    ]
+    assert key not in json.dumps([a["detail"] for a in audit])  # never the key
+    env.pop("WATCHER_OPERATOR")
+    for args in (("create", "--name", "q", "--all-routes"), ("revoke", "1", "--reason", "x")):
+        done = await asyncio.to_thread(cli, env, *args)
+        assert done.returncode == 2 and "--operator" in done.stderr, done.stderr
+        assert "WATCHER_OPERATOR" in done.stderr
+    flagged = await asyncio.to_thread(
+        cli, env, "create", "--name", "q", "--all-routes", "--operator", "bob"
+    )
+    assert flagged.returncode == 0, flagged.stderr
+    assert await pool.fetchval("SELECT count(*) FROM service_keys") == 2
+    assert await pool.fetchval("SELECT operator FROM admin_audit ORDER BY id DESC LIMIT 1") == "bob"
 
 
 async def test_the_admin_api_creates_lists_and_revokes_keys(
     server: httpx.AsyncClient, pool: db.Pool
 ) -> None:
-    admin = {"x-admin-key": api_support.ADMIN_KEY}
+    admin = api_support.ADMIN_HEADERS
     base = "/x402/admin/service-keys"
     nobody = await server.post(base, json={"name": "q", "all_routes": True})
     unknown = await server.post(base, json={"name": "q", "routes": ["GET /nope"]}, headers=admin)

@@ -66,7 +66,7 @@ def _own_listener(tmp_path: Path, database_url: str) -> None:
             gw, main = f"http://127.0.0.1:{gw_port}", f"http://127.0.0.1:{api_port}"
             _wait(gw + "/healthz")
             _wait(main + "/healthz")
-            admin = {"x-admin-key": "k" * 40}
+            admin = {"x-admin-key": "k" * 40, "x-admin-operator": "tester"}
             assert httpx.get(gw + "/v1/health").json()["path"] == "/echo"
             assert httpx.get(gw + "/x402/pricing").status_code == 200  # the payer's routes
             assert httpx.get(gw + "/x402/admin/stats", headers=admin).status_code == 404

@@ -109,7 +109,7 @@ async def test_the_gateway_its_charge_endpoint_and_forward_auth_use_it(
     settings = _settings(watcher_public_url=PUBLIC, watcher_trusted_proxies="127.0.0.1")
     (tmp_path / "gateway.toml").write_text(GATEWAY_TOML)
     gateway = gateway_config.load(tmp_path / "gateway.toml", settings)
-    key = (await service_keys.create(pool, "worker", None)).key
+    key = (await service_keys.create(pool, "worker", None, operator="tester", client="test")).key
     app = create_app(settings, pool, gateway=gateway)
     async with api_support.serve(app) as url, httpx.AsyncClient(base_url=url) as http:
         proxied = await http.get("/v1/forecast/oslo?days=2", headers=EVIL)

@@ -10,10 +10,10 @@ from typing import Any
 
 import httpx
 
-from devkit.api_support import ADMIN_KEY, app_for, client, record_payment
+from devkit.api_support import ADMIN_HEADERS, app_for, client, record_payment
 from watcher import db
 
-ADMIN = {"x-admin-key": ADMIN_KEY}
+ADMIN = ADMIN_HEADERS
 BASE = "/x402/admin/webhooks"
 WHSEC = re.compile(r"^whsec_[A-Za-z0-9+/]{43}=$")
 

@@ -24,6 +24,7 @@ def _env(tmp_path: Path, database_url: str) -> dict[str, str]:
     }
     env["DATABASE_URL"] = database_url
     env["WATCHER_DATA_DIR"] = str(tmp_path / "data")
+    env["WATCHER_OPERATOR"] = "ops@example.com"  # who acts, as an operator's shell sets it
     return env
 
 
@@ -58,6 +59,8 @@ async def test_endpoints_events_redelivery_and_replay_from_the_cli(
         "payment.credited",
         "--description",
         "orders",
+        "--operator",
+        "alice",
     )
     assert made.returncode == 0, made.stderr
     secret = next(w for w in made.stdout.split() if w.startswith("whsec_"))
@@ -87,8 +90,8 @@ async def test_endpoints_events_redelivery_and_replay_from_the_cli(
     assert gone["deleted"] is True
     missing = await cli(env, "webhooks", "delete", hook["id"])
     assert missing.returncode == 1 and hook["id"] in missing.stderr
-    actions = [r["action"] for r in await pool.fetch("SELECT action FROM admin_audit ORDER BY id")]
-    assert actions == [
+    audit = await pool.fetch("SELECT action, operator, client FROM admin_audit ORDER BY id")
+    assert [a["action"] for a in audit] == [
         "webhook.create",
         "webhook.update",
         "webhook.update",
@@ -97,6 +100,9 @@ async def test_endpoints_events_redelivery_and_replay_from_the_cli(
         "webhook.rotate_secret",
         "webhook.delete",
     ]
+    # the flag wins over WATCHER_OPERATOR; the client says from which login
+    assert [a["operator"] for a in audit] == ["alice"] + ["ops@example.com"] * 6
+    assert all(a["client"].startswith("cli") for a in audit)
 
 
 async def test_bad_input_exits_2_naming_the_problem(
@@ -137,8 +143,39 @@ async def test_feed_keys_are_printed_once_and_revocable(
     assert (gone.returncode, twice.returncode) == (0, 1)
     bad = await cli(env, "event-key", "create", "--name", " ")
     assert bad.returncode == 2 and "--name" in bad.stderr
-    audit = await pool.fetch("SELECT action, subject FROM admin_audit ORDER BY id")
+    audit = await pool.fetch("SELECT action, subject, operator FROM admin_audit ORDER BY id")
     assert [tuple(a.values()) for a in audit] == [
-        ("event_key.create", str(row["id"])),
-        ("event_key.revoke", str(row["id"])),
+        ("event_key.create", str(row["id"]), "ops@example.com"),
+        ("event_key.revoke", str(row["id"]), "ops@example.com"),
     ]
+
+
+async def test_a_change_without_an_operator_exits_2_and_writes_nothing(
+    pool: db.Pool, database_url: str, tmp_path: Path
+) -> None:
+    env = _env(tmp_path, database_url)
+    del env["WATCHER_OPERATOR"]
+    hook = "we_" + "0" * 32
+    changes = [
+        ("webhooks", "create", "--url", "https://h.example/x", "--events", "*"),
+        ("webhooks", "update", hook, "--disable"),
+        ("webhooks", "delete", hook),
+        ("webhooks", "rotate-secret", hook),
+        ("webhooks", "redeliver", "evt_1", "--endpoint", hook),
+        ("webhooks", "replay", hook, "--since", "2026-12-01T00:00:00Z"),
+        ("event-key", "create", "--name", "orders"),
+        ("event-key", "revoke", "1"),
+    ]
+    for args in changes:
+        done = await cli(env, *args)
+        assert done.returncode == 2, (args, done.stderr)
+        assert "--operator" in done.stderr and "WATCHER_OPERATOR" in done.stderr, done.stderr
+    bad = await cli(env, "event-key", "create", "--name", "orders", "--operator", "<script>")
+    assert bad.returncode == 2 and "not an operator name" in bad.stderr, bad.stderr
+    blank = await cli({**env, "WATCHER_OPERATOR": "  "}, "event-key", "create", "--name", "o")
+    assert blank.returncode == 2 and "--operator" in blank.stderr, blank.stderr
+    # reading needs no name: it changes nothing and is not audited
+    assert (await cli(env, "webhooks", "list")).returncode == 0
+    assert (await cli(env, "event-key", "list")).returncode == 0
+    for table in ("webhook_endpoints", "event_read_keys", "admin_audit"):
+        assert await pool.fetchval(f"SELECT count(*) FROM {table}") == 0, table

@@ -249,6 +249,18 @@ FROM v_x402_active_payments;
 SELECT id, state FROM payments WHERE id = $1;
 
 -- name: api_admin_audit
-INSERT INTO admin_audit (action, payment_id, from_state, to_state, reason, client)
-VALUES ($1, $2, $3, $4, $5, $6)
+INSERT INTO admin_audit (action, payment_id, from_state, to_state, reason, client, operator)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
 RETURNING id, at;
+
+-- name: api_admin_audit_list
+-- Newest first; each filter is optional (NULL: any); $4 pages (rows before that id).
+SELECT id, at, operator, client, action, payment_id, from_state, to_state, subject,
+       reason, detail::text AS detail
+FROM admin_audit
+WHERE ($1::bigint IS NULL OR payment_id = $1)
+  AND ($2::text IS NULL OR subject = $2)
+  AND ($3::text IS NULL OR operator = $3)
+  AND ($4::bigint IS NULL OR id < $4)
+ORDER BY id DESC
+LIMIT $5;

@@ -64,8 +64,8 @@ WHERE id = $1 AND deleted_at IS NULL
 RETURNING id, previous_secret_until;
 
 -- name: webhook_admin_audit
-INSERT INTO admin_audit (action, subject, reason, detail, client)
-VALUES ($1, $2, $3, $4::jsonb, $5)
+INSERT INTO admin_audit (action, subject, reason, detail, client, operator)
+VALUES ($1, $2, $3, $4::jsonb, $5, $6)
 RETURNING id, at;
 
 -- name: webhook_admin_event
