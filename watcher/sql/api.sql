@@ -25,7 +25,10 @@ ORDER BY p.log_index;
 -- ---------------- claims: one credited payment -> one token
 
 -- name: api_claim_refusal
-SELECT p.state, p.amount, p.reorged_after_credit, p.relanded_at, t.id AS token_id
+-- Why ledger.claim issued nothing: the state (held and rejected with their reason),
+-- the flag, a token already issued, and when it was paid (the claim age limit).
+SELECT p.state, p.amount, p.reorged_after_credit, p.relanded_at, t.id AS token_id,
+       p.reason, coalesce(p.block_time, p.observed_at) AS paid_at
 FROM payments p LEFT JOIN access_tokens t ON t.payment_id = p.id
 WHERE p.id = $1;
 
