@@ -83,19 +83,21 @@ LEFT JOIN access_tokens t ON t.invoice_id = i.id
 WHERE i.id = $1;
 
 -- name: api_invoice_pending_payment
--- An observed (not yet confirmed) payment that will match the invoice once credited.
-SELECT p.tx_hash, p.block_number, p.amount,
+-- An observed (not yet confirmed) payment that will match the invoice once credited,
+-- or one held for review (or rejected) at credit (issue 16: it is linked only when
+-- released); a held or rejected one first: the payer must hear why.
+SELECT p.tx_hash, p.block_number, p.amount, p.state, p.reason,
        (SELECT max(c.head) FROM cursors c WHERE c.chain = p.chain) AS head
 FROM invoices i
 JOIN payments p
   ON p.chain = i.chain AND p.to_address = i.pay_to AND p.token = i.token
- AND p.state = 'observed' AND p.invoice_id IS NULL
+ AND p.state IN ('observed', 'held', 'rejected') AND p.invoice_id IS NULL
  AND coalesce(p.block_time, p.observed_at) >= date_trunc('second', i.created_at)
  AND coalesce(p.block_time, p.observed_at) <= i.expires_at + $2::interval
  AND ((p.family = 'evm' AND p.amount = i.amount)
       OR (p.family = 'solana' AND i.reference = ANY (p.reference_keys) AND p.amount >= i.amount))
 WHERE i.id = $1
-ORDER BY p.id
+ORDER BY p.state = 'observed', p.id
 LIMIT 1;
 
 -- name: live_invoice_seq

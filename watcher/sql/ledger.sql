@@ -517,3 +517,28 @@ WITH p AS (
 UPDATE x402_solana_settlements SET payment_id = $2
 WHERE id = $1::bigint AND EXISTS (SELECT 1 FROM p)
 RETURNING id;
+
+-- ---------------- holds: the review queue (watcher/holds.py: the admin API and CLI)
+
+-- name: holds_list
+-- Payments held for review, oldest hold first ($1 at most this many).
+SELECT id, chain, tx_hash, log_index, block_number, block_time, token, from_address,
+       tx_sender, to_address, amount, state, reason, risk::text AS risk, held_at,
+       observed_at, reviewed_by, reviewed_at, review_note, invoice_id
+FROM payments WHERE state = 'held'
+ORDER BY held_at, id
+LIMIT $1;
+
+-- name: holds_payment
+-- One payment as the review shows it ($1 id).
+SELECT id, chain, tx_hash, log_index, block_number, block_time, token, from_address,
+       tx_sender, to_address, amount, state, reason, risk::text AS risk, held_at,
+       observed_at, reviewed_by, reviewed_at, review_note, invoice_id
+FROM payments WHERE id = $1;
+
+-- name: holds_gauge
+-- Per network: payments held now and how long the oldest has waited (the metric).
+SELECT n.name AS chain, count(p.id)::int AS held,
+       coalesce(extract(epoch FROM now() - min(p.held_at)), 0)::float8 AS oldest_seconds
+FROM networks n LEFT JOIN payments p ON p.chain = n.name AND p.state = 'held'
+GROUP BY n.name;
