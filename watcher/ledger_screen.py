@@ -61,7 +61,7 @@ def facts(
         amount=amount,
         block_time=block_time,
         first_seen=first_seen,
-        addresses=tuple(dict.fromkeys(addresses)),  # the same address in both roles: once
+        addresses=tuple(addresses),  # one address in both roles is screened in each
         missing=tuple(missing),
         oracle=oracle,
         payment_id=payment_id,
