@@ -18,7 +18,8 @@ from api import claims
 from devkit.anvil import Anvil, Token, artifact, calldata, deploy_token, start_anvil
 from devkit.api_support import ADMIN_KEY, BASE_RECEIVER, app_for, client
 from devkit.evmkit import drain, evm_chain, follower, payments
-from watcher import db
+from tests.integration import test_explain
+from watcher import db, holds
 from watcher.screening import core
 
 CLAIM = "/x402/generate-token"
@@ -229,3 +230,36 @@ async def test_old_blocks_of_a_backfill_are_held_and_an_old_credit_cannot_be_cla
             assert fresh.status_code == 201
     finally:
         await node.close()
+
+
+async def test_explain_shows_the_hold_its_rules_and_the_review(
+    anvil: Anvil, usdc: Token, pool: db.Pool, database_url: str
+) -> None:
+    payer = anvil.accounts[1]
+    core.install(core.Screen(denylist=Listed(payer)))
+    tx = (await usdc.transfer(payer, BASE_RECEIVER, 2_000_000))["transactionHash"]
+    await anvil.mine(2)
+    async with follower(evm_chain(anvil, usdc, [BASE_RECEIVER], confirmations=2), pool) as f:
+        await drain(f)
+    env = {
+        "X402_BASE_USDC_ADDRESS": usdc.address,
+        "X402_BASE_PAYMENT_ADDRESS": BASE_RECEIVER,
+        "X402_BASE_RPC_URL": anvil.url,
+        "X402_BASE_CHAIN_ID": str(anvil.chain_id),
+        "DATABASE_URL": database_url,
+    }
+    code, out, err = test_explain.explain("--chain", "base", tx, **env)
+    assert code == 0, err
+    assert "[ledger: held]" in out
+    assert f"from {payer} is on the test list" in out
+    assert "risk: score 100" in out and "denylist (weight 100):" in out
+    (row,) = await payments(pool)
+    async with pool.acquire() as conn, conn.transaction():
+        await holds.review(conn, "release", row["id"], "alice", "known customer")
+    report = test_explain.explain_json("--chain", "base", tx, **env)
+    (line,) = report["transactions"][0]["transfers"]
+    assert line["state"] == "credited" and line["tx_sender"] == payer
+    assert line["review"]["by"] == "alice" and line["review"]["note"] == "known customer"
+    assert [r["rule"] for r in line["risk"]["rules"]] == ["denylist", "denylist"]
+    code, out, _ = test_explain.explain("--chain", "base", tx, **env)
+    assert "review: by alice at " in out and ": known customer" in out
