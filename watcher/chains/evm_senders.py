@@ -12,7 +12,7 @@ transaction, in JSON-RPC batches of :data:`BATCH` on one endpoint, at most
 :data:`CONCURRENCY` batches at a time. Where a step's transfers crowd into few
 blocks (more than :data:`PER_BLOCK` transactions per block on average) one
 ``eth_getBlockByNumber(n, true)`` per block costs fewer calls, so it asks that.
-``scripts/bench_senders.py`` counts both for a backfill. A node that does not know
+tests/unit/test_evm_senders.py counts both shapes. A node that does not know
 the transaction leaves its sender unknown (the payment is then held,
 ``sender_unknown``); an answer from another block than the log's is a confused
 node or a reorg in between: the step is retried.
