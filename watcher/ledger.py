@@ -217,7 +217,7 @@ async def record_credited(
         return []
     now = datetime.now(UTC)
     screen = core.current()
-    outcome = ledger_screen.judge_all(screen, [_transfer_facts(t, now, screen) for t in transfers])
+    outcome = ledger_screen.judge_all(screen, [_item(t, now) for t in transfers])
     rows: list[asyncpg.Record] = []
     for risk, idx in outcome.passed.items():
         ts = [transfers[i] for i in idx]
@@ -252,16 +252,10 @@ async def record_credited(
     return rows
 
 
-def _transfer_facts(t: Transfer, now: datetime, screen: core.Screen) -> core.Facts:
-    return ledger_screen.facts(
-        chain=t.chain,
-        amount=t.amount,
-        block_time=t.block_time,
-        first_seen=now,  # a row seen earlier is younger: a verdict from it can only pass more
-        from_address=t.from_address,
-        tx_sender=t.tx_sender,
-        oracle=t.oracle_answers,
-        screen=screen,
+def _item(t: Transfer, now: datetime) -> ledger_screen.Item:
+    # First seen: now. A row seen earlier is younger: its verdict can only pass more.
+    return ledger_screen.Item(
+        t.chain, t.amount, t.block_time, now, t.from_address, t.tx_sender, t.oracle_answers
     )
 
 
@@ -279,7 +273,7 @@ async def credit(conn: db.Connection, ids: Sequence[int]) -> list[asyncpg.Record
         return []
     screen = core.current()
     facts = await conn.fetch(db.q("ledger_screen_facts"), list(ids), _CREDITABLE)
-    outcome = ledger_screen.judge_all(screen, [ledger_screen.row_facts(r, screen) for r in facts])
+    outcome = ledger_screen.judge_all(screen, [ledger_screen.row_item(r) for r in facts])
     rows: list[asyncpg.Record] = []
     for risk, idx in outcome.passed.items():
         rows += await conn.fetch(db.q("credit_payments"), [facts[i]["id"] for i in idx], risk)
@@ -451,7 +445,7 @@ async def admin_settle(conn: db.Connection, payment_id: int, reason: str) -> asy
     facts = await conn.fetchrow(db.q("ledger_screen_facts"), [payment_id], _SETTLEABLE)
     if facts is None:
         return None
-    verdict = screen.judge(ledger_screen.row_facts(facts, screen))
+    verdict = screen.judge(ledger_screen.item_facts(ledger_screen.row_item(facts), screen))
     if verdict.hold:
         row = await conn.fetchrow(
             db.q("api_admin_hold"), payment_id, verdict.reason, ledger_screen.dumps(verdict)
