@@ -7,6 +7,7 @@ and hand over to :func:`api.claims.issue_token`.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -16,6 +17,7 @@ from api import chains, claims
 from api.errors import DB_ERRORS, ApiError, service_unavailable
 from api.x402.clients import Clients
 from watcher import db, metrics, money
+from watcher.screening import core
 from watcher.settings import Settings
 
 NEXT_STEP = {
@@ -77,6 +79,13 @@ def describe(settings: Settings, row: asyncpg.Record) -> dict[str, Any]:
         out["confirmations"] = {"have": have, "need": info.confirmations}
     elif row["state"] == "observed":
         out["confirmations"] = {"commitment": info.commitment}
+    cutoff = core.current().claim_cutoff(datetime.now(UTC))
+    if row["state"] == "credited" and cutoff is not None and row["paid_at"] < cutoff:
+        # The age rule's second half (issue 16): too old to claim; the operator refunds it.
+        out["warning"] = (
+            "this payment's block is older than the claim limit (X402_MAX_PAYMENT_AGE_DAYS): "
+            "it can no longer be claimed; the merchant's operator can refund it"
+        )
     if row["reorged_after_credit"]:
         out["warning"] = (
             "the block of this credited payment later left the canonical chain: it buys "

@@ -223,6 +223,8 @@ async def test_old_blocks_of_a_backfill_are_held_and_an_old_credit_cannot_be_cla
                 headers=ADMIN,
             )
             assert ok.status_code == 200
+            seen = (await http.post(VERIFY, json={"chain": "base", "tx_hash": old})).json()
+            assert "can no longer be claimed" in seen["payments"][0]["warning"]
             late = await _claim(http, node, payer, old)
             assert late.status_code == 409 and late.json()["error"] == "payment_too_old"
             assert "refund" in late.json()["fix"]

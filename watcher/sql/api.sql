@@ -15,7 +15,7 @@ FROM cursors GROUP BY chain;
 -- name: api_payments_by_tx
 SELECT p.id, p.chain, p.tx_hash, p.log_index, p.block_number, p.from_address, p.to_address,
        p.token, p.amount, p.state, p.reason, p.invoice_id, p.reorged_after_credit,
-       p.relanded_at, t.id AS token_id,
+       p.relanded_at, t.id AS token_id, coalesce(p.block_time, p.observed_at) AS paid_at,
        (SELECT max(c.head) FROM cursors c WHERE c.chain = p.chain) AS head
 FROM payments p
 LEFT JOIN access_tokens t ON t.payment_id = p.id
