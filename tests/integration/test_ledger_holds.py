@@ -9,8 +9,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
-from watcher import db, ledger
+from watcher import db, holds, ledger
 from watcher.screening import core
 
 ADDR = "0x" + "aa" * 20
@@ -194,3 +195,17 @@ async def test_an_old_credited_payment_can_no_longer_be_claimed(pool: db.Pool) -
             assert await _claim(conn, row["id"]) is not None
         finally:
             core.install(core.Screen())
+
+
+async def test_the_held_gauge_counts_what_waits_for_review(
+    pool: db.Pool, screen: core.Screen
+) -> None:
+    async with pool.acquire() as conn, conn.transaction():
+        rows = await ledger.record(conn, [transfer(i, tx_sender=LISTED) for i in (1, 2)])
+        await ledger.credit(conn, [r["id"] for r in rows])
+        await ledger.reject(conn, rows[0]["id"], "alice", "listed")
+        assert await holds.refresh_gauge(conn) == 1
+    assert REGISTRY.get_sample_value("watcher_payments_held", {"chain": "base"}) == 1
+    assert REGISTRY.get_sample_value("watcher_payments_held", {"chain": "solana"}) == 0
+    oldest = REGISTRY.get_sample_value("watcher_payments_held_oldest_seconds", {"chain": "base"})
+    assert oldest is not None and 0 <= oldest < 60
