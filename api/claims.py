@@ -19,7 +19,7 @@ import base64
 import hmac
 import secrets
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -34,6 +34,7 @@ from api import payment_required, paywall
 from api.errors import DB_ERRORS, ApiError, service_unavailable
 from api.x402.clients import Clients
 from watcher import db, errors, keys, ledger, networks
+from watcher.screening import core
 from watcher.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -193,6 +194,35 @@ async def issue_token(pool: db.Pool, settings: Settings, payment_id: int) -> dic
     }
 
 
+def review_refusal(state: str, reason: str | None) -> ApiError:
+    """A held payment waits for an operator; a rejected one is refundable, never claimable."""
+    if state == "held":
+        return ApiError(
+            409,
+            "payment_held",
+            f"this payment is held for review: {reason}",
+            "an operator reviews held payments; ask POST /x402/verify-payment again later, "
+            "or contact the merchant",
+        )
+    return ApiError(
+        409,
+        "payment_rejected",
+        f"this payment was rejected after review: {reason}",
+        "it buys nothing; the merchant's operator can refund it: contact the merchant",
+    )
+
+
+def too_old_refusal(paid_at: datetime) -> ApiError:
+    """The age rule's second half (issue 16): an old credited payment is refunded, not claimed."""
+    return ApiError(
+        409,
+        "payment_too_old",
+        f"this payment's block is from {paid_at.isoformat()}, older than the claim limit "
+        "(X402_MAX_PAYMENT_AGE_DAYS)",
+        "it can no longer buy access; the merchant's operator can refund it: contact the merchant",
+    )
+
+
 def reorged_refusal() -> ApiError:
     """A credited payment whose block left the canonical chain buys nothing (yet)."""
     return ApiError(
@@ -211,6 +241,11 @@ def _refusal(why: asyncpg.Record | None, price: int) -> ApiError:
         return reorged_refusal()
     if why is not None and why["token_id"] is not None:
         return already_claimed(why["token_id"], "this payment")
+    if why is not None and why["state"] in ("held", "rejected"):
+        return review_refusal(why["state"], why["reason"])
+    cutoff = core.current().claim_cutoff(datetime.now(UTC))
+    if why is not None and why["state"] == "credited" and cutoff and why["paid_at"] < cutoff:
+        return too_old_refusal(why["paid_at"])
     if why is not None and why["state"] == "credited":
         return ApiError(
             422,

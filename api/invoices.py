@@ -178,7 +178,8 @@ def _public(settings: Settings, row: asyncpg.Record) -> dict[str, Any]:
 
 
 async def status(pool: db.Pool, settings: Settings, invoice_id: UUID) -> dict[str, Any]:
-    """open | paid (k of n confirmations) | credited | expired | claimed | reorged."""
+    """open | paid (k of n confirmations) | held | rejected | credited | expired | claimed |
+    reorged."""
     try:
         inv = await pool.fetchrow(db.q("api_invoice"), invoice_id)
         pending = None
@@ -197,7 +198,11 @@ async def status(pool: db.Pool, settings: Settings, invoice_id: UUID) -> dict[st
         )
     out = _public(settings, inv)
     state = inv["status"]
-    if state == "open" and pending is not None:
+    if state == "open" and pending is not None and pending["state"] != "observed":
+        # Held for review at credit, or rejected (issue 16): never paid, says why.
+        state = pending["state"]
+        out["payment"] = {"tx_hash": pending["tx_hash"], "reason": pending["reason"]}
+    elif state == "open" and pending is not None:
         state = "paid"
         out["payment"] = _pending(settings, inv["chain"], pending)
     elif state == "open" and inv["now"] > inv["expires_at"]:

@@ -7,6 +7,7 @@ and hand over to :func:`api.claims.issue_token`.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -16,6 +17,7 @@ from api import chains, claims
 from api.errors import DB_ERRORS, ApiError, service_unavailable
 from api.x402.clients import Clients
 from watcher import db, metrics, money
+from watcher.screening import core
 from watcher.settings import Settings
 
 NEXT_STEP = {
@@ -28,6 +30,10 @@ NEXT_STEP = {
     "reorged": "this payment was credited, then its block left the canonical chain: it buys "
     "nothing, and a token it bought is suspended, until the same transfer is mined again and "
     "confirmed (then ask again)",
+    "held": "this payment is held for review (see reason): an operator will release it "
+    "(then claim) or reject it; ask again later or contact the merchant",
+    "rejected": "this payment was rejected after review (see reason): it buys nothing; the "
+    "merchant's operator can refund it",
     "below_minimum": "the amount is below the minimum payment; it buys no calls",
     "not_ours": "this transfer does not count here (invalidated or not to our address)",
     "not_found": "not seen yet: check the chain and hash, wait for the transaction to be "
@@ -73,6 +79,13 @@ def describe(settings: Settings, row: asyncpg.Record) -> dict[str, Any]:
         out["confirmations"] = {"have": have, "need": info.confirmations}
     elif row["state"] == "observed":
         out["confirmations"] = {"commitment": info.commitment}
+    cutoff = core.current().claim_cutoff(datetime.now(UTC))
+    if row["state"] == "credited" and cutoff is not None and row["paid_at"] < cutoff:
+        # The age rule's second half (issue 16): too old to claim; the operator refunds it.
+        out["warning"] = (
+            "this payment's block is older than the claim limit (X402_MAX_PAYMENT_AGE_DAYS): "
+            "it can no longer be claimed; the merchant's operator can refund it"
+        )
     if row["reorged_after_credit"]:
         out["warning"] = (
             "the block of this credited payment later left the canonical chain: it buys "
@@ -89,7 +102,17 @@ def verify(
 ) -> dict[str, Any]:
     """The answer to POST /x402/verify-payment."""
     payments = [describe(settings, r) for r in rows]
-    order = ["credited", "pending", "claimed", "reorged", "orphaned", "below_minimum", "not_ours"]
+    order = [
+        "credited",
+        "pending",
+        "held",
+        "claimed",
+        "reorged",
+        "orphaned",
+        "rejected",
+        "below_minimum",
+        "not_ours",
+    ]
     states = {p["status"] for p in payments}
     status = next((s for s in order if s in states), "not_found")
     metrics.PAYMENT_VERIFICATIONS.labels(status).inc()
@@ -110,6 +133,9 @@ def _refusal(settings: Settings, rows: list[asyncpg.Record]) -> ApiError:
     if any(r["reorged_after_credit"] for r in rows):
         return claims.reorged_refusal()
     by_state = {r["state"]: r for r in rows}
+    for held in ("held", "rejected"):
+        if held in by_state:
+            return claims.review_refusal(held, by_state[held]["reason"])
     if "claimed" in by_state:
         return claims.already_claimed(by_state["claimed"]["token_id"], "this payment")
     if "observed" in by_state:

@@ -21,6 +21,7 @@ from watcher import (
     db,
     errors,
     gateway_config,
+    holds_cli,
     logs,
     networks,
     sentry,
@@ -173,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_stripe_sync)
     service_keys_cli.add_parser(sub)
     webhooks_cli.add_parsers(sub)
+    holds_cli.add_parser(sub)
     for command in sub.choices.values():  # `watcher run --debug` works as well
         # SUPPRESS: unset here must not undo `watcher --debug run`.
         command.add_argument(

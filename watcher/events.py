@@ -35,6 +35,12 @@ TYPES: Mapping[str, str] = {
     "payment.relanded": "a reorged credited payment is confirmed again at its new place",
     "payment.claimed": "a credited payment was consumed: it bought a token or paid an x402 call",
     "payment.invalidated": "an operator ruled that a payment buys nothing",
+    # holds (issue 16)
+    "payment.held": "a screening rule fired at credit: the payment waits for an operator's "
+    "review (not credited, not claimable)",
+    "payment.released": "an operator released a held payment: it is credited (a "
+    "`payment.credited` follows)",
+    "payment.rejected": "an operator rejected a held payment: never claimable, refundable",
     "invoice.paid": "a payment for the invoice was seen on chain, not yet confirmed",
     "invoice.credited": "the invoice's payment is credited: its token can be claimed",
     "invoice.claimed": "the invoice's token was issued",

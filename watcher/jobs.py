@@ -47,7 +47,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import structlog
 
-from watcher import db, ledger, metrics
+from watcher import db, holds, ledger, metrics
 from watcher.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -107,16 +107,19 @@ async def analytics(conn: db.Connection) -> int:
 async def cleanup(conn: db.Connection) -> dict[str, int]:
     """What ``POST /x402/cleanup`` does: expire stale invoices through the ledger (their
     ``invoice.expired`` events in the same transaction), prune rate-limit windows,
-    forget expired Idempotency-Keys (the paywall's and the charge endpoint's)."""
+    forget expired Idempotency-Keys (the paywall's and the charge endpoint's); refresh the
+    gauge of payments held for review."""
     expired = await ledger.expire_invoices(conn)
     pruned = _count(await conn.execute(db.q("api_rate_prune")))
     forgotten = [
         _count(await conn.execute(db.q(q))) for q in ("api_idem_prune", "gateway_charge_prune")
     ]
+    held = await holds.refresh_gauge(conn)  # issue 16: the review queue's gauge
     return {
         "invoices_expired": expired,
         "rate_windows_pruned": pruned,
         "idempotency_keys_forgotten": sum(forgotten),
+        "payments_held": held,
     }
 
 

@@ -17,14 +17,22 @@ why each transition exists.
                       already deep; then as credit)
     credit            observed -> credited; credited -> claimed    credit
                       when it is a served x402 settlement's
-    orphan            observed / below_minimum -> orphaned;        orphan
+    hold              observed -> held when a screening rule       credit (and
+                      fires (watcher.screening.core)               record_credited,
+                                                                   admin_settle)
+    release (admin)   held -> credited (then as credit)            release
+    reject (admin)    held -> rejected (refundable, never          reject
+                      claimable)
+    orphan            observed / below_minimum / held -> orphaned; orphan
                       its served x402 settlement -> reorged
-    flag / unflag     credited, claimed: reorged_after_credit      flag_reorged_credits,
+    flag / unflag     credited, claimed, rejected:                 flag_reorged_credits,
+                      reorged_after_credit
                       set / cleared (tokens suspended / served)    clear_reorg_flags
     claim             credited -> claimed (one access token)       claim
     claim served      credited -> claimed (x402 call served)       claim_served
     settle (admin)    observed, orphaned, below_minimum,           admin_settle
-                      not_ours -> credited (then as credit)
+                      not_ours -> credited (then as credit), or
+                      held when a screening rule fires
     invalidate        observed, credited, claimed -> not_ours      admin_invalidate
     (admin)           (its token emptied)
     expire            invoices: open -> expired after the grace    expire_invoices
@@ -33,14 +41,15 @@ why each transition exists.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 import asyncpg
 
-from watcher import db, events, invoice_paid, metrics, money
+from watcher import db, events, invoice_paid, ledger_screen, metrics, money
+from watcher.screening import core
 
 RecordState = Literal["observed", "below_minimum", "not_ours"]
 # The two kinds of x402 settlement that can consume a payment when the call is served.
@@ -73,8 +82,16 @@ STATE_QUERIES = frozenset(
         "x402_svm_claim_payment",
         "api_admin_settle",
         "api_admin_invalidate",
+        # holds (issue 16)
+        "hold_payments",
+        "api_admin_hold",
+        "release_payment",
+        "reject_payment",
     }
 )
+# The states screening reads a payment in before it is credited (ledger_screen_facts).
+_CREDITABLE = ["observed"]
+_SETTLEABLE = ["observed", "orphaned", "below_minimum", "not_ours"]
 _SERVED_QUERY: dict[X402Rail, str] = {
     "x402_authorizations": "x402_claim_payment",
     "x402_solana_settlements": "x402_svm_claim_payment",
@@ -104,6 +121,14 @@ class Transfer:
     # re-includes the transaction elsewhere (migration 0010). EVM: see
     # ``evm_scan.to_transfers``; None means the position (Solana's account index).
     transfer_key: str | None = None
+    # Screening (issue 16). Who sent the transaction: EVM its ``from`` (a transfer
+    # routed through a contract has a ``from_address`` that is the contract); Solana
+    # the fee payer (``from_address`` is the source owner). None: not learned (the
+    # followers learn it only when the screen needs addresses).
+    tx_sender: str | None = None
+    # The sanctions oracle's answers for this transfer's addresses, asked before the
+    # transaction that records it (watcher/screening/prefetch.py); None: not asked.
+    oracle_answers: Mapping[str, bool | None] | None = None
 
     def key(self) -> str:
         return self.transfer_key if self.transfer_key is not None else str(self.log_index)
@@ -155,6 +180,8 @@ async def record(conn: db.Connection, transfers: Sequence[Transfer]) -> list[asy
                     t.memo,
                     ",".join(t.reference_keys),
                     t.key(),
+                    t.tx_sender,
+                    ledger_screen.answers_text(t.oracle_answers),
                 )
                 for t in transfers
             ),
@@ -182,40 +209,91 @@ async def record_credited(
     or claimed row seen at another place keeps its state and is flagged, as in
     :func:`record`. Spares a large EVM backfill writing each row twice. Returns
     the rows credited here for the first time. Runs in the caller's transaction.
+
+    Screened first, as :func:`credit` (first seen: now). A transfer a rule fires
+    for is recorded observed and then credited from its row, which holds it.
     """
     if not transfers:
         return []
-    rows = await conn.fetch(
-        db.q("record_credited_transfers"),
-        [t.chain for t in transfers],
-        [t.token for t in transfers],
-        [t.tx_hash for t in transfers],
-        [t.log_index for t in transfers],
-        [t.block_number for t in transfers],
-        [t.block_hash for t in transfers],
-        [t.block_time for t in transfers],
-        [t.from_address for t in transfers],
-        [t.to_address for t in transfers],
-        [t.amount for t in transfers],
-        [t.key() for t in transfers],
-    )
+    now = datetime.now(UTC)
+    screen = core.current()
+    outcome = ledger_screen.judge_all(screen, [_item(t, now) for t in transfers])
+    rows: list[asyncpg.Record] = []
+    for risk, idx in outcome.passed.items():
+        ts = [transfers[i] for i in idx]
+        rows += await conn.fetch(
+            db.q("record_credited_transfers"),
+            [t.chain for t in ts],
+            [t.token for t in ts],
+            [t.tx_hash for t in ts],
+            [t.log_index for t in ts],
+            [t.block_number for t in ts],
+            [t.block_hash for t in ts],
+            [t.block_time for t in ts],
+            [t.from_address for t in ts],
+            [t.to_address for t in ts],
+            [t.amount for t in ts],
+            [t.key() for t in ts],
+            [t.tx_sender for t in ts],
+            [ledger_screen.answers_text(t.oracle_answers) for t in ts],
+            risk,
+        )
     await _credited(conn, rows)
+    if outcome.held:
+        late = [transfers[i] for i, _ in outcome.held]
+        await record(conn, late)
+        found = await conn.fetch(
+            db.q("ledger_payment_ids"),
+            [t.chain for t in late],
+            [t.tx_hash for t in late],
+            [t.key() for t in late],
+        )
+        rows += await credit(conn, [r["id"] for r in found])
     return rows
+
+
+def _item(t: Transfer, now: datetime) -> ledger_screen.Item:
+    # First seen: now. A row seen earlier is younger: its verdict can only pass more.
+    return ledger_screen.Item(
+        t.chain, t.amount, t.block_time, now, t.from_address, t.tx_sender, t.oracle_answers
+    )
 
 
 async def credit(conn: db.Connection, ids: Sequence[int]) -> list[asyncpg.Record]:
     """Credit confirmed payments; returns the rows credited.
 
     Transition: observed -> credited (rows already credited, orphaned or anything
-    else are left alone). In the same step a credited payment that is the
-    transfer of an x402 settlement whose call was served becomes claimed, and
-    the invoice a payment pays is marked credited. Runs in the caller's transaction.
+    else are left alone), once the process's screen (``screening.core.current()``)
+    passes it; observed -> held when a rule fires (reason and risk stored, then
+    ``payment.held``). In the same step a credited payment that is the transfer of
+    an x402 settlement whose call was served becomes claimed, and the invoice a
+    payment pays is marked credited. Runs in the caller's transaction.
     """
     if not ids:
         return []
-    rows = await conn.fetch(db.q("credit_payments"), list(ids))
+    screen = core.current()
+    facts = await conn.fetch(db.q("ledger_screen_facts"), list(ids), _CREDITABLE)
+    outcome = ledger_screen.judge_all(screen, [ledger_screen.row_item(r) for r in facts])
+    rows: list[asyncpg.Record] = []
+    for risk, idx in outcome.passed.items():
+        rows += await conn.fetch(db.q("credit_payments"), [facts[i]["id"] for i in idx], risk)
     await _credited(conn, rows)
+    if outcome.held:
+        await _hold(conn, [(facts[i]["id"], v) for i, v in outcome.held])
     return rows
+
+
+async def _hold(conn: db.Connection, verdicts: Sequence[tuple[int, core.Verdict]]) -> None:
+    """observed -> held, with each one's reason and risk; counted, and ``payment.held``."""
+    held = await conn.fetch(
+        db.q("hold_payments"),
+        [i for i, _ in verdicts],
+        [v.reason for _, v in verdicts],
+        [ledger_screen.dumps(v) for _, v in verdicts],
+    )
+    for chain, n in Counter(r["chain"] for r in held).items():
+        metrics.PAYMENTS.labels(chain, "held").inc(n)
+    await events.payments(conn, "payment.held", [r["id"] for r in held])
 
 
 async def _credited(conn: db.Connection, rows: Sequence[asyncpg.Record]) -> None:
@@ -327,8 +405,10 @@ async def claim(
     caller asks ``api_claim_refusal`` why). Runs in the caller's transaction (or
     as its own statement on a connection outside one).
     """
+    # The age rule's second half (issue 16): an old payment is refunded, not claimed.
+    cutoff = core.current().claim_cutoff(datetime.now(UTC))
     row = await conn.fetchrow(
-        db.q("api_claim_payment"), token_hash, payment_id, price, lifetime, max_requests
+        db.q("api_claim_payment"), token_hash, payment_id, price, lifetime, max_requests, cutoff
     )
     if row is not None:
         metrics.TOKENS_ISSUED.labels(row["chain"]).inc()
@@ -357,13 +437,87 @@ async def admin_settle(conn: db.Connection, payment_id: int, reason: str) -> asy
     """An operator credits a payment the followers could not; None if its state forbids it.
 
     Transition: observed, orphaned, below_minimum or not_ours -> credited, then
-    as :func:`credit` (x402 settlement, invoice). Runs in the caller's
-    transaction (which writes the audit row).
+    as :func:`credit` (x402 settlement, invoice); -> held instead when a screening
+    rule fires (the row's ``state`` says which). Never a held or rejected payment.
+    Runs in the caller's transaction (which writes the audit row).
     """
-    row = await conn.fetchrow(db.q("api_admin_settle"), payment_id, reason)
+    screen = core.current()
+    facts = await conn.fetchrow(db.q("ledger_screen_facts"), [payment_id], _SETTLEABLE)
+    if facts is None:
+        return None
+    verdict = screen.judge(ledger_screen.item_facts(ledger_screen.row_item(facts), screen))
+    if verdict.hold:
+        row = await conn.fetchrow(
+            db.q("api_admin_hold"), payment_id, verdict.reason, ledger_screen.dumps(verdict)
+        )
+        if row is not None:
+            metrics.PAYMENTS.labels(row["chain"], "held").inc()
+            await events.payments(conn, "payment.held", [payment_id])
+        return row
+    row = await conn.fetchrow(
+        db.q("api_admin_settle"), payment_id, reason, ledger_screen.dumps(verdict)
+    )
     if row is not None:
         metrics.PAYMENTS.labels(row["chain"], "credited").inc()
         await _follow_credit(conn, [payment_id])  # writes payment.credited
+    return row
+
+
+async def release(
+    conn: db.Connection, payment_id: int, operator: str, note: str, *, client: str | None = None
+) -> asyncpg.Record | None:
+    """An operator reviewed a held payment and lets it through; None if it is not held.
+
+    Transition: held -> credited (``reviewed_by`` = ``operator``, ``review_note``),
+    ``payment.released``, then exactly what follows every credit (x402 links,
+    invoices, ``payment.credited``), and an ``admin_audit`` row naming the operator.
+    Runs in the caller's transaction.
+    """
+    row = await conn.fetchrow(db.q("release_payment"), payment_id, operator, note)
+    if row is None:
+        return None
+    metrics.HOLDS_REVIEWED.labels(row["chain"], "released").inc()
+    metrics.PAYMENTS.labels(row["chain"], "credited").inc()
+    metrics.CREDITED_BASE_UNITS.labels(row["chain"]).inc(int(row["amount"]))
+    await conn.execute(
+        db.q("ledger_review_audit"),
+        "payment.release",
+        payment_id,
+        "held",
+        "credited",
+        note,
+        client,
+        operator,
+    )
+    await events.payments(conn, "payment.released", [payment_id])
+    await _follow_credit(conn, [payment_id])
+    return row
+
+
+async def reject(
+    conn: db.Connection, payment_id: int, operator: str, note: str, *, client: str | None = None
+) -> asyncpg.Record | None:
+    """An operator reviewed a held payment and refuses it; None if it is not held.
+
+    Transition: held -> rejected (never claimable; refundable), ``payment.rejected``
+    and an ``admin_audit`` row naming the operator. Runs in the caller's transaction.
+    """
+    row = await conn.fetchrow(db.q("reject_payment"), payment_id, operator, note)
+    if row is None:
+        return None
+    metrics.HOLDS_REVIEWED.labels(row["chain"], "rejected").inc()
+    metrics.PAYMENTS.labels(row["chain"], "rejected").inc()
+    await conn.execute(
+        db.q("ledger_review_audit"),
+        "payment.reject",
+        payment_id,
+        "held",
+        "rejected",
+        note,
+        client,
+        operator,
+    )
+    await events.payments(conn, "payment.rejected", [payment_id])
     return row
 
 

@@ -45,8 +45,22 @@ LAST_BLOCK_TIMESTAMP = Gauge(
 )
 PAYMENTS = Counter(
     "watcher_payments_total",
-    "Payments entering a state (observed, credited, orphaned, below_minimum, claimed)",
+    "Payments entering a state (observed, credited, orphaned, below_minimum, claimed, "
+    "held, rejected)",
     ["chain", "state"],
+)
+# Holds (issue 16): refreshed by the cleanup job from the table (the counter above
+# cannot say how many are still waiting once an operator released some).
+PAYMENTS_HELD = Gauge("watcher_payments_held", "Payments held for review right now", ["chain"])
+PAYMENTS_HELD_OLDEST = Gauge(
+    "watcher_payments_held_oldest_seconds",
+    "How long the oldest payment held for review has waited (0: none)",
+    ["chain"],
+)
+HOLDS_REVIEWED = Counter(
+    "watcher_holds_reviewed_total",
+    "Held payments an operator released or rejected",
+    ["chain", "outcome"],
 )
 CREDITED_BASE_UNITS = Counter(
     "watcher_credited_base_units_total", "USDC credited, in base units (1e-6 USDC)", ["chain"]

@@ -183,7 +183,8 @@ async def mark_payment(
                     "settle: observed, orphaned, below_minimum or not_ours payments; "
                     "invalidate: observed, credited or claimed ones",
                 )
-            to_state = "credited" if body.action == "settle" else "not_ours"
+            # A settle a screening rule fires for holds the payment instead (issue 16).
+            to_state = row["state"] if body.action == "settle" else "not_ours"
             audit = await conn.fetchrow(
                 db.q("api_admin_audit"),
                 body.action,
@@ -197,7 +198,7 @@ async def mark_payment(
     except DB_ERRORS as exc:
         raise service_unavailable("the database") from exc
     assert audit is not None
-    return {
+    out: dict[str, Any] = {
         "payment_id": payment_id,
         "from_state": before["state"],
         "to_state": to_state,
@@ -205,3 +206,7 @@ async def mark_payment(
         "at": audit["at"],
         "operator": who,
     }
+    if to_state == "held":
+        out["held"] = "a screening rule fired: the payment is held for review, not credited "
+        out["held"] += "(GET /x402/admin/holds; release or reject it there)"
+    return out

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import random
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -34,7 +35,7 @@ from typing import Any
 import structlog
 
 from watcher import db, errors, ledger, metrics, progress, rpc
-from watcher.chains import evm_reorg, evm_scan
+from watcher.chains import evm_reorg, evm_scan, evm_senders
 from watcher.chains.evm_heads import HeadSubscription
 from watcher.chains.evm_logs import TRANSFER_TOPIC, BloomFilter, Header, topic_for
 from watcher.chains.evm_scan import Batch, to_transfers
@@ -340,6 +341,10 @@ class EvmFollower:
     # ---- the transaction -----------------------------------------------------------------
 
     async def _write(self, batch: Batch) -> None:
+        # Screening (issue 16): the transactions' senders and the oracle's answers, before
+        # the transaction (no connection held); no call when the screen needs no address.
+        transfers = await evm_senders.learn(self.rpc, self.name, batch.transfers)
+        batch = dataclasses.replace(batch, transfers=transfers)
         async with self.connection(transaction=True) as conn:
             credited = await evm_scan.commit(conn, self.chain, batch, keep_blocks=2 * self.window)
         self.state.cursor = ledger.Cursor(batch.to, batch.to_hash, batch.head)

@@ -5,8 +5,9 @@ newest stored window block whose hash the node still reports. Above it:
 
 * observed (and below-minimum) payments become ``orphaned`` (the re-scan revives
   any that the new branch includes again, at their new block);
-* credited payments whose block hash the node no longer reports are flagged
-  ``reorged_after_credit``, logged at error and counted, never deleted;
+* credited (and rejected) payments whose block hash the node no longer reports are
+  flagged ``reorged_after_credit``, logged at error and counted, never deleted; held
+  ones are orphaned (issue 16: screened again at credit when they re-land);
 * the window and the cursor go back to the fork point, in one transaction.
 """
 
@@ -84,10 +85,15 @@ async def rewind(f: Follower, cursor: ledger.Cursor) -> ledger.Cursor:
         return cursor
     async with f.connection() as conn:
         above = await conn.fetch(db.q("evm_payments_above"), f.name, fork)
-    credited = [r for r in above if r["state"] in ("credited", "claimed")]
-    canon = await _canonical(f, sorted({r["block_number"] for r in credited}))
-    lost = [r["id"] for r in credited if canon[r["block_number"]] != r["block_hash"]]
+    # Confirmed rows (credited, or held / rejected at credit) are lost only if their block is.
+    deep = [r for r in above if r["state"] in ("credited", "claimed", "held", "rejected")]
+    canon = await _canonical(f, sorted({r["block_number"] for r in deep}))
+    gone = [r for r in deep if canon[r["block_number"]] != r["block_hash"]]
+    # A held payment was never credited: orphaned like an observed one (screened again at
+    # credit if it re-lands); a rejected one is flagged like a credited one.
+    lost = [r["id"] for r in gone if r["state"] != "held"]
     observed = [r["id"] for r in above if r["state"] in ("observed", "below_minimum")]
+    observed += [r["id"] for r in gone if r["state"] == "held"]
     reason = f"block reorged out (fork at {fork}, depth {depth})"
     async with f.connection(transaction=True) as conn:
         await ledger.orphan(conn, observed, reason)

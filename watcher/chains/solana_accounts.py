@@ -91,6 +91,7 @@ def transfers(
         to_address=p.owner,
         amount=p.amount,
         from_address=p.payer,
+        tx_sender=p.fee_payer,  # screening (issue 16): the fee payer
         block_time=datetime.fromtimestamp(p.block_time, UTC) if p.block_time is not None else None,
         token_account=p.token_account,
         memo=p.memo,

@@ -123,6 +123,8 @@ class Payment:
     amount: int
     memo: str | None
     references: tuple[str, ...]
+    # The transaction's fee payer (its first account key): screened as ``fee_payer``.
+    fee_payer: str | None = None
 
 
 def unwrap(answer: Any) -> dict[str, Any]:
@@ -324,4 +326,5 @@ def payment(tx: TxView, c: BalanceChange, owner: str) -> Payment:
         amount=c.delta,
         memo=tx.memo,
         references=tx.references_for(c.account),
+        fee_payer=tx.account_keys[0] if tx.account_keys else None,
     )

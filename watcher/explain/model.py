@@ -12,7 +12,10 @@ for every network family::
                                       "state": LEDGER_STATE,      # when the ledger was read
                                       "reason": LEDGER_REASON,    # when the ledger has one
                                       "confirmations": N,         # EVM, when known
-                                      "events": [EVENT, ...]}]}], # when the ledger was read
+                                      "events": [EVENT, ...],     # when the ledger was read
+                                      "tx_sender": SENDER,        # when learned
+                                      "risk": {"score": N, "rules": [...], "checked": [...]},
+                                      "review": {"by": OPERATOR, "at": TIME, "note": TEXT}}]}],
      "credit_total": "BASE_UNITS",
      "notes": [...]}                                              # only when there are any
 
@@ -50,6 +53,11 @@ class Transfer:
     # The events the ledger wrote for it, oldest first, each with its webhook deliveries
     # ("payment.credited (webhooks: 1 delivered)"), when the database was read.
     events: list[str] | None = None
+    # Holds (issue 16), when the ledger was read: who sent the transaction, the last
+    # screening's verdict (score, each rule with its weight and why) and the review.
+    tx_sender: str | None = None
+    risk: dict[str, Any] | None = None
+    review: dict[str, Any] | None = None
 
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -60,7 +68,7 @@ class Transfer:
             "amount": money.units_text(self.amount),
             "verdict": self.verdict,
         }
-        for name in ("state", "reason", "confirmations", "events"):
+        for name in ("state", "reason", "confirmations", "events", "tx_sender", "risk", "review"):
             if (value := getattr(self, name)) is not None:
                 out[name] = value
         return out

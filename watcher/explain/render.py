@@ -100,4 +100,17 @@ def _line(report: model.Report, t: model.Transfer) -> str:
     to = show(t.to_address) if t.to_address else "?"
     line = f"  {report.index_label} {t.index}: {amount} {frm} -> {to}  => {t.verdict}{extra}"
     line += f"\n      {t.reason}" if t.reason else ""
+    line += _risk(t)
     return line + (f"\n      events: {'; '.join(t.events)}" if t.events else "")
+
+
+def _risk(t: model.Transfer) -> str:
+    """The screening's verdict when a rule fired, and the review (issue 16)."""
+    out = ""
+    if t.risk is not None and t.risk.get("rules"):
+        out += f"\n      risk: score {t.risk['score']}"
+        for r in t.risk["rules"]:
+            out += f"\n        {r['rule']} (weight {r['weight']}): {r['why']}"
+    if t.review is not None:
+        out += f"\n      review: by {t.review['by']} at {t.review['at']}: {t.review['note']}"
+    return out

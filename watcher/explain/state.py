@@ -9,6 +9,7 @@ where there is none, and says so instead.
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 
 import asyncpg
@@ -93,8 +94,22 @@ async def _annotate(report: model.Report, conn: db.Connection, cursor_stream: st
                 t.reason = row["reason"]
             if row is not None:
                 t.events = [_event(e) for e in await conn.fetch(db.q("explain_events"), row["id"])]
+                _holds(t, row)
             if head is not None and t.block is not None and t.confirmations is None:
                 t.confirmations = max(0, head - t.block + 1)
+
+
+def _holds(t: model.Transfer, row: asyncpg.Record) -> None:
+    """The screening's side (issue 16): the tx sender, the risk and the review."""
+    t.tx_sender = row["tx_sender"]
+    if row["risk"] is not None:
+        t.risk = json.loads(row["risk"])
+    if row["reviewed_by"] is not None:
+        t.review = {
+            "by": row["reviewed_by"],
+            "at": row["reviewed_at"].isoformat(),
+            "note": row["review_note"],
+        }
 
 
 def _event(row: asyncpg.Record) -> str:

@@ -15,7 +15,7 @@ FROM cursors GROUP BY chain;
 -- name: api_payments_by_tx
 SELECT p.id, p.chain, p.tx_hash, p.log_index, p.block_number, p.from_address, p.to_address,
        p.token, p.amount, p.state, p.reason, p.invoice_id, p.reorged_after_credit,
-       p.relanded_at, t.id AS token_id,
+       p.relanded_at, t.id AS token_id, coalesce(p.block_time, p.observed_at) AS paid_at,
        (SELECT max(c.head) FROM cursors c WHERE c.chain = p.chain) AS head
 FROM payments p
 LEFT JOIN access_tokens t ON t.payment_id = p.id
@@ -25,7 +25,10 @@ ORDER BY p.log_index;
 -- ---------------- claims: one credited payment -> one token
 
 -- name: api_claim_refusal
-SELECT p.state, p.amount, p.reorged_after_credit, p.relanded_at, t.id AS token_id
+-- Why ledger.claim issued nothing: the state (held and rejected with their reason),
+-- the flag, a token already issued, and when it was paid (the claim age limit).
+SELECT p.state, p.amount, p.reorged_after_credit, p.relanded_at, t.id AS token_id,
+       p.reason, coalesce(p.block_time, p.observed_at) AS paid_at
 FROM payments p LEFT JOIN access_tokens t ON t.payment_id = p.id
 WHERE p.id = $1;
 
@@ -80,19 +83,21 @@ LEFT JOIN access_tokens t ON t.invoice_id = i.id
 WHERE i.id = $1;
 
 -- name: api_invoice_pending_payment
--- An observed (not yet confirmed) payment that will match the invoice once credited.
-SELECT p.tx_hash, p.block_number, p.amount,
+-- An observed (not yet confirmed) payment that will match the invoice once credited,
+-- or one held for review (or rejected) at credit (issue 16: it is linked only when
+-- released); a held or rejected one first: the payer must hear why.
+SELECT p.tx_hash, p.block_number, p.amount, p.state, p.reason,
        (SELECT max(c.head) FROM cursors c WHERE c.chain = p.chain) AS head
 FROM invoices i
 JOIN payments p
   ON p.chain = i.chain AND p.to_address = i.pay_to AND p.token = i.token
- AND p.state = 'observed' AND p.invoice_id IS NULL
+ AND p.state IN ('observed', 'held', 'rejected') AND p.invoice_id IS NULL
  AND coalesce(p.block_time, p.observed_at) >= date_trunc('second', i.created_at)
  AND coalesce(p.block_time, p.observed_at) <= i.expires_at + $2::interval
  AND ((p.family = 'evm' AND p.amount = i.amount)
       OR (p.family = 'solana' AND i.reference = ANY (p.reference_keys) AND p.amount >= i.amount))
 WHERE i.id = $1
-ORDER BY p.id
+ORDER BY p.state = 'observed', p.id
 LIMIT 1;
 
 -- name: live_invoice_seq

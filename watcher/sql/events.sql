@@ -12,7 +12,11 @@ SELECT emit_events($1, 'payment', array_agg(p.id::text ORDER BY p.id), array_agg
     'amount', p.amount::text, 'currency', 'USDC', 'decimals', 6,
     'state', p.state, 'reason', p.reason, 'invoice_id', p.invoice_id,
     'reorged_after_credit', p.reorged_after_credit, 'observed_at', p.observed_at,
-    'credited_at', p.credited_at, 'orphaned_at', p.orphaned_at) ORDER BY p.id))
+    'credited_at', p.credited_at, 'orphaned_at', p.orphaned_at,
+    -- holds (issue 16)
+    'tx_sender', p.tx_sender, 'risk', p.risk, 'held_at', p.held_at,
+    'reviewed_by', p.reviewed_by, 'reviewed_at', p.reviewed_at,
+    'review_note', p.review_note) ORDER BY p.id))
 FROM payments p WHERE p.id = ANY ($2::bigint[]);
 
 -- name: emit_invoice_events

@@ -43,7 +43,7 @@ ORDER BY p.id;
 -- place and not contradicted by the canonical window (as evm_confirmed_ids).
 SELECT p.id FROM payments p
 WHERE p.chain = $1 AND p.reorged_after_credit AND p.relanded_at IS NOT NULL
-  AND p.block_number <= $2 AND p.state IN ('credited', 'claimed')
+  AND p.block_number <= $2 AND p.state IN ('credited', 'claimed', 'rejected')
   AND NOT EXISTS (SELECT 1 FROM chain_blocks b
                   WHERE b.chain = p.chain AND b.num = p.block_number
                     AND b.hash IS DISTINCT FROM p.block_hash)
@@ -55,4 +55,4 @@ ORDER BY p.id;
 -- Payments in blocks above a fork point, by state: what a reorg takes away.
 SELECT id, state, block_number, block_hash FROM payments
 WHERE chain = $1 AND block_number > $2
-  AND state IN ('observed', 'below_minimum', 'credited', 'claimed');
+  AND state IN ('observed', 'below_minimum', 'held', 'credited', 'claimed', 'rejected');

@@ -18,20 +18,24 @@
 --     flagged reorged_after_credit seen again: it keeps its state (and the token it
 --     bought), records the new place and stays flagged until that place is confirmed
 --     (evm_relanded_ids, ledger.clear_reorg_flags).
+-- Holds (issue 16): a held row is not credited yet: seen at another place it is observed
+-- there again (and screened again at credit); a rejected one is kept like a credited one.
+-- The transaction sender and the oracle's answers are kept once learned.
 -- Returns the rows inserted or revived as observed / below_minimum (never credited ones).
 WITH up AS (
     INSERT INTO payments AS p (chain, tx_hash, log_index, transfer_key, block_number,
                                block_hash, block_time, token, from_address, to_address,
-                               token_account, amount, state, reason, memo, reference_keys)
+                               token_account, amount, state, reason, memo, reference_keys,
+                               tx_sender, oracle_answers)
     SELECT t.chain, t.tx_hash, t.log_index, t.transfer_key, t.block_number, t.block_hash,
            t.block_time, t.token, t.from_address, t.to_address, t.token_account, t.amount,
-           t.state, t.reason, t.memo, r.reference_keys
+           t.state, t.reason, t.memo, r.reference_keys, t.tx_sender, t.oracle_answers::jsonb
     FROM unnest($1::text[], $2::text[], $3::int[], $4::bigint[], $5::text[], $6::timestamptz[],
                 $7::text[], $8::text[], $9::text[], $10::text[], $11::numeric[], $12::text[],
-                $13::text[], $14::text[], $15::text[], $16::text[])
+                $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[])
          AS t (chain, tx_hash, log_index, block_number, block_hash, block_time, token,
                from_address, to_address, token_account, amount, state, reason, memo, refs_csv,
-               transfer_key)
+               transfer_key, tx_sender, oracle_answers)
     CROSS JOIN LATERAL (SELECT CASE WHEN t.refs_csv IS NULL OR t.refs_csv = '' THEN '{}'::text[]
                                     ELSE string_to_array(t.refs_csv, ',') END AS reference_keys) r
     ON CONFLICT (chain, tx_hash, transfer_key) DO UPDATE
@@ -39,40 +43,70 @@ WITH up AS (
             block_number = excluded.block_number,
             block_hash = excluded.block_hash,
             block_time = excluded.block_time,
-            state = CASE WHEN p.state IN ('credited', 'claimed') THEN p.state
+            state = CASE WHEN p.state IN ('credited', 'claimed', 'rejected') THEN p.state
                          WHEN excluded.state = 'below_minimum' THEN 'below_minimum'
                          ELSE 'observed' END,
-            reason = CASE WHEN p.state IN ('credited', 'claimed')
+            reason = CASE WHEN p.state IN ('credited', 'claimed', 'rejected')
                           THEN 're-included in block ' || excluded.block_number
                                || ' after a reorg: suspended until it is confirmed there'
                           ELSE excluded.reason END,
-            reorged_after_credit = p.reorged_after_credit OR p.state IN ('credited', 'claimed'),
-            relanded_at = CASE WHEN p.state IN ('credited', 'claimed') THEN now()
+            reorged_after_credit = p.reorged_after_credit
+                                   OR p.state IN ('credited', 'claimed', 'rejected'),
+            relanded_at = CASE WHEN p.state IN ('credited', 'claimed', 'rejected') THEN now()
                                ELSE p.relanded_at END,
+            tx_sender = coalesce(excluded.tx_sender, p.tx_sender),
+            oracle_answers = coalesce(excluded.oracle_answers, p.oracle_answers),
             orphaned_at = NULL,
             updated_at = now()
         WHERE p.state = 'orphaned'
-           OR (p.state IN ('observed', 'below_minimum')
+           OR (p.state IN ('observed', 'below_minimum', 'held')
                AND p.block_hash IS DISTINCT FROM excluded.block_hash)
-           OR (p.state IN ('credited', 'claimed')
+           OR (p.state IN ('credited', 'claimed', 'rejected')
                AND (p.reorged_after_credit OR p.block_hash IS DISTINCT FROM excluded.block_hash))
     RETURNING p.id, p.chain, p.state, p.amount
 )
-SELECT id, chain, state, amount FROM up WHERE state NOT IN ('credited', 'claimed');
+SELECT id, chain, state, amount FROM up WHERE state NOT IN ('credited', 'claimed', 'rejected');
 
 -- name: credit_payments
--- observed -> credited for the given ids (only rows still observed).
+-- observed -> credited for the given ids (only rows still observed) that screening
+-- passed; $2 their verdict (payments.risk).
 UPDATE payments
-SET state = 'credited', credited_at = now(), updated_at = now(), reason = NULL
+SET state = 'credited', credited_at = now(), updated_at = now(), reason = NULL,
+    risk = $2::jsonb
 WHERE id = ANY($1::bigint[]) AND state = 'observed'
 RETURNING id, chain, amount, block_number, invoice_id;
 
+-- name: hold_payments
+-- observed -> held: a screening rule fired at credit (issue 16). $1 ids, $2 each one's
+-- reason, $3 its verdict (payments.risk), aligned. Only rows still observed.
+UPDATE payments p
+SET state = 'held', held_at = now(), updated_at = now(), reason = h.reason,
+    risk = h.risk::jsonb
+FROM unnest($1::bigint[], $2::text[], $3::text[]) AS h (id, reason, risk)
+WHERE p.id = h.id AND p.state = 'observed'
+RETURNING p.id, p.chain, p.amount;
+
+-- name: ledger_screen_facts
+-- What screening a payment reads from its row (watcher/ledger_screen.py), for the
+-- given ids in the given states.
+SELECT id, chain, amount, block_time, observed_at, from_address, tx_sender,
+       oracle_answers::text AS oracle_answers
+FROM payments WHERE id = ANY ($1::bigint[]) AND state = ANY ($2::text[])
+ORDER BY id;
+
+-- name: ledger_payment_ids
+-- The ids of transfers by identity ($1 chains, $2 hashes, $3 transfer keys, aligned).
+SELECT p.id FROM payments p
+JOIN unnest($1::text[], $2::text[], $3::text[]) AS t (chain, tx_hash, transfer_key)
+  ON p.chain = t.chain AND p.tx_hash = t.tx_hash AND p.transfer_key = t.transfer_key
+ORDER BY p.id;
+
 -- name: orphan_payments
--- observed (or below_minimum) -> orphaned: the block left the canonical chain or never
--- finalized. A re-scan that finds the transfer again records it afresh at its new place.
+-- observed (or below_minimum, or held) -> orphaned: the block left the canonical chain
+-- or never finalized (a held row re-landing is screened again at credit). A re-scan that finds the transfer again records it afresh at its new place.
 UPDATE payments
 SET state = 'orphaned', orphaned_at = now(), updated_at = now(), reason = $2
-WHERE id = ANY($1::bigint[]) AND state IN ('observed', 'below_minimum')
+WHERE id = ANY($1::bigint[]) AND state IN ('observed', 'below_minimum', 'held')
 RETURNING id, chain, amount;
 
 -- name: flag_reorged_credits
@@ -83,7 +117,9 @@ RETURNING id, chain, amount;
 WITH p AS (
     UPDATE payments
     SET reorged_after_credit = true, relanded_at = NULL, updated_at = now(), reason = $2
-    WHERE id = ANY($1::bigint[]) AND state IN ('credited', 'claimed')
+    -- A rejected payment is flagged like a credited one (its refund, if any, is the
+    -- refunds' business: watcher/refunds/).
+    WHERE id = ANY($1::bigint[]) AND state IN ('credited', 'claimed', 'rejected')
       AND (NOT reorged_after_credit OR relanded_at IS NOT NULL)
     RETURNING id, chain, amount, tx_hash
 ), t AS (
@@ -107,7 +143,7 @@ WITH p AS (
     SET reorged_after_credit = false, updated_at = now(),
         reason = 're-included in block ' || block_number || ' after a reorg, confirmed there'
     WHERE id = ANY($1::bigint[]) AND reorged_after_credit AND relanded_at IS NOT NULL
-      AND state IN ('credited', 'claimed')
+      AND state IN ('credited', 'claimed', 'rejected')
     RETURNING id, chain, amount, tx_hash, block_number, state
 ), t AS (
     UPDATE access_tokens a SET suspended_reason = NULL
@@ -156,37 +192,46 @@ SELECT * FROM payments WHERE chain = $1 AND tx_hash = $2 ORDER BY log_index;
 -- A row seen before as observed or orphaned is credited at this (canonical) place.
 -- A credited row seen at another place, or flagged reorged_after_credit, keeps its
 -- state and moves here (relanded_at; the flag is cleared by the same step's
--- evm_relanded_ids). Returns only the rows credited here for the first time.
+-- evm_relanded_ids). Returns only the rows credited here for the first time. Only
+-- transfers screening passed come here ($14 their verdict); a held one never does
+-- (ledger.record_credited), and a held row is left as it is.
 WITH up AS (
     INSERT INTO payments AS p (chain, tx_hash, log_index, transfer_key, block_number,
                                block_hash, block_time, token, from_address, to_address, amount,
-                               state, credited_at)
+                               state, credited_at, tx_sender, oracle_answers, risk)
     SELECT t.chain, t.tx_hash, t.log_index, t.transfer_key, t.block_number, t.block_hash,
-           t.block_time, t.token, t.from_address, t.to_address, t.amount, 'credited', now()
+           t.block_time, t.token, t.from_address, t.to_address, t.amount, 'credited', now(),
+           t.tx_sender, t.oracle_answers::jsonb, $14::jsonb
     FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::bigint[], $6::text[],
-                $7::timestamptz[], $8::text[], $9::text[], $10::numeric[], $11::text[])
+                $7::timestamptz[], $8::text[], $9::text[], $10::numeric[], $11::text[],
+                $12::text[], $13::text[])
          AS t (chain, token, tx_hash, log_index, block_number, block_hash, block_time,
-               from_address, to_address, amount, transfer_key)
+               from_address, to_address, amount, transfer_key, tx_sender, oracle_answers)
     ON CONFLICT (chain, tx_hash, transfer_key) DO UPDATE
-        SET state = CASE WHEN p.state IN ('credited', 'claimed') THEN p.state
+        SET state = CASE WHEN p.state IN ('credited', 'claimed', 'rejected') THEN p.state
                          ELSE 'credited' END,
-            credited_at = CASE WHEN p.state IN ('credited', 'claimed') THEN p.credited_at
-                               ELSE now() END,
+            credited_at = CASE WHEN p.state IN ('credited', 'claimed', 'rejected')
+                               THEN p.credited_at ELSE now() END,
+            risk = CASE WHEN p.state IN ('credited', 'claimed', 'rejected') THEN p.risk
+                        ELSE excluded.risk END,
+            tx_sender = coalesce(excluded.tx_sender, p.tx_sender),
+            oracle_answers = coalesce(excluded.oracle_answers, p.oracle_answers),
             log_index = excluded.log_index,
             block_number = excluded.block_number,
             block_hash = excluded.block_hash,
             block_time = excluded.block_time,
-            reason = CASE WHEN p.state IN ('credited', 'claimed')
+            reason = CASE WHEN p.state IN ('credited', 'claimed', 'rejected')
                           THEN 're-included in block ' || excluded.block_number
                                || ' after a reorg: suspended until it is confirmed there'
                           END,
-            reorged_after_credit = p.reorged_after_credit OR p.state IN ('credited', 'claimed'),
-            relanded_at = CASE WHEN p.state IN ('credited', 'claimed') THEN now()
+            reorged_after_credit = p.reorged_after_credit
+                                   OR p.state IN ('credited', 'claimed', 'rejected'),
+            relanded_at = CASE WHEN p.state IN ('credited', 'claimed', 'rejected') THEN now()
                                ELSE p.relanded_at END,
             orphaned_at = NULL,
             updated_at = now()
         WHERE p.state IN ('observed', 'orphaned')
-           OR (p.state IN ('credited', 'claimed')
+           OR (p.state IN ('credited', 'claimed', 'rejected')
                AND (p.reorged_after_credit OR p.block_hash IS DISTINCT FROM excluded.block_hash))
     RETURNING p.id, p.chain, p.amount, p.block_number, p.relanded_at
 )
@@ -357,11 +402,14 @@ WHERE one.state = 'observed' AND i.status = 'open'
 -- lock the payment, insert the token (the unique payment_id is the backstop),
 -- then mark the payment and its invoice claimed. No row: nothing was issued
 -- (see api_claim_refusal for why).
--- $1 token hash, $2 payment id, $3 price per call, $4 lifetime, $5 most requests.
+-- $1 token hash, $2 payment id, $3 price per call, $4 lifetime, $5 most requests,
+-- $6 the screen's claim cutoff (issue 16: a payment whose block is older can no
+-- longer be claimed, only refunded; NULL: no age limit).
 WITH p AS (
     SELECT id, chain, tx_hash, from_address, amount, invoice_id
     FROM payments WHERE id = $2 AND state = 'credited' AND amount >= $3
       AND NOT reorged_after_credit  -- off the canonical chain: buys nothing (yet)
+      AND ($6::timestamptz IS NULL OR coalesce(block_time, observed_at) >= $6::timestamptz)
     FOR UPDATE  -- racing claims and admin marks wait, then see the new state
 ), t AS (
     INSERT INTO access_tokens (token_hash, payment_id, invoice_id, payer, requests_total,
@@ -383,12 +431,49 @@ FROM t JOIN p ON p.id = t.payment_id;
 
 -- name: api_admin_settle
 -- By hand: a payment the followers could not credit (still observed, orphaned,
--- below minimum, invalidated) is credited.
+-- below minimum, invalidated) is credited, once screening passed it ($3 the verdict).
+-- Never a held or rejected one: those are released or stay refundable (issue 16).
 UPDATE payments
 SET state = 'credited', credited_at = coalesce(credited_at, now()), updated_at = now(),
-    reason = $2
+    reason = $2, risk = $3::jsonb
 WHERE id = $1 AND state IN ('observed', 'orphaned', 'below_minimum', 'not_ours')
-RETURNING id, chain, amount;
+RETURNING id, chain, amount, state;
+
+-- name: api_admin_hold
+-- By hand, but a screening rule fires: the payment an operator settles is held for
+-- review instead ($2 the rules' reason, $3 the verdict). The states of api_admin_settle.
+UPDATE payments
+SET state = 'held', held_at = now(), updated_at = now(), reason = $2, risk = $3::jsonb
+WHERE id = $1 AND state IN ('observed', 'orphaned', 'below_minimum', 'not_ours')
+RETURNING id, chain, amount, state;
+
+-- name: release_payment
+-- held -> credited: an operator reviewed the hold and let it through ($2 operator,
+-- $3 note). Then as any credit (ledger.release). Only a held row, once.
+UPDATE payments
+SET state = 'credited', credited_at = coalesce(credited_at, now()), updated_at = now(),
+    reviewed_by = $2::text, reviewed_at = now(), review_note = $3::text,
+    reason = 'released by ' || $2::text || ': ' || $3::text
+WHERE id = $1 AND state = 'held'
+RETURNING id, chain, amount, state;
+
+-- name: reject_payment
+-- held -> rejected: an operator reviewed the hold and refused it ($2 operator, $3 note).
+-- Never claimable; refundable (watcher/refunds/). Only a held row, once.
+UPDATE payments
+SET state = 'rejected', updated_at = now(),
+    reviewed_by = $2::text, reviewed_at = now(), review_note = $3::text,
+    reason = 'rejected by ' || $2::text || ': ' || $3::text
+WHERE id = $1 AND state = 'held'
+RETURNING id, chain, amount, state;
+
+-- name: ledger_review_audit
+-- The audit row of a release or reject ($1 action, $2 payment, $3 from, $4 to, $5 the
+-- note, $6 client, $7 operator); subject is the payment id (admin_audit_what, 0021).
+INSERT INTO admin_audit (action, payment_id, from_state, to_state, reason, client, operator,
+                         subject)
+VALUES ($1, $2::bigint, $3, $4, $5, $6, $7, $2::bigint::text)
+RETURNING id, at;
 
 -- name: api_admin_invalidate
 -- By hand: a payment that must not buy calls. 'not_ours' is never revived or
@@ -432,3 +517,28 @@ WITH p AS (
 UPDATE x402_solana_settlements SET payment_id = $2
 WHERE id = $1::bigint AND EXISTS (SELECT 1 FROM p)
 RETURNING id;
+
+-- ---------------- holds: the review queue (watcher/holds.py: the admin API and CLI)
+
+-- name: holds_list
+-- Payments held for review, oldest hold first ($1 at most this many).
+SELECT id, chain, tx_hash, log_index, block_number, block_time, token, from_address,
+       tx_sender, to_address, amount, state, reason, risk::text AS risk, held_at,
+       observed_at, reviewed_by, reviewed_at, review_note, invoice_id
+FROM payments WHERE state = 'held'
+ORDER BY held_at, id
+LIMIT $1;
+
+-- name: holds_payment
+-- One payment as the review shows it ($1 id).
+SELECT id, chain, tx_hash, log_index, block_number, block_time, token, from_address,
+       tx_sender, to_address, amount, state, reason, risk::text AS risk, held_at,
+       observed_at, reviewed_by, reviewed_at, review_note, invoice_id
+FROM payments WHERE id = $1;
+
+-- name: holds_gauge
+-- Per network: payments held now and how long the oldest has waited (the metric).
+SELECT n.name AS chain, count(p.id)::int AS held,
+       coalesce(extract(epoch FROM now() - min(p.held_at)), 0)::float8 AS oldest_seconds
+FROM networks n LEFT JOIN payments p ON p.chain = n.name AND p.state = 'held'
+GROUP BY n.name;

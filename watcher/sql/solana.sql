@@ -28,7 +28,7 @@ WHERE chain = $2 AND tx_hash = ANY($1::text[]) AND state = 'observed';
 -- the associated token account nor listed. The set cannot grow from outside: new
 -- rows only come from accounts already followed.
 SELECT DISTINCT token_account FROM payments
-WHERE chain = $1 AND state IN ('observed', 'credited', 'claimed')
+WHERE chain = $1 AND state IN ('observed', 'credited', 'claimed', 'held', 'rejected')
   AND token_account IS NOT NULL
 ORDER BY token_account;
 
