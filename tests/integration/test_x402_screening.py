@@ -4,6 +4,7 @@ put, no nonce is claimed; a clean payer through the same app still settles."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -164,3 +165,28 @@ async def test_a_sanctioned_payer_is_refused_and_an_unanswered_oracle_refuses_to
     assert await world.token.balance_of(other.address.lower()) == 10 * PRICE
     rows = await pool.fetch("SELECT payer FROM x402_authorizations")
     assert [r["payer"] for r in rows] == [clean.address.lower()]
+
+
+async def test_the_deny_list_is_reloaded_while_the_api_runs(
+    base_anvil: Anvil, pool: db.Pool, tmp_path: Path
+) -> None:
+    deny = tmp_path / "deny.txt"
+    deny.write_text("# nobody yet\n")
+    world = await make_world(base_anvil, x402_denylist_file=str(deny))
+    app = create_app(world.settings, pool)
+    async with serve(app) as url, httpx.AsyncClient(base_url=url) as http:
+        first = await http.get(ROUTE, headers=await v2_header(http, world))
+        assert first.status_code == 200, first.text
+        # The operator's download job replaces the file while the API serves.
+        fresh = tmp_path / "deny.txt.new"
+        fresh.write_text(f"# added today\n{world.payer.address}\n")
+        fresh.replace(deny)
+        listed = core.current().denylist
+        assert listed is not None
+        deadline = asyncio.get_running_loop().time() + 10
+        while listed.lookup(world.payer.address) is None:  # looked at once a second
+            assert asyncio.get_running_loop().time() < deadline, "never reloaded"
+            await asyncio.sleep(0.1)
+        second = await http.get(ROUTE, headers=await v2_header(http, world))
+    _assert_refused(second, "payer_denied", world.payer.address)
+    assert await world.token.balance_of(world.payer.address.lower()) == 9 * PRICE  # one call
