@@ -171,3 +171,15 @@ def test_the_same_test_fails_for_a_file_parsed_whole(tmp_path: Path) -> None:
     finally:
         tracemalloc.stop()
     assert tree.getroot() is not None and peak > path.stat().st_size / 2
+
+
+def test_a_csv_in_windows_1252_still_loads(tmp_path: Path) -> None:
+    path = tmp_path / "SDN.CSV"
+    row = (
+        '7,"CAF\xc9 S.A.","-0-","CYBER2","-0-","-0-","-0-","-0-","-0-","-0-","-0-",'
+        '"Digital Currency Address - ETH 0x' + "ef" * 20 + ';"\r\n'
+    )
+    path.write_bytes(row.encode("cp1252"))
+    listed = denylist.DenyList.load(path)
+    found = listed.lookup("0x" + "EF" * 20)
+    assert found is not None and found.startswith("OFAC SDN (sdn.csv) entry 7 'CAF")

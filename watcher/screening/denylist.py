@@ -213,9 +213,9 @@ def _parse_plain(path: Path) -> Parsed:
     return Parsed(entries, len(entries), max(dates, default=None), f"deny-list {path.name}")
 
 
-def _text_lines(path: Path) -> Iterator[str]:
+def _text_lines(path: Path, errors_: str = "strict") -> Iterator[str]:
     try:
-        with open(path, encoding="utf-8-sig") as f:
+        with open(path, encoding="utf-8-sig", errors=errors_, newline="") as f:
             yield from f
     except UnicodeDecodeError as exc:
         raise _problem(path, "is not UTF-8 text") from exc
@@ -241,7 +241,8 @@ _CSV_COLUMNS = 12  # ent_num, SDN_Name, SDN_Type, Program, ..., Remarks (OFAC's 
 def _parse_csv(path: Path) -> Parsed:
     entries: dict[str, str] = {}
     count = 0
-    reader = csv.reader(_text_lines(path))
+    # OFAC's CSV is not always UTF-8 (names in Windows-1252); the addresses are ASCII.
+    reader = csv.reader(_text_lines(path, "replace"))
     try:
         for row in reader:
             if not row or (len(row) == 1 and row[0].strip() in ("", "\x1a")):
