@@ -183,3 +183,18 @@ def test_a_csv_in_windows_1252_still_loads(tmp_path: Path) -> None:
     listed = denylist.DenyList.load(path)
     found = listed.lookup("0x" + "EF" * 20)
     assert found is not None and found.startswith("OFAC SDN (sdn.csv) entry 7 'CAF")
+
+
+def test_a_removed_file_keeps_the_list_and_is_said_once(tmp_path: Path) -> None:
+    one = "0x" + "05" * 20
+    path = tmp_path / "deny.txt"
+    path.write_text(one + "\n")
+    listed = denylist.DenyList.load(path)
+    path.unlink()
+    with capture_logs() as logs:
+        assert listed.refresh() is False
+        assert listed.refresh() is False
+    assert [e["event"] for e in logs] == ["denylist_reload_failed"]
+    assert listed.lookup(one) is not None
+    path.write_text(one + "\n" + "0x" + "06" * 20 + "\n")  # back: read again
+    assert listed.refresh() is True and listed.count == 2

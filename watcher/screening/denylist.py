@@ -40,6 +40,7 @@ log = structlog.get_logger(__name__)
 
 VARIABLE = "X402_DENYLIST_FILE"
 CHECK_EVERY_SECONDS = 1.0
+_GONE = (-1, -1)  # the stamp of a file that could not be looked at
 _EVM = re.compile(r"0x[0-9a-fA-F]{40}")
 _SOLANA = re.compile(r"[1-9A-HJ-NP-Za-km-z]{32,44}")
 _DCA = "Digital Currency Address - "
@@ -126,7 +127,9 @@ class DenyList:
             try:
                 stamp = _stamp(self.path)
             except errors.ConfigError as exc:
-                _failed(self.path, exc)
+                if self._stamp != _GONE:  # said once, not every second
+                    _failed(self.path, exc)
+                self._stamp = _GONE
                 return False
             if stamp == self._stamp:
                 return False
@@ -146,7 +149,8 @@ class DenyList:
             if _stamp(self.path) == self._stamp:
                 return
         except errors.ConfigError:
-            pass  # refresh() logs it
+            if self._stamp == _GONE:
+                return  # still gone: refresh() said so when it went
         if self._reloading is not None and self._reloading.is_alive():
             return
         # A 100 MB XML takes seconds to parse: never on the caller's event loop.
