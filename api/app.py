@@ -16,6 +16,8 @@ from api.routes import holds as holds_routes
 from api.routes import stripe as stripe_routes
 from api.x402 import clients
 from watcher import __version__, db, gateway_config
+from watcher.screening import core as screening
+from watcher.screening import settings_screen
 from watcher.settings import Settings
 
 
@@ -59,6 +61,8 @@ def create_app(
     )
     app.state.settings = settings
     app.state.pool = pool
+    # The process's screen (deny-list, thresholds): x402 refusals read it; so does the ledger.
+    screening.install(settings_screen.from_settings(settings))
     app.state.clients = clients.Clients(settings)
     app.state.live = None  # the lifespan attaches the process's hub (api/live.py)
     config = gateway if gateway is not None else gateway_config.from_settings(settings)

@@ -244,3 +244,14 @@ async def deploy_token(node: Anvil, name: str = "USD Coin", symbol: str = "USDC"
     if rec["status"] != "0x1" or not rec.get("contractAddress"):
         raise RuntimeError(f"deploy failed: {rec}")
     return Token(node=node, address=rec["contractAddress"].lower())
+
+
+async def deploy_sanctions_oracle(node: Anvil, sanctioned: list[str]) -> str:
+    """Deploy MockSanctionsOracle answering true for ``sanctioned``; its lowercase address.
+    The deployer (anvil's first account) may ``setBroken(true)`` to make it revert."""
+    data = artifact("MockSanctionsOracle")["bytecode"] + encode(["address[]"], [sanctioned]).hex()
+    tx = await node.send(node.accounts[0], None, data, gas=3_000_000)
+    rec = await node.receipt(tx)
+    if rec["status"] != "0x1" or not rec.get("contractAddress"):
+        raise RuntimeError(f"deploy failed: {rec}")
+    return str(rec["contractAddress"]).lower()

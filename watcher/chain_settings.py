@@ -48,6 +48,9 @@ def fields() -> dict[str, Any]:
             out[p + "start_block"] = (int | None, Field(default=None, ge=0))
             out[p + "usdc_eip712_name"] = (str | None, Field(default=None))
             out[p + "usdc_eip712_version"] = (str | None, Field(default=None))
+            # The sanctions oracle's address (issue 16): the row's, or another (a mock on
+            # a local chain); X402_SANCTIONS_ORACLE turns the rule on.
+            out[p + "sanctions_oracle_address"] = (str | None, Field(default=None))
         else:
             out[p + "usdc_mint"] = (str, Field(default=row.usdc))
             out[p + "commitment"] = (Commitment, Field(default=row.commitment))
@@ -90,6 +93,8 @@ class EvmChain(_View):
     # The token's EIP-712 domain, when overridden; None: the registry row's.
     eip712_name: str | None = None
     eip712_version: str | None = None
+    # The sanctions oracle's contract (lowercase): the override, else the row's; None: none.
+    sanctions_oracle: str | None = None
 
     @property
     def enabled(self) -> bool:
@@ -151,7 +156,12 @@ def evm_view(row: networks.Network, value: Value, raw: Callable[[str], Any]) -> 
         start_block=raw(p + "start_block"),
         eip712_name=value(p + "usdc_eip712_name"),
         eip712_version=value(p + "usdc_eip712_version"),
+        sanctions_oracle=_lower(value(p + "sanctions_oracle_address") or row.sanctions_oracle),
     )
+
+
+def _lower(address: str | None) -> str | None:
+    return None if address is None else address.lower()
 
 
 def solana_view(row: networks.Network, value: Value, raw: Callable[[str], Any]) -> SolanaChain:
@@ -228,6 +238,9 @@ def _evm_problems(row: networks.Network, value: Value, raw: Callable[[str], Any]
     usdc = str(raw(p + "usdc_address"))
     if why := keys.evm_address_problem(usdc):
         out.append(f"{(p + 'usdc_address').upper()}: {usdc!r} {why}")
+    oracle = value(p + "sanctions_oracle_address")
+    if oracle is not None and (why := keys.evm_address_problem(oracle)):
+        out.append(f"{(p + 'sanctions_oracle_address').upper()}: {oracle!r} {why}")
     return out
 
 

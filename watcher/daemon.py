@@ -48,6 +48,8 @@ from watcher import (
     startup,
 )
 from watcher.chains import follower
+from watcher.screening import core as screening
+from watcher.screening import prefetch, settings_screen
 from watcher.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -232,6 +234,9 @@ async def run(
     their own); each is wrapped by :func:`elected`.
     """
     stop = asyncio.Event()
+    screening.install(settings_screen.from_settings(settings))  # a bad deny-list: exit 2
+    oracle = settings_screen.oracle_from_settings(settings)
+    prefetch.install(oracle)  # the followers ask it before their transaction
     _install_signals(stop)
     notifier = sdnotify.Notifier()
     metrics.BUILD.info({"version": __version__})
@@ -280,6 +285,8 @@ async def run(
     finally:
         for sock in (s for listening in sockets.values() for s in listening):
             sock.close()
+        if oracle is not None:
+            await oracle.aclose()
         metrics.UP.set(0)
         if metrics_server is not None:
             metrics_server.shutdown()

@@ -58,6 +58,8 @@ class Network:
     confirmations: int | None = None  # EVM: blocks on top before a payment is credited
     genesis_hash: str | None = None  # Solana
     commitment: Literal["finalized", "confirmed"] | None = None  # Solana
+    # EVM: Chainalysis's sanctions oracle (``isSanctioned(address)``), where deployed.
+    sanctions_oracle: str | None = None
 
     @property
     def env(self) -> str:
@@ -85,6 +87,7 @@ def _evm(
     block_seconds: float,
     testnet: bool = False,
     source: str = f"{CIRCLE}; {X402_EVM}",
+    oracle: str | None = None,
 ) -> Network:
     return Network(
         name=name,
@@ -100,6 +103,7 @@ def _evm(
         eip712_name=eip712[0],
         eip712_version=eip712[1],
         confirmations=confirmations,
+        sanctions_oracle=oracle,
     )
 
 
@@ -119,6 +123,16 @@ def _solana(name: str, title: str, genesis: str, usdc: str, *, v1: str, testnet:
     )
 
 
+# Chainalysis's sanctions oracle, from its documentation page "Chainalysis oracle for
+# sanctions screening" (https://go.chainalysis.com/chainalysis-oracle-docs.html): one
+# address on Ethereum, Polygon, BNB Chain, Avalanche, Optimism, Arbitrum, Fantom, Celo
+# (and Blast), and its own deployment on Base. The page itself was read through the copies
+# and citations of it that integrations publish (the search corpus holds no snapshot of
+# the page); the Base address agrees across independent integrations. No testnet is
+# listed: on a testnet or a local chain, X402_<NETWORK>_SANCTIONS_ORACLE_ADDRESS sets one.
+CHAINALYSIS_ORACLE = "0x40C57923924B5c5c5455c48D93317139ADDaC8fb"
+CHAINALYSIS_ORACLE_BASE = "0x3A91A31cB3dC49b4db9Ce721F50a9D076c8D739B"
+
 USD_COIN = ("USD Coin", "2")  # name()/version() of Circle's FiatTokenV2 on mainnets
 USDC_TESTNET = ("USDC", "2")  # Circle's testnet deployments answer name() = "USDC"
 
@@ -131,10 +145,12 @@ _ROWS = (
     _evm(
         "base", "Base", 8453, "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913",
         v1="base", eip712=USD_COIN, confirmations=6, block_seconds=2,
+        oracle=CHAINALYSIS_ORACLE_BASE,
     ),
     _evm(
         "ethereum", "Ethereum", 1, "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48",
         v1="ethereum", eip712=USD_COIN, confirmations=12, block_seconds=12,
+        oracle=CHAINALYSIS_ORACLE,
     ),
     _solana(
         "solana", "Solana", "5eykt4UsFv8P8NJdTREpY1vzqKqZKvdpKuc147dw2N9d",
@@ -143,18 +159,22 @@ _ROWS = (
     _evm(
         "arbitrum", "Arbitrum One", 42161, "0xaf88d065e77c8cC2239327C5EDb3A432268e5831",
         v1=None, eip712=USD_COIN, confirmations=48, block_seconds=0.25,
+        oracle=CHAINALYSIS_ORACLE,
     ),
     _evm(
         "optimism", "OP Mainnet", 10, "0x0b2C639c533813f4Aa9D7837CAf62653d097Ff85",
         v1=None, eip712=USD_COIN, confirmations=6, block_seconds=2,
+        oracle=CHAINALYSIS_ORACLE,
     ),
     _evm(
         "polygon", "Polygon PoS", 137, "0x3c499c542cEF5E3811e1192ce70d8cC03d5c3359",
         v1="polygon", eip712=USD_COIN, confirmations=32, block_seconds=2,
+        oracle=CHAINALYSIS_ORACLE,
     ),
     _evm(
         "avalanche", "Avalanche C-Chain", 43114, "0xB97EF9Ef8734C71904D8002F8b6Bc66Dd9c48a6E",
         v1="avalanche", eip712=USD_COIN, confirmations=1, block_seconds=2,
+        oracle=CHAINALYSIS_ORACLE,
     ),
     _evm(
         "base-sepolia", "Base Sepolia", 84532, "0x036CbD53842c5426634e7929541eC2318f3dCF7e",

@@ -191,6 +191,50 @@ class Settings(_NetworkVariables):
     # Optional error reporting (watcher/sentry.py); unset = off.
     sentry_dsn: SecretStr | None = None
 
+    # ---- screening (issue 16)
+    # What is held for an operator's look before it is credited, and which x402 payers are
+    # refused (watcher/screening/, docs/holds-and-refunds.md "Screening rules"): a deny-list
+    # file (a plain list, OFAC's SDN_ADVANCED.XML or sdn.csv; unset = none) and the age after
+    # which doctor calls it stale (0 = never); a payment first seen more than this many days
+    # after its block is held, and a credited one no longer claimable (0 = off); a payment
+    # above this many dollars is held for review (unset = off); Chainalysis's sanctions
+    # oracle on every EVM network with an address, its answers kept this many seconds.
+    x402_denylist_file: Path | None = None
+    x402_denylist_max_age_days: int = Field(default=30, ge=0, le=3650)
+    x402_max_payment_age_days: int = Field(default=7, ge=0, le=3650)
+    x402_hold_above_usd: Decimal | None = None
+    x402_sanctions_oracle: bool = False
+    x402_sanctions_oracle_ttl_seconds: int = Field(default=86400, ge=0, le=30 * 86400)
+
+    def _screening_problems(self) -> list[str]:
+        """The threshold is exact dollars; the deny-list file can be read (it is parsed at
+        start, by watcher/screening/settings_screen.py, which names it on failure)."""
+        out: list[str] = []
+        hold = self.x402_hold_above_usd
+        if hold is not None:
+            try:
+                units = usd_to_units(hold)
+            except ValueError as exc:
+                units = 0
+                out.append(
+                    f"X402_HOLD_ABOVE_USD: {hold} {exc} (USDC has 6); give dollars like 500 "
+                    "or 499.99, or unset it"
+                )
+            if units < 0:
+                out.append(
+                    "X402_HOLD_ABOVE_USD: must not be negative; give the amount above which "
+                    "a payment waits for review, or unset it"
+                )
+        text = self.value("x402_denylist_file")
+        path = None if text is None else Path(text).expanduser()
+        if path is not None and (not path.is_file() or not os.access(path, os.R_OK)):
+            why = "is not a readable file" if path.exists() else "does not exist"
+            out.append(
+                f"X402_DENYLIST_FILE: {path} {why}; point it at a deny-list (a plain list, "
+                "OFAC's SDN_ADVANCED.XML or sdn.csv), or unset it"
+            )
+        return out
+
     @property
     def production(self) -> bool:
         return self.watcher_env == "production"
@@ -311,6 +355,7 @@ class Settings(_NetworkVariables):
         out += chain_settings.url_problems("x402_facilitator_url", self.value, ("http", "https"))
         out += public_url.problems(self.value("watcher_public_url"), self.production)
         out += self._money_problems()
+        out += self._screening_problems()
         out += self._stripe_problems()
         out += self._gateway_listener_problems()
         out += self._database_url_problems()

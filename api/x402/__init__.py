@@ -10,11 +10,13 @@ How a payment flows through the package (``api.paywall`` calls :mod:`.pay`)::
     pay.settle ── payload.match ── decode the header, find the offer it pays
             │
             ├─ family evm ──── evm.verify ──────── EIP-3009 terms + signature, offline
+            │                   screen.check ────── a denied payer refused (deny-list, oracle)
             │                   evm_settle.settle ─ balance, claim the nonce row, then
             │                        ├─ relayer.py      our key: simulate, sign, send, receipt
             │                        └─ facilitator.py  or POST /verify, /settle
             │
             └─ family solana ─ svm_decode.verify ─ instructions, amount, signature, offline
+                                screen.check ────── a denied payer refused (deny-list)
                                 svm_settle.settle ─ co-sign, simulate, claim the row,
                                                    broadcast, poll until confirmed
             │

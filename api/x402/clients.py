@@ -3,11 +3,11 @@
 :class:`Clients` is made by ``api.app.create_app`` and kept on
 ``app.state.clients``; the paywall and the claims hand it to the code that
 needs it. It holds, per network, the settlement RPC pool (EVM and Solana), the
-EIP-1271 RPC pool of contract-wallet claims, our relayer and its lock, and the
-facilitator's HTTP client. A pool is opened on first use and kept: its
-connections, the chain-id check of each endpoint and every breaker's memory
-outlive the request that opened it. The app's lifespan calls :meth:`aclose`;
-a pool asked for after that is opened afresh.
+EIP-1271 RPC pool of contract-wallet claims, our relayer and its lock, the
+facilitator's HTTP client, and the sanctions oracle payers are screened with. A
+pool is opened on first use and kept: its connections, the chain-id check of each
+endpoint and every breaker's memory outlive the request that opened it. The app's
+lifespan calls :meth:`aclose`; a pool asked for after that is opened afresh.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ import httpx
 from api import chains
 from api.x402 import facilitator, relayer
 from watcher import networks, rpc
+from watcher.screening import oracle as sanctions
+from watcher.screening import settings_screen
 from watcher.settings import Settings
 
 SETTLE_RPC_TIMEOUT_SECONDS = 10.0
@@ -51,6 +53,8 @@ class Clients:
         self._eip1271: dict[str, rpc.RpcPool] = {}
         self._relayers: dict[str, relayer.Relayer] = {}
         self._facilitator: facilitator.Facilitator | None = None
+        self._oracle: sanctions.Oracle | None = None
+        self._oracle_built = False
         # One per EVM network for the app's life, whichever Relayer object sends: one
         # request of this process at a time waits on the database's nonce row lock
         # (api.x402.nonces), the others wait here without holding a pooled connection.
@@ -121,6 +125,14 @@ class Clients:
             )
         return found
 
+    def oracle(self) -> sanctions.Oracle | None:
+        """The sanctions oracle x402 payers are screened with (it asks through the
+        settlement pools; its answers cached for the app's life); None when it is off."""
+        if not self._oracle_built:
+            self._oracle_built = True
+            self._oracle = settings_screen.oracle_from_settings(self.settings, self.settlement_pool)
+        return self._oracle
+
     def facilitator_client(self) -> facilitator.Facilitator:
         """The facilitator's client (``X402_FACILITATOR_URL``)."""
         if self._facilitator is None:
@@ -139,5 +151,6 @@ class Clients:
             opened.append(self._facilitator)
         self._settle, self._eip1271, self._relayers = {}, {}, {}
         self._facilitator = None
+        self._oracle, self._oracle_built = None, False  # it asked through those pools
         for client in opened:
             await asyncio.shield(client.aclose())

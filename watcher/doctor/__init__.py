@@ -11,7 +11,8 @@ a warning in development, where trying a testnet on one is fine. Production-read
 Modules: ``report`` (rows, masking, score, rendering), ``config`` (settings
 rows), ``public_rpc`` (the free public RPC hosts), ``deployment`` (a network
 taking payments, the public URL), ``probes`` (RPC, contracts, database),
-``stripe_probe``, ``gateway`` (the gateway file's routes and upstreams). Network probes
+``stripe_probe``, ``gateway`` (the gateway file's routes and upstreams), ``screening``
+(the deny-list file, the sanctions oracle). Network probes
 run concurrently, each under its own seconds, so the doctor never hangs.
 """
 
@@ -26,6 +27,7 @@ from pydantic import ValidationError
 
 from watcher import keys
 from watcher.doctor import config, gateway, probes, report, solana_accounts, stripe_probe
+from watcher.doctor import screening as screening_rows
 from watcher.doctor.report import Check
 from watcher.settings import EvmChain, Settings, SolanaChain
 
@@ -62,6 +64,13 @@ async def examine(
         add("stripe", "Stripe API", stripe_probe.stripe_rows(settings, seconds, base))
     for upstream in gateway_file.upstreams.values() if gateway_file else ():
         add("gateway", f"upstream {upstream.name}", gateway.upstream_rows(upstream))
+    # Parsing OFAC's whole XML takes seconds: its own, longer, bound.
+    file_rows = screening_rows.denylist_rows(settings)
+    pending.append(probes.guarded("screening", "deny-list file", file_rows, 12 * seconds))
+    rows += screening_rows.oracle_setting_rows(settings)
+    for chain in screening_rows.oracle_networks(settings):
+        name = f"{chain.name} sanctions oracle"
+        add("screening", name, screening_rows.oracle_probe(chain, seconds, transport))
     for found in await asyncio.gather(*pending):
         rows += found
     for sol in settings.solana_chains():

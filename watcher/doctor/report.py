@@ -77,7 +77,7 @@ def ready(checks: list[Check], settings: Settings) -> bool:
     return settings.production and all(c.status != "fail" for c in checks)
 
 
-GROUP_ORDER = ("settings", "rpc", "contracts", "database", "stripe", "gateway")
+GROUP_ORDER = ("settings", "rpc", "contracts", "database", "stripe", "gateway", "screening")
 
 
 def ordered(checks: list[Check]) -> list[Check]:

@@ -16,6 +16,10 @@ from typing import Protocol
 class Asker(Protocol):
     """What the oracle offers (``watcher.screening.oracle.Oracle``)."""
 
+    @property
+    def chains(self) -> frozenset[str]:
+        """The networks it answers for."""
+
     async def lookup(self, chain: str, addresses: Sequence[str]) -> dict[str, bool | None]:
         """address -> sanctioned (None: no answer); never raises for RPC faults."""
 
@@ -31,8 +35,9 @@ def install(oracle: Asker | None) -> None:
 
 async def answers(chain: str, addresses: Sequence[str]) -> dict[str, bool | None] | None:
     """The oracle's answers for ``addresses`` on ``chain``; None when no oracle is
-    installed (the ledger then treats the chain as not asked)."""
-    if _oracle is None:
+    installed or it does not cover ``chain`` (the ledger then treats the chain as not
+    asked)."""
+    if _oracle is None or chain not in _oracle.chains:
         return None
     unique = list(dict.fromkeys(addresses))
     if not unique:
