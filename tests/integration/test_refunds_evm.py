@@ -171,3 +171,20 @@ async def test_a_contract_source_is_refused_without_a_proof(
     assert "claim_secret" in got.json()["fix"] and "contract" in got.json()["message"]
     assert no_operator.status_code == 400
     assert await pool.fetchval("SELECT count(*) FROM refunds WHERE payment_id = $1", pid) == 0
+
+
+async def test_a_refund_far_below_the_head_is_confirmed_by_a_backfill_range(
+    anvil: Anvil, usdc: Token, pool: db.Pool
+) -> None:
+    w = await refundkit.world(anvil, usdc)
+    pid = await refundkit.pay(w, pool, 1_000_000)
+    settings = w.settings()
+    async with client(create_app(settings, pool)) as http:
+        made = await http.post(
+            "/x402/admin/refunds", headers=HEADERS, json={"payment_id": pid, "reason": "r"}
+        )
+    await worker.run_pass(settings, pool)
+    await anvil.mine(60)  # the follower meets it in one eth_getLogs range, not block by block
+    await refundkit.follow(w, pool)
+    row = await pool.fetchrow("SELECT * FROM refunds WHERE id = $1", int(made.json()["id"]))
+    assert row["status"] == "confirmed" and row["out_tx_hash"] == row["tx_hash"]
