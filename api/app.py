@@ -13,6 +13,7 @@ from api.gateway import forward_auth, proxy, service_keys_admin
 from api.routes import admin as admin_routes
 from api.routes import events_feed, health, tokens, webhooks_admin
 from api.routes import holds as holds_routes
+from api.routes import refunds as refunds_routes
 from api.routes import stripe as stripe_routes
 from api.x402 import clients
 from watcher import __version__, db, gateway_config
@@ -74,6 +75,7 @@ def create_app(
         app.include_router(admin_routes.router)
         app.include_router(webhooks_admin.router)
         app.include_router(holds_routes.router)  # issue 16: the review of held payments
+        app.include_router(refunds_routes.router)
         # The feed is for the merchant's own systems: beside the admin routes, off the
         # public gateway listener.
         app.include_router(events_feed.router)

@@ -24,6 +24,7 @@ from watcher import (
     holds_cli,
     logs,
     networks,
+    refunds_cli,
     sentry,
     service_keys_cli,
     startup,
@@ -173,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hours", type=int, default=72, help="how far back (Stripe keeps 30 days)")
     p.set_defaults(func=_cmd_stripe_sync)
     service_keys_cli.add_parser(sub)
+    refunds_cli.add_parser(sub)
     webhooks_cli.add_parsers(sub)
     holds_cli.add_parser(sub)
     for command in sub.choices.values():  # `watcher run --debug` works as well

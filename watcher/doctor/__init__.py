@@ -12,7 +12,8 @@ Modules: ``report`` (rows, masking, score, rendering), ``config`` (settings
 rows), ``public_rpc`` (the free public RPC hosts), ``deployment`` (a network
 taking payments, the public URL), ``probes`` (RPC, contracts, database),
 ``stripe_probe``, ``gateway`` (the gateway file's routes and upstreams), ``screening``
-(the deny-list file, the sanctions oracle). Network probes
+(the deny-list file, the sanctions oracle), ``refunds`` (the refund wallet's gas and
+USDC). Network probes
 run concurrently, each under its own seconds, so the doctor never hangs.
 """
 
@@ -26,7 +27,7 @@ import httpx
 from pydantic import ValidationError
 
 from watcher import keys
-from watcher.doctor import config, gateway, probes, report, solana_accounts, stripe_probe
+from watcher.doctor import config, gateway, probes, refunds, report, solana_accounts, stripe_probe
 from watcher.doctor import screening as screening_rows
 from watcher.doctor.report import Check
 from watcher.settings import EvmChain, Settings, SolanaChain
@@ -52,6 +53,12 @@ async def examine(
 
     for chain in settings.evm_chains():
         _evm_probes(chain, add, seconds, transport)
+        if refunds.applies(settings, chain):
+            add(
+                "refunds",
+                f"{chain.name} refund wallet",
+                refunds.wallet_rows(settings, chain, seconds, transport),
+            )
     for sol in settings.solana_chains():
         _solana_probes(settings, sol, add, seconds, transport)
     # The embedded server may need initdb on a cold start: give it longer.
