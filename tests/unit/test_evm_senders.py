@@ -84,6 +84,8 @@ class Listed:
 
 
 class Oracle:
+    chains = frozenset({"base"})
+
     def __init__(self) -> None:
         self.asked: list[str] = []
 
