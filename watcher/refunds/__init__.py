@@ -1,0 +1,1 @@
+"""Refunds: giving money back (issue 16)."""
