@@ -25,7 +25,15 @@ import httpx
 from pydantic import ValidationError
 
 from watcher import keys
-from watcher.doctor import config, gateway, probes, report, solana_accounts, stripe_probe
+from watcher.doctor import (
+    config,
+    gateway,
+    probes,
+    refunds_solana,
+    report,
+    solana_accounts,
+    stripe_probe,
+)
 from watcher.doctor.report import Check
 from watcher.settings import EvmChain, Settings, SolanaChain
 
@@ -109,6 +117,10 @@ def _solana_probes(
     if sol.rpc_urls and fee_payer is not None:
         name = f"{sol.name} x402 fee payer"
         add("contracts", name, probes.solana_fee_payer(sol, fee_payer, seconds, transport))
+    refund_wallet = refunds_solana.wallet(settings)
+    if sol.rpc_urls and sol.owner and refund_wallet is not None:
+        name = f"{sol.name} refund wallet"
+        add("contracts", name, refunds_solana.wallet_rows(sol, refund_wallet, seconds, transport))
 
 
 def _solana_fee_payer(settings: Settings, name: str) -> str | None:
