@@ -51,6 +51,11 @@ TYPES: Mapping[str, str] = {
     "subscription.refunded": "a Stripe charge of a subscription was refunded",
     "subscription.disputed": "a Stripe charge of a subscription was disputed",
     "webhook_endpoint.disabled": "a webhook endpoint was disabled after failing for days",
+    # ---- refunds (issue 16): money sent back for a payment (docs/holds-and-refunds.md)
+    "refund.requested": "an operator asked for a refund: the token it voided is already shrunk",
+    "refund.sent": "a refund's signed transaction was broadcast (recorded before it was sent)",
+    "refund.confirmed": "a follower saw the refund's outgoing transfer at its confirmations",
+    "refund.failed": "a refund could not be sent and needs an operator's look (money unmoved)",
 }
 
 Resource = Literal["payment", "invoice", "token", "x402_settlement", "subscription"]

@@ -120,6 +120,14 @@ def evm_address_problem(value: str) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=8)
+def evm_address_of(private_key: str) -> str:
+    """The address (lowercase) of an EVM private key given as 64 hex digits."""
+    from eth_account import Account
+
+    return str(Account.from_key(private_key).address).lower()
+
+
 def checksummed(address: str) -> str:
     """An EVM address as wallets show it (EIP-55)."""
     from eth_utils.address import to_checksum_address

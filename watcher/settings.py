@@ -234,6 +234,55 @@ class Settings(_NetworkVariables):
     # Optional error reporting (watcher/sentry.py); unset = off.
     sentry_dsn: SecretStr | None = None
 
+    # ---- refunds (issue 16) ---------------------------------------------------------
+    # watcher/refunds/, docs/holds-and-refunds.md "Refunds". The key of the refund wallet
+    # on every EVM network (unset = refunds are exported for an outside signer); or only
+    # its address (a hardware wallet or a Safe that signs the exports); the smallest
+    # over-payment worth a refund's gas; how often the daemon's sender runs.
+    x402_refund_evm_private_key: SecretStr | None = None
+    x402_refund_evm_address: str | None = None
+    x402_refund_min_usd: Decimal = Field(default=Decimal("0.10"), ge=0)
+    x402_refund_interval_seconds: float = Field(default=15.0, gt=0, le=3600)
+
+    def refund_evm_key(self) -> str | None:
+        """The EVM refund wallet's private key, or None while unset or a placeholder."""
+        return self.value("x402_refund_evm_private_key")
+
+    def refund_evm_wallet(self) -> str | None:
+        """The EVM refund wallet (lowercase): the key's address, else the configured one."""
+        key = self.refund_evm_key()
+        if key is not None and re.fullmatch(r"(0x)?[0-9a-fA-F]{64}", key):
+            return keys.evm_address_of(key)
+        address = self.value("x402_refund_evm_address")
+        return address.lower() if address else None
+
+    def _refund_problems(self) -> list[str]:
+        out: list[str] = []
+        key = self.refund_evm_key()
+        if key is not None and not re.fullmatch(r"(0x)?[0-9a-fA-F]{64}", key):
+            return ["X402_REFUND_EVM_PRIVATE_KEY: not 32 bytes of hex; export the key as 0x..."]
+        address = self.value("x402_refund_evm_address")
+        if address is not None and not re.fullmatch(r"0x[0-9a-fA-F]{40}", address):
+            out.append("X402_REFUND_EVM_ADDRESS: not an EVM address; give 0x and 40 hex digits")
+        elif (
+            key is not None and address is not None and address.lower() != keys.evm_address_of(key)
+        ):
+            out.append(
+                "X402_REFUND_EVM_ADDRESS: is not the address of X402_REFUND_EVM_PRIVATE_KEY; "
+                "set one of them (the key's address is the refund wallet)"
+            )
+        relayer = self.relayer_key()
+        if (
+            key is not None
+            and relayer is not None
+            and re.fullmatch(r"(0x)?[0-9a-fA-F]{64}", relayer)
+        ) and keys.evm_address_of(relayer) == keys.evm_address_of(key):
+            out.append(
+                "X402_REFUND_EVM_PRIVATE_KEY: is the x402 relayer's key; give refunds their "
+                "own wallet (each keeps its own nonces: one account for both would collide)"
+            )
+        return out
+
     @property
     def production(self) -> bool:
         return self.watcher_env == "production"
@@ -358,6 +407,7 @@ class Settings(_NetworkVariables):
         out += self._stripe_problems()
         out += self._gateway_listener_problems()
         out += self._database_url_problems()
+        out += self._refund_problems()
         try:
             self.webhook_schedule()
         except ValueError as exc:

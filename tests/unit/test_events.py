@@ -29,6 +29,7 @@ def test_types_are_dotted_lower_case_and_name_their_resource() -> None:
         "x402_settlement",
         "subscription",
         "webhook_endpoint",
+        "refund",
     }
 
 
