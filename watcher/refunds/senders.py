@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from watcher import db, networks
-from watcher.refunds import evm, evm_export
+from watcher.refunds import evm, evm_export, solana_export, solana_sender
 from watcher.settings import Settings
 
 
@@ -53,8 +53,11 @@ class Exporter(Protocol):
 SenderBuilder = Callable[[Settings, str], Sender | None]
 ExporterBuilder = Callable[[Settings, str], Exporter | None]
 
-SENDERS: dict[str, SenderBuilder] = {"evm": evm.sender_for}
-EXPORTERS: dict[str, ExporterBuilder] = {"evm": evm_export.exporter_for}
+SENDERS: dict[str, SenderBuilder] = {"evm": evm.sender_for, "solana": solana_sender.sender_for}
+EXPORTERS: dict[str, ExporterBuilder] = {
+    "evm": evm_export.exporter_for,
+    "solana": solana_export.exporter_for,
+}
 
 
 def senders(settings: Settings) -> list[Sender]:

@@ -22,8 +22,10 @@ from solders.instruction import Instruction
 from solders.signature import Signature
 from solders.transaction import Transaction
 
-from watcher import money, rpc
-from watcher.refunds import solana
+from watcher import db, errors, money, rpc
+from watcher.chains import solana as chains_solana
+from watcher.refunds import model, solana, store
+from watcher.settings import Settings, SolanaChain
 
 FORMAT = "solana"
 
@@ -102,3 +104,77 @@ async def export(
     plan = await solana.plan(client, signer, mint, owner, amount)
     blockhash, last_valid = await solana.latest_blockhash(client)
     return unsigned(plan, blockhash, last_valid)
+
+
+class SolanaExporter:
+    """Exports one Solana network's refunds (``senders.Exporter``); the refund becomes
+    ``exported`` and the follower links the first transfer from the wallet that pays its
+    destination exactly."""
+
+    formats: tuple[str, ...] = (FORMAT,)
+
+    def __init__(self, chain: SolanaChain, wallet: str, rpc_pool: rpc.RpcPool) -> None:
+        self.chain = chain.name
+        self._mint = chain.usdc_mint
+        self.wallet = wallet
+        self._rpc = rpc_pool
+
+    async def aclose(self) -> None:
+        await self._rpc.aclose()
+
+    async def export(self, pool: db.Pool, refund_id: int, fmt: str) -> dict[str, Any]:
+        if fmt not in self.formats:
+            raise model.Refused(
+                422,
+                "invalid_format",
+                f"{self.chain} exports {self.formats}, not {fmt!r}",
+                "ask for format=solana",
+            )
+        row = await pool.fetchrow(db.q("refund_by_id"), refund_id)
+        if row is None or row["chain"] != self.chain:
+            raise model.Refused(
+                404,
+                "refund_not_found",
+                f"no refund {refund_id} on {self.chain}",
+                "list the refunds (GET /x402/admin/refunds)",
+            )
+        if row["status"] not in ("requested", "exported"):
+            raise model.Refused(
+                409,
+                "not_exportable",
+                f"refund {refund_id} is {row['status']}",
+                "only a requested (or already exported) refund is exported",
+            )
+        try:
+            out = await export(
+                self._rpc,
+                self.wallet,
+                str(row["token"]),
+                str(row["destination"]),
+                int(row["amount"]),
+            )
+        except errors.RpcError as exc:
+            raise model.Refused(
+                503, "rpc_unavailable", f"{self.chain}: {exc}", "try again in a moment"
+            ) from exc
+        async with pool.acquire() as conn:
+            await store.mark_exported(conn, refund_id, self.wallet)
+        return {
+            "format": fmt,
+            "refund_id": refund_id,
+            "chain": self.chain,
+            "wallet": self.wallet,
+            "export": out,
+        }
+
+
+def exporter_for(settings: Settings, name: str) -> SolanaExporter | None:
+    """The exporter of Solana network ``name``: only while no keypair sends refunds (the
+    daemon's wallet is its own to use) and ``X402_REFUND_SOLANA_ADDRESS`` names the signer."""
+    wallet = settings.value("x402_refund_solana_address")
+    chain = settings.solana_chain(name)
+    if settings.value("x402_refund_solana_keypair") is not None or wallet is None:
+        return None
+    if not chain.rpc_urls:
+        return None
+    return SolanaExporter(chain, wallet, chains_solana.rpc_pool(chain))
