@@ -12,6 +12,7 @@ from api.gateway import charge as gateway_charge
 from api.gateway import forward_auth, proxy, service_keys_admin
 from api.routes import admin as admin_routes
 from api.routes import events_feed, health, tokens, webhooks_admin
+from api.routes import refunds as refunds_routes
 from api.routes import stripe as stripe_routes
 from api.x402 import clients
 from watcher import __version__, db, gateway_config
@@ -68,6 +69,7 @@ def create_app(
     if admin:
         app.include_router(admin_routes.router)
         app.include_router(webhooks_admin.router)
+        app.include_router(refunds_routes.router)
         # The feed is for the merchant's own systems: beside the admin routes, off the
         # public gateway listener.
         app.include_router(events_feed.router)

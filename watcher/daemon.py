@@ -48,6 +48,7 @@ from watcher import (
     startup,
 )
 from watcher.chains import follower
+from watcher.refunds import worker as refunds_worker
 from watcher.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -82,6 +83,7 @@ def build_jobs(settings: Settings) -> list[jobs.Job]:
     """The scheduled jobs (watcher/jobs.py): the analytics roll-up, the cleanup, and the
     Stripe catch-up when Stripe is configured (api/ code: the daemon may load it)."""
     out = jobs.builtin(settings)
+    out += refunds_worker.build_jobs(settings)  # the refund sender, when a key can send
     if settings.value("stripe_secret_key") is not None:
         from api import stripe_sync
 

@@ -23,8 +23,14 @@ def runner(
     async def run(stop: asyncio.Event) -> None:
         rpc_pool = rpc.RpcPool(chain.name, chain.rpc_urls, chain_id=chain.chain_id)
         try:
+            wallet = settings.refund_evm_wallet()  # our refunds leaving it are followed too
             made = evm_follower.EvmFollower(
-                chain, pool, rpc_pool, min_payment_units=settings.min_payment_units, options=options
+                chain,
+                pool,
+                rpc_pool,
+                min_payment_units=settings.min_payment_units,
+                options=options,
+                refund_wallets=[wallet] if wallet else (),
             )
             await made.run(stop)
         finally:

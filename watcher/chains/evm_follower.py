@@ -34,7 +34,7 @@ from typing import Any
 import structlog
 
 from watcher import db, errors, ledger, metrics, progress, rpc
-from watcher.chains import evm_reorg, evm_scan
+from watcher.chains import evm_outgoing, evm_reorg, evm_scan
 from watcher.chains.evm_heads import HeadSubscription
 from watcher.chains.evm_logs import TRANSFER_TOPIC, BloomFilter, Header, topic_for
 from watcher.chains.evm_scan import Batch, to_transfers
@@ -84,6 +84,7 @@ class EvmFollower:
         *,
         min_payment_units: int,
         options: Options | None = None,
+        refund_wallets: Sequence[str] = (),
     ) -> None:
         self.chain = chain
         self.name = chain.name
@@ -98,6 +99,7 @@ class EvmFollower:
             else None
         )
         self.bloom = BloomFilter(chain.usdc, self.receivers)
+        self.outgoing = evm_outgoing.Watch(chain.usdc, refund_wallets)  # our refunds leaving
         self.window = chain.confirmations + self.opt.window_margin
         self.range = self.opt.initial_range
         self.range_ceiling = self.opt.max_range  # lowered by the provider's refusals
@@ -270,10 +272,13 @@ class EvmFollower:
         frm = cursor.num + 1
         for _ in range(32):  # each refusal at least halves the range
             to = min(frm + self.range - 1, head - self.window)
-            calls = [self._logs_call({"fromBlock": hex(frm), "toBlock": hex(to)})]
+            where = {"fromBlock": hex(frm), "toBlock": hex(to)}
+            extra = self.outgoing.calls([where])
+            calls = [self._logs_call(where), *extra]
             calls += [("eth_getBlockByNumber", [hex(n), False]) for n in sorted({frm, to})]
             try:
                 logs, *ends = await self.rpc.batch(calls)
+                out_answers, ends = ends[: len(extra)], ends[len(extra) :]
             except errors.RangeTooLarge as exc:
                 if to == frm:
                     raise
@@ -287,10 +292,11 @@ class EvmFollower:
             self._adapt(len(logs), to - frm + 1)
             hashes = {first.number: first.hash, last.number: last.hash}
             transfers = to_transfers(self, logs, frm, to, hashes, {})
+            outs = self.outgoing.found(self.name, out_answers, frm, to, hashes)
             headers = [first] if first.number == last.number else [first, last]
             # Every block of a range lies more than the window below the head: confirmed.
             deep = min(to, head - self.chain.confirmations + 1)
-            return Batch(frm, to, last.hash, head, headers, transfers, self._seen(), deep)
+            return Batch(frm, to, last.hash, head, headers, transfers, self._seen(), deep, outs)
         raise errors.RpcResponseError(f"{self.name}: eth_getLogs refused every range")
 
     async def _fetch_tip(self, cursor: ledger.Cursor, head: int) -> Batch:
@@ -309,13 +315,19 @@ class EvmFollower:
                 raise errors.RpcResponseError(f"block {h.number} does not link to {h.number - 1}")
             prev = h.hash
         wanted = [h for h in headers if not h.empty and self._may_match(h)]
-        answers = await self.rpc.batch([self._logs_call({"blockHash": h.hash}) for h in wanted])
+        out_at = [
+            {"blockHash": h.hash} for h in headers if self.outgoing.may_match(h, self.opt.use_bloom)
+        ]
+        calls = [self._logs_call({"blockHash": h.hash}) for h in wanted]
+        answers = await self.rpc.batch(calls + self.outgoing.calls(out_at))
+        out_answers, answers = answers[len(wanted) :], answers[: len(wanted)]
         logs = [lg for answer in answers for lg in evm_scan.log_list(answer, self.name)]
         self._adapt(len(logs), to - frm + 1)
         hashes = {h.number: h.hash for h in headers}
         transfers = to_transfers(self, logs, frm, to, hashes, by_number)
+        outs = self.outgoing.found(self.name, out_answers, frm, to, hashes)
         deep = to - self.chain.confirmations + 1  # depth below the last block linked here
-        return Batch(frm, to, headers[-1].hash, head, headers, transfers, self._seen(), deep)
+        return Batch(frm, to, headers[-1].hash, head, headers, transfers, self._seen(), deep, outs)
 
     def _may_match(self, h: Header) -> bool:
         return not self.opt.use_bloom or self.bloom.may_match(h.bloom)

@@ -20,6 +20,7 @@ import structlog
 
 from watcher import db, errors, ledger, metrics, money
 from watcher.chains.evm_logs import Header
+from watcher.refunds import outgoing
 from watcher.settings import EvmChain
 
 log = structlog.get_logger(__name__)
@@ -93,6 +94,7 @@ async def rewind(f: Follower, cursor: ledger.Cursor) -> ledger.Cursor:
         await ledger.orphan(conn, observed, reason)
         flagged = await ledger.flag_reorged_credits(conn, lost, reason)
         await conn.execute(db.q("evm_forget_blocks"), f.name, fork)
+        await outgoing.forget(conn, f.name, fork)  # refund transfers above: seen again later
         await ledger.set_cursor(conn, f.name, fork, fork_hash, head=cursor.head)
     metrics.REORGS.labels(f.name).inc()
     metrics.REORG_DEPTH.labels(f.name).observe(depth)

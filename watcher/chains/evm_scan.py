@@ -13,6 +13,7 @@ import structlog
 
 from watcher import db, errors, ledger, money
 from watcher.chains.evm_logs import Header, RawTransfer, parse_header, parse_transfer
+from watcher.refunds import outgoing
 from watcher.settings import EvmChain
 
 log = structlog.get_logger(__name__)
@@ -38,6 +39,8 @@ class Batch:
     transfers: list[ledger.Transfer]
     seen_at: float  # monotonic time the head that allowed this step was seen
     deep: int  # transfers in blocks up to this one are confirmed (credit them)
+    # Transfers out of a refund wallet (evm_outgoing); None while no wallet is watched.
+    outgoing: Sequence[outgoing.Outgoing] | None = None
 
     def block_columns(self) -> tuple[list[int], list[str], list[str], list[datetime]]:
         hs = self.headers
@@ -149,6 +152,8 @@ async def commit(
     await ledger.set_cursor(conn, chain.name, batch.to, batch.to_hash, head=batch.head)
     rows = await conn.fetch(db.q("evm_confirmed_ids"), chain.name, deep)
     credited += await ledger.credit(conn, [r["id"] for r in rows])
+    if batch.outgoing is not None:  # our refunds: linked, and confirmed once deep
+        await outgoing.observe(conn, chain.name, batch.outgoing, deep)
     # Credited payments a reorg took away and this chain re-included: confirmed again.
     relanded = await conn.fetch(db.q("evm_relanded_ids"), chain.name, deep)
     cleared = await ledger.clear_reorg_flags(conn, [r["id"] for r in relanded])

@@ -209,10 +209,14 @@ class EvmSender:
         return 1
 
 
+def can_send(settings: Settings, name: str) -> bool:
+    """EVM network ``name`` sends refunds: a refund key and an RPC URL."""
+    return settings.refund_evm_key() is not None and bool(settings.evm_chain(name).rpc_urls)
+
+
 def sender_for(settings: Settings, name: str) -> EvmSender | None:
     """The sender of EVM network ``name``: None without a refund key or an RPC URL."""
     key = settings.refund_evm_key()
-    chain = settings.evm_chain(name)
-    if key is None or not chain.rpc_urls:
+    if key is None or not can_send(settings, name):
         return None
-    return EvmSender(chain, key)
+    return EvmSender(settings.evm_chain(name), key)

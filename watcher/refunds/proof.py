@@ -122,6 +122,35 @@ def judge(
     )
 
 
+def judge_other(
+    *, source: str | None, secret_hash: bytes | None, given: Claimed
+) -> tuple[str, str]:
+    """(destination, proof) on a family without a signed-destination check here (Solana):
+    the source, or an address proven by the invoice's claim secret."""
+    dest = (given.destination or "").strip() or None
+    if dest is None or dest == source:
+        if source is None:
+            raise model.Refused(
+                409,
+                "no_source",
+                "the payment's sender is not known",
+                "name a destination and prove it with the claim secret",
+            )
+        return source, "source"
+    if (
+        given.claim_secret
+        and secret_hash is not None
+        and hmac.compare_digest(keys.sha256(given.claim_secret), secret_hash)
+    ):
+        return dest, "claim_secret"
+    raise model.Refused(
+        403,
+        "bad_proof" if given.claim_secret else "proof_required",
+        "a refund to another address than the sender needs the payer's proof",
+        "pass the invoice's claim_secret",
+    )
+
+
 def contract_refusal(source: str) -> model.Refused:
     """The answer for a source that is a contract and no proof of another address."""
     return model.Refused(

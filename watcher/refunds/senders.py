@@ -6,9 +6,9 @@ transaction committed with ``store.mark_signed`` BEFORE it is broadcast), re-che
 pass bounded. An :class:`Exporter` hands a ``requested`` refund to an outside signer as
 an unsigned transaction in one of its ``formats`` (``store.mark_exported``).
 
-Each family registers a builder in :data:`SENDERS` / :data:`EXPORTERS` (EVM here; the
-Solana family adds ``"solana"``). A builder returns None when the network cannot send
-(no RPC URL, no key).
+Each family registers a builder in :data:`SENDERS` / :data:`EXPORTERS` and a check in
+:data:`CAN_SEND` (EVM and Solana). A builder returns None
+when the network cannot send (no RPC URL, no key).
 """
 
 from __future__ import annotations
@@ -54,6 +54,11 @@ SenderBuilder = Callable[[Settings, str], Sender | None]
 ExporterBuilder = Callable[[Settings, str], Exporter | None]
 
 SENDERS: dict[str, SenderBuilder] = {"evm": evm.sender_for, "solana": solana_sender.sender_for}
+# Whether a network can send (a key and an RPC URL), without building anything.
+CAN_SEND: dict[str, Callable[[Settings, str], bool]] = {
+    "evm": evm.can_send,
+    "solana": solana_sender.can_send,
+}
 EXPORTERS: dict[str, ExporterBuilder] = {
     "evm": evm_export.exporter_for,
     "solana": solana_export.exporter_for,
@@ -69,6 +74,15 @@ def senders(settings: Settings) -> list[Sender]:
         if made is not None:
             out.append(made)
     return out
+
+
+def sending_networks(settings: Settings) -> list[str]:
+    """The networks whose refunds the daemon sends."""
+    return [
+        net.name
+        for net in networks.NETWORKS.values()
+        if (check := CAN_SEND.get(net.family)) is not None and check(settings, net.name)
+    ]
 
 
 def exporter(settings: Settings, chain: str) -> Exporter | None:

@@ -208,10 +208,18 @@ class SolanaSender:
         return 1
 
 
+def can_send(settings: Settings, name: str) -> bool:
+    """Solana network ``name`` sends refunds: a refund keypair, an RPC URL and a receiving
+    wallet (without one the network takes no payments, and no follower confirms refunds)."""
+    chain = settings.solana_chain(name)
+    key = settings.value("x402_refund_solana_keypair")
+    return key is not None and bool(chain.rpc_urls) and chain.enabled
+
+
 def sender_for(settings: Settings, name: str) -> SolanaSender | None:
-    """The sender of Solana network ``name``: None without a refund keypair or an RPC URL."""
+    """The sender of Solana network ``name``: None when it cannot send (:func:`can_send`)."""
     secret = settings.refund_solana_secret()
     chain = settings.solana_chain(name)
-    if secret is None or not chain.rpc_urls:
+    if secret is None or not can_send(settings, name):
         return None
     return SolanaSender(chain, secret, chains_solana.rpc_pool(chain))

@@ -154,3 +154,60 @@ UPDATE refunds SET out_tx_hash = NULL, out_log_index = NULL, out_block_number = 
                    updated_at = now()
 WHERE chain = $1 AND out_block_number > $2
 RETURNING id, status;
+
+-- name: refund_payment
+-- The payment a refund is asked for (not locked: read before the request's transaction).
+SELECT p.id, p.chain, p.family, p.state, p.amount, p.from_address, p.tx_hash, p.log_index,
+       i.claim_secret_hash
+FROM payments p LEFT JOIN invoices i ON i.id = p.invoice_id
+WHERE p.id = $1;
+
+-- name: refund_candidates
+-- Payments an operator may want to refund, each with why, the kind that fits and the
+-- amount: rejected holds; over-payments (above the invoice's amount by more than $1
+-- base units: the EVM invoice's own 1-9,999 units of jitter are part of its amount);
+-- a second payment matching an invoice another payment already paid; a payment for an
+-- invoice that expired, credited and not claimed for longer than the claim window ($3).
+-- $2 price per call, $4 limit, $5 refundable states.
+WITH base AS (
+    SELECT p.id, p.chain, p.amount, p.state, p.from_address, p.to_address, p.tx_hash,
+           p.invoice_id, p.credited_at, p.observed_at, p.reference_keys,
+           i.amount AS invoice_amount, i.expires_at,
+           coalesce(r.refunded, 0) AS refunded,
+           coalesce((t.requests_total - t.remaining - coalesce(r.token_calls, 0)) * $2, 0)
+               AS consumed
+    FROM payments p
+    LEFT JOIN invoices i ON i.id = p.invoice_id
+    LEFT JOIN access_tokens t ON t.payment_id = p.id
+    LEFT JOIN LATERAL (
+        SELECT sum(amount) FILTER (WHERE status <> 'failed') AS refunded,
+               sum(calls) FILTER (WHERE token_id IS NOT NULL) AS token_calls
+        FROM refunds WHERE payment_id = p.id) r ON true
+    WHERE p.state = ANY($5::text[]) AND NOT p.reorged_after_credit
+), why AS (
+    SELECT b.*, 'rejected_hold' AS why, 'whole' AS kind, b.amount AS wanted
+    FROM base b WHERE b.state = 'rejected'
+    UNION ALL
+    SELECT b.*, 'over_payment', 'excess', b.amount - b.invoice_amount
+    FROM base b WHERE b.invoice_amount IS NOT NULL AND b.amount - b.invoice_amount > $1
+    UNION ALL
+    SELECT b.*, 'second_payment', 'whole', b.amount
+    FROM base b
+    WHERE b.invoice_id IS NULL AND b.state <> 'rejected' AND EXISTS (
+        SELECT 1 FROM invoices i2 JOIN payments p2 ON p2.invoice_id = i2.id
+        WHERE i2.chain = b.chain AND p2.id <> b.id AND i2.created_at <= b.observed_at
+          AND ((i2.pay_to = b.to_address AND i2.amount = b.amount)
+               OR i2.reference = ANY(b.reference_keys)))
+    UNION ALL
+    SELECT b.*, 'expired_unclaimed', 'whole', b.amount
+    FROM base b
+    WHERE b.state = 'credited' AND b.invoice_id IS NOT NULL AND b.expires_at < now()
+      AND b.credited_at < now() - $3::interval
+)
+SELECT id AS payment_id, chain, state, from_address, tx_hash, invoice_id, why, kind,
+       amount::text AS amount,
+       least(wanted, amount - refunded - consumed)::text AS refundable
+FROM why
+WHERE least(wanted, amount - refunded - consumed) > 0
+ORDER BY id, why
+LIMIT $4;
