@@ -185,4 +185,9 @@ def _export_fix(family: str) -> str:
             "set X402_REFUND_EVM_ADDRESS to the wallet that signs (and no "
             "X402_REFUND_EVM_PRIVATE_KEY: with a key the daemon sends refunds itself)"
         )
+    if family == "solana":
+        return (
+            "set X402_REFUND_SOLANA_ADDRESS to the wallet that signs (and no "
+            "X402_REFUND_SOLANA_KEYPAIR: with a keypair the daemon sends refunds itself)"
+        )
     return "see docs/holds-and-refunds.md for the network's refund wallet settings"
