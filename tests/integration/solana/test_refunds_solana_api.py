@@ -25,7 +25,7 @@ from devkit.solana_refundkit import (
     shop_settings,
 )
 from watcher import db
-from watcher.refunds import solana, worker
+from watcher.refunds import solana, solana_proof, worker
 
 HEADERS = {"x-admin-key": ADMIN_KEY, "x-admin-operator": "carol@example.com"}
 
@@ -115,3 +115,38 @@ async def test_an_exported_message_decodes_and_once_signed_is_confirmed(
     row = await refund_row(pool, rid)
     assert row["status"] == "confirmed" and row["out_tx_hash"] == row["tx_hash"]
     assert shop.balance(shop.bob.pubkey()) == 1_234_567
+
+
+async def test_a_wallet_the_payer_signs_for_receives_the_refund(
+    world: World, pool: db.Pool
+) -> None:
+    shop = make_shop(world)
+    settings = shop_settings(
+        world, x402_refund_solana_keypair=str(shop.refund), x402_admin_key=ADMIN_KEY
+    )
+    shop.settings = settings
+    pid = await paid_by_bob(shop, pool, 800_000)
+    pay = await pool.fetchrow("SELECT tx_hash, log_index FROM payments WHERE id = $1", pid)
+    carol = Keypair().pubkey()
+    text = solana_proof.message("solana", pay["tx_hash"], pay["log_index"], str(carol), 800_000)
+    good = str(shop.bob.sign_message(text.encode()))
+    forged = str(Keypair().sign_message(text.encode()))
+    ask = {"payment_id": pid, "reason": "send it to my other wallet", "destination": str(carol)}
+    async with serve(create_app(settings, pool)) as url, httpx.AsyncClient(base_url=url) as http:
+        bad = await http.post(
+            "/x402/admin/refunds",
+            headers=HEADERS,
+            json={**ask, "signature": forged, "amount": 800_000},
+        )
+        bare = await http.post("/x402/admin/refunds", headers=HEADERS, json=ask)
+        made = await http.post(
+            "/x402/admin/refunds",
+            headers=HEADERS,
+            json={**ask, "signature": good, "amount": 800_000},
+        )
+    assert (bad.status_code, bad.json()["error"]) == (403, "bad_proof")
+    assert (bare.status_code, bare.json()["error"]) == (403, "proof_required")
+    assert made.status_code == 200, made.text
+    assert (made.json()["destination"], made.json()["proof"]) == (str(carol), "signature")
+    assert await worker.run_pass(settings, pool) == {"solana": 1}
+    assert shop.balance(carol) == 800_000 and shop.balance(shop.bob.pubkey()) is None
