@@ -23,6 +23,7 @@ from watcher import (
     gateway_config,
     logs,
     networks,
+    refunds_cli,
     sentry,
     service_keys_cli,
     startup,
@@ -172,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hours", type=int, default=72, help="how far back (Stripe keeps 30 days)")
     p.set_defaults(func=_cmd_stripe_sync)
     service_keys_cli.add_parser(sub)
+    refunds_cli.add_parser(sub)
     webhooks_cli.add_parsers(sub)
     for command in sub.choices.values():  # `watcher run --debug` works as well
         # SUPPRESS: unset here must not undo `watcher --debug run`.

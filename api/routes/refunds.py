@@ -157,7 +157,7 @@ async def export(
     request: Request,
     refund_id: RefundId,
     who: Operator,
-    format: Annotated[str, Query(pattern=r"^[a-z0-9]{1,20}$")] = "eip1559",
+    format: Annotated[str | None, Query(pattern=r"^[a-z0-9]{1,20}$")] = None,
 ) -> dict[str, Any]:
     pool: db.Pool = request.app.state.pool
     row = await _one(pool, refund_id)
@@ -170,7 +170,7 @@ async def export(
             _export_fix(networks.family(row["chain"])),
         )
     try:
-        return await exp.export(pool, refund_id, format)
+        return await exp.export(pool, refund_id, format or exp.formats[0])  # EVM: eip1559
     except model.Refused as exc:
         raise refused(exc) from exc
     except DB_ERRORS as exc:

@@ -58,7 +58,7 @@ async def test_an_exported_refund_decodes_and_once_signed_is_linked_and_confirme
     doc = got.json()["export"]
     raw = bytes.fromhex(doc["unsigned"][2:])
     assert raw[0] == 2
-    chain_id, nonce, tip, max_fee, gas, to, value, data, access = rlp.decode(raw[1:])
+    chain_id, _nonce, _tip, _max_fee, _gas, to, value, data, access = rlp.decode(raw[1:])
     assert int.from_bytes(chain_id, "big") == anvil.chain_id
     assert "0x" + to.hex() == usdc.address and value == b"" and access == []
     assert "0x" + data.hex() == evm.transfer_data(w.payer, 1_500_000)

@@ -11,7 +11,8 @@ a warning in development, where trying a testnet on one is fine. Production-read
 Modules: ``report`` (rows, masking, score, rendering), ``config`` (settings
 rows), ``public_rpc`` (the free public RPC hosts), ``deployment`` (a network
 taking payments, the public URL), ``probes`` (RPC, contracts, database),
-``stripe_probe``, ``gateway`` (the gateway file's routes and upstreams). Network probes
+``stripe_probe``, ``gateway`` (the gateway file's routes and upstreams), ``refunds``
+(the refund wallet's gas and USDC). Network probes
 run concurrently, each under its own seconds, so the doctor never hangs.
 """
 
@@ -29,6 +30,7 @@ from watcher.doctor import (
     config,
     gateway,
     probes,
+    refunds,
     refunds_solana,
     report,
     solana_accounts,
@@ -58,6 +60,12 @@ async def examine(
 
     for chain in settings.evm_chains():
         _evm_probes(chain, add, seconds, transport)
+        if refunds.applies(settings, chain):
+            add(
+                "refunds",
+                f"{chain.name} refund wallet",
+                refunds.wallet_rows(settings, chain, seconds, transport),
+            )
     for sol in settings.solana_chains():
         _solana_probes(settings, sol, add, seconds, transport)
     # The embedded server may need initdb on a cold start: give it longer.
@@ -119,8 +127,9 @@ def _solana_probes(
         add("contracts", name, probes.solana_fee_payer(sol, fee_payer, seconds, transport))
     refund_wallet = refunds_solana.wallet(settings)
     if sol.rpc_urls and sol.owner and refund_wallet is not None:
-        name = f"{sol.name} refund wallet"
-        add("contracts", name, refunds_solana.wallet_rows(sol, refund_wallet, seconds, transport))
+        keyed = settings.value("x402_refund_solana_keypair") is not None
+        probe = refunds_solana.wallet_rows(sol, refund_wallet, seconds, transport, keyed=keyed)
+        add("refunds", f"{sol.name} refund wallet", probe)
 
 
 def _solana_fee_payer(settings: Settings, name: str) -> str | None:

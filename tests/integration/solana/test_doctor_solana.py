@@ -53,11 +53,16 @@ async def test_the_refund_wallet_needs_sol_and_usdc(world: World) -> None:
     world.bank.mint_to(world.usdc, rich.pubkey(), 25_000_000)
     sol, usdc = await refunds_solana.wallet_rows(chain, str(rich.pubkey()), 5, None)
     assert (sol.status, usdc.status) == ("ok", "ok"), (sol, usdc)
-    assert "1.000000 SOL" in sol.value and "25.00 USDC" in usdc.value
+    assert "1.000000 SOL" in sol.value and "$25.00 USDC" in usdc.value
     empty = Keypair()
     sol, usdc = await refunds_solana.wallet_rows(chain, str(empty.pubkey()), 5, None)
     assert sol.status == "fail" and str(empty.pubkey()) in sol.fix, sol
+    assert "cannot send refunds" in sol.fix
     assert usdc.status == "warn" and "before refunding" in usdc.fix, usdc
+    (outside, _) = await refunds_solana.wallet_rows(
+        chain, str(empty.pubkey()), 5, None, keyed=False
+    )
+    assert outside.status == "warn", outside  # an outside signer pays when it signs
     poor = world.bank.wallet(0)
     world.bank.chain.airdrop(poor.pubkey(), refunds_solana.FLOOR + 1)
     (sol, _) = await refunds_solana.wallet_rows(chain, str(poor.pubkey()), 5, None)
@@ -76,10 +81,10 @@ async def test_doctor_reports_the_refund_wallet_when_one_is_named(
         "watcher_data_dir": tmp_path,
     }
     rows = await doctor.examine(Settings(_env_file=None, **base), seconds=5.0)
-    assert not [r for r in rows if "refund wallet" in r.name]
+    assert not [r for r in rows if r.group == "refunds"]
     named = Settings(_env_file=None, x402_refund_solana_address=str(signer.pubkey()), **base)
     rows = await doctor.examine(named, seconds=5.0)
-    found = {r.name: r for r in rows if "refund wallet" in r.name}
-    assert found["solana refund wallet SOL"].status == "ok"
-    usdc = found["solana refund wallet USDC"]
+    found = {r.name: r for r in rows if r.group == "refunds"}
+    assert found["solana refund SOL"].status == "ok"
+    usdc = found["solana refund USDC"]
     assert usdc.status == "warn" and str(signer.pubkey()) in usdc.fix

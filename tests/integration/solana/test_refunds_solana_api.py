@@ -4,7 +4,12 @@ unsigned message, signed by the outside wallet, linked and confirmed."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import json
+import sys
+from asyncio.subprocess import PIPE
+from pathlib import Path
 
 import httpx
 from solders.keypair import Keypair
@@ -24,6 +29,7 @@ from devkit.solana_refundkit import (
     refund_row,
     shop_settings,
 )
+from tests.integration.test_daemon import _env
 from watcher import db
 from watcher.refunds import solana, solana_proof, worker
 
@@ -150,3 +156,40 @@ async def test_a_wallet_the_payer_signs_for_receives_the_refund(
     assert (made.json()["destination"], made.json()["proof"]) == (str(carol), "signature")
     assert await worker.run_pass(settings, pool) == {"solana": 1}
     assert shop.balance(carol) == 800_000 and shop.balance(shop.bob.pubkey()) is None
+
+
+async def test_watcher_refunds_export_prints_the_solana_message(
+    world: World, pool: db.Pool, database_url: str, tmp_path: Path
+) -> None:
+    shop = make_shop(world)
+    signer = shop.refund  # the outside signer: only its address is configured
+    settings = shop_settings(
+        world, x402_refund_solana_address=str(signer.pubkey()), x402_admin_key=ADMIN_KEY
+    )
+    shop.settings = settings
+    pid = await paid_by_bob(shop, pool, 600_000)
+    async with serve(create_app(settings, pool)) as url, httpx.AsyncClient(base_url=url) as http:
+        made = await http.post(
+            "/x402/admin/refunds", headers=HEADERS, json={"payment_id": pid, "reason": "x"}
+        )
+    rid = int(made.json()["id"])
+    env = _env(
+        tmp_path,
+        DATABASE_URL=database_url,
+        X402_SOLANA_RPC_URL=world.node.url,
+        X402_SOLANA_PAYMENT_ADDRESS=str(world.merchant.pubkey()),
+        X402_SOLANA_USDC_MINT=str(world.usdc),
+        X402_REFUND_SOLANA_ADDRESS=str(signer.pubkey()),
+    )
+    args = ["-m", "watcher", "refunds", "export", str(rid), "--json", "--operator", "dave"]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, *args, env=env, cwd=tmp_path, stdout=PIPE, stderr=PIPE
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 90)  # the node answers meanwhile
+    assert proc.returncode == 0, err.decode()
+    doc = json.loads(out.splitlines()[-1])["export"]
+    msg = Message.from_bytes(base64.b64decode(doc["message_base64"]))
+    transfer = msg.instructions[-1]
+    assert int.from_bytes(bytes(transfer.data)[1:9], "little") == 600_000
+    assert msg.account_keys[transfer.accounts[2]] == world.bank.ata(shop.bob.pubkey(), world.usdc)
+    assert (await refund_row(pool, rid))["status"] == "exported"
