@@ -54,6 +54,7 @@ def test_every_file_of_the_tree_says_what_it_holds() -> None:
         "gateway.sql",
         "ledger.sql",
         "ops.sql",
+        "refunds.sql",
         "solana.sql",
         "stripe.sql",
         "webhook_admin.sql",
