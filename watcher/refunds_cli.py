@@ -126,9 +126,9 @@ def _code_of(settings: Settings) -> requests.CodeOf:
         net = settings.evm_chain(chain)
         if not net.rpc_urls:
             raise model.Refused(
-                503,
-                "rpc_unavailable",
-                f"{chain} has no RPC URL",
+                409,
+                "no_rpc_url",
+                f"{chain} has no RPC URL: whether the source is a contract cannot be checked",
                 "set its RPC URL: a refund's source is checked for code",
             )
         pool = rpc.RpcPool(chain, net.rpc_urls, chain_id=net.chain_id)

@@ -79,9 +79,9 @@ async def create(request: Request, body: RefundRequest, who: Operator) -> dict[s
         rpc = clients.eip1271_pool(chain)
         if rpc is None:
             raise model.Refused(
-                503,
-                "rpc_unavailable",
-                f"{chain} has no RPC URL",
+                409,
+                "no_rpc_url",
+                f"{chain} has no RPC URL: whether the source is a contract cannot be checked",
                 "set the network's RPC URL: a source is checked for code",
             )
         return str(await rpc.request("eth_getCode", [address, "latest"]))

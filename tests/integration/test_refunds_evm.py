@@ -11,7 +11,7 @@ from eth_account import Account
 from eth_account.messages import encode_defunct
 
 from api.app import create_app
-from devkit import refundkit
+from devkit import evmkit, refundkit
 from devkit.anvil import Anvil, Token
 from devkit.api_support import client, record_payment
 from devkit.refundkit import HEADERS
@@ -171,3 +171,52 @@ async def test_a_contract_source_is_refused_without_a_proof(
     assert "claim_secret" in got.json()["fix"] and "contract" in got.json()["message"]
     assert no_operator.status_code == 400
     assert await pool.fetchval("SELECT count(*) FROM refunds WHERE payment_id = $1", pid) == 0
+
+
+async def test_a_refund_far_below_the_head_is_confirmed_by_a_backfill_range(
+    anvil: Anvil, usdc: Token, pool: db.Pool
+) -> None:
+    w = await refundkit.world(anvil, usdc)
+    pid = await refundkit.pay(w, pool, 1_000_000)
+    settings = w.settings()
+    async with client(create_app(settings, pool)) as http:
+        made = await http.post(
+            "/x402/admin/refunds", headers=HEADERS, json={"payment_id": pid, "reason": "r"}
+        )
+    await worker.run_pass(settings, pool)
+    await anvil.mine(60)  # the follower meets it in one eth_getLogs range, not block by block
+    await refundkit.follow(w, pool)
+    row = await pool.fetchrow("SELECT * FROM refunds WHERE id = $1", int(made.json()["id"]))
+    assert row["status"] == "confirmed" and row["out_tx_hash"] == row["tx_hash"]
+
+
+async def test_a_reorg_unlinks_the_refund_transfer_and_the_same_bytes_land_again(
+    anvil: Anvil, usdc: Token, pool: db.Pool
+) -> None:
+    w = await refundkit.world(anvil, usdc)
+    pid = await refundkit.pay(w, pool, 1_000_000)
+    settings = w.settings()
+    async with client(create_app(settings, pool)) as http:
+        made = await http.post(
+            "/x402/admin/refunds", headers=HEADERS, json={"payment_id": pid, "reason": "r"}
+        )
+    rid = int(made.json()["id"])
+    snapshot = await anvil.rpc("evm_snapshot")
+    before = await usdc.balance_of(w.payer)
+    await worker.run_pass(settings, pool)  # signed, sent, mined in the next block
+    async with refundkit.follower(w, pool) as f:
+        await evmkit.drain(f)  # seen at the tip, not yet deep
+    linked = await pool.fetchrow("SELECT * FROM refunds WHERE id = $1", rid)
+    assert linked["status"] == "sent" and linked["out_block_number"] is not None
+    assert await anvil.rpc("evm_revert", snapshot)  # the block (and the transfer) are gone
+    await anvil.mine(3)  # another branch, longer than the one the follower saw
+    async with refundkit.follower(w, pool) as f:
+        await evmkit.drain(f)
+    gone = await pool.fetchrow("SELECT * FROM refunds WHERE id = $1", rid)
+    assert gone["status"] == "sent" and gone["out_tx_hash"] is None
+    assert await usdc.balance_of(w.payer) == before
+    await worker.run_pass(settings, pool)  # no receipt, nonce free: the same bytes again
+    await refundkit.follow(w, pool)
+    after = await pool.fetchrow("SELECT * FROM refunds WHERE id = $1", rid)
+    assert after["status"] == "confirmed" and after["tx_hash"] == linked["tx_hash"]
+    assert await usdc.balance_of(w.payer) == before + 1_000_000
