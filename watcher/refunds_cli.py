@@ -34,12 +34,17 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     mk.add_argument("--reason", required=True)
     mk.add_argument("--refund-key", help="your idempotency key (a repeat returns the refund)")
     mk.add_argument("--destination", help="another address the payer proves")
-    mk.add_argument("--signature", help="the sender's personal_sign of the refund message")
+    mk.add_argument(
+        "--signature",
+        help="the sender's signature of the refund message (EVM personal_sign, Solana signMessage)",
+    )
     mk.add_argument("--claim-secret", help="the invoice's claim secret")
     mk.add_argument("--amount", type=int, help="base units (required with --signature)")
     ex = actions.add_parser("export", help="a refund as an unsigned transaction to sign")
     ex.add_argument("id", type=int)
-    ex.add_argument("--format", default="eip1559", help="eip1559 or safe (EVM)")
+    ex.add_argument(
+        "--format", help="eip1559 or safe (EVM), solana (Solana); default: the network's first"
+    )
     send = actions.add_parser("send", help="one pass of the sender (what the daemon runs)")
     for a in (c, ls, mk, ex, send):
         a.add_argument("--json", action="store_true", help="machine-readable output")
@@ -90,10 +95,11 @@ async def _go(args: argparse.Namespace, settings: Settings, who: str | None) -> 
                     409,
                     "no_export_wallet",
                     f"{row['chain']} refunds are not exported here",
-                    "set X402_REFUND_EVM_ADDRESS (and no refund key)",
+                    "set X402_REFUND_EVM_ADDRESS or X402_REFUND_SOLANA_ADDRESS (and no refund "
+                    "key for that family)",
                 )
             try:
-                return await exp.export(pool, args.id, args.format)
+                return await exp.export(pool, args.id, args.format or exp.formats[0])
             finally:
                 await exp.aclose()
         assert who is not None

@@ -177,6 +177,49 @@ class Settings(_NetworkVariables):
     # (the fee payer's key is per network: X402_<NETWORK>_FEE_PAYER_PRIVATE_KEY)
     x402_solana_max_priority_fee_lamports: int = Field(default=50_000, ge=0, le=10**9)
 
+    # ---- refunds solana (issue 16) ----------------------------------------------
+    # The Solana refund wallet (watcher/refunds/solana.py, docs/holds-and-refunds.md): the
+    # keypair that signs refunds (base58 or solana-keygen's JSON array, as the fee payer's),
+    # or, with no key, the address a hardware wallet or multisig signs exported messages as.
+    # It pays the fees and the rent of a payer's token account it has to create.
+    x402_refund_solana_keypair: SecretStr | None = None
+    x402_refund_solana_address: str | None = None
+
+    def refund_solana_secret(self) -> bytes | None:
+        """The Solana refund wallet's keypair (64 bytes), or None when refunds are exported."""
+        text = self.value("x402_refund_solana_keypair")
+        return None if text is None else keys.parse_solana_keypair(text)
+
+    def refund_solana_address(self) -> str | None:
+        """Who signs Solana refunds: the keypair's public key, else the configured address."""
+        text = self.value("x402_refund_solana_keypair")
+        return keys.keypair_address(text) if text else self.value("x402_refund_solana_address")
+
+    def _refund_solana_problems(self) -> list[str]:
+        secret, address = (
+            self.value("x402_refund_solana_keypair"),
+            self.value("x402_refund_solana_address"),
+        )
+        if address is not None and not keys.is_solana_pubkey(address):
+            return ["X402_REFUND_SOLANA_ADDRESS: not a Solana public key (32 bytes of base58)"]
+        if secret is None:
+            return []
+        try:
+            mine = keys.keypair_address(secret)
+        except ValueError as exc:
+            return [
+                f"X402_REFUND_SOLANA_KEYPAIR: {exc}; give the keypair as base58 (64 bytes, "
+                "as wallets export it) or as the JSON array of solana-keygen"
+            ]
+        if address is not None and address != mine:
+            return [
+                f"X402_REFUND_SOLANA_ADDRESS: {address} is not the keypair's address ({mine}); "
+                "unset it (the keypair names the wallet) or fix one of the two"
+            ]
+        return []
+
+    # ---- end refunds solana -----------------------------------------------------
+
     # Webhook delivery (watcher/webhooks/, docs/webhooks.md): the delays after each failed
     # attempt, the time an attempt may take, how long an endpoint may fail before it is
     # disabled, and how many attempts one daemon makes at once.
@@ -405,6 +448,7 @@ class Settings(_NetworkVariables):
         out += public_url.problems(self.value("watcher_public_url"), self.production)
         out += self._money_problems()
         out += self._screening_problems()
+        out += self._refund_solana_problems()  # refunds solana (issue 16)
         out += self._stripe_problems()
         out += self._gateway_listener_problems()
         out += self._database_url_problems()

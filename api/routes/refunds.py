@@ -157,7 +157,7 @@ async def export(
     request: Request,
     refund_id: RefundId,
     who: Operator,
-    format: Annotated[str, Query(pattern=r"^[a-z0-9]{1,20}$")] = "eip1559",
+    format: Annotated[str | None, Query(pattern=r"^[a-z0-9]{1,20}$")] = None,
 ) -> dict[str, Any]:
     pool: db.Pool = request.app.state.pool
     row = await _one(pool, refund_id)
@@ -170,7 +170,7 @@ async def export(
             _export_fix(networks.family(row["chain"])),
         )
     try:
-        return await exp.export(pool, refund_id, format)
+        return await exp.export(pool, refund_id, format or exp.formats[0])  # EVM: eip1559
     except model.Refused as exc:
         raise refused(exc) from exc
     except DB_ERRORS as exc:
@@ -184,5 +184,10 @@ def _export_fix(family: str) -> str:
         return (
             "set X402_REFUND_EVM_ADDRESS to the wallet that signs (and no "
             "X402_REFUND_EVM_PRIVATE_KEY: with a key the daemon sends refunds itself)"
+        )
+    if family == "solana":
+        return (
+            "set X402_REFUND_SOLANA_ADDRESS to the wallet that signs (and no "
+            "X402_REFUND_SOLANA_KEYPAIR: with a keypair the daemon sends refunds itself)"
         )
     return "see docs/holds-and-refunds.md for the network's refund wallet settings"

@@ -55,6 +55,7 @@ def test_every_file_of_the_tree_says_what_it_holds() -> None:
         "ledger.sql",
         "ops.sql",
         "refunds.sql",
+        "refunds_solana.sql",
         "solana.sql",
         "stripe.sql",
         "webhook_admin.sql",

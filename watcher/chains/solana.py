@@ -11,7 +11,8 @@ transactions and moves them through the ledger:
   every account ``getTokenAccountsByOwner`` reports: anyone can create token
   accounts owned by us, and the cost of a pass must not grow with them
   (``watcher doctor`` lists the ones ignored). Accounts sync concurrently,
-  ``ACCOUNT_CONCURRENCY`` at a time.
+  ``ACCOUNT_CONCURRENCY`` at a time. The refund wallet's USDC account is followed
+  too, for our outgoing refunds only (:mod:`solana_outgoing`).
 * **Ownership** (:mod:`solana_owners`): a balance counts only if the account
   was ours when it moved; the owner after each account's cursor is kept in
   ``solana_account_owners`` for answers whose balances do not name it.
@@ -50,6 +51,7 @@ from watcher.chains import (
     solana_accounts,
     solana_commit,
     solana_history,
+    solana_outgoing,
     solana_tx,
     solana_ws,
 )
@@ -89,6 +91,7 @@ class SolanaFollower:
         page_limit: int = 1000,
         batch_size: int = 50,
         max_pages: int = 10_000,
+        refund_wallet: str | None = None,
     ) -> None:
         if not chain.owner:
             var = chain_settings.prefix(chain.network).upper() + "PAYMENT_ADDRESS"
@@ -107,7 +110,10 @@ class SolanaFollower:
         self.credit_at = chain.commitment  # "finalized" unless the operator chose otherwise
         self.ata = solana_accounts.associated_token_account(self.owner, self.mint)
         self.listed = tuple(a for a in chain.token_accounts if a != self.ata)
-        self.accounts: list[str] = [self.ata, *self.listed]
+        # The refund wallet's USDC account: followed for what leaves it (solana_outgoing).
+        self.refund = solana_outgoing.refund_wallet(refund_wallet, self.mint)
+        self._receiving = {self.ata, *self.listed}
+        self.accounts: list[str] = solana_outgoing.followed([self.ata, *self.listed], self.refund)
         self._accounts_at = -1e9
         self._wake = asyncio.Event()
         self._accounts_changed = asyncio.Event()
@@ -126,6 +132,8 @@ class SolanaFollower:
         """
         found = await solana_accounts.watched(self.pool, self.chain.name, self.ata, self.listed)
         await solana_accounts.check_today(self.rpc, found, self.owner, self.mint)
+        self._receiving = set(found)
+        found = solana_outgoing.followed(found, self.refund)
         if found != self.accounts:
             log.info("solana_accounts", accounts=found)
             self.accounts = found
@@ -200,7 +208,10 @@ class SolanaFollower:
                     if tx
                     else ([], owner)
                 )
-                views.append(solana_commit.View(e, final, found, owner))
+                out = solana_outgoing.transfers(self.chain.name, tx, account, self.refund)
+                if account not in self._receiving:
+                    found = []  # the refund wallet's own account: nothing into it is a payment
+                views.append(solana_commit.View(e, final, found, owner, out))
             advancing = await solana_commit.commit(
                 self.pool, self.chain.name, account, views, head, advancing, stats, self._final_seen
             )
@@ -312,7 +323,15 @@ def rpc_pool(chain: SolanaChain) -> rpc.RpcPool:
 def make_follower(settings: Settings, pool: db.Pool, name: str, **kw: Any) -> SolanaFollower:
     chain = settings.solana_chain(name)
     client = rpc_pool(chain)
+    kw.setdefault("refund_wallet", _refund_wallet(settings))
     return SolanaFollower(chain, pool, client, min_units=settings.min_payment_units, **kw)
+
+
+def _refund_wallet(settings: Settings) -> str | None:
+    try:
+        return settings.refund_solana_address()
+    except ValueError:  # a malformed key: load_settings refused it already
+        return None
 
 
 def followers(settings: Settings, pool: db.Pool) -> list[follower.Follower]:

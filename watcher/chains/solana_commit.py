@@ -18,6 +18,8 @@ import asyncpg
 import structlog
 
 from watcher import db, ledger, metrics, money
+from watcher.chains import solana_outgoing
+from watcher.refunds import outgoing as refunds_outgoing
 
 log = structlog.get_logger(__name__)
 
@@ -30,6 +32,7 @@ class View:
     final: bool
     found: list[ledger.Transfer]
     owner: str | None
+    outgoing: Sequence[refunds_outgoing.Outgoing] = ()  # out of the refund wallet's account
 
 
 @dataclass
@@ -73,12 +76,13 @@ async def commit(
     """
     plan = _plan(views, advancing, stats)
     if not plan.transfers and not plan.final_sigs and plan.new_cursor is None:
-        return plan.advancing
+        return plan.advancing  # (outgoing transfers count only when final: in final_sigs)
     async with pool.acquire() as conn, conn.transaction():
         stats.observed += len(await ledger.record(conn, plan.transfers))
         rows, good = await _judge_final(conn, chain, account, plan, stats)
         credited = await ledger.credit(conn, good)
         stats.credited += len(credited)
+        await solana_outgoing.observe(conn, chain, views)  # our refunds, in this transaction
         if plan.new_cursor is not None:
             slot, sig = int(plan.new_cursor.entry["slot"]), str(plan.new_cursor.entry["signature"])
             await ledger.set_cursor(conn, chain, slot, sig, stream=account, head=head)

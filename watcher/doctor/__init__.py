@@ -27,7 +27,16 @@ import httpx
 from pydantic import ValidationError
 
 from watcher import keys
-from watcher.doctor import config, gateway, probes, refunds, report, solana_accounts, stripe_probe
+from watcher.doctor import (
+    config,
+    gateway,
+    probes,
+    refunds,
+    refunds_solana,
+    report,
+    solana_accounts,
+    stripe_probe,
+)
 from watcher.doctor import screening as screening_rows
 from watcher.doctor.report import Check
 from watcher.settings import EvmChain, Settings, SolanaChain
@@ -125,6 +134,11 @@ def _solana_probes(
     if sol.rpc_urls and fee_payer is not None:
         name = f"{sol.name} x402 fee payer"
         add("contracts", name, probes.solana_fee_payer(sol, fee_payer, seconds, transport))
+    refund_wallet = refunds_solana.wallet(settings)
+    if sol.rpc_urls and sol.owner and refund_wallet is not None:
+        keyed = settings.value("x402_refund_solana_keypair") is not None
+        probe = refunds_solana.wallet_rows(sol, refund_wallet, seconds, transport, keyed=keyed)
+        add("refunds", f"{sol.name} refund wallet", probe)
 
 
 def _solana_fee_payer(settings: Settings, name: str) -> str | None:

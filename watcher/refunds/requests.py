@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from watcher import db, errors, networks
-from watcher.refunds import model, proof, store
+from watcher.refunds import model, proof, solana_proof, store
 from watcher.settings import Settings
 
 # (chain, address) -> the code at that address ("0x" for an account without code).
@@ -88,15 +88,12 @@ async def request(
 def _judge(pay: asyncpg.Record, claimed: proof.Claimed) -> tuple[str, str]:
     source = pay["from_address"]
     secret = pay["claim_secret_hash"]
-    if networks.family(pay["chain"]) == "evm":
-        return proof.judge(
-            chain=pay["chain"],
-            tx_hash=pay["tx_hash"],
-            log_index=int(pay["log_index"]),
-            source=source,
-            secret_hash=bytes(secret) if secret is not None else None,
-            given=claimed,
-        )
-    return proof.judge_other(
-        source=source, secret_hash=bytes(secret) if secret is not None else None, given=claimed
+    judge = proof.judge if networks.family(pay["chain"]) == "evm" else solana_proof.judge
+    return judge(
+        chain=pay["chain"],
+        tx_hash=pay["tx_hash"],
+        log_index=int(pay["log_index"]),
+        source=source,
+        secret_hash=bytes(secret) if secret is not None else None,
+        given=claimed,
     )

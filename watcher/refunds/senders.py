@@ -7,7 +7,7 @@ pass bounded. An :class:`Exporter` hands a ``requested`` refund to an outside si
 an unsigned transaction in one of its ``formats`` (``store.mark_exported``).
 
 Each family registers a builder in :data:`SENDERS` / :data:`EXPORTERS` and a check in
-:data:`CAN_SEND` (EVM here; the Solana family adds ``"solana"``). A builder returns None
+:data:`CAN_SEND` (EVM and Solana). A builder returns None
 when the network cannot send (no RPC URL, no key).
 """
 
@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from watcher import db, networks
-from watcher.refunds import evm, evm_export
+from watcher.refunds import evm, evm_export, solana_export, solana_sender
 from watcher.settings import Settings
 
 
@@ -53,10 +53,16 @@ class Exporter(Protocol):
 SenderBuilder = Callable[[Settings, str], Sender | None]
 ExporterBuilder = Callable[[Settings, str], Exporter | None]
 
-SENDERS: dict[str, SenderBuilder] = {"evm": evm.sender_for}
+SENDERS: dict[str, SenderBuilder] = {"evm": evm.sender_for, "solana": solana_sender.sender_for}
 # Whether a network can send (a key and an RPC URL), without building anything.
-CAN_SEND: dict[str, Callable[[Settings, str], bool]] = {"evm": evm.can_send}
-EXPORTERS: dict[str, ExporterBuilder] = {"evm": evm_export.exporter_for}
+CAN_SEND: dict[str, Callable[[Settings, str], bool]] = {
+    "evm": evm.can_send,
+    "solana": solana_sender.can_send,
+}
+EXPORTERS: dict[str, ExporterBuilder] = {
+    "evm": evm_export.exporter_for,
+    "solana": solana_export.exporter_for,
+}
 
 
 def senders(settings: Settings) -> list[Sender]:
