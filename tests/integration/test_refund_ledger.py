@@ -136,3 +136,34 @@ async def test_the_hook_links_an_exported_refund_confirms_it_deep_and_forgets_on
             assert await outgoing.forget(conn, "base", 49) == [row["id"]]
         back = await store.by_id(conn, int(row["id"]))
     assert back is not None and back["status"] == "exported" and back["out_tx_hash"] is None
+
+
+async def test_a_transfer_seen_again_links_one_exported_refund_and_never_stops_the_follower(
+    pool: db.Pool,
+) -> None:
+    # Two exported refunds of the same amount to the same payer; the follower sees the
+    # one transfer paying the first twice (a restart re-scans the range before it is deep).
+    payer = Account.create().address.lower()
+    wallet = "0x" + "78" * 20
+    first, _ = await record_payment(pool, from_address=payer, amount=1_000_000)
+    second, _ = await record_payment(pool, from_address=payer, amount=1_000_000)
+    async with pool.acquire() as conn:
+        a, _ = await store.create(conn, ask(first, "whole", payer))
+        b, _ = await store.create(conn, ask(second, "whole", payer))
+        assert await store.mark_exported(conn, int(a["id"]), wallet)
+        assert await store.mark_exported(conn, int(b["id"]), wallet)
+        out = outgoing.Outgoing(
+            tx_hash="0x" + "e1" * 32,
+            log_index=0,
+            block_number=60,
+            block_hash="0x" + "b1" * 32,
+            from_address=wallet,
+            to_address=payer,
+            amount=1_000_000,
+            token=BASE_USDC,
+        )
+        for _ in range(2):
+            async with conn.transaction():
+                assert await outgoing.observe(conn, "base", [out], deep=59) == []
+        linked = [await store.by_id(conn, int(r["id"])) for r in (a, b)]
+    assert [r["out_tx_hash"] for r in linked if r is not None] == [out.tx_hash, None]

@@ -20,9 +20,10 @@ DEFAULT_CLAIM_WINDOW_DAYS = 7
 
 
 def claim_window(settings: Settings) -> timedelta:
-    """How long a credited payment may wait for its claim (the screening's age rule)."""
-    days = getattr(settings, "x402_max_payment_age_days", None) or DEFAULT_CLAIM_WINDOW_DAYS
-    return timedelta(days=int(days))
+    """How long a credited payment may wait for its claim (the screening's age rule); with
+    the rule off (0) a payment may be claimed at any time, and an unclaimed one is listed
+    after the default window."""
+    return timedelta(days=settings.x402_max_payment_age_days or DEFAULT_CLAIM_WINDOW_DAYS)
 
 
 async def listing(pool: db.Pool, settings: Settings, limit: int = 100) -> list[dict[str, Any]]:

@@ -134,6 +134,11 @@ WHERE id = (SELECT id FROM refunds
             WHERE chain = $1 AND status = 'exported' AND out_tx_hash IS NULL
               AND destination = $6 AND amount = $7 AND token = $8 AND wallet = $9
             ORDER BY id LIMIT 1 FOR UPDATE)
+  -- A transfer already linked (seen again: a restart re-scans a range before it is
+  -- deep) pays no second refund, and must not stop the follower's commit.
+  AND NOT EXISTS (SELECT 1 FROM refunds o
+                  WHERE o.chain = $1 AND (o.tx_hash = $2
+                                          OR (o.out_tx_hash = $2 AND o.out_log_index = $3)))
 RETURNING id;
 
 -- name: refund_confirm_deep
