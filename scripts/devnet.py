@@ -9,7 +9,10 @@ Starts, on 127.0.0.1 only:
     TestToken deployed as USDC and 1,000,000 USDC minted to the payer account;
   * the LiteSVM-backed Solana node (real SPL Token program) with a USDC mint and
     a funded payer (``scripts/solana_node.py``);
-  * ``watcher run``: the embedded PostgreSQL, both followers and the API.
+  * ``watcher run``: the embedded PostgreSQL, both followers and the API, with a refund
+    wallet of its own on anvil (a fresh key, funded with ETH and 1,000 USDC) and the
+    screening variables the caller sets (``SCREENING_VARIABLES``), so holds and refunds
+    can be tried locally (docs/holds-and-refunds.md, "Try it on the devnet").
 
 First it checks that every port it needs is free (the embedded PostgreSQL listens on a
 unix socket only) and, if one is taken, says which, and the flag that moves it, and exits 1.
@@ -51,8 +54,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from devkit.anvil import Anvil, deploy_token, start_anvil
+from watcher import keys
 
 STARTUP_SECONDS = 90
+# The screening rules reach the devnet's watcher from the caller's environment, so holds
+# can be tried locally (docs/holds-and-refunds.md): e.g. X402_HOLD_ABOVE_USD=0.5.
+SCREENING_VARIABLES = frozenset(
+    {"X402_DENYLIST_FILE", "X402_HOLD_ABOVE_USD", "X402_MAX_PAYMENT_AGE_DAYS"}
+)
 
 # Every TCP port the devnet listens on: (flag, attribute, what listens there).
 PORTS = (
@@ -173,11 +182,13 @@ def watcher_env(
     owner: str,
     sol: dict[str, Any],
     admin_key: str,
+    refund_key: str,
 ) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("X402_", "STRIPE_", "WATCHER_")) and k != "DATABASE_URL"
+        if (not k.startswith(("X402_", "STRIPE_", "WATCHER_")) and k != "DATABASE_URL")
+        or k in SCREENING_VARIABLES
     }
     env.update(
         WATCHER_ENV="development",
@@ -196,6 +207,8 @@ def watcher_env(
         X402_SOLANA_WS_URL=sol["ws_url"],
         X402_SOLANA_USDC_MINT=sol["usdc_mint"],
         X402_SOLANA_PAYMENT_ADDRESS=owner,
+        # A refund wallet of its own, funded below: `watcher refunds` sends from it.
+        X402_REFUND_EVM_PRIVATE_KEY=refund_key,
     )
     return env
 
@@ -278,6 +291,10 @@ async def run(args: argparse.Namespace) -> int:
         usdc = await deploy_token(anvil)
         payer, merchant = anvil.accounts[1], anvil.accounts[9]
         await usdc.mint(payer, 1_000_000 * 10**6)
+        refund_key = "0x" + secrets.token_hex(32)
+        refund_wallet = keys.evm_address_of(refund_key)
+        await anvil.rpc("anvil_setBalance", refund_wallet, hex(10**20))
+        await usdc.mint(refund_wallet, 1_000 * 10**6)
         owner = Keypair()
         sol_proc, sol = await start_solana(
             args.solana_port,
@@ -286,7 +303,9 @@ async def run(args: argparse.Namespace) -> int:
             args.data_dir / "solana_node.log",
         )
         admin_key = secrets.token_urlsafe(32)
-        env = watcher_env(args, anvil, usdc.address, merchant, str(owner.pubkey()), sol, admin_key)
+        env = watcher_env(
+            args, anvil, usdc.address, merchant, str(owner.pubkey()), sol, admin_key, refund_key
+        )
         log = args.data_dir / "watcher.log"
         watcher = subprocess.Popen(
             [sys.executable, "-m", "watcher", "run"],
@@ -305,6 +324,7 @@ async def run(args: argparse.Namespace) -> int:
                 "usdc": usdc.address,
                 "payer": payer,
                 "pay_to": merchant,
+                "refund_wallet": refund_wallet,
                 "confirmations": args.confirmations,
             },
             "solana": {

@@ -62,7 +62,8 @@ def _line(p: dict[str, Any]) -> str:
 def _detail(p: dict[str, Any]) -> str:
     lines = [
         _line(p),
-        f"state: {p['state']}  from: {p['from_address']}  tx sender: {p['tx_sender']}",
+        f"state: {p['state']}  from: {p['from_address']}  "
+        f"tx sender: {p['tx_sender'] or 'not looked up (no rule needed it)'}",
     ]
     for r in (p["risk"] or {}).get("rules", []):
         lines.append(f"  rule {r['rule']} (weight {r['weight']}): {r['why']}")

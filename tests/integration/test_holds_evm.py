@@ -253,6 +253,7 @@ async def test_explain_shows_the_hold_its_rules_and_the_review(
     code, out, err = test_explain.explain("--chain", "base", tx, **env)
     assert code == 0, err
     assert "[ledger: held]" in out
+    assert "held for review: 1 payment, not credited and not claimable" in out
     assert f"from {payer} is on the test list" in out
     assert "risk: score 100" in out and "denylist (weight 100):" in out
     (row,) = await payments(pool)

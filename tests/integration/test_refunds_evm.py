@@ -15,6 +15,7 @@ from devkit import evmkit, refundkit
 from devkit.anvil import Anvil, Token
 from devkit.api_support import client, record_payment
 from devkit.refundkit import HEADERS
+from tests.integration import test_explain
 from watcher import db, ledger
 from watcher.refunds import proof, worker
 
@@ -220,3 +221,37 @@ async def test_a_reorg_unlinks_the_refund_transfer_and_the_same_bytes_land_again
     after = await pool.fetchrow("SELECT * FROM refunds WHERE id = $1", rid)
     assert after["status"] == "confirmed" and after["tx_hash"] == linked["tx_hash"]
     assert await usdc.balance_of(w.payer) == before + 1_000_000
+
+
+async def test_explain_shows_a_payment_s_refund_and_names_our_refund_transfer(
+    anvil: Anvil, usdc: Token, pool: db.Pool, database_url: str
+) -> None:
+    w = await refundkit.world(anvil, usdc)
+    pid = await refundkit.pay(w, pool, 1_500_000)
+    settings = w.settings()
+    async with client(create_app(settings, pool)) as http:
+        made = await http.post(
+            "/x402/admin/refunds",
+            headers=HEADERS,
+            json={"payment_id": pid, "reason": "customer asked", "refund_key": "rf-explain"},
+        )
+    assert made.status_code == 200, made.text
+    await worker.run_pass(settings, pool)
+    await refundkit.follow(w, pool)
+    paid_tx = await pool.fetchval("SELECT tx_hash FROM payments WHERE id = $1", pid)
+    out_tx = await pool.fetchval("SELECT out_tx_hash FROM refunds WHERE id = $1", made.json()["id"])
+    env = {
+        "X402_BASE_USDC_ADDRESS": usdc.address,
+        "X402_BASE_PAYMENT_ADDRESS": w.receiver,
+        "X402_BASE_RPC_URL": anvil.url,
+        "X402_BASE_CHAIN_ID": str(anvil.chain_id),
+        "DATABASE_URL": database_url,
+    }
+    code, out, err = test_explain.explain("--chain", "base", paid_tx, **env)
+    assert code == 0, err
+    assert f"refund {made.json()['id']} (rf-explain) of 1.50 USDC to {w.payer}: confirmed" in out
+    assert f"in tx {out_tx}" in out and f"asked by {refundkit.OPERATOR}" in out
+    code, out, err = test_explain.explain("--chain", "base", out_tx, **env)
+    assert code == 0, err
+    assert f"our refund {made.json()['id']} (rf-explain)" in out
+    assert f"for the payment in tx {paid_tx}" in out

@@ -58,6 +58,8 @@ class Transfer:
     tx_sender: str | None = None
     risk: dict[str, Any] | None = None
     review: dict[str, Any] | None = None
+    # Refunds of this payment, or the refund this transfer of ours is (issue 16).
+    refunds: list[str] | None = None
 
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -68,7 +70,16 @@ class Transfer:
             "amount": money.units_text(self.amount),
             "verdict": self.verdict,
         }
-        for name in ("state", "reason", "confirmations", "events", "tx_sender", "risk", "review"):
+        for name in (
+            "state",
+            "reason",
+            "confirmations",
+            "events",
+            "tx_sender",
+            "risk",
+            "review",
+            "refunds",
+        ):
             if (value := getattr(self, name)) is not None:
                 out[name] = value
         return out

@@ -24,6 +24,7 @@ def render(report: model.Report, *, show_all: bool = False) -> str:
         out.append("note: no receiving address configured or given (--receiver): nothing is ours")
     if summary.ledger_read:
         out.append(f"ledger: {_counts(summary.ledger) or 'nothing to us to look up'}")
+        out.extend(_waiting(summary.ledger))
     listed = [
         tx
         for tx in report.transactions
@@ -57,6 +58,23 @@ def _headline(s: model.Summary) -> str:
     )
 
 
+def _waiting(ledger: Counter[str]) -> list[str]:
+    """What the chain would credit but the ledger keeps back (issue 16): said plainly,
+    since the headline judges the transfers by the chain's rules alone."""
+    out = []
+    if ledger.get("held"):
+        out.append(
+            f"held for review: {_plural(ledger['held'], 'payment')}, not credited and not "
+            "claimable until an operator releases it (watcher holds release ID) or rejects it"
+        )
+    if ledger.get("rejected"):
+        out.append(
+            f"rejected: {_plural(ledger['rejected'], 'payment')}, never credited "
+            "(refundable: watcher refunds)"
+        )
+    return out
+
+
 def _scope(report: model.Report, listed: int, show_all: bool) -> str:
     txs = report.transactions
     failed = sum(1 for tx in txs if tx.status == "failed")
@@ -73,7 +91,7 @@ def _scope(report: model.Report, listed: int, show_all: bool) -> str:
 
 def _transaction(report: model.Report, tx: model.Tx, show_all: bool) -> list[str]:
     out = [f"{report.chain} tx {tx.tx}  status: {tx.status}"]
-    shown = [t for t in tx.transfers if show_all or report.to_us(t)]
+    shown = [t for t in tx.transfers if show_all or report.to_us(t) or t.refunds]
     out.extend(_line(report, t) for t in shown)
     others = len(tx.transfers) - len(shown)
     if others:
@@ -101,6 +119,7 @@ def _line(report: model.Report, t: model.Transfer) -> str:
     line = f"  {report.index_label} {t.index}: {amount} {frm} -> {to}  => {t.verdict}{extra}"
     line += f"\n      {t.reason}" if t.reason else ""
     line += _risk(t)
+    line += "".join(f"\n      {r}" for r in t.refunds or ())
     return line + (f"\n      events: {'; '.join(t.events)}" if t.events else "")
 
 

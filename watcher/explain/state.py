@@ -14,7 +14,7 @@ import subprocess
 
 import asyncpg
 
-from watcher import db, events
+from watcher import db, events, money
 from watcher.explain import model
 from watcher.settings import Settings
 
@@ -89,6 +89,7 @@ async def _annotate(report: model.Report, conn: db.Connection, cursor_stream: st
         }
         for t in tx.transfers:
             row = rows.get(t.index)
+            await _refunds(conn, report.chain, tx.tx, t, row)
             t.state = "not_recorded" if row is None else _state(row)
             if row is not None and row["reason"]:
                 t.reason = row["reason"]
@@ -97,6 +98,31 @@ async def _annotate(report: model.Report, conn: db.Connection, cursor_stream: st
                 _holds(t, row)
             if head is not None and t.block is not None and t.confirmations is None:
                 t.confirmations = max(0, head - t.block + 1)
+
+
+async def _refunds(
+    conn: db.Connection, chain: str, tx: str, t: model.Transfer, row: asyncpg.Record | None
+) -> None:
+    """The refunds of this payment, or the refund this outgoing transfer is (issue 16)."""
+    found = await conn.fetch(db.q("explain_refunds"), chain, row["id"] if row else None, tx)
+    lines = []
+    for r in found:
+        ours = r["payment_id"] == (row["id"] if row else None)
+        if not ours and (t.to_address or "").lower() != r["destination"].lower():
+            continue  # another transfer of this transaction
+        where = f" in tx {r['tx_hash']}" if r["tx_hash"] else ""
+        if r["out_block_number"] is not None:
+            where += f" (block {r['out_block_number']})"
+        what = (
+            f"refund {r['id']} ({r['refund_key']}) of {money.usd(r['amount'])} USDC to "
+            f"{r['destination']}: {r['status']}{where}, asked by {r['requested_by']}"
+        )
+        if r["failure"]:
+            what += f"; failed: {r['failure']}"
+        if not ours:
+            what = f"our {what}, for the payment in tx {r['payment_tx_hash']}"
+        lines.append(what)
+    t.refunds = lines or None
 
 
 def _holds(t: model.Transfer, row: asyncpg.Record) -> None:

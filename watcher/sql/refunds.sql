@@ -216,3 +216,14 @@ FROM why
 WHERE least(wanted, amount - refunded - consumed) > 0
 ORDER BY id, why
 LIMIT $4;
+
+-- name: explain_refunds
+-- `watcher explain`: the refunds of a payment ($2) and the refund a transaction of ours is
+-- ($3: the transaction explained, on chain $1), oldest first.
+SELECT r.id, r.refund_key, r.payment_id, r.amount, r.destination, r.status, r.requested_by,
+       coalesce(r.out_tx_hash, r.tx_hash) AS tx_hash, r.out_block_number, r.failure,
+       p.tx_hash AS payment_tx_hash
+FROM refunds r JOIN payments p ON p.id = r.payment_id
+WHERE r.chain = $1
+  AND (r.payment_id = $2 OR r.out_tx_hash = $3 OR r.tx_hash = $3)
+ORDER BY r.id;
