@@ -94,28 +94,7 @@ class EvmExporter:
             await self._rpc.aclose()
 
     async def export(self, pool: db.Pool, refund_id: int, fmt: str) -> dict[str, Any]:
-        if fmt not in FORMATS:
-            raise model.Refused(
-                422,
-                "invalid_format",
-                f"{self.chain} exports {FORMATS}, not {fmt!r}",
-                "ask for format=eip1559 or format=safe",
-            )
-        row = await pool.fetchrow(db.q("refund_by_id"), refund_id)
-        if row is None or row["chain"] != self.chain:
-            raise model.Refused(
-                404,
-                "refund_not_found",
-                f"no refund {refund_id} on {self.chain}",
-                "list the refunds (GET /x402/admin/refunds)",
-            )
-        if row["status"] not in ("requested", "exported"):
-            raise model.Refused(
-                409,
-                "not_exportable",
-                f"refund {refund_id} is {row['status']}",
-                "only a requested (or already exported) refund is exported",
-            )
+        row = await store.exportable(pool, self.chain, refund_id, fmt, FORMATS)
         if fmt == "safe":
             out = safe_batch(self._net.chain_id, self.wallet, self._net.usdc, row)
         else:

@@ -123,28 +123,7 @@ class SolanaExporter:
         await self._rpc.aclose()
 
     async def export(self, pool: db.Pool, refund_id: int, fmt: str) -> dict[str, Any]:
-        if fmt not in self.formats:
-            raise model.Refused(
-                422,
-                "invalid_format",
-                f"{self.chain} exports {self.formats}, not {fmt!r}",
-                "ask for format=solana",
-            )
-        row = await pool.fetchrow(db.q("refund_by_id"), refund_id)
-        if row is None or row["chain"] != self.chain:
-            raise model.Refused(
-                404,
-                "refund_not_found",
-                f"no refund {refund_id} on {self.chain}",
-                "list the refunds (GET /x402/admin/refunds)",
-            )
-        if row["status"] not in ("requested", "exported"):
-            raise model.Refused(
-                409,
-                "not_exportable",
-                f"refund {refund_id} is {row['status']}",
-                "only a requested (or already exported) refund is exported",
-            )
+        row = await store.exportable(pool, self.chain, refund_id, fmt, self.formats)
         try:
             out = await export(
                 self._rpc,

@@ -293,3 +293,34 @@ async def note_error(pool: db.Pool, refund_id: int, error: str) -> None:
 async def mark_exported(conn: db.Connection, refund_id: int, wallet: str) -> bool:
     """requested -> exported (handed to an outside signer as ``wallet``)."""
     return await conn.fetchval(db.q("refund_mark_exported"), refund_id, wallet) is not None
+
+
+async def exportable(
+    pool: db.Pool, chain: str, refund_id: int, fmt: str, formats: Sequence[str]
+) -> asyncpg.Record:
+    """The refund an exporter of ``chain`` may export as ``fmt``, or :class:`model.Refused`:
+    a format it does not write (422), no such refund there (404), or one already past the
+    point where an outside signer may take it (409)."""
+    if fmt not in formats:
+        raise model.Refused(
+            422,
+            "invalid_format",
+            f"{chain} exports {tuple(formats)}, not {fmt!r}",
+            "ask for format=" + " or format=".join(formats),
+        )
+    row = await pool.fetchrow(db.q("refund_by_id"), refund_id)
+    if row is None or row["chain"] != chain:
+        raise model.Refused(
+            404,
+            "refund_not_found",
+            f"no refund {refund_id} on {chain}",
+            "list the refunds (GET /x402/admin/refunds)",
+        )
+    if row["status"] not in ("requested", "exported"):
+        raise model.Refused(
+            409,
+            "not_exportable",
+            f"refund {refund_id} is {row['status']}",
+            "only a requested (or already exported) refund is exported",
+        )
+    return row
