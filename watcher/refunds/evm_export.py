@@ -116,6 +116,12 @@ class EvmExporter:
                 f"refund {refund_id} is {row['status']}",
                 "only a requested (or already exported) refund is exported",
             )
+        async with pool.acquire() as conn:  # requested earlier: still backed by its payment?
+            stop = await store.blocked(conn, refund_id)
+        if stop is not None:
+            raise model.Refused(
+                409, "payment_not_refundable", stop.why, "watcher explain its payment"
+            )
         if fmt == "safe":
             out = safe_batch(self._net.chain_id, self.wallet, self._net.usdc, row)
         else:

@@ -240,6 +240,36 @@ async def lock_requested(conn: db.Connection, refund_id: int) -> asyncpg.Record 
     return await conn.fetchrow(db.q("refund_lock_requested"), refund_id)
 
 
+@dataclass(frozen=True, slots=True)
+class Blocked:
+    """Why a refund must not be signed or exported now; ``final``: never (fail it)."""
+
+    why: str
+    final: bool
+
+
+async def blocked(conn: db.Connection, refund_id: int) -> Blocked | None:
+    """Whether the refund's payment still holds money of ours, checked again when it is
+    signed or exported (it was requested earlier: the payment may have been reorged out
+    or invalidated since). Share-locks the payment for the caller's transaction."""
+    pay = await conn.fetchrow(db.q("refund_payment_standing"), refund_id)
+    if pay is None:
+        return Blocked(f"refund {refund_id} or its payment is gone", True)
+    if pay["state"] not in model.REFUNDABLE_STATES:
+        return Blocked(
+            f"payment {pay['id']} became {pay['state']} after the refund was requested: "
+            "it holds no money of ours to give back (never sent)",
+            True,
+        )
+    if pay["reorged_after_credit"]:
+        return Blocked(
+            f"payment {pay['id']} was reorged out after the refund was requested: not sent "
+            "until it re-lands and is confirmed again",
+            False,
+        )
+    return None
+
+
 async def lock_wallet(conn: db.Connection, chain: str, wallet: str) -> None:
     """One signer per (chain, wallet) until the caller's transaction ends."""
     await conn.execute(db.q("refund_wallet_lock"), chain, wallet)

@@ -82,6 +82,15 @@ SELECT * FROM refunds WHERE id = $1 AND status = 'requested' FOR UPDATE SKIP LOC
 -- The wallet's next nonce as our own records see it (every refund that ever took one).
 SELECT coalesce(max(nonce) + 1, 0) FROM refunds WHERE chain = $1 AND wallet = $2;
 
+-- name: refund_payment_standing
+-- The payment of a refund about to be signed or exported, share-locked until the
+-- signer's transaction ends (a reorg flag, an invalidation or a claim waits, then sees
+-- the refund signed): whether it still holds money of ours to give back.
+SELECT p.id, p.state, p.reorged_after_credit
+FROM refunds r JOIN payments p ON p.id = r.payment_id
+WHERE r.id = $1
+FOR SHARE OF p;
+
 -- name: refund_wallet_lock
 -- One signer per (chain, wallet) at a time across processes (daemon and CLI).
 SELECT pg_advisory_xact_lock(hashtextextended('refund-wallet:' || $1 || ':' || $2, 0));
