@@ -197,7 +197,10 @@ class EvmSender:
             if int(receipt.get("status") or "0x0", 16) != 1:
                 block = int(receipt.get("blockNumber") or "0x0", 16)
                 await store.mark_failed(
-                    pool, rid, f"the transfer reverted in block {block}: no USDC moved"
+                    pool,
+                    rid,
+                    f"the transfer reverted in block {block}: no USDC moved",
+                    moved_nothing=True,
                 )
             elif row["status"] == "signed":
                 await store.mark_sent(pool, rid)
@@ -220,7 +223,7 @@ async def _hold_back(pool: db.Pool, rid: int, stop: store.Blocked) -> int:
     said why) until the payment is confirmed again."""
     log.warning("refund_held_back", refund=rid, why=stop.why, final=stop.final)
     if stop.final:
-        return int(await store.mark_failed(pool, rid, stop.why))
+        return int(await store.mark_failed(pool, rid, stop.why, moved_nothing=True))
     await store.note_error(pool, rid, stop.why)
     return 0
 

@@ -37,7 +37,7 @@ class Paid:
     token_total: int | None  # the token's calls, None while no token was claimed
     token_remaining: int | None
     token_calls_refunded: int  # calls earlier refunds took from the token
-    refunded: int  # money of earlier refunds that did not fail
+    refunded: int  # money of earlier refunds, but a failed one known to have moved nothing
     price: int  # base units a call
 
 

@@ -306,10 +306,15 @@ async def mark_sent(pool: db.Pool, refund_id: int) -> bool:
     return got is not None
 
 
-async def mark_failed(pool: db.Pool, refund_id: int, why: str) -> bool:
-    """-> failed with ``why`` and ``refund.failed``: an operator must look (never re-signed)."""
+async def mark_failed(
+    pool: db.Pool, refund_id: int, why: str, *, moved_nothing: bool = False
+) -> bool:
+    """-> failed with ``why`` and ``refund.failed``: an operator must look (never re-signed).
+
+    ``moved_nothing``: known for sure (never signed, or a reverted receipt); only then is
+    its amount refundable again. Otherwise it may yet have landed, and stays counted."""
     async with pool.acquire() as conn, conn.transaction():
-        got = await conn.fetchval(db.q("refund_mark_failed"), refund_id, why[:500])
+        got = await conn.fetchval(db.q("refund_mark_failed"), refund_id, why[:500], moved_nothing)
         if got is not None:
             await outgoing.emit(conn, "refund.failed", refund_id)
     return got is not None

@@ -31,9 +31,13 @@ FOR UPDATE OF p;
 SELECT id, requests_total, remaining FROM access_tokens WHERE payment_id = $1 FOR UPDATE;
 
 -- name: refund_totals
--- What earlier refunds of a payment took: money (not failed) and the calls taken from
--- its token (all of them: a failed refund's calls stay void).
-SELECT coalesce(sum(amount) FILTER (WHERE status <> 'failed'), 0) AS refunded,
+-- What earlier refunds of a payment took: money (all but a failed refund known to have
+-- moved nothing: one marked failed for a nonce another transaction took, with no receipt
+-- seen, may still have landed) and the calls taken from its token (all of them: a
+-- failed refund's calls stay void).
+SELECT coalesce(sum(amount) FILTER (
+           WHERE status <> 'failed' OR detail->>'moved_nothing' IS DISTINCT FROM 'true'),
+           0) AS refunded,
        coalesce(sum(calls) FILTER (WHERE token_id IS NOT NULL), 0)::int AS token_calls
 FROM refunds WHERE payment_id = $1;
 
@@ -108,7 +112,12 @@ WHERE id = $1 AND status = 'signed'
 RETURNING id;
 
 -- name: refund_mark_failed
-UPDATE refunds SET status = 'failed', failure = $2, failed_at = now(), updated_at = now()
+-- $3: the refund is known to have moved nothing (never signed, or its receipt reverted):
+-- only then is its amount refundable again (refund_totals).
+UPDATE refunds SET status = 'failed', failure = $2, failed_at = now(), updated_at = now(),
+                   detail = CASE WHEN $3::boolean
+                                 THEN coalesce(detail, '{}'::jsonb) || '{"moved_nothing": true}'
+                                 ELSE detail END
 WHERE id = $1 AND status IN ('requested', 'signed', 'sent', 'exported')
 RETURNING id;
 
@@ -189,7 +198,9 @@ WITH base AS (
     LEFT JOIN invoices i ON i.id = p.invoice_id
     LEFT JOIN access_tokens t ON t.payment_id = p.id
     LEFT JOIN LATERAL (
-        SELECT sum(amount) FILTER (WHERE status <> 'failed') AS refunded,
+        SELECT sum(amount) FILTER (WHERE status <> 'failed'
+                                     OR detail->>'moved_nothing' IS DISTINCT FROM 'true')
+                   AS refunded,
                sum(calls) FILTER (WHERE token_id IS NOT NULL) AS token_calls
         FROM refunds WHERE payment_id = p.id) r ON true
     WHERE p.state = ANY($5::text[]) AND NOT p.reorged_after_credit
