@@ -186,6 +186,8 @@ def _paid(pay: Any, tok: Any, totals: Any, price: int) -> model.Paid:
         token_calls_refunded=int(totals["token_calls"]),
         refunded=int(totals["refunded"]),
         price=price,
+        # claimed without a token: an x402 call was served for it (ledger.claim_served)
+        served=pay["state"] == "claimed" and tok is None,
     )
 
 

@@ -204,6 +204,8 @@ WITH base AS (
                sum(calls) FILTER (WHERE token_id IS NOT NULL) AS token_calls
         FROM refunds WHERE payment_id = p.id) r ON true
     WHERE p.state = ANY($5::text[]) AND NOT p.reorged_after_credit
+      -- claimed without a token: consumed by the x402 call it paid for, nothing to give
+      AND NOT (p.state = 'claimed' AND t.id IS NULL)
 ), why AS (
     SELECT b.*, 'rejected_hold' AS why, 'whole' AS kind, b.amount AS wanted
     FROM base b WHERE b.state = 'rejected'
