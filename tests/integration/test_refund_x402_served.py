@@ -45,3 +45,17 @@ async def test_a_served_x402_payment_is_not_refunded_whole(pool: db.Pool) -> Non
             await store.create(conn, ask(pid, "whole"))
     assert refused.value.code == "nothing_refundable"
     assert await pool.fetchval("SELECT count(*) FROM refunds") == 0
+
+
+async def test_a_payment_whose_x402_call_is_being_served_is_not_refunded(pool: db.Pool) -> None:
+    tx = "0x" + "cd" * 32
+    await authorization(pool, "settling", tx)  # settled on chain, the call not served yet
+    async with pool.acquire() as conn, conn.transaction():
+        (row,) = await ledger.record(conn, [transfer(tx)])
+        await ledger.credit(conn, [row["id"]])
+    pid = int(row["id"])
+    assert await pool.fetchval("SELECT state FROM payments WHERE id = $1", pid) == "credited"
+    async with pool.acquire() as conn:
+        with pytest.raises(model.Refused) as refused:
+            await store.create(conn, ask(pid, "whole"))
+    assert refused.value.code == "nothing_refundable"

@@ -186,8 +186,9 @@ def _paid(pay: Any, tok: Any, totals: Any, price: int) -> model.Paid:
         token_calls_refunded=int(totals["token_calls"]),
         refunded=int(totals["refunded"]),
         price=price,
-        # claimed without a token: an x402 call was served for it (ledger.claim_served)
-        served=pay["state"] == "claimed" and tok is None,
+        # claimed without a token: an x402 call was served for it (ledger.claim_served);
+        # linked to a settling x402 settlement: its call is being served
+        served=(pay["state"] == "claimed" and tok is None) or bool(pay["x402_linked"]),
     )
 
 

@@ -22,7 +22,13 @@ ORDER BY r.id DESC LIMIT $3;
 -- The payment and what it bought, locked: a racing claim, charge or refund waits.
 SELECT p.id, p.chain, p.family, p.state, p.amount, p.token, p.from_address, p.tx_hash,
        p.log_index, p.invoice_id, p.reorged_after_credit,
-       i.amount AS invoice_amount, i.claim_secret_hash
+       i.amount AS invoice_amount, i.claim_secret_hash,
+       -- an x402 settlement of it (settling: its call is being served) consumes it
+       EXISTS (SELECT 1 FROM x402_authorizations a
+               WHERE a.payment_id = p.id AND a.status IN ('settling', 'settled'))
+       OR EXISTS (SELECT 1 FROM x402_solana_settlements s
+                  WHERE s.payment_id = p.id AND s.status IN ('settling', 'settled'))
+           AS x402_linked
 FROM payments p LEFT JOIN invoices i ON i.id = p.invoice_id
 WHERE p.id = $1
 FOR UPDATE OF p;
