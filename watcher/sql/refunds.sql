@@ -210,8 +210,13 @@ WITH base AS (
                sum(calls) FILTER (WHERE token_id IS NOT NULL) AS token_calls
         FROM refunds WHERE payment_id = p.id) r ON true
     WHERE p.state = ANY($5::text[]) AND NOT p.reorged_after_credit
-      -- claimed without a token: consumed by the x402 call it paid for, nothing to give
+      -- consumed by the x402 call it paid for (claimed without a token, or linked to a
+      -- settling or settled settlement): nothing to give
       AND NOT (p.state = 'claimed' AND t.id IS NULL)
+      AND NOT EXISTS (SELECT 1 FROM x402_authorizations a
+                      WHERE a.payment_id = p.id AND a.status IN ('settling', 'settled'))
+      AND NOT EXISTS (SELECT 1 FROM x402_solana_settlements s
+                      WHERE s.payment_id = p.id AND s.status IN ('settling', 'settled'))
 ), why AS (
     SELECT b.*, 'rejected_hold' AS why, 'whole' AS kind, b.amount AS wanted
     FROM base b WHERE b.state = 'rejected'
