@@ -22,7 +22,9 @@ async def settle(
         checked = svm_decode.verify(clients.settings, matched)
         fee_payer = str(checked.tx.message.account_keys[0])
         ours = clients.settings.solana_fee_payer_address(name)
-        payers = [checked.transfer.payer, *([fee_payer] if fee_payer != ours else [])]
+        t = checked.transfer
+        screen.check_source(name, version, asked, t.payer, t.source, t.own_account)
+        payers = [t.payer, *([fee_payer] if fee_payer != ours else [])]
         await screen.check(clients, name, version, asked, payers)
         return await svm_settle.settle(clients, pool, checked, str(url))
     verified = evm.verify(clients.settings, matched)

@@ -30,6 +30,25 @@ ERR_PAYER_DENIED = "payer_denied"
 ERR_PAYER_UNSCREENED = "payer_unscreened"
 
 
+def check_source(
+    chain: str, version: int, requirements_json: dict[str, Any], payer: str, source: str, own: bool
+) -> None:
+    """Raise ``errors.Refused`` when the screen must know who owns the Solana transfer's
+    source (a deny-list or the oracle on ``chain``) and the message does not say: a
+    source that is not the signer's own token account (a delegate spends it)."""
+    if own or not core.current().needs_addresses(chain):
+        return
+    log.warning("x402_source_unscreened", chain=chain, payer=payer, source=source)
+    raise offers.failure(
+        version,
+        requirements_json,
+        payer,
+        ERR_PAYER_UNSCREENED,
+        f"the transfer spends {source}, which is not {payer}'s own token account: its "
+        "owner cannot be screened before settling; pay from your own token account",
+    )
+
+
 async def check(
     clients: Clients,
     chain: str,

@@ -74,6 +74,9 @@ class Transfer:
     destination: str
     mint: str
     amount: int
+    # The source is the authority's own associated token account: its owner is the
+    # authority. Otherwise (a delegate, another account) the owner is not in the message.
+    own_account: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,7 +243,8 @@ def _transfer(matched: Matched, keys: list[Pubkey], ix: CompiledInstruction) -> 
     if amount != price:
         reason = svm.ERR_AMOUNT_INSUFFICIENT if amount < price else ERR_AMOUNT_MISMATCH
         raise Refused(reason, f"the transfer is for {amount} base units; the price is {price}")
-    return Transfer(authority, source, destination, mint, amount)
+    own = derive_ata(authority, mint, str(program)) == source
+    return Transfer(authority, source, destination, mint, amount, own)
 
 
 def _create_ata(

@@ -143,24 +143,30 @@ class EvmSender:
             await store.lock_wallet(conn, self.chain, self.wallet)
             if await store.lock_requested(conn, rid) is None:
                 return 0  # another signer took it
-            nonce = max(pending, await store.next_nonce(conn, self.chain, self.wallet))
-            tx = fields(self._net.chain_id, nonce, f, self._net.usdc, transfer_data(dest, amount))
-            signed = self._account.sign_transaction(tx)
-            raw = "0x" + bytes(signed.raw_transaction).hex()
-            tx_hash = "0x" + bytes(signed.hash).hex()
-            detail = {"gas": f.gas, "max_fee": f.max_fee, "tip": f.tip}
-            await store.mark_signed(
-                conn,
-                rid,
-                wallet=self.wallet,
-                nonce=nonce,
-                raw_tx=raw,
-                tx_hash=tx_hash,
-                detail=detail,
-            )
+            stop = await store.blocked(conn, rid)  # its payment may have changed since
+            if stop is None:
+                nonce = max(pending, await store.next_nonce(conn, self.chain, self.wallet))
+                raw, tx_hash = await self._sign(conn, rid, nonce, f, dest, amount)
+        if stop is not None:
+            return await _hold_back(pool, rid, stop)
         log.info("refund_signed", chain=self.chain, refund=rid, nonce=nonce, tx_hash=tx_hash)
         await self._broadcast(pool, rid, raw)  # only after the commit above
         return 1
+
+    async def _sign(
+        self, conn: db.Connection, rid: int, nonce: int, f: Fees, dest: str, amount: int
+    ) -> tuple[str, str]:
+        """Sign the transfer at ``nonce`` and record it (``signed``) in the caller's
+        transaction: (raw transaction, hash)."""
+        tx = fields(self._net.chain_id, nonce, f, self._net.usdc, transfer_data(dest, amount))
+        signed = self._account.sign_transaction(tx)
+        raw = "0x" + bytes(signed.raw_transaction).hex()
+        tx_hash = "0x" + bytes(signed.hash).hex()
+        detail = {"gas": f.gas, "max_fee": f.max_fee, "tip": f.tip}
+        await store.mark_signed(
+            conn, rid, wallet=self.wallet, nonce=nonce, raw_tx=raw, tx_hash=tx_hash, detail=detail
+        )
+        return raw, tx_hash
 
     async def _broadcast(self, pool: db.Pool, rid: int, raw: str) -> None:
         try:
@@ -191,7 +197,10 @@ class EvmSender:
             if int(receipt.get("status") or "0x0", 16) != 1:
                 block = int(receipt.get("blockNumber") or "0x0", 16)
                 await store.mark_failed(
-                    pool, rid, f"the transfer reverted in block {block}: no USDC moved"
+                    pool,
+                    rid,
+                    f"the transfer reverted in block {block}: no USDC moved",
+                    moved_nothing=True,
                 )
             elif row["status"] == "signed":
                 await store.mark_sent(pool, rid)
@@ -207,6 +216,16 @@ class EvmSender:
             return 1
         await self._broadcast(pool, rid, str(row["raw_tx"]))  # same bytes, same hash
         return 1
+
+
+async def _hold_back(pool: db.Pool, rid: int, stop: store.Blocked) -> int:
+    """A refund its payment no longer backs: failed for good, or kept requested (and
+    said why) until the payment is confirmed again."""
+    log.warning("refund_held_back", refund=rid, why=stop.why, final=stop.final)
+    if stop.final:
+        return int(await store.mark_failed(pool, rid, stop.why, moved_nothing=True))
+    await store.note_error(pool, rid, stop.why)
+    return 0
 
 
 def can_send(settings: Settings, name: str) -> bool:

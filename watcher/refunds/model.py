@@ -37,8 +37,11 @@ class Paid:
     token_total: int | None  # the token's calls, None while no token was claimed
     token_remaining: int | None
     token_calls_refunded: int  # calls earlier refunds took from the token
-    refunded: int  # money of earlier refunds that did not fail
+    refunded: int  # money of earlier refunds, but a failed one known to have moved nothing
     price: int  # base units a call
+    # Consumed whole by the x402 call(s) it paid for (claimed without a token): it bought
+    # what it paid, at the route's price, so none of it is refundable.
+    served: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +62,8 @@ def consumed_calls(p: Paid) -> int:
 
 def refundable(p: Paid) -> int:
     """Money still refundable: paid, less what was served, less earlier refunds."""
+    if p.served:
+        return 0
     return max(p.amount - consumed_calls(p) * p.price - p.refunded, 0)
 
 

@@ -57,6 +57,14 @@ async def request(
             "take the id from the candidates or verify-payment",
         )
     dest, how = _judge(pay, order.claimed)
+    if dest in _ours(settings, pay["chain"]):
+        raise model.Refused(
+            409,
+            "destination_is_ours",
+            f"{dest} is one of our own addresses on {pay['chain']}: the refund would come back "
+            "to us (and be recorded as a new payment)",
+            "send it to an address the payer controls (signature or claim secret)",
+        )
     if how == "source" and networks.family(pay["chain"]) == "evm":
         try:
             code = await code_of(pay["chain"], dest)
@@ -83,6 +91,17 @@ async def request(
     )
     async with pool.acquire() as conn:
         return await store.create(conn, ask)
+
+
+def _ours(settings: Settings, chain: str) -> frozenset[str]:
+    """Addresses of ours on ``chain`` a refund must never go to: the receiving
+    addresses and the refund wallet itself (a contract, USDC's too, is refused by its code)."""
+    if networks.family(chain) == "evm":
+        net = settings.evm_chain(chain)
+        wallet = settings.refund_evm_wallet()
+        return frozenset({*net.receivers, *([wallet] if wallet else [])})
+    sol = settings.solana_chain(chain)
+    return frozenset(a for a in (sol.owner, *sol.token_accounts) if a)
 
 
 def _judge(pay: asyncpg.Record, claimed: proof.Claimed) -> tuple[str, str]:

@@ -186,6 +186,9 @@ def _paid(pay: Any, tok: Any, totals: Any, price: int) -> model.Paid:
         token_calls_refunded=int(totals["token_calls"]),
         refunded=int(totals["refunded"]),
         price=price,
+        # claimed without a token: an x402 call was served for it (ledger.claim_served);
+        # linked to a settling x402 settlement: its call is being served
+        served=(pay["state"] == "claimed" and tok is None) or bool(pay["x402_linked"]),
     )
 
 
@@ -240,6 +243,36 @@ async def lock_requested(conn: db.Connection, refund_id: int) -> asyncpg.Record 
     return await conn.fetchrow(db.q("refund_lock_requested"), refund_id)
 
 
+@dataclass(frozen=True, slots=True)
+class Blocked:
+    """Why a refund must not be signed or exported now; ``final``: never (fail it)."""
+
+    why: str
+    final: bool
+
+
+async def blocked(conn: db.Connection, refund_id: int) -> Blocked | None:
+    """Whether the refund's payment still holds money of ours, checked again when it is
+    signed or exported (it was requested earlier: the payment may have been reorged out
+    or invalidated since). Share-locks the payment for the caller's transaction."""
+    pay = await conn.fetchrow(db.q("refund_payment_standing"), refund_id)
+    if pay is None:
+        return Blocked(f"refund {refund_id} or its payment is gone", True)
+    if pay["state"] not in model.REFUNDABLE_STATES:
+        return Blocked(
+            f"payment {pay['id']} became {pay['state']} after the refund was requested: "
+            "it holds no money of ours to give back (never sent)",
+            True,
+        )
+    if pay["reorged_after_credit"]:
+        return Blocked(
+            f"payment {pay['id']} was reorged out after the refund was requested: not sent "
+            "until it re-lands and is confirmed again",
+            False,
+        )
+    return None
+
+
 async def lock_wallet(conn: db.Connection, chain: str, wallet: str) -> None:
     """One signer per (chain, wallet) until the caller's transaction ends."""
     await conn.execute(db.q("refund_wallet_lock"), chain, wallet)
@@ -276,10 +309,15 @@ async def mark_sent(pool: db.Pool, refund_id: int) -> bool:
     return got is not None
 
 
-async def mark_failed(pool: db.Pool, refund_id: int, why: str) -> bool:
-    """-> failed with ``why`` and ``refund.failed``: an operator must look (never re-signed)."""
+async def mark_failed(
+    pool: db.Pool, refund_id: int, why: str, *, moved_nothing: bool = False
+) -> bool:
+    """-> failed with ``why`` and ``refund.failed``: an operator must look (never re-signed).
+
+    ``moved_nothing``: known for sure (never signed, or a reverted receipt); only then is
+    its amount refundable again. Otherwise it may yet have landed, and stays counted."""
     async with pool.acquire() as conn, conn.transaction():
-        got = await conn.fetchval(db.q("refund_mark_failed"), refund_id, why[:500])
+        got = await conn.fetchval(db.q("refund_mark_failed"), refund_id, why[:500], moved_nothing)
         if got is not None:
             await outgoing.emit(conn, "refund.failed", refund_id)
     return got is not None
@@ -323,4 +361,8 @@ async def exportable(
             f"refund {refund_id} is {row['status']}",
             "only a requested (or already exported) refund is exported",
         )
+    async with pool.acquire() as conn:  # requested earlier: still backed by its payment?
+        stop = await blocked(conn, refund_id)
+    if stop is not None:
+        raise model.Refused(409, "payment_not_refundable", stop.why, "watcher explain its payment")
     return row

@@ -22,7 +22,13 @@ ORDER BY r.id DESC LIMIT $3;
 -- The payment and what it bought, locked: a racing claim, charge or refund waits.
 SELECT p.id, p.chain, p.family, p.state, p.amount, p.token, p.from_address, p.tx_hash,
        p.log_index, p.invoice_id, p.reorged_after_credit,
-       i.amount AS invoice_amount, i.claim_secret_hash
+       i.amount AS invoice_amount, i.claim_secret_hash,
+       -- an x402 settlement of it (settling: its call is being served) consumes it
+       EXISTS (SELECT 1 FROM x402_authorizations a
+               WHERE a.payment_id = p.id AND a.status IN ('settling', 'settled'))
+       OR EXISTS (SELECT 1 FROM x402_solana_settlements s
+                  WHERE s.payment_id = p.id AND s.status IN ('settling', 'settled'))
+           AS x402_linked
 FROM payments p LEFT JOIN invoices i ON i.id = p.invoice_id
 WHERE p.id = $1
 FOR UPDATE OF p;
@@ -31,9 +37,13 @@ FOR UPDATE OF p;
 SELECT id, requests_total, remaining FROM access_tokens WHERE payment_id = $1 FOR UPDATE;
 
 -- name: refund_totals
--- What earlier refunds of a payment took: money (not failed) and the calls taken from
--- its token (all of them: a failed refund's calls stay void).
-SELECT coalesce(sum(amount) FILTER (WHERE status <> 'failed'), 0) AS refunded,
+-- What earlier refunds of a payment took: money (all but a failed refund known to have
+-- moved nothing: one marked failed for a nonce another transaction took, with no receipt
+-- seen, may still have landed) and the calls taken from its token (all of them: a
+-- failed refund's calls stay void).
+SELECT coalesce(sum(amount) FILTER (
+           WHERE status <> 'failed' OR detail->>'moved_nothing' IS DISTINCT FROM 'true'),
+           0) AS refunded,
        coalesce(sum(calls) FILTER (WHERE token_id IS NOT NULL), 0)::int AS token_calls
 FROM refunds WHERE payment_id = $1;
 
@@ -82,6 +92,15 @@ SELECT * FROM refunds WHERE id = $1 AND status = 'requested' FOR UPDATE SKIP LOC
 -- The wallet's next nonce as our own records see it (every refund that ever took one).
 SELECT coalesce(max(nonce) + 1, 0) FROM refunds WHERE chain = $1 AND wallet = $2;
 
+-- name: refund_payment_standing
+-- The payment of a refund about to be signed or exported, share-locked until the
+-- signer's transaction ends (a reorg flag, an invalidation or a claim waits, then sees
+-- the refund signed): whether it still holds money of ours to give back.
+SELECT p.id, p.state, p.reorged_after_credit
+FROM refunds r JOIN payments p ON p.id = r.payment_id
+WHERE r.id = $1
+FOR SHARE OF p;
+
 -- name: refund_wallet_lock
 -- One signer per (chain, wallet) at a time across processes (daemon and CLI).
 SELECT pg_advisory_xact_lock(hashtextextended('refund-wallet:' || $1 || ':' || $2, 0));
@@ -99,7 +118,12 @@ WHERE id = $1 AND status = 'signed'
 RETURNING id;
 
 -- name: refund_mark_failed
-UPDATE refunds SET status = 'failed', failure = $2, failed_at = now(), updated_at = now()
+-- $3: the refund is known to have moved nothing (never signed, or its receipt reverted):
+-- only then is its amount refundable again (refund_totals).
+UPDATE refunds SET status = 'failed', failure = $2, failed_at = now(), updated_at = now(),
+                   detail = CASE WHEN $3::boolean
+                                 THEN coalesce(detail, '{}'::jsonb) || '{"moved_nothing": true}'
+                                 ELSE detail END
 WHERE id = $1 AND status IN ('requested', 'signed', 'sent', 'exported')
 RETURNING id;
 
@@ -185,10 +209,19 @@ WITH base AS (
     LEFT JOIN invoices i ON i.id = p.invoice_id
     LEFT JOIN access_tokens t ON t.payment_id = p.id
     LEFT JOIN LATERAL (
-        SELECT sum(amount) FILTER (WHERE status <> 'failed') AS refunded,
+        SELECT sum(amount) FILTER (WHERE status <> 'failed'
+                                     OR detail->>'moved_nothing' IS DISTINCT FROM 'true')
+                   AS refunded,
                sum(calls) FILTER (WHERE token_id IS NOT NULL) AS token_calls
         FROM refunds WHERE payment_id = p.id) r ON true
     WHERE p.state = ANY($5::text[]) AND NOT p.reorged_after_credit
+      -- consumed by the x402 call it paid for (claimed without a token, or linked to a
+      -- settling or settled settlement): nothing to give
+      AND NOT (p.state = 'claimed' AND t.id IS NULL)
+      AND NOT EXISTS (SELECT 1 FROM x402_authorizations a
+                      WHERE a.payment_id = p.id AND a.status IN ('settling', 'settled'))
+      AND NOT EXISTS (SELECT 1 FROM x402_solana_settlements s
+                      WHERE s.payment_id = p.id AND s.status IN ('settling', 'settled'))
 ), why AS (
     SELECT b.*, 'rejected_hold' AS why, 'whole' AS kind, b.amount AS wanted
     FROM base b WHERE b.state = 'rejected'
