@@ -88,3 +88,31 @@ async def test_no_export_while_a_key_sends_refunds(
         )
         got = await http.get(f"/x402/admin/refunds/{made.json()['id']}/export", headers=HEADERS)
     assert got.status_code == 409 and got.json()["error"] == "no_export_wallet"
+
+
+async def test_an_export_keeps_its_nonce_and_the_next_refund_takes_the_next_one(
+    anvil: Anvil, usdc: Token, pool: db.Pool
+) -> None:
+    # Exported again (say after the first copy was signed and mined, before the follower
+    # linked it), a refund is the same transaction: two signed copies cannot both land.
+    w = await refundkit.world(anvil, usdc)
+    first = await refundkit.pay(w, pool, 1_500_000)
+    second = await refundkit.pay(w, pool, 1_200_000)
+    settings = w.settings(key=False)
+    nonces = []
+    async with client(create_app(settings, pool)) as http:
+        ids = []
+        for pid in (first, second):
+            made = await http.post(
+                "/x402/admin/refunds", headers=HEADERS, json={"payment_id": pid, "reason": "x"}
+            )
+            assert made.status_code == 200, made.text
+            ids.append(int(made.json()["id"]))
+        for rid in (ids[0], ids[0], ids[1]):
+            got = await http.get(
+                f"/x402/admin/refunds/{rid}/export?format=eip1559", headers=HEADERS
+            )
+            assert got.status_code == 200, got.text
+            nonces.append(int(got.json()["export"]["transaction"]["nonce"], 16))
+    pending = int(await anvil.rpc("eth_getTransactionCount", w.wallet_address, "pending"), 16)
+    assert nonces == [pending, pending, pending + 1]

@@ -97,10 +97,22 @@ class EvmExporter:
         row = await store.exportable(pool, self.chain, refund_id, fmt, FORMATS)
         if fmt == "safe":
             out = safe_batch(self._net.chain_id, self.wallet, self._net.usdc, row)
+            async with pool.acquire() as conn:
+                await store.mark_exported(conn, refund_id, self.wallet)
         else:
-            out = eip1559_doc(await self._transaction(row), self.wallet)
-        async with pool.acquire() as conn:
-            await store.mark_exported(conn, refund_id, self.wallet)
+            tx = await self._transaction(row)
+            async with pool.acquire() as conn, conn.transaction():
+                # One nonce per exported refund, kept: exported again (before the follower
+                # saw the first land) it is the same transaction, so two signed copies can
+                # never both land; a new export takes the next one after ours.
+                await store.lock_wallet(conn, self.chain, self.wallet)
+                if row["nonce"] is not None:
+                    tx["nonce"] = int(row["nonce"])
+                else:
+                    ours = await store.next_nonce(conn, self.chain, self.wallet)
+                    tx["nonce"] = max(int(tx["nonce"]), ours)
+                await store.mark_exported(conn, refund_id, self.wallet, nonce=tx["nonce"])
+            out = eip1559_doc(tx, self.wallet)
         return {
             "format": fmt,
             "refund_id": refund_id,

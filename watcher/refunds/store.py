@@ -328,9 +328,13 @@ async def note_error(pool: db.Pool, refund_id: int, error: str) -> None:
     await pool.execute(db.q("refund_note_error"), refund_id, error[:500])
 
 
-async def mark_exported(conn: db.Connection, refund_id: int, wallet: str) -> bool:
-    """requested -> exported (handed to an outside signer as ``wallet``)."""
-    return await conn.fetchval(db.q("refund_mark_exported"), refund_id, wallet) is not None
+async def mark_exported(
+    conn: db.Connection, refund_id: int, wallet: str, *, nonce: int | None = None
+) -> bool:
+    """requested -> exported (handed to an outside signer as ``wallet``); the nonce of the
+    exported transaction is kept from the first export on."""
+    got = await conn.fetchval(db.q("refund_mark_exported"), refund_id, wallet, nonce)
+    return got is not None
 
 
 async def exportable(

@@ -132,7 +132,7 @@ UPDATE refunds SET last_error = $2, updated_at = now() WHERE id = $1;
 
 -- name: refund_mark_exported
 UPDATE refunds SET status = 'exported', wallet = $2, exported_at = coalesce(exported_at, now()),
-                   updated_at = now()
+                   nonce = coalesce(nonce, $3::bigint), updated_at = now()
 WHERE id = $1 AND status IN ('requested', 'exported')
 RETURNING id;
 
