@@ -167,3 +167,19 @@ async def test_a_transfer_seen_again_links_one_exported_refund_and_never_stops_t
                 assert await outgoing.observe(conn, "base", [out], deep=59) == []
         linked = [await store.by_id(conn, int(r["id"])) for r in (a, b)]
     assert [r["out_tx_hash"] for r in linked if r is not None] == [out.tx_hash, None]
+
+
+async def test_refunded_money_leaves_the_revenue_the_stats_show(pool: db.Pool) -> None:
+    payer = Account.create().address.lower()
+    pid, _ = await record_payment(pool, from_address=payer, amount=2_000_000)
+    before = await pool.fetchrow("SELECT * FROM v_x402_stats_24h WHERE chain = 'base'")
+    async with pool.acquire() as conn, conn.transaction():
+        await store.create(conn, ask(pid, "whole", payer))
+    after = await pool.fetchrow("SELECT * FROM v_x402_stats_24h WHERE chain = 'base'")
+    assert after["amount_credited"] == before["amount_credited"]  # it was credited
+    assert after["amount_refunded"] - before["amount_refunded"] == 2_000_000
+    assert after["amount_net"] == after["amount_credited"] - after["amount_refunded"]
+    top = await pool.fetchrow(
+        "SELECT amount_total FROM v_x402_top_payers WHERE payer = $1 AND chain = 'base'", payer
+    )
+    assert top is not None and top["amount_total"] == 0
