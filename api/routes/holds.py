@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from api import operator, ratelimit
+from api import ratelimit
 from api.errors import DB_ERRORS, ApiError, responses, service_unavailable
 from api.routes import admin
 from api.text import SafeStr
@@ -21,7 +21,7 @@ from watcher import db, holds
 router = APIRouter(
     prefix="/x402",
     tags=["admin"],
-    dependencies=[Depends(admin.require_admin), Depends(operator.require_operator)],
+    dependencies=[Depends(admin.require_admin)],
 )
 PaymentId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
@@ -88,7 +88,7 @@ async def release(
     request: Request,
     body: ReviewRequest,
     payment_id: PaymentId,
-    who: Annotated[str, Depends(operator.require_operator)],
+    who: admin.Operator,
 ) -> dict[str, Any]:
     return await _review(request, "release", payment_id, who, body.reason)
 
@@ -102,6 +102,6 @@ async def reject(
     request: Request,
     body: ReviewRequest,
     payment_id: PaymentId,
-    who: Annotated[str, Depends(operator.require_operator)],
+    who: admin.Operator,
 ) -> dict[str, Any]:
     return await _review(request, "reject", payment_id, who, body.reason)

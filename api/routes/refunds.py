@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from api import operator, ratelimit
+from api import ratelimit
 from api.errors import DB_ERRORS, ApiError, responses, service_unavailable
 from api.routes import admin
 from api.text import SafeStr
@@ -25,7 +25,7 @@ router = APIRouter(
     tags=["admin"],
     dependencies=[Depends(admin.require_admin)],
 )
-Operator = Annotated[str, Depends(operator.require_operator)]
+Operator = admin.Operator  # the key, then the operator's name (require_admin)
 RefundId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 
@@ -99,7 +99,7 @@ async def create(request: Request, body: RefundRequest, who: Operator) -> dict[s
 async def listing(
     request: Request,
     who: Operator,
-    status: Annotated[Literal[model.STATUSES] | None, Query()] = None,  # type: ignore[valid-type]
+    status: Annotated[model.Status | None, Query()] = None,
     chain: Annotated[str | None, Query(max_length=40)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> dict[str, Any]:

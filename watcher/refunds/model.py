@@ -7,14 +7,15 @@ units; calls are the calls of the payment's access token at ``price`` base units
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Literal, get_args
 
 # The payment states a refund may start from: credited or claimed money, and a held
 # payment once an operator rejected it (a held one must be rejected first). The one
 # place this list is written.
 REFUNDABLE_STATES: Final = ("credited", "claimed", "rejected")
 KINDS: Final = ("whole", "unconsumed", "excess")
-STATUSES: Final = ("requested", "signed", "sent", "exported", "confirmed", "failed")
+Status = Literal["requested", "signed", "sent", "exported", "confirmed", "failed"]
+STATUSES: Final = get_args(Status)
 # Statuses the sender still acts on (sign, re-check); 'exported' waits for the follower.
 SENDER_DUE: Final = ("requested", "signed", "sent")
 PROOFS: Final = ("source", "signature", "claim_secret")
